@@ -1,0 +1,61 @@
+//! How a node is set up. Everything comes in as values — listeners, peers to
+//! join, the secret — so tests can use port 0 and temporary directories.
+
+use libp2p::Multiaddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Settings of one node. [`NodeConfig::default`] is a loopback node with an
+/// ephemeral identity and one slot per core.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// Addresses to listen on; port 0 picks a free port.
+    pub listen: Vec<Multiaddr>,
+    /// Peers to dial at start and again while the node has no peers.
+    pub join: Vec<Multiaddr>,
+    /// Calls run at once; 0 makes a node that only calls others.
+    pub slots: u32,
+    /// Where the identity key lives; `None` means a fresh identity each run.
+    pub data_dir: Option<PathBuf>,
+    /// The cluster secret (32 bytes); nodes without it cannot connect.
+    pub secret: Option<[u8; 32]>,
+    /// Name of the cluster: the heartbeat topic and the DHT rendezvous key.
+    pub cluster_name: String,
+    /// Discover peers with mDNS. Off by default: multicast leaves the machine.
+    pub mdns: bool,
+    /// How often a heartbeat is published.
+    pub heartbeat_interval: Duration,
+    /// Heartbeats a peer may miss before it is declared dead.
+    pub heartbeat_misses: u32,
+    /// Deadline of a call when the caller gives none. Generous, because a
+    /// call that legitimately runs long must not be cut short; every call
+    /// still resolves within it.
+    pub default_deadline: Duration,
+    /// Memoized results kept per node (least recently used are dropped).
+    pub memo_capacity: usize,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("valid multiaddr")],
+            join: Vec::new(),
+            slots: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+            data_dir: None,
+            secret: None,
+            cluster_name: "shoal".to_string(),
+            mdns: false,
+            heartbeat_interval: Duration::from_secs(1),
+            heartbeat_misses: 3,
+            default_deadline: Duration::from_secs(300),
+            memo_capacity: 100_000,
+        }
+    }
+}
+
+/// Turns a passphrase (the content of a secret file, or `SHOAL_SECRET`) into
+/// the 32-byte pre-shared key libp2p `pnet` needs.
+pub fn secret_from_passphrase(passphrase: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(passphrase.trim().as_bytes()).into()
+}

@@ -1,0 +1,346 @@
+//! The only code that touches libp2p.
+//!
+//! One task owns the [`Swarm`]; the rest of the node holds a cloneable
+//! [`NetHandle`] that sends it commands, and receives [`NetEvent`]s on a
+//! bounded channel. Call traffic does not pass through this task: it flows on
+//! long-lived streams (see [`links`]) opened through `libp2p-stream`, so the
+//! swarm loop only handles discovery, heartbeats and connection bookkeeping.
+//!
+//! ```text
+//!   NetHandle ──NetCommand──► event loop (owns Swarm) ──NetEvent──► node
+//!                                 │  identify → kad addresses
+//!                                 │  kad / mdns → dial new peers
+//!                                 └─ gossipsub ← → heartbeats
+//! ```
+
+pub mod links;
+pub mod transport;
+
+use crate::config::NodeConfig;
+use futures::StreamExt;
+use libp2p::identity::Keypair;
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, identify, kad, mdns};
+use shoal_proto::Heartbeat;
+use std::collections::HashSet;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use transport::{Behaviour, BehaviourEvent};
+
+/// Commands queued for the event loop; a small bound is enough because each
+/// is handled in microseconds.
+const COMMAND_CAPACITY: usize = 256;
+/// Events queued for the node; heartbeats from a large cluster arrive in
+/// bursts, and a full queue drops heartbeats (the next one comes a second
+/// later) rather than stalling the swarm.
+const EVENT_CAPACITY: usize = 4096;
+/// While a node has no peer at all it re-dials its `--join` addresses this often.
+const REJOIN_INTERVAL: Duration = Duration::from_secs(2);
+/// A DHT walk refreshes membership this often.
+const BOOTSTRAP_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Something the network saw that the node must know.
+#[derive(Debug)]
+pub enum NetEvent {
+    Heartbeat(PeerId, Heartbeat),
+    Connected(PeerId),
+    /// The last connection to the peer closed.
+    Disconnected(PeerId),
+}
+
+enum NetCommand {
+    Publish(Vec<u8>),
+    Dial(Multiaddr),
+    ConnectedPeers(oneshot::Sender<Vec<PeerId>>),
+}
+
+/// A cloneable way to talk to the event loop.
+#[derive(Clone)]
+pub struct NetHandle {
+    commands: mpsc::Sender<NetCommand>,
+}
+
+impl NetHandle {
+    /// Publishes a heartbeat; dropped if the loop is behind (the next one
+    /// follows within a heartbeat interval).
+    pub fn publish(&self, heartbeat: Vec<u8>) {
+        let _ = self.commands.try_send(NetCommand::Publish(heartbeat));
+    }
+
+    pub async fn dial(&self, addr: Multiaddr) {
+        let _ = self.commands.send(NetCommand::Dial(addr)).await;
+    }
+
+    pub async fn connected_peers(&self) -> Vec<PeerId> {
+        let (tx, rx) = oneshot::channel();
+        if self
+            .commands
+            .send(NetCommand::ConnectedPeers(tx))
+            .await
+            .is_err()
+        {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+}
+
+/// A started network: the handle, the stream control for call links, the
+/// addresses it listens on, and its events.
+pub struct Started {
+    pub handle: NetHandle,
+    pub control: libp2p_stream::Control,
+    pub listen_addrs: Vec<Multiaddr>,
+    pub events: mpsc::Receiver<NetEvent>,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Builds the swarm, starts listening, and spawns the event loop. Returns
+/// once every listener has its address.
+pub async fn start(
+    keypair: Keypair,
+    config: &NodeConfig,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Started> {
+    let local_peer = keypair.public().to_peer_id();
+    let mut swarm = transport::build_swarm(keypair, config)?;
+    let topic = gossipsub::IdentTopic::new(format!("/shoal/{}/heartbeat/1", config.cluster_name));
+    swarm.behaviour_mut().gossipsub.subscribe(&topic)?;
+    for addr in &config.listen {
+        swarm
+            .listen_on(addr.clone())
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+    }
+    let mut listen_addrs = Vec::new();
+    while listen_addrs.len() < config.listen.len() {
+        match swarm.select_next_some().await {
+            SwarmEvent::NewListenAddr { address, .. } => listen_addrs.push(address),
+            SwarmEvent::ListenerError { error, .. } => anyhow::bail!("listener failed: {error}"),
+            SwarmEvent::ListenerClosed {
+                reason: Err(error), ..
+            } => anyhow::bail!("listener closed: {error}"),
+            _ => {}
+        }
+    }
+    for addr in &config.join {
+        if let Err(e) = swarm.dial(addr.clone()) {
+            tracing::warn!(%addr, error = %e, "cannot dial join address");
+        }
+    }
+    let control = swarm.behaviour().stream.new_control();
+    let (command_tx, command_rx) = mpsc::channel(COMMAND_CAPACITY);
+    let (event_tx, event_rx) = mpsc::channel(EVENT_CAPACITY);
+    let event_loop = EventLoop {
+        swarm,
+        local_peer,
+        topic,
+        join: config.join.clone(),
+        has_secret: config.secret.is_some(),
+        connected: HashSet::new(),
+        commands: command_rx,
+        events: event_tx,
+    };
+    let task = tokio::spawn(event_loop.run(shutdown));
+    Ok(Started {
+        handle: NetHandle {
+            commands: command_tx,
+        },
+        control,
+        listen_addrs,
+        events: event_rx,
+        task,
+    })
+}
+
+struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    local_peer: PeerId,
+    topic: gossipsub::IdentTopic,
+    join: Vec<Multiaddr>,
+    /// Whether this node uses a cluster secret: handshake failures then
+    /// most likely mean a peer with another secret, and the log says so.
+    has_secret: bool,
+    connected: HashSet<PeerId>,
+    commands: mpsc::Receiver<NetCommand>,
+    events: mpsc::Sender<NetEvent>,
+}
+
+impl EventLoop {
+    async fn run(mut self, shutdown: CancellationToken) {
+        let mut rejoin = tokio::time::interval(REJOIN_INTERVAL);
+        let mut bootstrap = tokio::time::interval(BOOTSTRAP_INTERVAL);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                Some(command) = self.commands.recv() => self.on_command(command),
+                _ = rejoin.tick() => {
+                    if self.connected.is_empty() {
+                        for addr in self.join.clone() {
+                            let _ = self.swarm.dial(addr);
+                        }
+                    }
+                }
+                _ = bootstrap.tick() => {
+                    if !self.connected.is_empty() {
+                        let kad = &mut self.swarm.behaviour_mut().kad;
+                        let _ = kad.bootstrap();
+                        kad.get_closest_peers(self.local_peer);
+                    }
+                }
+            }
+        }
+        tracing::debug!("network event loop stopped");
+    }
+
+    fn on_command(&mut self, command: NetCommand) {
+        match command {
+            NetCommand::Publish(data) => {
+                // With no peers yet there is nobody to tell; not an error.
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .publish(self.topic.clone(), data);
+            }
+            NetCommand::Dial(addr) => {
+                if let Err(e) = self.swarm.dial(addr.clone()) {
+                    tracing::warn!(%addr, error = %e, "cannot dial");
+                }
+            }
+            NetCommand::ConnectedPeers(reply) => {
+                let _ = reply.send(self.connected.iter().copied().collect());
+            }
+        }
+    }
+
+    fn emit(&self, event: NetEvent) {
+        if let Err(mpsc::error::TrySendError::Full(event)) = self.events.try_send(event) {
+            tracing::warn!(?event, "node is behind on network events; dropped one");
+        }
+    }
+
+    fn dial_if_new(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) {
+        if peer == self.local_peer || self.connected.contains(&peer) {
+            return;
+        }
+        let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+            .addresses(addrs)
+            .build();
+        let _ = self.swarm.dial(opts);
+    }
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::ConnectionEstablished {
+                peer_id, endpoint, ..
+            } => {
+                if self.connected.insert(peer_id) {
+                    tracing::debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
+                    self.emit(NetEvent::Connected(peer_id));
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established,
+                ..
+            } => {
+                if num_established == 0 && self.connected.remove(&peer_id) {
+                    self.emit(NetEvent::Disconnected(peer_id));
+                }
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                let hint = self.handshake_hint();
+                tracing::debug!(peer = ?peer_id, %error, hint, "outgoing connection failed");
+                if self.has_secret && is_handshake_failure(&error.to_string()) {
+                    tracing::warn!(peer = ?peer_id, %error, "{hint}");
+                }
+            }
+            SwarmEvent::IncomingConnectionError {
+                send_back_addr,
+                error,
+                ..
+            } => {
+                let hint = self.handshake_hint();
+                tracing::warn!(from = %send_back_addr, %error, "{hint}");
+            }
+            SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
+            _ => {}
+        }
+    }
+
+    fn handshake_hint(&self) -> &'static str {
+        if self.has_secret {
+            "connection refused during the private-network handshake: the peer does not have this cluster's secret"
+        } else {
+            "connection failed during the handshake: if the peer uses a cluster secret, start this node with the same --secret-file"
+        }
+    }
+
+    fn on_behaviour_event(&mut self, event: BehaviourEvent) {
+        match event {
+            BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message,
+                ..
+            }) => {
+                let sender = message.source.unwrap_or(propagation_source);
+                match Heartbeat::decode(&message.data) {
+                    Ok(heartbeat) => self.emit(NetEvent::Heartbeat(sender, heartbeat)),
+                    Err(e) => {
+                        tracing::debug!(peer = %sender, error = %e, "ignored undecodable heartbeat")
+                    }
+                }
+            }
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                let kad = &mut self.swarm.behaviour_mut().kad;
+                for addr in info.listen_addrs {
+                    kad.add_address(&peer_id, addr);
+                }
+                // A new peer knows others: ask the DHT who is near us and
+                // connect to them, so joining any one node reaches everyone.
+                kad.get_closest_peers(self.local_peer);
+            }
+            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                result: kad::QueryResult::GetClosestPeers(Ok(found)),
+                ..
+            }) => {
+                for peer in found.peers {
+                    self.dial_if_new(peer.peer_id, peer.addrs);
+                }
+            }
+            BehaviourEvent::Kad(kad::Event::RoutingUpdated {
+                peer, addresses, ..
+            }) => {
+                self.dial_if_new(peer, addresses.into_vec());
+            }
+            BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
+                for (peer, addr) in found {
+                    self.swarm
+                        .behaviour_mut()
+                        .kad
+                        .add_address(&peer, addr.clone());
+                    self.dial_if_new(peer, vec![addr]);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Whether a connection error looks like a failed pnet/noise handshake
+/// rather than, say, a refused TCP connection.
+fn is_handshake_failure(error: &str) -> bool {
+    let error = error.to_ascii_lowercase();
+    [
+        "noise",
+        "handshake",
+        "decrypt",
+        "multistream",
+        "unexpected end",
+        "protocol",
+    ]
+    .iter()
+    .any(|needle| error.contains(needle))
+}

@@ -1,0 +1,142 @@
+//! The libp2p stack of a node: TCP, the optional `pnet` private-network
+//! layer, noise encryption, yamux multiplexing, and the behaviours.
+
+use crate::config::NodeConfig;
+use libp2p::core::muxing::StreamMuxerBox;
+use libp2p::core::transport::{Boxed, Transport as _};
+use libp2p::core::upgrade::Version;
+use libp2p::identity::Keypair;
+use libp2p::pnet::{PnetConfig, PreSharedKey};
+use libp2p::swarm::{NetworkBehaviour, behaviour::toggle::Toggle};
+use libp2p::{
+    PeerId, StreamProtocol, Swarm, gossipsub, identify, kad, mdns, noise, ping, tcp, yamux,
+};
+use std::io;
+use std::time::Duration;
+
+/// Protocol name of the cluster's Kademlia DHT; distinct from the public
+/// IPFS DHT so Shoal nodes only ever route among themselves.
+const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/shoal/kad/1");
+
+/// Connections stay open this long without traffic. Well above libp2p's
+/// 10 s default, so a cluster that is quiet between bursts keeps its links.
+const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Heartbeats list function names, so allow more than gossipsub's 64 KiB.
+const MAX_GOSSIP_BYTES: usize = 256 * 1024;
+
+#[derive(NetworkBehaviour)]
+pub struct Behaviour {
+    pub identify: identify::Behaviour,
+    pub ping: ping::Behaviour,
+    pub kad: kad::Behaviour<kad::store::MemoryStore>,
+    pub gossipsub: gossipsub::Behaviour,
+    pub mdns: Toggle<mdns::tokio::Behaviour>,
+    pub stream: libp2p_stream::Behaviour,
+}
+
+/// Builds the swarm for `keypair` with the settings of `config`.
+pub fn build_swarm(keypair: Keypair, config: &NodeConfig) -> io::Result<Swarm<Behaviour>> {
+    let psk = config.secret.map(PreSharedKey::new);
+    let mdns_on = config.mdns;
+    let heartbeat_interval = config.heartbeat_interval;
+    let transport = transport(&keypair, psk)?;
+    let Ok(builder) = libp2p::SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_other_transport(|_| transport);
+    let swarm = builder
+        .with_behaviour(|key| {
+            let peer_id = key.public().to_peer_id();
+            behaviour(key, peer_id, mdns_on, heartbeat_interval)
+        })
+        .map_err(io::Error::other)?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
+        .build();
+    Ok(swarm)
+}
+
+fn transport(
+    key: &Keypair,
+    psk: Option<PreSharedKey>,
+) -> io::Result<Boxed<(PeerId, StreamMuxerBox)>> {
+    let noise = noise::Config::new(key).map_err(io::Error::other)?;
+    let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true));
+    let yamux = yamux::Config::default();
+    let transport = match psk {
+        // pnet wraps the raw socket before anything else is said, so a peer
+        // without the secret cannot even finish the noise handshake.
+        Some(psk) => tcp
+            .and_then(move |socket, _| PnetConfig::new(psk).handshake(socket))
+            .upgrade(Version::V1Lazy)
+            .authenticate(noise)
+            .multiplex(yamux)
+            .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))
+            .boxed(),
+        None => tcp
+            .upgrade(Version::V1Lazy)
+            .authenticate(noise)
+            .multiplex(yamux)
+            .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))
+            .boxed(),
+    };
+    Ok(transport)
+}
+
+fn behaviour(
+    key: &Keypair,
+    peer_id: PeerId,
+    mdns_on: bool,
+    heartbeat_interval: Duration,
+) -> Result<Behaviour, Box<dyn std::error::Error + Send + Sync>> {
+    let gossip_config = gossipsub::ConfigBuilder::default()
+        .heartbeat_interval(heartbeat_interval)
+        .validation_mode(gossipsub::ValidationMode::Strict)
+        .max_transmit_size(MAX_GOSSIP_BYTES)
+        // Content-addressed ids over (author, content): a heartbeat carries
+        // its author's sequence number, so equal ids mean the same message,
+        // while two idle nodes' identical heartbeats stay distinct.
+        .message_id_fn(|message: &gossipsub::Message| {
+            use sha2::Digest;
+            let mut hash = sha2::Sha256::new();
+            if let Some(source) = &message.source {
+                hash.update(source.to_bytes());
+            }
+            hash.update(&message.data);
+            gossipsub::MessageId::from(hash.finalize().to_vec())
+        })
+        .build()?;
+    let gossipsub = gossipsub::Behaviour::new(
+        gossipsub::MessageAuthenticity::Signed(key.clone()),
+        gossip_config,
+    )?;
+
+    let mut kad = kad::Behaviour::with_config(
+        peer_id,
+        kad::store::MemoryStore::new(peer_id),
+        kad::Config::new(KAD_PROTOCOL),
+    );
+    // Loopback and private addresses are never confirmed as external, so
+    // without this every node would stay a DHT client and answer nothing.
+    kad.set_mode(Some(kad::Mode::Server));
+
+    let mdns = if mdns_on {
+        Some(mdns::tokio::Behaviour::new(
+            mdns::Config::default(),
+            peer_id,
+        )?)
+    } else {
+        None
+    };
+
+    Ok(Behaviour {
+        identify: identify::Behaviour::new(identify::Config::new(
+            "/shoal/1".to_string(),
+            key.public(),
+        )),
+        ping: ping::Behaviour::new(ping::Config::new()),
+        kad,
+        gossipsub,
+        mdns: mdns.into(),
+        stream: libp2p_stream::Behaviour::new(),
+    })
+}

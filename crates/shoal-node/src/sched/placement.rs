@@ -1,0 +1,214 @@
+//! Where a call runs, and whom an idle node steals from: pure functions of
+//! the load picture, tested without a network.
+//!
+//! The rule: run locally while a local slot is free; otherwise send the call
+//! where it is expected to finish first, counting the work already queued
+//! there. With many peers, only two random candidates are compared (the
+//! "power of two choices"), which spreads load almost as well as scanning
+//! everyone and costs O(1).
+
+use rand::Rng;
+
+/// Above this many remote candidates, compare two random ones instead of all.
+const FULL_SCAN_LIMIT: usize = 8;
+
+/// The load of one place a call could run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Load {
+    /// Worker slots there.
+    pub slots: u32,
+    /// Calls queued or running there (the best estimate we have).
+    pub backlog: u32,
+    /// Mean run time of recent calls, in microseconds (0 if unknown).
+    pub mean_task_us: u64,
+}
+
+impl Load {
+    /// Expected time until a new call would finish there, in microseconds.
+    /// An unknown task time counts as 1 µs so backlog per slot still decides.
+    pub fn expected_finish_us(&self) -> f64 {
+        let per_slot = (self.backlog as f64 + 1.0) / self.slots.max(1) as f64;
+        per_slot.ceil() * self.mean_task_us.max(1) as f64
+    }
+
+    fn has_free_slot(&self) -> bool {
+        self.backlog < self.slots
+    }
+}
+
+/// Where to run a call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Placement<P> {
+    Local,
+    Remote(P),
+    /// Nobody can run it.
+    Nowhere,
+}
+
+/// Picks where a call runs. `local` is `None` when this node cannot run the
+/// function (not registered, or no slots); `remotes` are the live peers that
+/// can.
+pub fn place<P: Clone>(
+    local: Option<&Load>,
+    remotes: &[(P, Load)],
+    rng: &mut impl Rng,
+) -> Placement<P> {
+    if let Some(local) = local
+        && local.has_free_slot()
+    {
+        return Placement::Local;
+    }
+    let best_remote = if remotes.len() > FULL_SCAN_LIMIT {
+        let a = &remotes[rng.random_range(0..remotes.len())];
+        let b = &remotes[rng.random_range(0..remotes.len())];
+        Some(if b.1.expected_finish_us() < a.1.expected_finish_us() {
+            b
+        } else {
+            a
+        })
+    } else {
+        remotes.iter().min_by(|a, b| {
+            a.1.expected_finish_us()
+                .total_cmp(&b.1.expected_finish_us())
+        })
+    };
+    match (local, best_remote) {
+        (None, None) => Placement::Nowhere,
+        (Some(_), None) => Placement::Local,
+        (None, Some((peer, _))) => Placement::Remote(peer.clone()),
+        (Some(local), Some((peer, remote))) => {
+            // Ties stay local: no network hop, no serialization.
+            if remote.expected_finish_us() < local.expected_finish_us() {
+                Placement::Remote(peer.clone())
+            } else {
+                Placement::Local
+            }
+        }
+    }
+}
+
+/// Picks the peer an idle node should steal from: the one with the most
+/// queued (not yet started) calls, if any has some.
+pub fn choose_victim<P: Clone>(peers: &[(P, u32)]) -> Option<P> {
+    peers
+        .iter()
+        .filter(|(_, queued)| *queued > 0)
+        .max_by_key(|(_, queued)| *queued)
+        .map(|(peer, _)| peer.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use rand::SeedableRng;
+
+    fn load(slots: u32, backlog: u32, mean_task_us: u64) -> Load {
+        Load {
+            slots,
+            backlog,
+            mean_task_us,
+        }
+    }
+
+    fn rng() -> rand::rngs::StdRng {
+        rand::rngs::StdRng::seed_from_u64(7)
+    }
+
+    #[test]
+    fn free_local_slot_wins() {
+        let remotes = vec![("b", load(8, 0, 1))];
+        assert_eq!(
+            place(Some(&load(2, 1, 1000)), &remotes, &mut rng()),
+            Placement::Local
+        );
+    }
+
+    #[test]
+    fn busy_local_sends_to_least_loaded_peer() {
+        let remotes = vec![
+            ("b", load(2, 6, 100)),
+            ("c", load(2, 1, 100)),
+            ("d", load(2, 4, 100)),
+        ];
+        assert_eq!(
+            place(Some(&load(2, 5, 100)), &remotes, &mut rng()),
+            Placement::Remote("c")
+        );
+    }
+
+    #[test]
+    fn faster_peer_takes_more_backlog() {
+        // c has a deeper queue but finishes its tasks ten times faster.
+        let remotes = vec![("b", load(1, 2, 1000)), ("c", load(1, 9, 100))];
+        assert_eq!(place(None, &remotes, &mut rng()), Placement::Remote("c"));
+    }
+
+    #[test]
+    fn nobody_able_is_nowhere() {
+        let remotes: Vec<(&str, Load)> = Vec::new();
+        assert_eq!(place(None, &remotes, &mut rng()), Placement::Nowhere);
+    }
+
+    #[test]
+    fn busy_local_without_peers_queues_locally() {
+        assert_eq!(
+            place(Some(&load(1, 50, 10)), &[] as &[(&str, Load)], &mut rng()),
+            Placement::Local
+        );
+    }
+
+    #[test]
+    fn victim_is_the_most_queued_peer() {
+        assert_eq!(choose_victim(&[("a", 0), ("b", 7), ("c", 3)]), Some("b"));
+        assert_eq!(choose_victim(&[("a", 0), ("b", 0)]), None);
+    }
+
+    fn any_load() -> impl Strategy<Value = Load> {
+        (1u32..16, 0u32..64, 0u64..10_000).prop_map(|(s, b, m)| load(s, b, m))
+    }
+
+    proptest! {
+        #[test]
+        fn placement_only_picks_candidates(
+            local in proptest::option::of(any_load()),
+            remotes in proptest::collection::vec(any_load(), 0..20),
+            seed in any::<u64>(),
+        ) {
+            let remotes: Vec<(usize, Load)> = remotes.into_iter().enumerate().collect();
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            match place(local.as_ref(), &remotes, &mut rng) {
+                Placement::Local => prop_assert!(local.is_some()),
+                Placement::Remote(i) => prop_assert!(i < remotes.len()),
+                Placement::Nowhere => prop_assert!(local.is_none() && remotes.is_empty()),
+            }
+        }
+
+        #[test]
+        fn small_clusters_never_pick_a_worse_peer(
+            local in any_load(),
+            remotes in proptest::collection::vec(any_load(), 1..=8),
+        ) {
+            let remotes: Vec<(usize, Load)> = remotes.into_iter().enumerate().collect();
+            let best = remotes.iter().map(|(_, l)| l.expected_finish_us()).fold(f64::INFINITY, f64::min);
+            match place(Some(&local), &remotes, &mut rng()) {
+                Placement::Local => prop_assert!(local.has_free_slot() || local.expected_finish_us() <= best),
+                Placement::Remote(i) => {
+                    prop_assert!(!local.has_free_slot());
+                    prop_assert_eq!(remotes[i].1.expected_finish_us(), best);
+                }
+                Placement::Nowhere => prop_assert!(false, "a local candidate exists"),
+            }
+        }
+
+        #[test]
+        fn victim_has_the_most_queued_work(peers in proptest::collection::vec(0u32..100, 0..20)) {
+            let peers: Vec<(usize, u32)> = peers.into_iter().enumerate().collect();
+            let max = peers.iter().map(|(_, q)| *q).max().unwrap_or(0);
+            match choose_victim(&peers) {
+                Some(i) => prop_assert_eq!(peers[i].1, max),
+                None => prop_assert_eq!(max, 0),
+            }
+        }
+    }
+}

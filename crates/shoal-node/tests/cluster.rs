@@ -1,0 +1,226 @@
+//! In-process clusters on loopback: what a user of the embedding API sees.
+
+use serde_json::{Value, json};
+use shoal_node::builtins::{self, pi_inside};
+use shoal_node::testkit::{start_cluster, test_config};
+use shoal_node::{ErrorCode, Node};
+use std::collections::HashMap;
+use std::time::Duration;
+
+fn with_builtins(slots: u32) -> impl Fn(usize, shoal_node::NodeBuilder) -> shoal_node::NodeBuilder {
+    move |_, builder| builtins::register(builder.config(test_config(slots)))
+}
+
+async fn run_pi(caller: &Node, chunks: u64, samples: u64) -> (u64, HashMap<String, usize>) {
+    use futures::StreamExt;
+    let calls = (0..chunks).map(|seed| {
+        (
+            "pi.sample".to_string(),
+            json!({"samples": samples, "seed": seed}),
+        )
+    });
+    let mut results = caller.call_many(calls, 64);
+    let mut inside = 0;
+    let mut per_node = HashMap::new();
+    let mut seen = 0;
+    while let Some((_, result)) = results.next().await {
+        let result = result.expect("every chunk succeeds");
+        inside += result["inside"].as_u64().unwrap();
+        *per_node
+            .entry(result["node"].as_str().unwrap().to_string())
+            .or_default() += 1;
+        seen += 1;
+    }
+    assert_eq!(seen, chunks, "every chunk resolved");
+    (inside, per_node)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_compute_pi_exactly_and_share_the_work() {
+    let nodes = start_cluster(3, with_builtins(1)).await;
+    let (chunks, samples) = (48, 200_000);
+    let (inside, per_node) = run_pi(&nodes[0], chunks, samples).await;
+    let expected: u64 = (0..chunks)
+        .map(|seed| pi_inside(samples, seed as u32))
+        .sum();
+    assert_eq!(
+        inside, expected,
+        "the cluster counts exactly what one thread counts"
+    );
+    assert_eq!(per_node.len(), 3, "every node ran chunks: {per_node:?}");
+    for node in &nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memoized_recursive_fib_across_nodes_does_not_deadlock() {
+    // One slot per node: without slot release during nested calls this
+    // recursion would block every node on itself.
+    let nodes = start_cluster(3, with_builtins(1)).await;
+    let result = nodes[1]
+        .call_with_timeout("fib", json!(90), Duration::from_secs(60))
+        .await;
+    assert_eq!(result.unwrap(), json!(2_880_067_194_370_816_120u64));
+    let executed: u64 = nodes
+        .iter()
+        .map(|n| {
+            n.stats()
+                .executed
+                .load(std::sync::atomic::Ordering::Relaxed)
+        })
+        .sum();
+    assert!(
+        executed < 2_000,
+        "memoization keeps fib(90) linear, ran {executed} calls"
+    );
+    for node in &nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_calls_get_clear_errors_and_the_node_keeps_serving() {
+    let nodes = start_cluster(2, |i, b| {
+        let b = builtins::register(b.config(test_config(2)));
+        if i == 1 {
+            b.register("explode", |_ctx, _args| async move {
+                if true {
+                    panic!("kaboom");
+                }
+                Ok(Value::Null)
+            })
+            .register(
+                "refuse",
+                |_ctx, _args| async move { Err("not today".into()) },
+            )
+        } else {
+            b
+        }
+    })
+    .await;
+    let caller = &nodes[0];
+
+    let unknown = caller.call("no.such.function", json!(1)).await.unwrap_err();
+    assert_eq!(unknown.code, ErrorCode::UnknownFunction);
+    assert!(unknown.message.contains("no.such.function"), "{unknown}");
+
+    let panicked = caller.call("explode", json!(null)).await.unwrap_err();
+    assert_eq!(panicked.code, ErrorCode::FunctionPanicked);
+    assert!(
+        panicked.message.contains("explode") && panicked.message.contains("kaboom"),
+        "{panicked}"
+    );
+
+    let failed = caller.call("refuse", json!(null)).await.unwrap_err();
+    assert_eq!(failed.code, ErrorCode::FunctionFailed);
+    assert!(failed.message.contains("not today"), "{failed}");
+
+    let wrong_type = caller
+        .call("pi.sample", json!({"samples": "lots"}))
+        .await
+        .unwrap_err();
+    assert_eq!(wrong_type.code, ErrorCode::FunctionFailed);
+    assert!(wrong_type.message.contains("samples"), "{wrong_type}");
+
+    let late = caller
+        .call_with_timeout("sleep", json!(5_000), Duration::from_millis(200))
+        .await
+        .unwrap_err();
+    assert_eq!(late.code, ErrorCode::DeadlineExceeded);
+    assert!(late.message.contains("sleep"), "{late}");
+
+    let huge = caller
+        .call(
+            "echo",
+            json!("x".repeat(shoal_proto::wire::MAX_PAYLOAD_BYTES + 1)),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(huge.code, ErrorCode::PayloadTooLarge);
+
+    // The panicking node still serves.
+    assert_eq!(
+        nodes[1].call("echo", json!({"still": "up"})).await.unwrap(),
+        json!({"still": "up"})
+    );
+    assert_eq!(
+        caller.call("echo", json!([1, 2])).await.unwrap(),
+        json!([1, 2])
+    );
+    for node in &nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_items_pushed_on_one_node_are_popped_on_others() {
+    let nodes = start_cluster(3, with_builtins(1)).await;
+    let producer = nodes[0].queue("work");
+    producer.push((0..30).map(|i| json!(i))).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(nodes[2].queue("work").size().await.unwrap(), 30);
+
+    let mut popped = Vec::new();
+    for consumer in [&nodes[1], &nodes[2]] {
+        for _ in 0..15 {
+            popped.push(
+                consumer
+                    .queue("work")
+                    .pop(Duration::from_secs(5))
+                    .await
+                    .unwrap(),
+            );
+        }
+    }
+    let mut values: Vec<u64> = popped.iter().map(|v| v.as_u64().unwrap()).collect();
+    values.sort_unstable();
+    assert_eq!(
+        values,
+        (0..30).collect::<Vec<_>>(),
+        "every item popped exactly once"
+    );
+
+    let empty = nodes[1]
+        .queue("work")
+        .pop(Duration::from_millis(200))
+        .await
+        .unwrap_err();
+    assert_eq!(empty.code, ErrorCode::Timeout);
+    nodes[2].queue("work").close().await.unwrap();
+    let closed = nodes[0].queue("work").push([json!(1)]).await.unwrap_err();
+    assert_eq!(closed.code, ErrorCode::Closed);
+    let drained = nodes[1]
+        .queue("work")
+        .pop(Duration::from_secs(2))
+        .await
+        .unwrap_err();
+    assert_eq!(drained.code, ErrorCode::Closed);
+    for node in &nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_of_a_node_that_dies_run_elsewhere() {
+    let nodes = start_cluster(3, with_builtins(2)).await;
+    let caller = nodes[0].clone();
+    let calls = (0..40).map(|i| ("sleep".to_string(), json!(100 + i)));
+    let run = tokio::spawn(async move {
+        use futures::StreamExt;
+        caller.call_many(calls, 40).collect::<Vec<_>>().await
+    });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    nodes[2].shutdown().await;
+    let results = tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(results.len(), 40);
+    for (index, result) in results {
+        assert_eq!(result.unwrap(), json!(100 + index as u64), "call {index}");
+    }
+    for node in &nodes[..2] {
+        node.shutdown().await;
+    }
+}

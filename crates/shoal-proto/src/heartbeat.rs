@@ -1,0 +1,51 @@
+//! The heartbeat every node gossips each second: enough load information for
+//! peers to place calls and pick whom to steal from.
+
+use serde::{Deserialize, Serialize};
+
+/// Upper bound on the function names one heartbeat lists, so a node that
+/// registers thousands of functions cannot make heartbeats unbounded.
+pub const MAX_ADVERTISED_FUNCTIONS: usize = 1024;
+
+/// One node's load, as published on the heartbeat topic.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// Protocol version of the sender; peers with another version are
+    /// reported, not used.
+    pub version: u32,
+    /// Increases by one per heartbeat; makes each message's content unique.
+    pub seq: u64,
+    /// Worker slots: how many calls it runs at once.
+    pub slots: u32,
+    /// Calls waiting for a slot.
+    pub queued: u32,
+    /// Calls holding a slot right now.
+    pub running: u32,
+    /// Mean run time of recent calls, in microseconds.
+    pub mean_task_us: u64,
+    /// Estimated time to finish everything queued and running, in
+    /// milliseconds: `(queued + running) / slots * mean_task`.
+    pub drain_ms: u64,
+    /// The functions this node can run (user functions only).
+    pub functions: Vec<FunctionInfo>,
+    /// Items held per distributed queue name.
+    pub queue_items: Vec<(String, u64)>,
+}
+
+/// A function a node offers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionInfo {
+    pub name: String,
+    /// Results may be cached by (function, arguments).
+    pub memoize: bool,
+}
+
+impl Heartbeat {
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_stdvec(self).expect("heartbeat encodes")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Heartbeat, postcard::Error> {
+        postcard::from_bytes(bytes)
+    }
+}
