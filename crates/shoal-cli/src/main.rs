@@ -1,1 +1,67 @@
-fn main() {}
+//! The `shoal` binary: run a node, try the demo, measure with benchmarks.
+//!
+//! ```text
+//!   shoal node   — join or start a cluster and serve calls until stopped
+//!   shoal demo   — a local cluster in this process: Monte Carlo Pi or fib
+//!   shoal bench  — calls (throughput, latency, idle memory) and scale
+//! ```
+
+mod bench;
+mod demo;
+mod node_cmd;
+mod pi;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "shoal", version, about = "A peer-to-peer compute fabric")]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start a node: join peers, serve calls, publish heartbeats.
+    Node(node_cmd::NodeArgs),
+    /// Start a local cluster in this process and run a demo on it.
+    Demo(demo::DemoArgs),
+    /// Measure Shoal on this machine.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+fn init_logging(format: &str, default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let default_level = match cli.command {
+        Command::Node(_) => "info",
+        _ => "error",
+    };
+    init_logging(&cli.log_format, default_level);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Node(args) => node_cmd::run(args).await,
+            Command::Demo(args) => demo::run(args).await,
+            Command::Bench(command) => bench::run(command).await,
+        }
+    })
+}

@@ -32,6 +32,7 @@ pub mod sched;
 pub mod testkit;
 
 pub use config::NodeConfig;
+pub use libp2p::{Multiaddr, PeerId};
 pub use node::{Node, NodeBuilder, PeerStatus, StartError};
 pub use registry::{CallContext, FnError, FnResult, Function};
 pub use shoal_proto::{CallError, ErrorCode};

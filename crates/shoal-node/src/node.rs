@@ -325,7 +325,7 @@ impl Node {
                 Some((*peer, held))
             })
             .collect();
-        holders.sort_by(|a, b| b.1.cmp(&a.1));
+        holders.sort_by_key(|h| std::cmp::Reverse(h.1));
         holders.into_iter().map(|(peer, _)| peer).collect()
     }
 

@@ -98,7 +98,7 @@ impl QueueStore {
             .filter(|(_, q)| !q.items.is_empty())
             .map(|(name, q)| (name.clone(), q.items.len() as u64))
             .collect();
-        sizes.sort_by(|a, b| b.1.cmp(&a.1));
+        sizes.sort_by_key(|s| std::cmp::Reverse(s.1));
         sizes.truncate(MAX_ADVERTISED_QUEUES);
         sizes
     }

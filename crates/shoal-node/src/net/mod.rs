@@ -235,26 +235,22 @@ impl EventLoop {
         match event {
             SwarmEvent::ConnectionEstablished {
                 peer_id, endpoint, ..
-            } => {
-                if self.connected.insert(peer_id) {
-                    tracing::debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
-                    self.emit(NetEvent::Connected(peer_id));
-                }
+            } if self.connected.insert(peer_id) => {
+                tracing::debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
+                self.emit(NetEvent::Connected(peer_id));
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established,
+                num_established: 0,
                 ..
-            } => {
-                if num_established == 0 && self.connected.remove(&peer_id) {
-                    self.emit(NetEvent::Disconnected(peer_id));
-                }
+            } if self.connected.remove(&peer_id) => {
+                self.emit(NetEvent::Disconnected(peer_id));
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
-                let hint = self.handshake_hint();
-                tracing::debug!(peer = ?peer_id, %error, hint, "outgoing connection failed");
-                if self.has_secret && is_handshake_failure(&error.to_string()) {
-                    tracing::warn!(peer = ?peer_id, %error, "{hint}");
+                if is_handshake_failure(&error.to_string()) {
+                    tracing::warn!(peer = ?peer_id, %error, "{}", self.handshake_hint());
+                } else {
+                    tracing::debug!(peer = ?peer_id, %error, "outgoing connection failed");
                 }
             }
             SwarmEvent::IncomingConnectionError {

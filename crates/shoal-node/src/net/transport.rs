@@ -110,11 +110,11 @@ fn behaviour(
         gossip_config,
     )?;
 
-    let mut kad = kad::Behaviour::with_config(
-        peer_id,
-        kad::store::MemoryStore::new(peer_id),
-        kad::Config::new(KAD_PROTOCOL),
-    );
+    let mut kad_config = kad::Config::new(KAD_PROTOCOL);
+    // The event loop runs its own lookups when peers connect and on a timer.
+    kad_config.set_periodic_bootstrap_interval(None);
+    let mut kad =
+        kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
     // Loopback and private addresses are never confirmed as external, so
     // without this every node would stay a DHT client and answer nothing.
     kad.set_mode(Some(kad::Mode::Server));

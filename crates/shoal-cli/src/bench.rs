@@ -1,0 +1,279 @@
+//! `shoal bench …`: figures, never pass/fail. Each command prints a table
+//! and, with `--json`, one JSON object of its figures as the last line.
+
+use crate::pi;
+use clap::{Args, Subcommand};
+use serde_json::json;
+use shoal_node::testkit::test_config;
+use shoal_node::{Multiaddr, Node, builtins};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// No-op calls between two nodes: throughput, round trips, idle memory.
+    Calls(CallsArgs),
+    /// CPU-bound Monte Carlo Pi on 1, 2, 4… node processes: speedup and efficiency.
+    Scale(ScaleArgs),
+}
+
+#[derive(Args)]
+pub struct CallsArgs {
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 3.0)]
+    seconds: f64,
+    /// Print the figures as one JSON object on the last line.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct ScaleArgs {
+    /// Cluster sizes to measure, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    nodes: Vec<usize>,
+    /// Monte Carlo samples per run (the same work for every size).
+    #[arg(long, default_value_t = 1_000_000_000)]
+    samples: u64,
+    /// Chunks per node: more chunks, finer balance.
+    #[arg(long, default_value_t = 32)]
+    chunks_per_node: u64,
+    /// Print the figures as one JSON object on the last line.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::Calls(args) => calls(args).await,
+        BenchCommand::Scale(args) => scale(args).await,
+    }
+}
+
+/// Latency percentiles in microseconds.
+fn percentile(sorted_us: &[u64], fraction: f64) -> u64 {
+    if sorted_us.is_empty() {
+        return 0;
+    }
+    let index = ((sorted_us.len() - 1) as f64 * fraction).round() as usize;
+    sorted_us[index]
+}
+
+/// Sequential calls for `duration`: (calls per second, sorted latencies in µs).
+async fn sequential(node: &Node, duration: Duration) -> anyhow::Result<(f64, Vec<u64>)> {
+    let mut latencies = Vec::new();
+    let started = Instant::now();
+    while started.elapsed() < duration {
+        let call_started = Instant::now();
+        node.call("noop", serde_json::Value::Null).await?;
+        latencies.push(call_started.elapsed().as_micros() as u64);
+    }
+    let rate = latencies.len() as f64 / started.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    Ok((rate, latencies))
+}
+
+/// `in_flight` concurrent callers for `duration`: calls per second.
+async fn concurrent(node: &Node, in_flight: usize, duration: Duration) -> anyhow::Result<f64> {
+    let done = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..in_flight {
+        let node = node.clone();
+        let done = Arc::clone(&done);
+        tasks.spawn(async move {
+            while started.elapsed() < duration {
+                node.call("noop", serde_json::Value::Null).await?;
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(result) = tasks.join_next().await {
+        result??;
+    }
+    Ok(done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
+}
+
+async fn calls(args: CallsArgs) -> anyhow::Result<()> {
+    let duration = Duration::from_secs_f64(args.seconds.max(0.1));
+    // The caller registers nothing, so every call from it is remote.
+    let caller = Node::builder().config(test_config(2)).start().await?;
+    let server = builtins::register(Node::builder().config(test_config(2)))
+        .join(caller.listen_addrs()[0].clone())
+        .start()
+        .await?;
+    anyhow::ensure!(
+        caller.wait_for_peers(1, Duration::from_secs(10)).await == 1,
+        "the two benchmark nodes did not find each other"
+    );
+    // Warm up: open the stream, fill caches.
+    for _ in 0..2_000 {
+        caller.call("noop", serde_json::Value::Null).await?;
+    }
+    let (remote_1, remote_latencies) = sequential(&caller, duration).await?;
+    let remote_64 = concurrent(&caller, 64, duration).await?;
+    let (_, local_latencies) = sequential(&server, duration).await?;
+    let local_64 = concurrent(&server, 64, duration).await?;
+    caller.shutdown().await;
+    server.shutdown().await;
+    let idle_rss_mb = idle_rss_mb().await?;
+
+    let figures = json!({
+        "remote_calls_per_s_1_in_flight": remote_1.round(),
+        "remote_calls_per_s_64_in_flight": remote_64.round(),
+        "local_calls_per_s_64_in_flight": local_64.round(),
+        "remote_rtt_p50_us": percentile(&remote_latencies, 0.50),
+        "remote_rtt_p99_us": percentile(&remote_latencies, 0.99),
+        "local_rtt_p50_us": percentile(&local_latencies, 0.50),
+        "local_rtt_p99_us": percentile(&local_latencies, 0.99),
+        "idle_rss_mb": (idle_rss_mb * 10.0).round() / 10.0,
+    });
+    println!(
+        "no-op calls, 2 nodes on loopback, {:.1} s per figure",
+        duration.as_secs_f64()
+    );
+    println!("  remote, 1 in flight     {:>10.0} calls/s", remote_1);
+    println!("  remote, 64 in flight    {:>10.0} calls/s", remote_64);
+    println!("  local, 64 in flight     {:>10.0} calls/s", local_64);
+    println!(
+        "  remote round trip       p50 {} µs, p99 {} µs",
+        figures["remote_rtt_p50_us"], figures["remote_rtt_p99_us"]
+    );
+    println!(
+        "  local round trip        p50 {} µs, p99 {} µs",
+        figures["local_rtt_p50_us"], figures["local_rtt_p99_us"]
+    );
+    println!("  idle node RSS           {:>10.1} MB", idle_rss_mb);
+    if args.json {
+        println!("{figures}");
+    }
+    Ok(())
+}
+
+/// A real `shoal node` process started by a benchmark; killed on drop.
+struct NodeProcess {
+    child: Child,
+    addr: Multiaddr,
+}
+
+impl NodeProcess {
+    fn spawn(extra: &[String]) -> anyhow::Result<NodeProcess> {
+        let exe = std::env::current_exe()?;
+        let mut child = Command::new(exe)
+            .arg("node")
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let addr = line
+            .split_whitespace()
+            .find_map(|field| field.strip_prefix("listen="))
+            .and_then(|addrs| addrs.split(',').next())
+            .ok_or_else(|| anyhow::anyhow!("node did not print its address: {line:?}"))?
+            .parse()?;
+        Ok(NodeProcess { child, addr })
+    }
+
+    fn rss_mb(&self) -> anyhow::Result<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let kb: f64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|kb| kb.parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("no VmRSS in /proc status"))?;
+        Ok(kb / 1024.0)
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn idle_rss_mb() -> anyhow::Result<f64> {
+    let node = NodeProcess::spawn(&[])?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    node.rss_mb()
+}
+
+async fn scale(args: ScaleArgs) -> anyhow::Result<()> {
+    let mut runs = Vec::new();
+    let mut baseline: Option<f64> = None;
+    println!(
+        "Monte Carlo Pi, {} samples, node processes with 1 slot each",
+        args.samples
+    );
+    println!(
+        "{:>6} {:>10} {:>9} {:>11}",
+        "nodes", "wall s", "speedup", "efficiency"
+    );
+    for &count in &args.nodes {
+        anyhow::ensure!(count >= 1, "cluster sizes must be at least 1");
+        let wall = time_pi(count, args.samples, args.chunks_per_node * count as u64).await?;
+        // Speedup is against one node; if the list does not start at 1, the
+        // first size is assumed to scale perfectly.
+        let base = *baseline.get_or_insert(wall * count as f64);
+        let speedup = base / wall;
+        let efficiency = speedup / count as f64;
+        println!("{count:>6} {wall:>10.3} {speedup:>9.2} {efficiency:>11.2}");
+        runs.push(
+            json!({ "nodes": count, "wall_s": wall, "speedup": speedup, "efficiency": efficiency }),
+        );
+    }
+    if args.json {
+        let min_efficiency = runs
+            .iter()
+            .filter_map(|r| r["efficiency"].as_f64())
+            .fold(f64::INFINITY, f64::min);
+        println!(
+            "{}",
+            json!({ "samples": args.samples, "runs": runs, "min_efficiency": min_efficiency })
+        );
+    }
+    Ok(())
+}
+
+/// Wall seconds for one Pi run on `count` fresh node processes.
+async fn time_pi(count: usize, samples: u64, chunks: u64) -> anyhow::Result<f64> {
+    let common = [
+        "--slots".to_string(),
+        "1".to_string(),
+        "--heartbeat-ms".to_string(),
+        "250".to_string(),
+    ];
+    let first = NodeProcess::spawn(&common)?;
+    let mut processes = vec![];
+    for _ in 1..count {
+        let mut extra = common.to_vec();
+        extra.extend(["--join".to_string(), first.addr.to_string()]);
+        processes.push(NodeProcess::spawn(&extra)?);
+    }
+    processes.push(first);
+    // The driver only calls: no slots, so all work runs in the node processes.
+    let driver = Node::builder()
+        .config(test_config(0))
+        .join(processes.last().expect("first node").addr.clone())
+        .start()
+        .await?;
+    let seen = driver.wait_for_peers(count, Duration::from_secs(20)).await;
+    anyhow::ensure!(seen == count, "driver sees {seen} of {count} nodes");
+    driver
+        .wait_for_connections(count, Duration::from_secs(20))
+        .await;
+    // Warm-up so every node has been reached once.
+    pi::run(&driver, 1_000_000 * count as u64, 4 * count as u64, || {}).await?;
+    let run = pi::run(&driver, samples, chunks, || {}).await?;
+    driver.shutdown().await;
+    drop(processes);
+    Ok(run.wall.as_secs_f64())
+}

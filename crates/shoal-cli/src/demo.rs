@@ -1,0 +1,108 @@
+//! `shoal demo`: the embedded default. A local cluster in this process — no
+//! configuration, no mDNS, loopback only — runs Monte Carlo Pi (or fib).
+
+use crate::pi;
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use shoal_node::testkit::start_cluster;
+use shoal_node::{Node, NodeConfig, builtins};
+use std::time::{Duration, Instant};
+
+#[derive(Args)]
+pub struct DemoArgs {
+    /// Nodes in the local cluster.
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// Monte Carlo samples in all.
+    #[arg(long, default_value_t = 1_000_000_000)]
+    samples: u64,
+    /// Chunks the samples are split into.
+    #[arg(long, default_value_t = 96)]
+    chunks: u64,
+    #[command(subcommand)]
+    which: Option<Which>,
+}
+
+#[derive(Subcommand)]
+enum Which {
+    /// Memoized recursive fib across the cluster.
+    Fib {
+        /// Which Fibonacci number (at most 92).
+        n: u64,
+    },
+}
+
+/// Starts `count` in-process nodes, splitting this machine's cores between them.
+pub async fn local_cluster(count: usize) -> Vec<Node> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let slots = (cores / count.max(1)).max(1) as u32;
+    start_cluster(count, |_, builder| {
+        builtins::register(builder.config(NodeConfig {
+            slots,
+            heartbeat_interval: Duration::from_millis(250),
+            ..NodeConfig::default()
+        }))
+    })
+    .await
+}
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.nodes >= 1, "--nodes must be at least 1");
+    let nodes = local_cluster(args.nodes).await;
+    println!("local cluster of {} nodes is up", nodes.len());
+    let result = match args.which {
+        Some(Which::Fib { n }) => fib(&nodes, n).await,
+        None => pi_demo(&nodes, args.samples, args.chunks).await,
+    };
+    for node in &nodes {
+        node.shutdown().await;
+    }
+    result
+}
+
+async fn pi_demo(nodes: &[Node], samples: u64, chunks: u64) -> anyhow::Result<()> {
+    println!("Monte Carlo Pi: {samples} samples in {chunks} chunks");
+    let bar = ProgressBar::new(chunks);
+    bar.set_style(ProgressStyle::with_template(
+        "{bar:40} {pos}/{len} chunks  {elapsed_precise}",
+    )?);
+    let run = pi::run(&nodes[0], samples, chunks, || bar.inc(1)).await?;
+    bar.finish_and_clear();
+    let estimate = run.estimate();
+    println!("pi ≈ {estimate:.10}");
+    println!("error {:.3e}", (estimate - std::f64::consts::PI).abs());
+    for (index, node) in nodes.iter().enumerate() {
+        let ran = run
+            .chunks_per_node
+            .get(&node.peer_id().to_string())
+            .copied()
+            .unwrap_or(0);
+        println!(
+            "node {index} ({}…): {ran} chunks",
+            &node.peer_id().to_string()[..12]
+        );
+    }
+    println!(
+        "wall time {:.2} s, {:.1} M samples/s",
+        run.wall.as_secs_f64(),
+        run.total as f64 / run.wall.as_secs_f64() / 1e6
+    );
+    Ok(())
+}
+
+async fn fib(nodes: &[Node], n: u64) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let value = nodes[0].call("fib", json!(n)).await?;
+    let wall = started.elapsed();
+    println!("fib({n}) = {value}");
+    for (index, node) in nodes.iter().enumerate() {
+        let ran = node
+            .stats()
+            .executed
+            .load(std::sync::atomic::Ordering::Relaxed);
+        println!("node {index}: ran {ran} calls");
+    }
+    println!("wall time {:.1} ms", wall.as_secs_f64() * 1e3);
+    Ok(())
+}

@@ -1,0 +1,113 @@
+//! `shoal node`: one node of a cluster, serving the built-in functions.
+
+use anyhow::Context;
+use clap::Args;
+use shoal_node::config::secret_from_passphrase;
+use shoal_node::{Multiaddr, Node, NodeConfig, builtins};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Args)]
+pub struct NodeArgs {
+    /// Address to listen on (a libp2p multiaddr).
+    #[arg(long, default_value = "/ip4/127.0.0.1/tcp/0")]
+    listen: Vec<Multiaddr>,
+    /// A node to join (its multiaddr, with /p2p/<peer id> if known); repeatable.
+    #[arg(long)]
+    join: Vec<Multiaddr>,
+    /// Calls run at once (default: one per core).
+    #[arg(long)]
+    slots: Option<u32>,
+    /// Where the node keeps its identity.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// File with the cluster secret; nodes without it cannot connect.
+    #[arg(long, conflicts_with = "secret")]
+    secret_file: Option<PathBuf>,
+    /// The cluster secret itself (prefer --secret-file: the environment is
+    /// visible to other processes of the same user).
+    #[arg(long, env = "SHOAL_SECRET", hide_env_values = true)]
+    secret: Option<String>,
+    /// Name of the cluster (heartbeat topic and DHT key).
+    #[arg(long, default_value = "shoal")]
+    cluster: String,
+    /// Find peers with mDNS on the local network (multicast leaves this machine).
+    #[arg(long)]
+    mdns: bool,
+    /// Milliseconds between heartbeats.
+    #[arg(long, default_value_t = 1000)]
+    heartbeat_ms: u64,
+    /// Heartbeats a peer may miss before it is declared dead.
+    #[arg(long, default_value_t = 3)]
+    heartbeat_misses: u32,
+}
+
+impl NodeArgs {
+    fn config(&self) -> anyhow::Result<NodeConfig> {
+        let secret = match (&self.secret_file, &self.secret) {
+            (Some(path), _) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read the secret file {}", path.display()))?;
+                anyhow::ensure!(
+                    !text.trim().is_empty(),
+                    "the secret file {} is empty",
+                    path.display()
+                );
+                Some(secret_from_passphrase(&text))
+            }
+            (None, Some(text)) if !text.trim().is_empty() => Some(secret_from_passphrase(text)),
+            _ => None,
+        };
+        let defaults = NodeConfig::default();
+        Ok(NodeConfig {
+            listen: self.listen.clone(),
+            join: self.join.clone(),
+            slots: self.slots.unwrap_or(defaults.slots),
+            data_dir: self.data_dir.clone(),
+            secret,
+            cluster_name: self.cluster.clone(),
+            mdns: self.mdns,
+            heartbeat_interval: Duration::from_millis(self.heartbeat_ms.max(10)),
+            heartbeat_misses: self.heartbeat_misses,
+            ..defaults
+        })
+    }
+}
+
+pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
+    let config = args.config()?;
+    let private = config.secret.is_some();
+    let node = builtins::register(Node::builder().config(config))
+        .start()
+        .await
+        .context("cannot start the node")?;
+    let addrs: Vec<String> = node
+        .listen_addrs()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    // One line on stdout that scripts and tests read.
+    println!(
+        "shoal node ready peer_id={} listen={} private={private}",
+        node.peer_id(),
+        addrs.join(",")
+    );
+    wait_for_stop_signal().await;
+    tracing::info!("stopping");
+    node.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}

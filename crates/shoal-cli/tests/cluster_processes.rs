@@ -1,0 +1,113 @@
+//! Clusters of real `shoal node` processes, with one killed by SIGKILL.
+
+mod common;
+
+use common::{NodeProcess, WAIT, driver};
+use futures::StreamExt;
+use serde_json::json;
+use shoal_node::builtins::pi_inside;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_node_mid_run_loses_no_call() {
+    let first = NodeProcess::start(&["--slots", "1"]);
+    let join = first.addr.to_string();
+    let mut nodes = vec![first];
+    for _ in 0..2 {
+        nodes.push(NodeProcess::start(&["--slots", "1", "--join", &join]));
+    }
+    let caller = driver(&nodes[0].addr, None).await;
+    assert_eq!(
+        caller.wait_for_peers(3, WAIT).await,
+        3,
+        "caller sees the three nodes"
+    );
+    assert_eq!(caller.wait_for_connections(3, WAIT).await, 3);
+
+    let (chunks, samples) = (90u64, 4_000_000u64);
+    let calls = (0..chunks).map(|seed| {
+        (
+            "pi.sample".to_string(),
+            json!({"samples": samples, "seed": seed}),
+        )
+    });
+    let mut results = caller.call_many(calls, 90);
+    let mut inside = 0;
+    let mut per_node: HashMap<String, u64> = HashMap::new();
+    let mut done = 0;
+    let victim_id = {
+        // The victim is whichever process the first result came from, so
+        // it surely held calls when it dies.
+        let (_, first) = results.next().await.unwrap();
+        let first = first.unwrap();
+        inside += first["inside"].as_u64().unwrap();
+        done += 1;
+        first["node"].as_str().unwrap().to_string()
+    };
+    let mut killed_at = None;
+    while let Some((index, result)) = results.next().await {
+        let result = result.unwrap_or_else(|e| panic!("chunk {index} was lost: {e}"));
+        inside += result["inside"].as_u64().unwrap();
+        *per_node
+            .entry(result["node"].as_str().unwrap().to_string())
+            .or_default() += 1;
+        done += 1;
+        if done == 10 {
+            let victim = nodes
+                .iter_mut()
+                .find(|n| peer_id_of(n) == victim_id)
+                .expect("the first result came from one of the processes");
+            victim.kill();
+            killed_at = Some(Instant::now());
+        }
+    }
+    let recovered_in = killed_at.expect("the victim was killed").elapsed();
+    assert_eq!(done, chunks, "every call resolved");
+    let expected: u64 = (0..chunks)
+        .map(|seed| pi_inside(samples, seed as u32))
+        .sum();
+    assert_eq!(inside, expected, "no chunk lost or counted twice");
+    assert!(
+        caller
+            .stats()
+            .redispatched
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0,
+        "the killed node's calls ran again elsewhere"
+    );
+    assert!(
+        recovered_in < Duration::from_secs(30),
+        "finished {recovered_in:?} after the kill"
+    );
+    let survivors = per_node.keys().filter(|id| **id != victim_id).count();
+    assert_eq!(survivors, 2, "both survivors ran chunks: {per_node:?}");
+    caller.shutdown().await;
+}
+
+/// The peer id a node process printed in its log line.
+fn peer_id_of(node: &NodeProcess) -> String {
+    node.addr
+        .to_string()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memoized_fib_across_three_processes() {
+    let first = NodeProcess::start(&["--slots", "1"]);
+    let join = first.addr.to_string();
+    let _others: Vec<_> = (0..2)
+        .map(|_| NodeProcess::start(&["--slots", "1", "--join", &join]))
+        .collect();
+    let caller = driver(&first.addr, None).await;
+    assert_eq!(caller.wait_for_peers(3, WAIT).await, 3);
+    let value = caller
+        .call_with_timeout("fib", json!(90), Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(value, json!(2_880_067_194_370_816_120u64));
+    caller.shutdown().await;
+}

@@ -1,0 +1,84 @@
+//! Starting real `shoal node` processes for tests.
+
+#![allow(dead_code)]
+
+use shoal_node::testkit::test_config;
+use shoal_node::{Multiaddr, Node, NodeConfig};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A `shoal node` process; killed when dropped.
+pub struct NodeProcess {
+    pub child: Child,
+    pub addr: Multiaddr,
+    pub log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl NodeProcess {
+    /// Starts `shoal node` with `args` and waits for its ready line.
+    pub fn start(args: &[&str]) -> NodeProcess {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("node.log");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_shoal"))
+            .arg("node")
+            .args(["--heartbeat-ms", "200", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("shoal binary runs");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .split_whitespace()
+            .find_map(|f| f.strip_prefix("listen="))
+            .and_then(|a| a.split(',').next())
+            .unwrap_or_else(|| panic!("no ready line from shoal node, got {line:?}"))
+            .parse()
+            .unwrap();
+        NodeProcess {
+            child,
+            addr,
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// SIGKILL: no goodbye, no cleanup — as when a machine dies.
+    pub fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An in-process node that only calls (no slots), joined to `addr`.
+pub async fn driver(addr: &Multiaddr, secret: Option<[u8; 32]>) -> Node {
+    Node::builder()
+        .config(NodeConfig {
+            secret,
+            ..test_config(0)
+        })
+        .join(addr.clone())
+        .start()
+        .await
+        .unwrap()
+}
+
+pub const WAIT: Duration = Duration::from_secs(20);
