@@ -159,6 +159,7 @@ impl NodeBuilder {
             queues,
             net: started.handle,
             heartbeat_seq: AtomicU64::new(0),
+            peer_has_work: tokio::sync::Notify::new(),
             shutdown,
             tasks: tokio_util::task::TaskTracker::new(),
         });
@@ -187,6 +188,8 @@ struct NodeInner {
     queues: Arc<QueueStore>,
     net: NetHandle,
     heartbeat_seq: AtomicU64,
+    /// Wakes the steal loop when a heartbeat reports queued calls.
+    peer_has_work: tokio::sync::Notify,
     shutdown: CancellationToken,
     tasks: tokio_util::task::TaskTracker,
 }
@@ -429,6 +432,9 @@ async fn cluster_loop(inner: Arc<NodeInner>, mut events: mpsc::Receiver<NetEvent
                         }
                         continue;
                     }
+                    if load.queued > 0 {
+                        inner.peer_has_work.notify_one();
+                    }
                     let event = inner.peers.lock().expect("peers lock").on_heartbeat(peer, load, Instant::now());
                     on_member_events(&inner, event.into_iter().collect());
                 }
@@ -458,16 +464,22 @@ async fn cluster_loop(inner: Arc<NodeInner>, mut events: mpsc::Receiver<NetEvent
     }
 }
 
+/// Looks for work to steal while some peer reports queued calls, and sleeps
+/// until a heartbeat reports some otherwise, so an idle cluster stays idle.
 async fn steal_loop(inner: Arc<NodeInner>) {
     if inner.config.slots == 0 {
         return;
     }
-    let mut tick = tokio::time::interval(STEAL_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         tokio::select! {
             _ = inner.shutdown.cancelled() => break,
-            _ = tick.tick() => inner.sched.steal_tick(),
+            _ = inner.peer_has_work.notified() => {}
+        }
+        while inner.sched.steal_tick() {
+            tokio::select! {
+                _ = inner.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(STEAL_INTERVAL) => {}
+            }
         }
     }
 }

@@ -224,3 +224,47 @@ async fn calls_of_a_node_that_dies_run_elsewhere() {
         node.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_joins_late_steals_queued_calls() {
+    use futures::StreamExt;
+    let whoami = |b: shoal_node::NodeBuilder| {
+        b.register("slow.whoami", |ctx, _args| async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Ok(json!(ctx.node_id().0))
+        })
+    };
+    let busy = whoami(Node::builder().config(test_config(1)))
+        .start()
+        .await
+        .unwrap();
+    // 40 calls of 50 ms queue up on the only node: 2 s of work.
+    let calls = (0..40).map(|_| ("slow.whoami".to_string(), Value::Null));
+    let run = tokio::spawn(busy.call_many(calls, 40).collect::<Vec<_>>());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let mut late = whoami(Node::builder().config(test_config(1)));
+    late.config_mut().join = busy.listen_addrs();
+    let late = late.start().await.unwrap();
+    let results = tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .unwrap()
+        .unwrap();
+    let ran_on_late = results
+        .iter()
+        .filter(|(_, r)| r.as_ref().unwrap() == &json!(late.node_id().0))
+        .count();
+    assert_eq!(results.len(), 40);
+    assert!(
+        ran_on_late >= 5,
+        "the idle newcomer stole work: ran {ran_on_late} of 40"
+    );
+    assert!(
+        late.stats()
+            .stolen
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    );
+    late.shutdown().await;
+    busy.shutdown().await;
+}

@@ -762,24 +762,35 @@ impl Sched {
 
     // ---- stealing ---------------------------------------------------------
 
-    /// Called periodically: an idle node asks the most loaded peer for work.
-    pub fn steal_tick(&self) {
+    /// Called periodically while peers report queued work: an idle node
+    /// asks the most loaded peer for some. Returns whether any peer still
+    /// reports queued calls (so the caller keeps ticking).
+    pub fn steal_tick(&self) -> bool {
+        let peers_have_work = self
+            .peers
+            .lock()
+            .expect("peers lock")
+            .live()
+            .any(|(_, info)| info.load.queued > 0);
+        if !peers_have_work {
+            return false;
+        }
         let free = {
             let work = self.work.lock().expect("work lock");
             if work.queued() > 0 {
-                return;
+                return true;
             }
             work.free_slots()
         };
         if free == 0 {
-            return;
+            return true;
         }
         let mut steal = self.steal.lock().expect("steal lock");
         if steal
             .in_flight_since
             .is_some_and(|since| since.elapsed() < STEAL_TIMEOUT)
         {
-            return;
+            return true;
         }
         let candidates: Vec<(PeerId, u32)> = {
             let peers = self.peers.lock().expect("peers lock");
@@ -790,7 +801,7 @@ impl Sched {
                 .collect()
         };
         let Some(victim) = placement::choose_victim(&candidates) else {
-            return;
+            return true;
         };
         let seq = self
             .peers
@@ -802,6 +813,7 @@ impl Sched {
         steal.in_flight_since = Some(Instant::now());
         drop(steal);
         self.links.send_soon(victim, Frame::Steal { max: free });
+        true
     }
 
     /// A thief asked for work: hand over queued calls it can run.
