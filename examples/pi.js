@@ -22,7 +22,7 @@ shoal.register('monte_carlo_sample', (args) => {
     const samples = args.samples;
     const seed = args.seed || 0;
     if (!Number.isInteger(samples) || samples < 0) throw new TypeError('samples must be a non-negative integer');
-    return { inside: sample(samples, seed), total: samples };
+    return { inside: sample(samples, seed), total: samples, node: shoal.node };
 });
 
 shoal.register('pi', async (args) => {

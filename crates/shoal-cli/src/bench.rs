@@ -18,6 +18,21 @@ pub enum BenchCommand {
     Calls(CallsArgs),
     /// CPU-bound Monte Carlo Pi on 1, 2, 4… node processes: speedup and efficiency.
     Scale(ScaleArgs),
+    /// JavaScript: Pi per core against bare QuickJS, call overhead, remote calls.
+    Js(JsArgs),
+}
+
+#[derive(Args)]
+pub struct JsArgs {
+    /// Monte Carlo samples for the per-core Pi figures.
+    #[arg(long, default_value_t = 20_000_000)]
+    samples: u64,
+    /// Seconds per call measurement.
+    #[arg(long, default_value_t = 3.0)]
+    seconds: f64,
+    /// Print the figures as one JSON object on the last line.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -50,6 +65,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Calls(args) => calls(args).await,
         BenchCommand::Scale(args) => scale(args).await,
+        BenchCommand::Js(args) => js(args).await,
     }
 }
 
@@ -62,13 +78,18 @@ fn percentile(sorted_us: &[u64], fraction: f64) -> u64 {
     sorted_us[index]
 }
 
-/// Sequential calls for `duration`: (calls per second, sorted latencies in µs).
-async fn sequential(node: &Node, duration: Duration) -> anyhow::Result<(f64, Vec<u64>)> {
+/// Sequential calls of `function` for `duration`: (calls per second,
+/// sorted latencies in µs).
+async fn sequential(
+    node: &Node,
+    function: &str,
+    duration: Duration,
+) -> anyhow::Result<(f64, Vec<u64>)> {
     let mut latencies = Vec::new();
     let started = Instant::now();
     while started.elapsed() < duration {
         let call_started = Instant::now();
-        node.call("noop", serde_json::Value::Null).await?;
+        node.call(function, serde_json::Value::Null).await?;
         latencies.push(call_started.elapsed().as_micros() as u64);
     }
     let rate = latencies.len() as f64 / started.elapsed().as_secs_f64();
@@ -76,8 +97,13 @@ async fn sequential(node: &Node, duration: Duration) -> anyhow::Result<(f64, Vec
     Ok((rate, latencies))
 }
 
-/// `in_flight` concurrent callers for `duration`: calls per second.
-async fn concurrent(node: &Node, in_flight: usize, duration: Duration) -> anyhow::Result<f64> {
+/// `in_flight` concurrent callers of `function` for `duration`: calls per second.
+async fn concurrent(
+    node: &Node,
+    function: &'static str,
+    in_flight: usize,
+    duration: Duration,
+) -> anyhow::Result<f64> {
     let done = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
@@ -86,7 +112,7 @@ async fn concurrent(node: &Node, in_flight: usize, duration: Duration) -> anyhow
         let done = Arc::clone(&done);
         tasks.spawn(async move {
             while started.elapsed() < duration {
-                node.call("noop", serde_json::Value::Null).await?;
+                node.call(function, serde_json::Value::Null).await?;
                 done.fetch_add(1, Ordering::Relaxed);
             }
             anyhow::Ok(())
@@ -114,10 +140,10 @@ async fn calls(args: CallsArgs) -> anyhow::Result<()> {
     for _ in 0..2_000 {
         caller.call("noop", serde_json::Value::Null).await?;
     }
-    let (remote_1, remote_latencies) = sequential(&caller, duration).await?;
-    let remote_64 = concurrent(&caller, 64, duration).await?;
-    let (_, local_latencies) = sequential(&server, duration).await?;
-    let local_64 = concurrent(&server, 64, duration).await?;
+    let (remote_1, remote_latencies) = sequential(&caller, "noop", duration).await?;
+    let remote_64 = concurrent(&caller, "noop", 64, duration).await?;
+    let (_, local_latencies) = sequential(&server, "noop", duration).await?;
+    let local_64 = concurrent(&server, "noop", 64, duration).await?;
     caller.shutdown().await;
     server.shutdown().await;
     let idle_rss_mb = idle_rss_mb().await?;
@@ -271,9 +297,100 @@ async fn time_pi(count: usize, samples: u64, chunks: u64) -> anyhow::Result<f64>
         .wait_for_connections(count, Duration::from_secs(20))
         .await;
     // Warm-up so every node has been reached once.
-    pi::run(&driver, 1_000_000 * count as u64, 4 * count as u64, || {}).await?;
-    let run = pi::run(&driver, samples, chunks, || {}).await?;
+    pi::run(
+        &driver,
+        pi::NATIVE,
+        1_000_000 * count as u64,
+        4 * count as u64,
+        || {},
+    )
+    .await?;
+    let run = pi::run(&driver, pi::NATIVE, samples, chunks, || {}).await?;
     driver.shutdown().await;
     drop(processes);
     Ok(run.wall.as_secs_f64())
+}
+
+/// A script with a no-op function, for call overheads.
+const NOOP_JS: &str = "shoal.register('js.noop', () => null);";
+
+async fn js(args: JsArgs) -> anyhow::Result<()> {
+    use shoal_node::Script;
+    let duration = Duration::from_secs_f64(args.seconds.max(0.1));
+    let samples = args.samples.max(1);
+
+    // The same loop twice: in a bare QuickJS runtime, and through a node.
+    let bare = shoal_js::time_bare(pi::PI_JS, &format!("sample({samples}, 1)"))
+        .map_err(anyhow::Error::msg)?;
+    let bare_ns = bare.as_nanos() as f64 / samples as f64;
+
+    let caller = Node::builder().config(test_config(2)).start().await?;
+    let server = builtins::register(Node::builder().config(test_config(2)))
+        .script(Script::new("pi.js", pi::PI_JS))
+        .script(Script::new("noop.js", NOOP_JS))
+        .join(caller.listen_addrs()[0].clone())
+        .start()
+        .await?;
+    anyhow::ensure!(
+        caller.wait_for_peers(1, Duration::from_secs(10)).await == 1,
+        "the two benchmark nodes did not find each other"
+    );
+    let chunk = serde_json::json!({ "samples": samples, "seed": 1 });
+    server
+        .call(
+            pi::JAVASCRIPT,
+            serde_json::json!({ "samples": 1000, "seed": 1 }),
+        )
+        .await?;
+    let started = Instant::now();
+    server.call(pi::JAVASCRIPT, chunk).await?;
+    let pool_ns = started.elapsed().as_nanos() as f64 / samples as f64;
+
+    for _ in 0..2_000 {
+        caller.call("js.noop", serde_json::Value::Null).await?;
+    }
+    let (_, js_local) = sequential(&server, "js.noop", duration).await?;
+    let (_, native_local) = sequential(&server, "noop", duration).await?;
+    let js_remote_64 = concurrent(&caller, "js.noop", 64, duration).await?;
+    let native_remote_64 = concurrent(&caller, "noop", 64, duration).await?;
+    caller.shutdown().await;
+    server.shutdown().await;
+
+    let figures = json!({
+        "js_pi_ns_per_sample": (pool_ns * 10.0).round() / 10.0,
+        "bare_quickjs_pi_ns_per_sample": (bare_ns * 10.0).round() / 10.0,
+        "js_pi_vs_bare_ratio": ((pool_ns / bare_ns) * 100.0).round() / 100.0,
+        "js_local_call_p50_us": percentile(&js_local, 0.50),
+        "js_local_call_p99_us": percentile(&js_local, 0.99),
+        "native_local_call_p50_us": percentile(&native_local, 0.50),
+        "js_remote_calls_per_s_64_in_flight": js_remote_64.round(),
+        "native_remote_calls_per_s_64_in_flight": native_remote_64.round(),
+        "js_vs_native_remote_ratio": ((js_remote_64 / native_remote_64) * 100.0).round() / 100.0,
+    });
+    println!(
+        "JavaScript (QuickJS-NG), {samples} Pi samples, {:.1} s per call figure",
+        duration.as_secs_f64()
+    );
+    println!(
+        "  Pi per core, through a node    {:>8.1} ns/sample",
+        pool_ns
+    );
+    println!(
+        "  Pi per core, bare QuickJS      {:>8.1} ns/sample  (ratio {})",
+        bare_ns, figures["js_pi_vs_bare_ratio"]
+    );
+    println!(
+        "  local call, JS no-op           p50 {} µs, p99 {} µs (native p50 {} µs)",
+        figures["js_local_call_p50_us"],
+        figures["js_local_call_p99_us"],
+        figures["native_local_call_p50_us"]
+    );
+    println!(
+        "  remote calls, 64 in flight     JS {:.0}/s, native {:.0}/s (ratio {})",
+        js_remote_64, native_remote_64, figures["js_vs_native_remote_ratio"]
+    );
+    if args.json {
+        println!("{figures}");
+    }
+    Ok(())
 }

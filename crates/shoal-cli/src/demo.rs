@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use shoal_node::testkit::start_cluster;
-use shoal_node::{Node, NodeConfig, builtins};
+use shoal_node::{Node, NodeConfig, Script, builtins};
 use std::time::{Duration, Instant};
 
 #[derive(Args)]
@@ -20,6 +20,9 @@ pub struct DemoArgs {
     /// Chunks the samples are split into.
     #[arg(long, default_value_t = 96)]
     chunks: u64,
+    /// Run the Pi chunks in JavaScript (examples/pi.js) instead of Rust.
+    #[arg(long)]
+    js: bool,
     #[command(subcommand)]
     which: Option<Which>,
 }
@@ -33,27 +36,36 @@ enum Which {
     },
 }
 
-/// Starts `count` in-process nodes, splitting this machine's cores between them.
-pub async fn local_cluster(count: usize) -> Vec<Node> {
+/// Starts `count` in-process nodes, splitting this machine's cores between
+/// them; each loads `pi.js` when `js` is set.
+pub async fn local_cluster(count: usize, js: bool) -> Vec<Node> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let slots = (cores / count.max(1)).max(1) as u32;
     start_cluster(count, |_, builder| {
-        builtins::register(builder.config(NodeConfig {
+        let builder = builtins::register(builder.config(NodeConfig {
             slots,
             heartbeat_interval: Duration::from_millis(250),
             ..NodeConfig::default()
-        }))
+        }));
+        if js {
+            builder.script(Script::new("pi.js", pi::PI_JS))
+        } else {
+            builder
+        }
     })
     .await
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.nodes >= 1, "--nodes must be at least 1");
-    let nodes = local_cluster(args.nodes).await;
+    let nodes = local_cluster(args.nodes, args.js).await;
     println!("local cluster of {} nodes is up", nodes.len());
     let result = match args.which {
         Some(Which::Fib { n }) => fib(&nodes, n).await,
-        None => pi_demo(&nodes, args.samples, args.chunks).await,
+        None => {
+            let function = if args.js { pi::JAVASCRIPT } else { pi::NATIVE };
+            pi_demo(&nodes, function, args.samples, args.chunks).await
+        }
     };
     for node in &nodes {
         node.shutdown().await;
@@ -61,13 +73,23 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     result
 }
 
-async fn pi_demo(nodes: &[Node], samples: u64, chunks: u64) -> anyhow::Result<()> {
-    println!("Monte Carlo Pi: {samples} samples in {chunks} chunks");
+async fn pi_demo(
+    nodes: &[Node],
+    function: &'static str,
+    samples: u64,
+    chunks: u64,
+) -> anyhow::Result<()> {
+    let language = if function == pi::JAVASCRIPT {
+        "JavaScript"
+    } else {
+        "Rust"
+    };
+    println!("Monte Carlo Pi: {samples} samples in {chunks} chunks ({language})");
     let bar = ProgressBar::new(chunks);
     bar.set_style(ProgressStyle::with_template(
         "{bar:40} {pos}/{len} chunks  {elapsed_precise}",
     )?);
-    let run = pi::run(&nodes[0], samples, chunks, || bar.inc(1)).await?;
+    let run = pi::run(&nodes[0], function, samples, chunks, || bar.inc(1)).await?;
     bar.finish_and_clear();
     let estimate = run.estimate();
     println!("pi ≈ {estimate:.10}");

@@ -2,11 +2,13 @@
 //!
 //! ```text
 //!   shoal node   — join or start a cluster and serve calls until stopped
+//!   shoal call   — call one function on a cluster (optionally shipping a script)
 //!   shoal demo   — a local cluster in this process: Monte Carlo Pi or fib
 //!   shoal bench  — calls (throughput, latency, idle memory) and scale
 //! ```
 
 mod bench;
+mod call_cmd;
 mod demo;
 mod node_cmd;
 mod pi;
@@ -27,6 +29,8 @@ struct Cli {
 enum Command {
     /// Start a node: join peers, serve calls, publish heartbeats.
     Node(node_cmd::NodeArgs),
+    /// Call a function on a cluster and print its result as JSON.
+    Call(call_cmd::CallArgs),
     /// Start a local cluster in this process and run a demo on it.
     Demo(demo::DemoArgs),
     /// Measure Shoal on this machine.
@@ -60,6 +64,7 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async move {
         match cli.command {
             Command::Node(args) => node_cmd::run(args).await,
+            Command::Call(args) => call_cmd::run(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Bench(command) => bench::run(command).await,
         }

@@ -3,24 +3,16 @@
 use anyhow::Context;
 use clap::Args;
 use shoal_node::config::secret_from_passphrase;
-use shoal_node::{Multiaddr, Node, NodeConfig, builtins};
+use shoal_node::{Multiaddr, Node, NodeConfig, Script, builtins};
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// How to reach a cluster: shared by `node` and `call`.
 #[derive(Args)]
-pub struct NodeArgs {
-    /// Address to listen on (a libp2p multiaddr).
-    #[arg(long, default_value = "/ip4/127.0.0.1/tcp/0")]
-    listen: Vec<Multiaddr>,
+pub struct ClusterArgs {
     /// A node to join (its multiaddr, with /p2p/<peer id> if known); repeatable.
     #[arg(long)]
-    join: Vec<Multiaddr>,
-    /// Calls run at once (default: one per core).
-    #[arg(long)]
-    slots: Option<u32>,
-    /// Where the node keeps its identity.
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
+    pub join: Vec<Multiaddr>,
     /// File with the cluster secret; nodes without it cannot connect.
     #[arg(long, conflicts_with = "secret")]
     secret_file: Option<PathBuf>,
@@ -28,6 +20,44 @@ pub struct NodeArgs {
     /// visible to other processes of the same user).
     #[arg(long, env = "SHOAL_SECRET", hide_env_values = true)]
     secret: Option<String>,
+}
+
+impl ClusterArgs {
+    /// The 32-byte pre-shared key, if a secret was given.
+    pub fn secret(&self) -> anyhow::Result<Option<[u8; 32]>> {
+        Ok(match (&self.secret_file, &self.secret) {
+            (Some(path), _) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read the secret file {}", path.display()))?;
+                anyhow::ensure!(
+                    !text.trim().is_empty(),
+                    "the secret file {} is empty",
+                    path.display()
+                );
+                Some(secret_from_passphrase(&text))
+            }
+            (None, Some(text)) if !text.trim().is_empty() => Some(secret_from_passphrase(text)),
+            _ => None,
+        })
+    }
+}
+
+#[derive(Args)]
+pub struct NodeArgs {
+    /// Address to listen on (a libp2p multiaddr).
+    #[arg(long, default_value = "/ip4/127.0.0.1/tcp/0")]
+    listen: Vec<Multiaddr>,
+    #[command(flatten)]
+    cluster_args: ClusterArgs,
+    /// A JavaScript file whose `shoal.register` calls add functions; repeatable.
+    #[arg(long)]
+    script: Vec<PathBuf>,
+    /// Calls run at once (default: one per core).
+    #[arg(long)]
+    slots: Option<u32>,
+    /// Where the node keeps its identity.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
     /// Name of the cluster (heartbeat topic and DHT key).
     #[arg(long, default_value = "shoal")]
     cluster: String,
@@ -44,27 +74,13 @@ pub struct NodeArgs {
 
 impl NodeArgs {
     fn config(&self) -> anyhow::Result<NodeConfig> {
-        let secret = match (&self.secret_file, &self.secret) {
-            (Some(path), _) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read the secret file {}", path.display()))?;
-                anyhow::ensure!(
-                    !text.trim().is_empty(),
-                    "the secret file {} is empty",
-                    path.display()
-                );
-                Some(secret_from_passphrase(&text))
-            }
-            (None, Some(text)) if !text.trim().is_empty() => Some(secret_from_passphrase(text)),
-            _ => None,
-        };
         let defaults = NodeConfig::default();
         Ok(NodeConfig {
             listen: self.listen.clone(),
-            join: self.join.clone(),
+            join: self.cluster_args.join.clone(),
             slots: self.slots.unwrap_or(defaults.slots),
             data_dir: self.data_dir.clone(),
-            secret,
+            secret: self.cluster_args.secret()?,
             cluster_name: self.cluster.clone(),
             mdns: self.mdns,
             heartbeat_interval: Duration::from_millis(self.heartbeat_ms.max(10)),
@@ -74,13 +90,25 @@ impl NodeArgs {
     }
 }
 
+/// Reads a script file for `--script`.
+pub fn read_script(path: &std::path::Path) -> anyhow::Result<Script> {
+    let source = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the script {}", path.display()))?;
+    let name = path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    Ok(Script::new(name, source))
+}
+
 pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     let config = args.config()?;
     let private = config.secret.is_some();
-    let node = builtins::register(Node::builder().config(config))
-        .start()
-        .await
-        .context("cannot start the node")?;
+    let mut builder = builtins::register(Node::builder().config(config));
+    for path in &args.script {
+        builder = builder.script(read_script(path)?);
+    }
+    let node = builder.start().await.context("cannot start the node")?;
     let addrs: Vec<String> = node
         .listen_addrs()
         .iter()

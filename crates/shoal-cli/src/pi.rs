@@ -25,10 +25,18 @@ impl PiRun {
     }
 }
 
-/// Runs `samples` samples in `chunks` chunks (seeds 0..chunks); calls
-/// `on_chunk` after each chunk so callers can show progress.
+/// The native chunk function every `shoal node` offers.
+pub const NATIVE: &str = "pi.sample";
+/// The chunk function of `examples/pi.js`.
+pub const JAVASCRIPT: &str = "monte_carlo_sample";
+/// `examples/pi.js`, built in so `shoal demo --js` needs no files.
+pub const PI_JS: &str = include_str!("../../../examples/pi.js");
+
+/// Runs `samples` samples in `chunks` chunks (seeds 0..chunks) of
+/// `function`; calls `on_chunk` after each chunk so callers can show progress.
 pub async fn run(
     node: &Node,
+    function: &'static str,
     samples: u64,
     chunks: u64,
     mut on_chunk: impl FnMut(),
@@ -39,7 +47,7 @@ pub async fn run(
     let calls = (0..chunks).map(move |seed| {
         let samples = per_chunk + u64::from(seed < extra);
         (
-            "pi.sample".to_string(),
+            function.to_string(),
             json!({ "samples": samples, "seed": seed }),
         )
     });

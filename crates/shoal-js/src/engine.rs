@@ -107,11 +107,12 @@ struct Engine {
 /// The worker thread's body: serve the inbox until every sender is gone.
 pub(crate) fn run(
     limits: Limits,
+    host: String,
     runtime: tokio::runtime::Handle,
     mut inbox: mpsc::Receiver<Msg>,
     own: mpsc::Sender<Msg>,
 ) {
-    let mut engine = match Engine::new(limits, runtime, own) {
+    let mut engine = match Engine::new(limits, &host, runtime, own) {
         Ok(engine) => engine,
         Err(e) => {
             tracing::error!(error = %e, "cannot create a JavaScript engine");
@@ -128,6 +129,7 @@ pub(crate) fn run(
 impl Engine {
     fn new(
         limits: Limits,
+        host: &str,
         runtime: tokio::runtime::Handle,
         own: mpsc::Sender<Msg>,
     ) -> rquickjs::Result<Engine> {
@@ -155,7 +157,7 @@ impl Engine {
             runtime,
             inbox: own,
         };
-        ctx.with(|ctx| install_globals(ctx, env.clone()))?;
+        ctx.with(|ctx| install_globals(ctx, env.clone(), host))?;
         Ok(Engine {
             ctx,
             rt,
@@ -405,8 +407,10 @@ fn display<'js>(ctx: &Ctx<'js>, value: &JsValue<'js>) -> String {
 }
 
 /// Defines `shoal` and `console` in the script's global scope.
-fn install_globals<'js>(ctx: Ctx<'js>, env: Env) -> rquickjs::Result<()> {
+fn install_globals<'js>(ctx: Ctx<'js>, env: Env, host: &str) -> rquickjs::Result<()> {
     let shoal = Object::new(ctx.clone())?;
+    // The id of the node running the script, e.g. to report who did a chunk.
+    shoal.set("node", host)?;
 
     let state = Rc::clone(&env.state);
     let register =

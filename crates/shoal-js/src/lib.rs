@@ -102,3 +102,20 @@ pub enum JsError {
     #[error("the JavaScript engine stopped")]
     EngineStopped,
 }
+
+/// Times an expression in a bare QuickJS runtime (no pool, no threads, no
+/// `shoal` beyond a stub), after evaluating `setup`: the baseline that
+/// `shoal bench js` compares the pool against.
+pub fn time_bare(setup: &str, expression: &str) -> Result<Duration, String> {
+    let runtime = rquickjs::Runtime::new().map_err(|e| e.to_string())?;
+    let context = rquickjs::Context::full(&runtime).map_err(|e| e.to_string())?;
+    context.with(|ctx| {
+        ctx.eval::<(), _>("var shoal = { register() {}, call() {}, progress() {}, node: 'bare' };")
+            .map_err(|e| e.to_string())?;
+        ctx.eval::<(), _>(setup).map_err(|e| e.to_string())?;
+        let started = std::time::Instant::now();
+        ctx.eval::<rquickjs::Value, _>(expression)
+            .map_err(|e| e.to_string())?;
+        Ok(started.elapsed())
+    })
+}

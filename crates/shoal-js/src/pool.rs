@@ -54,7 +54,8 @@ pub struct EnginePool {
 
 impl EnginePool {
     /// Starts the workers; nested calls of scripts are spawned on `runtime`.
-    pub fn start(config: EngineConfig, runtime: tokio::runtime::Handle) -> EnginePool {
+    /// Scripts see `host` as `shoal.node`.
+    pub fn start(config: EngineConfig, host: &str, runtime: tokio::runtime::Handle) -> EnginePool {
         let limits = Limits {
             memory: config.memory_limit,
             time: config.time_limit,
@@ -65,9 +66,10 @@ impl EnginePool {
                 let (inbox, messages) = mpsc::channel(WORKER_INBOX);
                 let own = inbox.clone();
                 let runtime = runtime.clone();
+                let host = host.to_string();
                 std::thread::Builder::new()
                     .name(format!("shoal-js-{index}"))
-                    .spawn(move || engine::run(limits, runtime, messages, own))
+                    .spawn(move || engine::run(limits, host, runtime, messages, own))
                     .expect("spawn a JavaScript worker thread");
                 Worker {
                     inbox,

@@ -33,7 +33,11 @@ fn pool(workers: usize) -> Arc<EnginePool> {
         time_limit: Duration::from_millis(300),
         ..EngineConfig::default()
     };
-    Arc::new(EnginePool::start(config, tokio::runtime::Handle::current()))
+    Arc::new(EnginePool::start(
+        config,
+        "test-node",
+        tokio::runtime::Handle::current(),
+    ))
 }
 
 async fn call(pool: &Arc<EnginePool>, function: &str, args: Value) -> Result<Value, JsError> {

@@ -33,6 +33,11 @@ pub struct NodeConfig {
     pub default_deadline: Duration,
     /// Memoized results kept per node (least recently used are dropped).
     pub memo_capacity: usize,
+    /// Heap limit of each JavaScript engine. A script that allocates
+    /// without end fails its call, not the node.
+    pub js_memory_limit: usize,
+    /// How long JavaScript may run without yielding before it is stopped.
+    pub js_time_limit: Duration,
 }
 
 impl Default for NodeConfig {
@@ -49,6 +54,8 @@ impl Default for NodeConfig {
             heartbeat_misses: 3,
             default_deadline: Duration::from_secs(300),
             memo_capacity: 100_000,
+            js_memory_limit: 256 * 1024 * 1024,
+            js_time_limit: Duration::from_secs(60),
         }
     }
 }

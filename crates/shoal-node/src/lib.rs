@@ -10,6 +10,7 @@
 //!   functions in [`sched::placement`].
 //! - [`registry`]: functions by name and the context they run with.
 //! - [`queue`]: the distributed queue of the p2pqueue seed.
+//! - [`scripts`]: JavaScript functions, and scripts shipped with calls.
 //! - [`builtins`]: the functions every `shoal node` offers (pi, fib, noop).
 //!
 //! ```text
@@ -28,6 +29,7 @@ pub mod node;
 pub mod queue;
 pub mod registry;
 pub mod sched;
+pub mod scripts;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
@@ -35,4 +37,5 @@ pub use config::NodeConfig;
 pub use libp2p::{Multiaddr, PeerId};
 pub use node::{Node, NodeBuilder, PeerStatus, StartError};
 pub use registry::{CallContext, FnError, FnResult, Function};
+pub use shoal_js::Script;
 pub use shoal_proto::{CallError, ErrorCode};

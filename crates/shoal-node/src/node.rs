@@ -24,6 +24,7 @@ use crate::net::{self, NetEvent, NetHandle};
 use crate::queue::{DistQueue, QueueStore};
 use crate::registry::{CallContext, FnResult, Function, Registry};
 use crate::sched::{CallOptions, Sched, SchedParts};
+use crate::scripts::{ScriptFetcher, Scripts};
 use futures::{Stream, StreamExt};
 use libp2p::{Multiaddr, PeerId};
 use serde_json::Value;
@@ -54,6 +55,8 @@ pub enum StartError {
     Identity(#[from] crate::identity::IdentityError),
     #[error("network: {0}")]
     Network(String),
+    #[error("{0}")]
+    Script(String),
 }
 
 /// Builds a [`Node`]: settings and functions first, then `start`.
@@ -61,6 +64,7 @@ pub struct NodeBuilder {
     config: NodeConfig,
     functions: Vec<Function>,
     memoized: HashSet<String>,
+    scripts: Vec<shoal_js::Script>,
 }
 
 impl NodeBuilder {
@@ -107,6 +111,13 @@ impl NodeBuilder {
         self
     }
 
+    /// Loads a JavaScript script at start; its `shoal.register` calls add
+    /// functions. A script that does not load stops the start.
+    pub fn script(mut self, script: shoal_js::Script) -> Self {
+        self.scripts.push(script);
+        self
+    }
+
     /// Caches results of `name` by arguments; only for deterministic functions.
     pub fn memoize(mut self, name: &str) -> Self {
         self.memoized.insert(name.to_string());
@@ -143,6 +154,26 @@ impl NodeBuilder {
             peers: Arc::clone(&peers),
             links: Arc::clone(&links),
         });
+        let scripts = Arc::new(Scripts::new(
+            shoal_js::EngineConfig {
+                workers: config.slots.max(1) as usize,
+                memory_limit: config.js_memory_limit,
+                time_limit: config.js_time_limit,
+                ..shoal_js::EngineConfig::default()
+            },
+            config.slots > 0,
+            me.to_base58(),
+            Arc::clone(&registry),
+            Arc::downgrade(&sched),
+        ));
+        registry.insert(scripts.get_function());
+        sched.set_script_source(Arc::new(ScriptFetcher(Arc::downgrade(&scripts))));
+        for script in self.scripts {
+            scripts
+                .load(script)
+                .await
+                .map_err(|e| StartError::Script(e.to_string()))?;
+        }
         let handler: Weak<dyn FrameHandler> = Arc::downgrade(&sched) as Weak<dyn FrameHandler>;
         links
             .start(handler)
@@ -157,6 +188,7 @@ impl NodeBuilder {
             peers,
             sched,
             queues,
+            scripts,
             net: started.handle,
             heartbeat_seq: AtomicU64::new(0),
             peer_has_work: tokio::sync::Notify::new(),
@@ -186,6 +218,7 @@ struct NodeInner {
     peers: Arc<Mutex<PeerTable>>,
     sched: Arc<Sched>,
     queues: Arc<QueueStore>,
+    scripts: Arc<Scripts>,
     net: NetHandle,
     heartbeat_seq: AtomicU64,
     /// Wakes the steal loop when a heartbeat reports queued calls.
@@ -216,6 +249,7 @@ impl Node {
             config: NodeConfig::default(),
             functions: Vec::new(),
             memoized: HashSet::new(),
+            scripts: Vec::new(),
         }
     }
 
@@ -262,6 +296,7 @@ impl Node {
     ) -> Result<Value, CallError> {
         let options = CallOptions {
             deadline: Some(Instant::now() + timeout),
+            script: None,
         };
         self.inner.sched.call(function, args, options).await
     }
@@ -281,6 +316,37 @@ impl Node {
                 async move { (index, node.call(&function, args).await) }
             })
             .buffer_unordered(in_flight.max(1))
+    }
+
+    /// Loads a JavaScript script into this running node; returns the names
+    /// of the functions it registered.
+    pub async fn load_script(
+        &self,
+        script: shoal_js::Script,
+    ) -> Result<Vec<String>, shoal_js::ScriptError> {
+        let registered = self.inner.scripts.load(script).await?;
+        Ok(registered.into_iter().map(|f| f.name).collect())
+    }
+
+    /// Calls `function` from `script`, which this node keeps and ships to
+    /// whichever node runs the call, so no node needs it beforehand.
+    pub async fn call_script(
+        &self,
+        script: shoal_js::Script,
+        function: &str,
+        args: Value,
+    ) -> Result<Value, CallError> {
+        let hash: Arc<str> = Arc::from(script.hash());
+        self.inner
+            .scripts
+            .load(script)
+            .await
+            .map_err(|e| CallError::new(shoal_proto::ErrorCode::InvalidArguments, e.to_string()))?;
+        let options = CallOptions {
+            deadline: None,
+            script: Some(hash),
+        };
+        self.inner.sched.call(function, args, options).await
     }
 
     /// A handle to the distributed queue `name`.

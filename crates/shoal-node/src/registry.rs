@@ -41,6 +41,8 @@ pub struct Function {
     /// Internal functions (the distributed queue's) are on every node and
     /// are not advertised in heartbeats.
     pub internal: bool,
+    /// Hash of the script that defined it (JavaScript functions only).
+    pub script: Option<Arc<str>>,
 }
 
 impl Function {
@@ -54,6 +56,7 @@ impl Function {
             body: Body::Async(Arc::new(move |ctx, args| Box::pin(f(ctx, args)))),
             memoize: false,
             internal: false,
+            script: None,
         }
     }
 
@@ -66,6 +69,7 @@ impl Function {
             body: Body::Blocking(Arc::new(f)),
             memoize: false,
             internal: false,
+            script: None,
         }
     }
 }
@@ -125,6 +129,7 @@ impl CallContext {
     pub async fn call(&self, function: &str, args: Value) -> Result<Value, CallError> {
         let options = CallOptions {
             deadline: Some(self.deadline),
+            script: None,
         };
         let nested = self.slot.enter_nested();
         let result = self.sched.call(function, args, options).await;

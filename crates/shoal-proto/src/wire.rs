@@ -44,6 +44,9 @@ pub struct CallRequest {
     /// Time left before the owner gives up, in milliseconds. Relative, so
     /// clocks of different machines need not agree.
     pub budget_ms: u64,
+    /// The hash of the script that defines `function`, when the caller
+    /// shipped one: an executor that lacks it fetches it from the owner.
+    pub script: Option<String>,
 }
 
 /// A queued call handed from a busy node to an idle one; the result goes
@@ -151,6 +154,7 @@ mod tests {
             function: "fib".into(),
             args: Bytes::from_static(b"{\"n\":10}"),
             budget_ms: 30_000,
+            script: Some("ab12".into()),
         };
         let frames = [
             Frame::Call(call.clone()),

@@ -51,10 +51,25 @@ const MAX_STEAL_BYTES: usize = shoal_proto::wire::MAX_FRAME_BYTES / 2;
 const STEAL_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Per-call settings.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct CallOptions {
     /// When the caller stops waiting; the node's default when `None`.
     pub deadline: Option<Instant>,
+    /// Hash of a script that defines the function; nodes that lack it fetch
+    /// it from this node, so any node can run the call.
+    pub script: Option<Arc<str>>,
+}
+
+/// Fetches and loads scripts that calls name by hash: the node's side of
+/// "scripts travel with work".
+pub trait ScriptSource: Send + Sync + 'static {
+    /// Makes sure the script `hash` is loaded here, fetching it from `owner`
+    /// if needed.
+    fn ensure(
+        &self,
+        hash: Arc<str>,
+        owner: PeerId,
+    ) -> futures::future::BoxFuture<'static, Result<(), CallError>>;
 }
 
 /// Where a pending call runs now.
@@ -68,6 +83,8 @@ enum Where {
 struct Pending {
     function: Arc<str>,
     args: Bytes,
+    /// Hash of the script that defines the function, if the caller shipped one.
+    script: Option<Arc<str>>,
     deadline: Instant,
     at: Where,
     /// Pinned calls (internal ones aimed at one node) fail rather than move
@@ -122,6 +139,7 @@ struct Job {
     id: CallId,
     function: Arc<str>,
     args: Bytes,
+    script: Option<Arc<str>>,
     deadline: Instant,
 }
 
@@ -184,6 +202,7 @@ pub struct Sched {
     steal: Mutex<StealState>,
     next_id: AtomicU64,
     pub stats: Stats,
+    scripts: std::sync::OnceLock<Arc<dyn ScriptSource>>,
     this: Weak<Sched>,
 }
 
@@ -214,12 +233,18 @@ impl Sched {
             steal: Mutex::default(),
             next_id: AtomicU64::new(1),
             stats: Stats::default(),
+            scripts: std::sync::OnceLock::new(),
             this: this.clone(),
         })
     }
 
     fn arc(&self) -> Arc<Sched> {
         self.this.upgrade().expect("sched is alive while used")
+    }
+
+    /// Sets who fetches scripts that calls name by hash.
+    pub fn set_script_source(&self, source: Arc<dyn ScriptSource>) {
+        let _ = self.scripts.set(source);
     }
 
     pub fn node_id(&self) -> &NodeId {
@@ -254,10 +279,16 @@ impl Sched {
         let deadline = options
             .deadline
             .unwrap_or_else(|| Instant::now() + self.default_deadline);
+        // A function a script defined carries that script, so nodes that
+        // never loaded it can still run the call.
+        let script = options
+            .script
+            .or_else(|| self.registry.get(function).and_then(|f| f.script.clone()));
         let result = if self.is_memoized(function) {
-            self.call_memoized(function, args, deadline).await?
+            self.call_memoized(function, args, deadline, script).await?
         } else {
-            self.call_bytes(function, args, deadline, None).await?
+            self.call_bytes(function, args, deadline, None, script)
+                .await?
         };
         serde_json::from_slice(&result).map_err(|e| {
             CallError::new(
@@ -277,7 +308,7 @@ impl Sched {
         let args = encode_args(function, &args)?;
         let deadline = Instant::now() + self.default_deadline;
         let result = self
-            .call_bytes(function, args, deadline, Some(peer))
+            .call_bytes(function, args, deadline, Some(peer), None)
             .await?;
         serde_json::from_slice(&result).map_err(|e| {
             CallError::new(
@@ -297,7 +328,13 @@ impl Sched {
             .any(|(_, info)| info.functions.get(function).copied().unwrap_or(false))
     }
 
-    async fn call_memoized(&self, function: &str, args: Bytes, deadline: Instant) -> Outcome {
+    async fn call_memoized(
+        &self,
+        function: &str,
+        args: Bytes,
+        deadline: Instant,
+        script: Option<Arc<str>>,
+    ) -> Outcome {
         let key: MemoKey = (Arc::from(function), args);
         loop {
             let lookup = self.memo.lock().expect("memo lock").lookup(&key);
@@ -315,7 +352,7 @@ impl Sched {
                         done: false,
                     };
                     let outcome = self
-                        .call_bytes(function, key.1.clone(), deadline, None)
+                        .call_bytes(function, key.1.clone(), deadline, None, script)
                         .await;
                     lead.finish(&outcome);
                     return outcome;
@@ -330,12 +367,13 @@ impl Sched {
         args: Bytes,
         deadline: Instant,
         pinned: Option<PeerId>,
+        script: Option<Arc<str>>,
     ) -> Outcome {
         let at = match pinned {
             Some(peer) if peer == self.me => Where::Local,
             Some(peer) => Where::Remote(peer),
             None => self
-                .place(function)
+                .place(function, script.is_some())
                 .ok_or_else(|| self.nowhere_error(function))?,
         };
         let id = CallId(self.next_id.fetch_add(1, Ordering::Relaxed));
@@ -345,6 +383,7 @@ impl Sched {
             Pending {
                 function: Arc::from(function),
                 args,
+                script,
                 deadline,
                 at,
                 pinned: pinned.is_some(),
@@ -367,11 +406,11 @@ impl Sched {
     }
 
     /// Where a new call of `function` should run, among live nodes that
-    /// have it; `None` if nobody can run it.
-    fn place(&self, function: &str) -> Option<Where> {
-        let local = self
-            .registry
-            .get(function)
+    /// have it — or, when the call ships its script, among all live nodes
+    /// with slots; `None` if nobody can run it.
+    fn place(&self, function: &str, shipped: bool) -> Option<Where> {
+        let local = (shipped || self.registry.get(function).is_some())
+            .then_some(())
             .filter(|_| self.slots > 0)
             .map(|_| {
                 let report = self.load();
@@ -385,7 +424,9 @@ impl Sched {
             let peers = self.peers.lock().expect("peers lock");
             peers
                 .live()
-                .filter(|(_, info)| info.functions.contains_key(function) && info.load.slots > 0)
+                .filter(|(_, info)| {
+                    (shipped || info.functions.contains_key(function)) && info.load.slots > 0
+                })
                 .map(|(peer, info)| {
                     let load = Load {
                         slots: info.load.slots,
@@ -443,6 +484,7 @@ impl Sched {
                 id,
                 function: Arc::clone(&pending.function),
                 args: pending.args.clone(),
+                script: pending.script.clone(),
                 deadline: pending.deadline,
             }
         };
@@ -460,6 +502,7 @@ impl Sched {
                 function: pending.function.to_string(),
                 args: pending.args.clone(),
                 budget_ms: remaining_ms(pending.deadline),
+                script: pending.script.as_deref().map(str::to_string),
             })
         };
         if let Err(error) = self.links.send(peer, &frame).await {
@@ -470,12 +513,16 @@ impl Sched {
 
     /// Places a pending call again, after its executor was lost.
     fn redispatch(&self, id: CallId) {
-        let (function, pinned) = {
+        let (function, pinned, shipped) = {
             let owned = self.owned.lock().expect("owned lock");
             let Some(pending) = owned.pending.get(&id) else {
                 return;
             };
-            (Arc::clone(&pending.function), pending.pinned)
+            (
+                Arc::clone(&pending.function),
+                pending.pinned,
+                pending.script.is_some(),
+            )
         };
         if pinned {
             let error = CallError::new(
@@ -484,7 +531,7 @@ impl Sched {
             );
             return self.resolve(id, Err(error));
         }
-        let Some(at) = self.place(&function) else {
+        let Some(at) = self.place(&function, shipped) else {
             return self.resolve(id, Err(self.nowhere_error(&function)));
         };
         if !self.owned.lock().expect("owned lock").move_to(id, at) {
@@ -590,6 +637,11 @@ impl Sched {
     // ---- executor side ----------------------------------------------------
 
     fn submit(&self, job: Job) {
+        // Internal functions (queue, script fetch) answer in microseconds and
+        // must work even on nodes without slots, so they skip the queue.
+        if self.registry.get(&job.function).is_some_and(|f| f.internal) {
+            return self.spawn_run(job, false);
+        }
         let start = self.work.lock().expect("work lock").submit(job);
         if let Some(job) = start {
             self.start(job);
@@ -598,9 +650,13 @@ impl Sched {
 
     /// Runs a job whose slot is already taken.
     fn start(&self, job: Job) {
+        self.spawn_run(job, true);
+    }
+
+    fn spawn_run(&self, job: Job, holds_slot: bool) {
         let key = (job.owner, job.id);
         let sched = self.arc();
-        let handle = tokio::spawn(async move { sched.run(job).await });
+        let handle = tokio::spawn(async move { sched.run(job, holds_slot).await });
         let mut running = self.running.lock().expect("running lock");
         running.insert(key, handle.abort_handle());
         // A fast call may have finished before it was recorded.
@@ -609,11 +665,11 @@ impl Sched {
         }
     }
 
-    async fn run(self: Arc<Self>, job: Job) {
+    async fn run(self: Arc<Self>, job: Job, holds_slot: bool) {
         let slot = Arc::new(Slot {
             sched: Arc::clone(&self),
             state: Mutex::new(SlotState {
-                held: true,
+                held: holds_slot,
                 nested: 0,
             }),
         });
@@ -630,6 +686,18 @@ impl Sched {
 
     async fn execute(&self, job: &Job, slot: &Arc<Slot>) -> Outcome {
         let name = &job.function;
+        if self.registry.get(name).is_none()
+            && let Some(hash) = &job.script
+        {
+            // The call ships its script and this node has not seen it yet.
+            let Some(scripts) = self.scripts.get() else {
+                return Err(CallError::new(
+                    ErrorCode::Unavailable,
+                    "this node cannot load scripts",
+                ));
+            };
+            scripts.ensure(Arc::clone(hash), job.owner).await?;
+        }
         let Some(function) = self.registry.get(name) else {
             return Err(CallError::new(
                 ErrorCode::UnknownFunction,
@@ -861,6 +929,7 @@ impl Sched {
                     function: job.function.to_string(),
                     args: job.args,
                     budget_ms: remaining_ms(job.deadline),
+                    script: job.script.as_deref().map(str::to_string),
                 },
             });
         }
@@ -933,6 +1002,7 @@ fn job_from(owner: PeerId, request: CallRequest) -> Job {
         function: Arc::from(request.function),
         args: request.args,
         deadline: Instant::now() + Duration::from_millis(request.budget_ms),
+        script: request.script.map(Arc::from),
     }
 }
 

@@ -1,0 +1,240 @@
+//! JavaScript in a node: scripts loaded at start (`--script`) or shipped
+//! with calls, and the engine pool that runs their functions.
+//!
+//! A script is known by the hash of its source. Its functions go into the
+//! node's registry like native ones, tagged with that hash; a call of such a
+//! function carries the hash, and an executor that lacks the script asks the
+//! call's owner for it (`shoal.script.get`), loads it, then runs the call.
+//!
+//! ```text
+//!   owner: call("pi") ──Frame::Call{script: hash}──► executor
+//!                                                     │ unknown hash?
+//!   owner: shoal.script.get(hash) ◄───────────────────┘ fetch, verify, load
+//! ```
+
+use crate::registry::{Body, CallContext, FnError, Function, Registry};
+use crate::sched::{Sched, ScriptSource};
+use futures::future::BoxFuture;
+use libp2p::PeerId;
+use serde_json::{Value, json};
+use shoal_js::{EngineConfig, EnginePool, NestedCaller, RegisteredFunction, Script, ScriptError};
+use shoal_proto::{CallError, ErrorCode};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+/// Largest script source accepted, from a file or from a peer.
+pub const MAX_SCRIPT_BYTES: usize = 4 * 1024 * 1024;
+/// Scripts one node keeps; past it, shipped scripts are refused.
+pub const MAX_SCRIPTS: usize = 256;
+
+pub(crate) const GET_SCRIPT: &str = "shoal.script.get";
+
+/// The scripts of one node and, once one is loaded, its engine pool.
+pub struct Scripts {
+    sources: Mutex<HashMap<String, Script>>,
+    pool: OnceLock<Arc<EnginePool>>,
+    config: EngineConfig,
+    /// Whether this node runs calls at all; a node without slots keeps
+    /// sources (to ship them) but starts no engines.
+    runs_calls: bool,
+    host: String,
+    registry: Arc<Registry>,
+    sched: Weak<Sched>,
+    /// One fetch per missing script, however many calls need it at once.
+    fetching: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Scripts {
+    pub fn new(
+        config: EngineConfig,
+        runs_calls: bool,
+        host: String,
+        registry: Arc<Registry>,
+        sched: Weak<Sched>,
+    ) -> Self {
+        Scripts {
+            sources: Mutex::default(),
+            pool: OnceLock::new(),
+            config,
+            runs_calls,
+            host,
+            registry,
+            sched,
+            fetching: Mutex::default(),
+        }
+    }
+
+    fn pool(&self) -> &Arc<EnginePool> {
+        self.pool.get_or_init(|| {
+            Arc::new(EnginePool::start(
+                self.config,
+                &self.host,
+                tokio::runtime::Handle::current(),
+            ))
+        })
+    }
+
+    /// Loads a script: its functions become callable here and, through
+    /// heartbeats, known to the cluster.
+    pub async fn load(&self, script: Script) -> Result<Vec<RegisteredFunction>, ScriptError> {
+        if script.source.len() > MAX_SCRIPT_BYTES {
+            return Err(ScriptError {
+                script: script.name,
+                message: format!("is larger than the limit of {MAX_SCRIPT_BYTES} bytes"),
+            });
+        }
+        let hash = script.hash();
+        {
+            let mut sources = self.sources.lock().expect("sources lock");
+            if sources.len() >= MAX_SCRIPTS && !sources.contains_key(&hash) {
+                return Err(ScriptError {
+                    script: script.name,
+                    message: format!("this node already holds {MAX_SCRIPTS} scripts"),
+                });
+            }
+            sources.insert(hash.clone(), script.clone());
+        }
+        if !self.runs_calls {
+            return Ok(Vec::new());
+        }
+        let pool = Arc::clone(self.pool());
+        let registered = pool.load(&script).await?;
+        let hash: Arc<str> = Arc::from(hash);
+        for function in &registered {
+            self.registry
+                .insert(js_function(&pool, function, Arc::clone(&hash)));
+        }
+        tracing::info!(script = %script.name, functions = registered.len(), "script loaded");
+        Ok(registered)
+    }
+
+    fn source(&self, hash: &str) -> Option<Script> {
+        self.sources
+            .lock()
+            .expect("sources lock")
+            .get(hash)
+            .cloned()
+    }
+
+    fn is_loaded(&self, hash: &str) -> bool {
+        self.pool.get().is_some_and(|pool| pool.has_script(hash))
+    }
+
+    /// The internal function peers call to fetch a script's source.
+    pub fn get_function(self: &Arc<Self>) -> Function {
+        let scripts = Arc::downgrade(self);
+        let mut function = Function::new_async(GET_SCRIPT, move |_ctx, args| {
+            let scripts = scripts.clone();
+            async move {
+                let hash = args["hash"].as_str().ok_or("expected {\"hash\": ...}")?;
+                let scripts = scripts.upgrade().ok_or("node is stopping")?;
+                let script = scripts
+                    .source(hash)
+                    .ok_or_else(|| format!("no script with hash {hash} on this node"))?;
+                Ok(json!({ "name": script.name, "source": script.source }))
+            }
+        });
+        function.internal = true;
+        function
+    }
+
+    async fn fetch_and_load(&self, hash: Arc<str>, owner: PeerId) -> Result<(), CallError> {
+        let gate = {
+            let mut fetching = self.fetching.lock().expect("fetching lock");
+            Arc::clone(fetching.entry(hash.to_string()).or_default())
+        };
+        let _turn = gate.lock().await;
+        if self.is_loaded(&hash) {
+            return Ok(());
+        }
+        let unavailable = |message: String| CallError::new(ErrorCode::Unavailable, message);
+        let script = match self.source(&hash) {
+            Some(script) => script,
+            None => {
+                let sched = self
+                    .sched
+                    .upgrade()
+                    .ok_or_else(|| unavailable("node is stopping".into()))?;
+                tracing::debug!(%hash, %owner, "fetching a script shipped with a call");
+                let reply = sched
+                    .call_on(owner, GET_SCRIPT, json!({ "hash": hash.as_ref() }))
+                    .await
+                    .map_err(|e| {
+                        unavailable(format!("cannot fetch script {hash} from the caller: {e}"))
+                    })?;
+                let name = reply["name"].as_str().unwrap_or("shipped.js");
+                let source = reply["source"].as_str().unwrap_or_default();
+                let script = Script::new(name, source);
+                if script.hash() != hash.as_ref() {
+                    return Err(CallError::new(
+                        ErrorCode::Internal,
+                        format!("script fetched for hash {hash} has another hash; refused"),
+                    ));
+                }
+                script
+            }
+        };
+        self.load(script)
+            .await
+            .map_err(|e| CallError::new(ErrorCode::FunctionFailed, e.to_string()))?;
+        self.fetching
+            .lock()
+            .expect("fetching lock")
+            .remove(hash.as_ref());
+        Ok(())
+    }
+}
+
+/// What the scheduler holds to fetch shipped scripts; weak, so the node's
+/// scripts and its scheduler do not keep each other alive.
+pub struct ScriptFetcher(pub Weak<Scripts>);
+
+impl ScriptSource for ScriptFetcher {
+    fn ensure(&self, hash: Arc<str>, owner: PeerId) -> BoxFuture<'static, Result<(), CallError>> {
+        let scripts = self.0.upgrade();
+        Box::pin(async move {
+            match scripts {
+                Some(scripts) => scripts.fetch_and_load(hash, owner).await,
+                None => Err(CallError::new(ErrorCode::ShuttingDown, "node is stopping")),
+            }
+        })
+    }
+}
+
+/// A registry entry whose body runs in the engine pool.
+fn js_function(
+    pool: &Arc<EnginePool>,
+    function: &RegisteredFunction,
+    script: Arc<str>,
+) -> Function {
+    let pool = Arc::clone(pool);
+    let name: Arc<str> = Arc::from(function.name.as_str());
+    let body_name = Arc::clone(&name);
+    Function {
+        name,
+        body: Body::Async(Arc::new(move |ctx, args| {
+            let pool = Arc::clone(&pool);
+            let name = Arc::clone(&body_name);
+            Box::pin(async move {
+                let caller = Arc::new(ContextCaller(ctx));
+                pool.call(&name, &args, caller)
+                    .await
+                    .map_err(|e| Box::new(e) as FnError)
+            })
+        })),
+        memoize: function.memoize,
+        internal: false,
+        script: Some(script),
+    }
+}
+
+/// Nested calls of a script go through the context of the call it serves,
+/// so they release its slot while they wait and share its deadline.
+struct ContextCaller(CallContext);
+
+impl NestedCaller for ContextCaller {
+    fn call(&self, function: String, args: Value) -> BoxFuture<'static, Result<Value, String>> {
+        let ctx = self.0.clone();
+        Box::pin(async move { ctx.call(&function, args).await.map_err(|e| e.to_string()) })
+    }
+}
