@@ -26,7 +26,11 @@ async fn pi_js_across_three_processes_counts_exactly() {
         .await
         .unwrap();
     let expected: u64 = (0..30).map(|seed| pi_inside(100_000, seed)).sum();
-    assert_eq!(result["inside"], json!(expected), "same count as one Rust thread");
+    assert_eq!(
+        result["inside"],
+        json!(expected),
+        "same count as one Rust thread"
+    );
     caller.shutdown().await;
 }
 
@@ -34,16 +38,32 @@ async fn pi_js_across_three_processes_counts_exactly() {
 fn shoal_call_ships_a_script_to_a_cluster_that_never_saw_it() {
     let node = NodeProcess::start(&["--slots", "1"]);
     let output = Command::new(env!("CARGO_BIN_EXE_shoal"))
-        .args(["call", "--join", &node.addr.to_string(), "--script", &example("wordcount.js")])
-        .args(["wordcount", r#"{"texts": ["to be or not to be", "that is the question"], "top": 2}"#])
+        .args([
+            "call",
+            "--join",
+            &node.addr.to_string(),
+            "--script",
+            &example("wordcount.js"),
+        ])
+        .args([
+            "wordcount",
+            r#"{"texts": ["to be or not to be", "that is the question"], "top": 2}"#,
+        ])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let result: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(result["words"], json!(10));
     assert_eq!(result["top"], json!([["be", 2], ["to", 2]]));
-    assert!(node.log_text().contains("script loaded"), "the node loaded the shipped script");
+    assert!(
+        node.log_text().contains("script loaded"),
+        "the node loaded the shipped script"
+    );
 }
 
 #[test]
@@ -55,5 +75,8 @@ fn shoal_call_reports_an_unknown_function_clearly() {
         .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("unknown_function") && stderr.contains("no.such.fn"), "{stderr}");
+    assert!(
+        stderr.contains("unknown_function") && stderr.contains("no.such.fn"),
+        "{stderr}"
+    );
 }

@@ -24,12 +24,15 @@ pub mod builtins;
 pub mod cluster;
 pub mod config;
 pub mod identity;
+pub mod jobs;
 pub mod net;
 pub mod node;
 pub mod queue;
+pub mod raft;
 pub mod registry;
 pub mod sched;
 pub mod scripts;
+pub mod store;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 

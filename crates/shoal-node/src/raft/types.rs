@@ -1,0 +1,68 @@
+//! The Raft type configuration and what the log carries.
+
+use serde::{Deserialize, Serialize};
+
+/// A Raft member as the network sees it: the libp2p peer id it answers at.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RaftPeer {
+    pub peer_id: String,
+}
+
+impl std::fmt::Display for RaftPeer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.peer_id)
+    }
+}
+
+/// One replicated write.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    Jobs(crate::jobs::JobCommand),
+    Docs(crate::store::DocCommand),
+}
+
+impl std::fmt::Display for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{self:?}")
+    }
+}
+
+/// What applying a [`Command`] returned.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum CommandResult {
+    Jobs(crate::jobs::JobOutcome),
+    Docs(crate::store::DocOutcome),
+}
+
+openraft::declare_raft_types!(
+    /// Shoal's Raft types: 64-bit node ids derived from peer ids.
+    pub TypeConfig:
+        D = Command,
+        R = CommandResult,
+        NodeId = u64,
+        Node = RaftPeer,
+);
+
+/// The replicated state: durable jobs and the document store.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ShoalState {
+    pub jobs: crate::jobs::JobTable,
+    pub docs: crate::store::DocStore,
+}
+
+impl crate::raft::state_machine::StateLogic<TypeConfig> for ShoalState {
+    fn apply(&mut self, index: u64, command: &Command) -> CommandResult {
+        match command {
+            Command::Jobs(command) => CommandResult::Jobs(self.jobs.apply(index, command)),
+            Command::Docs(command) => CommandResult::Docs(self.docs.apply(index, command)),
+        }
+    }
+}
+
+/// The Raft node id of a libp2p peer: the first 8 bytes of the SHA-256 of
+/// its peer id bytes (collisions among a cluster's nodes are negligible).
+pub fn raft_id(peer: &libp2p::PeerId) -> u64 {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(peer.to_bytes());
+    u64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
+}
