@@ -4,11 +4,10 @@
 //! makes the call, prints the result as JSON and leaves. With `--script`
 //! the script travels with the call, so no node needs it beforehand.
 
+use crate::client::connect;
 use crate::node_cmd::{ClusterArgs, read_script};
 use anyhow::Context;
 use clap::Args;
-use shoal_node::testkit::test_config;
-use shoal_node::{Node, NodeConfig};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -30,31 +29,10 @@ pub struct CallArgs {
 }
 
 pub async fn run(args: CallArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        !args.cluster.join.is_empty(),
-        "give a node of the cluster with --join ADDR"
-    );
     let call_args: serde_json::Value = serde_json::from_str(&args.args)
         .with_context(|| format!("the arguments are not valid JSON: {}", args.args))?;
     let script = args.script.as_deref().map(read_script).transpose()?;
-    let node = Node::builder()
-        .config(NodeConfig {
-            join: args.cluster.join.clone(),
-            secret: args.cluster.secret()?,
-            ..test_config(0)
-        })
-        .start()
-        .await?;
-    let found = node.wait_for_peers(1, Duration::from_secs(10)).await;
-    anyhow::ensure!(
-        found > 0,
-        "no node answered at {:?} within 10 s (is it running, and does it use the same secret?)",
-        args.cluster
-            .join
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-    );
+    let node = connect(&args.cluster).await?;
     let timeout = Duration::from_secs(args.timeout);
     let call = async {
         match script {

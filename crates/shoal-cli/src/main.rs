@@ -3,12 +3,15 @@
 //! ```text
 //!   shoal node   — join or start a cluster and serve calls until stopped
 //!   shoal call   — call one function on a cluster (optionally shipping a script)
+//!   shoal submit / jobs / db / status — durable jobs, documents, cluster state
 //!   shoal demo   — a local cluster in this process: Monte Carlo Pi or fib
 //!   shoal bench  — calls (throughput, latency, idle memory) and scale
 //! ```
 
 mod bench;
 mod call_cmd;
+mod client;
+mod data_cmd;
 mod demo;
 mod node_cmd;
 mod pi;
@@ -31,6 +34,14 @@ enum Command {
     Node(node_cmd::NodeArgs),
     /// Call a function on a cluster and print its result as JSON.
     Call(call_cmd::CallArgs),
+    /// Submit a durable job; prints its id.
+    Submit(data_cmd::SubmitArgs),
+    /// List, inspect, cancel and watch jobs.
+    Jobs(data_cmd::JobsArgs),
+    /// The document store: shoal db <collection> create|insert|get|find|update|delete|drop.
+    Db(data_cmd::DbArgs),
+    /// Members, Raft leader and voters, and jobs by state.
+    Status(data_cmd::StatusArgs),
     /// Start a local cluster in this process and run a demo on it.
     Demo(demo::DemoArgs),
     /// Measure Shoal on this machine.
@@ -65,6 +76,10 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Node(args) => node_cmd::run(args).await,
             Command::Call(args) => call_cmd::run(args).await,
+            Command::Submit(args) => data_cmd::submit(args).await,
+            Command::Jobs(args) => data_cmd::jobs(args).await,
+            Command::Db(args) => data_cmd::db(args).await,
+            Command::Status(args) => data_cmd::status(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Bench(command) => bench::run(command).await,
         }

@@ -58,6 +58,12 @@ pub struct NodeArgs {
     /// Where the node keeps its identity.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// A label jobs may require (key=value); repeatable.
+    #[arg(long = "label", value_parser = crate::data_cmd::parse_label)]
+    labels: Vec<(String, String)>,
+    /// A resource jobs may require (key=amount); repeatable.
+    #[arg(long = "resource", value_parser = crate::data_cmd::parse_resource)]
+    resources: Vec<(String, u64)>,
     /// Name of the cluster (heartbeat topic and DHT key).
     #[arg(long, default_value = "shoal")]
     cluster: String,
@@ -85,6 +91,8 @@ impl NodeArgs {
             mdns: self.mdns,
             heartbeat_interval: Duration::from_millis(self.heartbeat_ms.max(10)),
             heartbeat_misses: self.heartbeat_misses,
+            labels: self.labels.iter().cloned().collect(),
+            resources: self.resources.iter().cloned().collect(),
             ..defaults
         })
     }

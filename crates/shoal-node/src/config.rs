@@ -2,6 +2,7 @@
 //! join, the secret — so tests can use port 0 and temporary directories.
 
 use libp2p::Multiaddr;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -38,6 +39,13 @@ pub struct NodeConfig {
     pub js_memory_limit: usize,
     /// How long JavaScript may run without yielding before it is stopped.
     pub js_time_limit: Duration,
+    /// Whether this node keeps a replica of jobs and documents and may vote.
+    /// Off for nodes that only call into a cluster (like `shoal call`).
+    pub raft: bool,
+    /// Labels jobs may require (`--label printer=color`).
+    pub labels: BTreeMap<String, String>,
+    /// Resources jobs may require (`--resource gpu=1`).
+    pub resources: BTreeMap<String, u64>,
 }
 
 impl Default for NodeConfig {
@@ -56,6 +64,9 @@ impl Default for NodeConfig {
             memo_capacity: 100_000,
             js_memory_limit: 256 * 1024 * 1024,
             js_time_limit: Duration::from_secs(60),
+            raft: true,
+            labels: BTreeMap::new(),
+            resources: BTreeMap::new(),
         }
     }
 }

@@ -11,6 +11,8 @@
 //! - [`registry`]: functions by name and the context they run with.
 //! - [`queue`]: the distributed queue of the p2pqueue seed.
 //! - [`scripts`]: JavaScript functions, and scripts shipped with calls.
+//! - [`raft`], [`jobs`], [`store`], [`data`]: durable jobs and documents
+//!   replicated with openraft; [`data`] is their API on [`Node`].
 //! - [`builtins`]: the functions every `shoal node` offers (pi, fib, noop).
 //!
 //! ```text
@@ -23,6 +25,7 @@
 pub mod builtins;
 pub mod cluster;
 pub mod config;
+pub mod data;
 pub mod identity;
 pub mod jobs;
 pub mod net;
@@ -30,6 +33,7 @@ pub mod node;
 pub mod queue;
 pub mod raft;
 pub mod registry;
+mod router;
 pub mod sched;
 pub mod scripts;
 pub mod store;
@@ -37,6 +41,7 @@ pub mod store;
 pub mod testkit;
 
 pub use config::NodeConfig;
+pub use data::{DataError, Read};
 pub use libp2p::{Multiaddr, PeerId};
 pub use node::{Node, NodeBuilder, PeerStatus, StartError};
 pub use registry::{CallContext, FnError, FnResult, Function};

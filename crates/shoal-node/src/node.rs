@@ -19,10 +19,14 @@
 
 use crate::cluster::{Liveness, MemberEvent, PeerTable};
 use crate::config::NodeConfig;
+use crate::jobs::{Capabilities, Job};
 use crate::net::links::{FrameHandler, Links};
 use crate::net::{self, NetEvent, NetHandle};
 use crate::queue::{DistQueue, QueueStore};
+use crate::raft::consensus::Consensus;
+use crate::raft::network::RpcClient;
 use crate::registry::{CallContext, FnResult, Function, Registry};
+use crate::router::Router;
 use crate::sched::{CallOptions, Sched, SchedParts};
 use crate::scripts::{ScriptFetcher, Scripts};
 use futures::{Stream, StreamExt};
@@ -33,7 +37,7 @@ use shoal_proto::{CallError, Heartbeat, NodeId};
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -57,6 +61,8 @@ pub enum StartError {
     Network(String),
     #[error("{0}")]
     Script(String),
+    #[error("consensus: {0}")]
+    Consensus(String),
 }
 
 /// Builds a [`Node`]: settings and functions first, then `start`.
@@ -174,10 +180,18 @@ impl NodeBuilder {
                 .await
                 .map_err(|e| StartError::Script(e.to_string()))?;
         }
-        let handler: Weak<dyn FrameHandler> = Arc::downgrade(&sched) as Weak<dyn FrameHandler>;
+        let rpc = RpcClient::new(Arc::clone(&links));
+        let router = Arc::new(Router {
+            sched: Arc::clone(&sched),
+            rpc: Arc::clone(&rpc),
+            consensus: OnceLock::new(),
+        });
+        let handler: Weak<dyn FrameHandler> = Arc::downgrade(&router) as Weak<dyn FrameHandler>;
         links
             .start(handler)
             .map_err(|e| StartError::Network(e.to_string()))?;
+        let (consensus, raft_dir) = start_consensus(&config, me, rpc, Arc::clone(&peers)).await?;
+        let _ = router.consensus.set(Arc::clone(&consensus));
 
         let inner = Arc::new(NodeInner {
             me,
@@ -189,6 +203,9 @@ impl NodeBuilder {
             sched,
             queues,
             scripts,
+            router,
+            consensus,
+            _raft_dir: raft_dir,
             net: started.handle,
             heartbeat_seq: AtomicU64::new(0),
             peer_has_work: tokio::sync::Notify::new(),
@@ -203,6 +220,28 @@ impl NodeBuilder {
             .tasks
             .spawn(cluster_loop(Arc::clone(&inner), started.events));
         inner.tasks.spawn(steal_loop(Arc::clone(&inner)));
+        inner
+            .tasks
+            .spawn(Arc::clone(&inner.consensus).upkeep(inner.shutdown.clone()));
+        let node = Node {
+            inner: Arc::clone(&inner),
+        };
+        if inner.config.raft && inner.config.slots > 0 {
+            let offer = Capabilities {
+                labels: inner.config.labels.clone(),
+                resources: inner.config.resources.clone(),
+            };
+            let max_jobs = inner.config.slots as usize;
+            let shutdown = inner.shutdown.clone();
+            let consensus = Arc::clone(&inner.consensus);
+            inner.tasks.spawn(crate::jobs::runner::run(
+                node.clone(),
+                consensus,
+                offer,
+                max_jobs,
+                shutdown,
+            ));
+        }
         inner.tasks.close();
         tracing::info!(peer_id = %me, "node started");
         Ok(Node { inner })
@@ -219,6 +258,13 @@ struct NodeInner {
     sched: Arc<Sched>,
     queues: Arc<QueueStore>,
     scripts: Arc<Scripts>,
+    /// Owned here: the network holds it only weakly.
+    #[allow(dead_code)]
+    router: Arc<Router>,
+    consensus: Arc<Consensus>,
+    /// A temporary Raft directory for nodes without `data_dir`, removed
+    /// when the node goes.
+    _raft_dir: Option<tempfile::TempDir>,
     net: NetHandle,
     heartbeat_seq: AtomicU64,
     /// Wakes the steal loop when a heartbeat reports queued calls.
@@ -447,7 +493,57 @@ impl Node {
         self.inner.shutdown.cancel();
         self.inner.sched.fail_all_pending();
         self.inner.tasks.wait().await;
+        self.inner.consensus.shutdown().await;
     }
+
+    pub(crate) fn consensus(&self) -> &Arc<Consensus> {
+        &self.inner.consensus
+    }
+
+    /// The call a job's attempt makes: its function, through the fast path,
+    /// with the job's script shipped along if it has one.
+    pub(crate) async fn run_job_call(&self, job: &Job) -> Result<Value, CallError> {
+        let spec = &job.spec;
+        match &spec.script {
+            Some((name, source)) => {
+                let script = shoal_js::Script::new(name.clone(), source.clone());
+                self.call_script(script, &spec.function, spec.args.clone())
+                    .await
+            }
+            None => self.call(&spec.function, spec.args.clone()).await,
+        }
+    }
+}
+
+/// Starts Raft in `<data_dir>/raft`, or in a temporary directory for nodes
+/// without a data directory; a node with nobody to join starts the group.
+async fn start_consensus(
+    config: &NodeConfig,
+    me: PeerId,
+    rpc: Arc<RpcClient>,
+    peers: Arc<Mutex<PeerTable>>,
+) -> Result<(Arc<Consensus>, Option<tempfile::TempDir>), StartError> {
+    if !config.raft {
+        return Ok((Consensus::client_only(me, rpc, peers), None));
+    }
+    let (dir, temporary) = match &config.data_dir {
+        Some(dir) => (dir.join("raft"), None),
+        None => {
+            let temp = tempfile::Builder::new()
+                .prefix("shoal-raft-")
+                .tempdir()
+                .map_err(|e| {
+                    StartError::Consensus(format!("cannot create a temporary Raft directory: {e}"))
+                })?;
+            (temp.path().to_path_buf(), Some(temp))
+        }
+    };
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| StartError::Consensus(format!("cannot create {}: {e}", dir.display())))?;
+    let consensus = Consensus::start(&dir, me, rpc, peers, config.join.is_empty())
+        .await
+        .map_err(|e| StartError::Consensus(e.to_string()))?;
+    Ok((consensus, temporary))
 }
 
 fn heartbeat(inner: &NodeInner) -> Heartbeat {

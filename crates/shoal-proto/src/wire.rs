@@ -73,6 +73,10 @@ pub enum Frame {
     Steal { max: u32 },
     /// Calls handed over by a steal; the receiver runs them.
     Stolen { calls: Vec<StolenCall> },
+    /// A consensus message; its body is the node's own encoding, opaque here.
+    RaftRequest { id: u64, body: Bytes },
+    /// The answer to the `RaftRequest` with the same id.
+    RaftResponse { id: u64, body: Bytes },
 }
 
 /// Why bytes could not become a frame, or a frame could not be sent.
@@ -172,6 +176,14 @@ mod tests {
                 to: NodeId("x".into()),
             },
             Frame::Steal { max: 4 },
+            Frame::RaftRequest {
+                id: 3,
+                body: Bytes::from_static(b"{}"),
+            },
+            Frame::RaftResponse {
+                id: 3,
+                body: Bytes::from_static(b"{}"),
+            },
             Frame::Stolen {
                 calls: vec![StolenCall {
                     owner: NodeId("12D3KooWabc".into()),

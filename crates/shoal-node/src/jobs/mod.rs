@@ -15,6 +15,8 @@
 //! completions name the attempt they belong to, and any other attempt's are
 //! rejected. That fencing makes a job's result recorded once.
 
+pub mod runner;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -46,7 +48,8 @@ pub struct JobSpec {
     pub idempotency_key: Option<String>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Ordered so counts and listings group states the same way everywhere.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     Queued,
@@ -63,6 +66,23 @@ impl JobState {
             self,
             JobState::Succeeded | JobState::DeadLetter | JobState::Cancelled
         )
+    }
+
+    /// The name used on the wire and in messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::DeadLetter => "dead_letter",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl std::fmt::Display for JobState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -164,12 +184,82 @@ pub enum JobOutcome {
 pub struct JobTable {
     jobs: BTreeMap<JobId, Job>,
     by_key: BTreeMap<String, JobId>,
+    /// The log index of the last command applied here, so a reader can tell
+    /// whether the table may have changed since it last looked.
+    #[serde(default)]
+    last_applied: u64,
 }
 
+/// The first retry waits this long; each later one waits twice as long as
+/// the one before, so a failing dependency is not hammered.
+const RETRY_BACKOFF_BASE_MS: u64 = 100;
+
+/// The longest wait between retries: half a minute keeps a job that fails
+/// for a while from drifting hours behind once its cause is fixed.
+const RETRY_BACKOFF_MAX_MS: u64 = 30_000;
+
 impl JobTable {
+    /// Applies one committed command. `index` is its Raft log index, which
+    /// becomes the id of a submitted job.
     pub fn apply(&mut self, index: u64, command: &JobCommand) -> JobOutcome {
-        let _ = (index, command);
-        JobOutcome::Rejected("not implemented yet".to_string())
+        self.last_applied = index;
+        match command {
+            JobCommand::Submit { spec, now_ms } => self.submit(index, spec, *now_ms),
+            JobCommand::Lease {
+                node,
+                offer,
+                max,
+                now_ms,
+            } => JobOutcome::Leased(self.lease(node, offer, *max, *now_ms)),
+            JobCommand::Renew {
+                id,
+                attempt,
+                now_ms,
+            } => self.with_current_lease(*id, *attempt, |job| {
+                job.lease_expires_ms = now_ms.saturating_add(job.spec.lease_ms);
+            }),
+            JobCommand::Progress {
+                id,
+                attempt,
+                fraction,
+                message,
+            } => self.with_current_lease(*id, *attempt, |job| {
+                // NaN would not survive a JSON snapshot; keep the last value.
+                if !fraction.is_nan() {
+                    job.progress = fraction.clamp(0.0, 1.0);
+                }
+                job.message.clone_from(message);
+            }),
+            JobCommand::Complete {
+                id,
+                attempt,
+                result,
+                now_ms,
+            } => self.with_current_lease(*id, *attempt, |job| {
+                job.state = JobState::Succeeded;
+                job.result = Some(result.clone());
+                job.progress = 1.0;
+                job.finished_ms = Some(*now_ms);
+                job.leased_by = None;
+            }),
+            JobCommand::Fail {
+                id,
+                attempt,
+                error,
+                now_ms,
+            } => self.with_current_lease(*id, *attempt, |job| {
+                fail_attempt(job, error.clone(), *now_ms);
+            }),
+            JobCommand::Cancel { id, now_ms } => self.cancel(*id, *now_ms),
+            JobCommand::Tick {
+                now_ms,
+                retention_ms,
+            } => {
+                self.expire_leases(*now_ms);
+                self.forget_finished(*now_ms, *retention_ms);
+                JobOutcome::Done
+            }
+        }
     }
 
     pub fn get(&self, id: JobId) -> Option<&Job> {
@@ -181,5 +271,824 @@ impl JobTable {
         self.jobs
             .values()
             .filter(move |job| state.is_none_or(|s| job.state == s))
+    }
+
+    /// How many jobs are in each state; states with none are left out.
+    pub fn counts(&self) -> BTreeMap<JobState, usize> {
+        let mut counts = BTreeMap::new();
+        for job in self.jobs.values() {
+            *counts.entry(job.state).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    /// When the next running lease runs out, so a runner knows when a
+    /// `Tick` has work to do.
+    pub fn next_lease_expiry(&self) -> Option<u64> {
+        self.list(Some(JobState::Running))
+            .map(|job| job.lease_expires_ms)
+            .min()
+    }
+
+    /// The log index of the last job command applied (0 before any).
+    pub fn applied_index(&self) -> u64 {
+        self.last_applied
+    }
+
+    /// Whether a `Lease` with `offer` at `now_ms` would hand out a job: a
+    /// local read, so a runner proposes a lease only when it does something.
+    pub fn has_leasable(&self, offer: &Capabilities, now_ms: u64) -> bool {
+        self.list(Some(JobState::Queued))
+            .any(|job| is_leasable(job, offer, now_ms))
+    }
+
+    /// Whether a `Tick` at `now_ms` would change anything: a lease ran out
+    /// or a finished job is past `retention_ms`.
+    pub fn tick_due(&self, now_ms: u64, retention_ms: u64) -> bool {
+        self.jobs
+            .values()
+            .any(|job| lease_overdue(job, now_ms) || retention_over(job, now_ms, retention_ms))
+    }
+
+    fn submit(&mut self, index: u64, spec: &JobSpec, now_ms: u64) -> JobOutcome {
+        if let Some(key) = &spec.idempotency_key {
+            if let Some(&existing_id) = self.by_key.get(key) {
+                return JobOutcome::Submitted {
+                    id: existing_id,
+                    existing: true,
+                };
+            }
+            self.by_key.insert(key.clone(), index);
+        }
+        let mut spec = spec.clone();
+        spec.max_attempts = spec.max_attempts.max(1);
+        let job = Job {
+            id: index,
+            spec,
+            state: JobState::Queued,
+            attempt: 0,
+            leased_by: None,
+            lease_expires_ms: 0,
+            not_before_ms: now_ms,
+            progress: 0.0,
+            message: String::new(),
+            result: None,
+            error: None,
+            submitted_ms: now_ms,
+            finished_ms: None,
+        };
+        self.jobs.insert(index, job);
+        JobOutcome::Submitted {
+            id: index,
+            existing: false,
+        }
+    }
+
+    /// Starts a new attempt of up to `max` runnable jobs that fit `offer`.
+    fn lease(&mut self, node: &str, offer: &Capabilities, max: u32, now_ms: u64) -> Vec<Job> {
+        let mut runnable: Vec<(i32, JobId)> = self
+            .list(Some(JobState::Queued))
+            .filter(|job| is_leasable(job, offer, now_ms))
+            .map(|job| (job.spec.priority, job.id))
+            .collect();
+        runnable.sort_by_key(|&(priority, id)| (std::cmp::Reverse(priority), id));
+        let mut leased = Vec::new();
+        for (_, id) in runnable.into_iter().take(max as usize) {
+            if let Some(job) = self.jobs.get_mut(&id) {
+                start_attempt(job, node, now_ms);
+                leased.push(job.clone());
+            }
+        }
+        leased
+    }
+
+    /// Runs `change` on job `id` only if `attempt` holds its current lease;
+    /// this fencing is what makes each job's outcome recorded once.
+    fn with_current_lease(
+        &mut self,
+        id: JobId,
+        attempt: u32,
+        change: impl FnOnce(&mut Job),
+    ) -> JobOutcome {
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return unknown_job(id);
+        };
+        if let Some(reason) = stale_attempt_reason(job, attempt) {
+            return JobOutcome::Rejected(reason);
+        }
+        change(job);
+        JobOutcome::Done
+    }
+
+    fn cancel(&mut self, id: JobId, now_ms: u64) -> JobOutcome {
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return unknown_job(id);
+        };
+        if job.state.is_finished() {
+            return JobOutcome::Rejected(format!(
+                "job {id} already finished as {}; nothing to cancel",
+                job.state
+            ));
+        }
+        job.state = JobState::Cancelled;
+        job.finished_ms = Some(now_ms);
+        job.leased_by = None;
+        JobOutcome::Done
+    }
+
+    /// Fails the current attempt of every running job whose node stopped
+    /// renewing its lease: the node is presumed dead.
+    fn expire_leases(&mut self, now_ms: u64) {
+        let overdue = self
+            .jobs
+            .values_mut()
+            .filter(|job| lease_overdue(job, now_ms));
+        for job in overdue {
+            let node = job.leased_by.as_deref().unwrap_or("unknown");
+            let error = format!("lease expired on node {node}");
+            fail_attempt(job, error, now_ms);
+        }
+    }
+
+    /// Forgets jobs finished at least `retention_ms` ago, and their
+    /// idempotency keys, so the table stays bounded.
+    fn forget_finished(&mut self, now_ms: u64, retention_ms: u64) {
+        let by_key = &mut self.by_key;
+        self.jobs.retain(|_, job| {
+            let expired = retention_over(job, now_ms, retention_ms);
+            if expired
+                && let Some(key) = &job.spec.idempotency_key
+                && by_key.get(key) == Some(&job.id)
+            {
+                by_key.remove(key);
+            }
+            !expired
+        });
+    }
+}
+
+/// How long to wait before attempt `failed_attempt + 1` may start.
+fn retry_backoff_ms(failed_attempt: u32) -> u64 {
+    // 100 ms << 9 already exceeds the cap, so clamping the shift keeps it
+    // from overflowing without changing the result.
+    let doublings = failed_attempt.saturating_sub(1).min(16);
+    (RETRY_BACKOFF_BASE_MS << doublings).min(RETRY_BACKOFF_MAX_MS)
+}
+
+/// Whether a `Lease` at `now_ms` from a node offering `offer` would take `job`.
+fn is_leasable(job: &Job, offer: &Capabilities, now_ms: u64) -> bool {
+    job.state == JobState::Queued && job.not_before_ms <= now_ms && offer_fits(&job.spec, offer)
+}
+
+/// Whether `job` is running on a lease its node stopped renewing.
+fn lease_overdue(job: &Job, now_ms: u64) -> bool {
+    job.state == JobState::Running && job.lease_expires_ms <= now_ms
+}
+
+/// Whether `job` finished at least `retention_ms` before `now_ms`.
+fn retention_over(job: &Job, now_ms: u64, retention_ms: u64) -> bool {
+    job.finished_ms
+        .is_some_and(|finished| finished.saturating_add(retention_ms) <= now_ms)
+}
+
+/// Whether a node offering `offer` may run a job needing `spec`: every
+/// label matches and every resource is offered at least in that amount.
+fn offer_fits(spec: &JobSpec, offer: &Capabilities) -> bool {
+    let labels_match = spec
+        .labels
+        .iter()
+        .all(|(key, value)| offer.labels.get(key) == Some(value));
+    let resources_suffice = spec
+        .resources
+        .iter()
+        .all(|(name, needed)| offer.resources.get(name).copied().unwrap_or(0) >= *needed);
+    labels_match && resources_suffice
+}
+
+/// Ends attempt `job.attempt` as a failure: the job is queued again after a
+/// back-off while attempts remain, and goes to the dead letters otherwise.
+fn fail_attempt(job: &mut Job, error: String, now_ms: u64) {
+    job.error = Some(error);
+    job.leased_by = None;
+    if job.attempt < job.spec.max_attempts {
+        job.state = JobState::Queued;
+        job.not_before_ms = now_ms.saturating_add(retry_backoff_ms(job.attempt));
+    } else {
+        job.state = JobState::DeadLetter;
+        job.finished_ms = Some(now_ms);
+    }
+}
+
+/// Why `attempt` of `job` may no longer act on it, or `None` if it holds
+/// the current lease.
+fn stale_attempt_reason(job: &Job, attempt: u32) -> Option<String> {
+    let id = job.id;
+    if attempt > job.attempt {
+        return Some(format!(
+            "job {id} has no attempt {attempt} (its latest is {}); check the attempt number from the lease",
+            job.attempt
+        ));
+    }
+    let why = if attempt < job.attempt {
+        format!("a newer attempt {} took it over", job.attempt)
+    } else {
+        match job.state {
+            JobState::Running => return None,
+            JobState::Queued => {
+                "it failed or its lease expired, and it is queued for a retry".into()
+            }
+            JobState::Succeeded => "it already succeeded".into(),
+            JobState::DeadLetter => "it went to the dead letters".into(),
+            JobState::Cancelled => "it was cancelled".into(),
+        }
+    };
+    Some(format!(
+        "job {id} attempt {attempt} is no longer leased: {why}; stop working on it and drop its result"
+    ))
+}
+
+fn unknown_job(id: JobId) -> JobOutcome {
+    JobOutcome::Rejected(format!(
+        "unknown job {id}: check the id; finished jobs are forgotten after the retention period"
+    ))
+}
+
+/// Hands `job` to `node` as a new attempt, fenced by the new attempt number.
+fn start_attempt(job: &mut Job, node: &str, now_ms: u64) {
+    job.state = JobState::Running;
+    job.attempt += 1;
+    job.leased_by = Some(node.to_string());
+    job.lease_expires_ms = now_ms.saturating_add(job.spec.lease_ms);
+    job.progress = 0.0;
+    job.message.clear();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    const LEASE_MS: u64 = 1_000;
+
+    fn spec(function: &str) -> JobSpec {
+        JobSpec {
+            function: function.to_string(),
+            args: json!(null),
+            script: None,
+            labels: BTreeMap::new(),
+            resources: BTreeMap::new(),
+            priority: 0,
+            max_attempts: 3,
+            lease_ms: LEASE_MS,
+            idempotency_key: None,
+        }
+    }
+
+    fn any_node() -> Capabilities {
+        Capabilities::default()
+    }
+
+    /// A table plus the next log index, so tests read like a command log.
+    #[derive(Default)]
+    struct Log {
+        table: JobTable,
+        index: u64,
+    }
+
+    impl Log {
+        fn apply(&mut self, command: JobCommand) -> JobOutcome {
+            self.index += 1;
+            self.table.apply(self.index, &command)
+        }
+
+        fn submit(&mut self, spec: JobSpec, now_ms: u64) -> JobId {
+            match self.apply(JobCommand::Submit { spec, now_ms }) {
+                JobOutcome::Submitted { id, .. } => id,
+                other => panic!("submit gave {other:?}"),
+            }
+        }
+
+        fn lease(&mut self, node: &str, offer: Capabilities, max: u32, now_ms: u64) -> Vec<Job> {
+            let command = JobCommand::Lease {
+                node: node.to_string(),
+                offer,
+                max,
+                now_ms,
+            };
+            match self.apply(command) {
+                JobOutcome::Leased(jobs) => jobs,
+                other => panic!("lease gave {other:?}"),
+            }
+        }
+
+        fn leased_ids(&mut self, offer: Capabilities, max: u32, now_ms: u64) -> Vec<JobId> {
+            let jobs = self.lease("node-a", offer, max, now_ms);
+            jobs.iter().map(|job| job.id).collect()
+        }
+
+        fn complete(&mut self, id: JobId, attempt: u32, result: Value, now_ms: u64) -> JobOutcome {
+            self.apply(JobCommand::Complete {
+                id,
+                attempt,
+                result,
+                now_ms,
+            })
+        }
+
+        fn fail(&mut self, id: JobId, attempt: u32, now_ms: u64) -> JobOutcome {
+            let error = format!("attempt {attempt} broke");
+            self.apply(JobCommand::Fail {
+                id,
+                attempt,
+                error,
+                now_ms,
+            })
+        }
+
+        fn tick(&mut self, now_ms: u64, retention_ms: u64) {
+            let outcome = self.apply(JobCommand::Tick {
+                now_ms,
+                retention_ms,
+            });
+            assert_eq!(outcome, JobOutcome::Done);
+        }
+
+        fn job(&self, id: JobId) -> &Job {
+            self.table.get(id).expect("job exists")
+        }
+    }
+
+    fn rejection(outcome: JobOutcome) -> String {
+        match outcome {
+            JobOutcome::Rejected(reason) => reason,
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn submit_queues_a_job_named_by_its_log_index() {
+        let mut log = Log::default();
+        let mut no_attempts = spec("f");
+        no_attempts.max_attempts = 0;
+        let outcome = log.apply(JobCommand::Submit {
+            spec: no_attempts,
+            now_ms: 50,
+        });
+        assert_eq!(
+            outcome,
+            JobOutcome::Submitted {
+                id: 1,
+                existing: false
+            }
+        );
+        let job = log.job(1);
+        assert_eq!(job.state, JobState::Queued);
+        assert_eq!(job.attempt, 0);
+        assert_eq!(job.submitted_ms, 50);
+        assert_eq!(job.spec.max_attempts, 1, "at least one attempt");
+    }
+
+    #[test]
+    fn the_same_idempotency_key_returns_the_first_job() {
+        let mut log = Log::default();
+        let mut keyed = spec("f");
+        keyed.idempotency_key = Some("order-17".into());
+        let first = log.submit(keyed.clone(), 0);
+        let again = log.apply(JobCommand::Submit {
+            spec: keyed,
+            now_ms: 5,
+        });
+        assert_eq!(
+            again,
+            JobOutcome::Submitted {
+                id: first,
+                existing: true
+            }
+        );
+        assert_eq!(log.table.list(None).count(), 1);
+    }
+
+    #[test]
+    fn lease_starts_an_attempt_on_the_node() {
+        let mut log = Log::default();
+        let id = log.submit(spec("f"), 0);
+        let leased = log.lease("node-a", any_node(), 5, 10);
+        assert_eq!(leased.len(), 1);
+        let job = log.job(id);
+        assert_eq!(leased[0], *job);
+        assert_eq!(job.state, JobState::Running);
+        assert_eq!(job.attempt, 1);
+        assert_eq!(job.leased_by.as_deref(), Some("node-a"));
+        assert_eq!(job.lease_expires_ms, 10 + LEASE_MS);
+        assert!(log.lease("node-b", any_node(), 5, 10).is_empty());
+        assert_eq!(log.table.next_lease_expiry(), Some(10 + LEASE_MS));
+    }
+
+    #[test]
+    fn lease_takes_highest_priority_then_oldest_up_to_max() {
+        let mut log = Log::default();
+        let low = log.submit(spec("low"), 0);
+        let mut urgent = spec("urgent");
+        urgent.priority = 5;
+        let first_urgent = log.submit(urgent.clone(), 0);
+        let second_urgent = log.submit(urgent, 0);
+        assert_eq!(
+            log.leased_ids(any_node(), 2, 0),
+            vec![first_urgent, second_urgent]
+        );
+        assert_eq!(log.leased_ids(any_node(), 2, 0), vec![low]);
+    }
+
+    #[test]
+    fn a_job_waits_for_a_node_with_its_labels_and_resources() {
+        let mut log = Log::default();
+        let mut gpu_job = spec("train");
+        gpu_job.labels.insert("accel".into(), "gpu".into());
+        gpu_job.resources.insert("memory_mb".into(), 4_096);
+        let id = log.submit(gpu_job, 0);
+
+        let mut cpu_offer = any_node();
+        cpu_offer.labels.insert("accel".into(), "none".into());
+        cpu_offer.resources.insert("memory_mb".into(), 64_000);
+        assert!(log.leased_ids(any_node(), 1, 0).is_empty());
+        assert!(log.leased_ids(cpu_offer, 1, 0).is_empty());
+
+        let mut small_gpu = any_node();
+        small_gpu.labels.insert("accel".into(), "gpu".into());
+        small_gpu.resources.insert("memory_mb".into(), 2_048);
+        assert!(log.leased_ids(small_gpu.clone(), 1, 0).is_empty());
+
+        let mut big_gpu = small_gpu;
+        big_gpu.resources.insert("memory_mb".into(), 4_096);
+        assert_eq!(log.leased_ids(big_gpu, 1, 0), vec![id]);
+    }
+
+    #[test]
+    fn renew_and_progress_apply_to_the_current_attempt_only() {
+        let mut log = Log::default();
+        let id = log.submit(spec("f"), 0);
+        log.lease("node-a", any_node(), 1, 0);
+
+        let renewed = log.apply(JobCommand::Renew {
+            id,
+            attempt: 1,
+            now_ms: 600,
+        });
+        assert_eq!(renewed, JobOutcome::Done);
+        assert_eq!(log.job(id).lease_expires_ms, 600 + LEASE_MS);
+
+        let progress = log.apply(JobCommand::Progress {
+            id,
+            attempt: 1,
+            fraction: 1.7,
+            message: "almost".into(),
+        });
+        assert_eq!(progress, JobOutcome::Done);
+        assert_eq!(log.job(id).progress, 1.0, "clamped");
+        assert_eq!(log.job(id).message, "almost");
+
+        let wrong = log.apply(JobCommand::Renew {
+            id,
+            attempt: 2,
+            now_ms: 700,
+        });
+        assert!(rejection(wrong).contains("has no attempt 2"));
+        let unknown = log.apply(JobCommand::Renew {
+            id: 99,
+            attempt: 1,
+            now_ms: 700,
+        });
+        assert!(rejection(unknown).contains("unknown job 99"));
+    }
+
+    #[test]
+    fn complete_records_the_result() {
+        let mut log = Log::default();
+        let id = log.submit(spec("f"), 0);
+        log.lease("node-a", any_node(), 1, 0);
+        let outcome = log.complete(id, 1, json!({"sum": 3}), 400);
+        assert_eq!(outcome, JobOutcome::Done);
+        let job = log.job(id);
+        assert_eq!(job.state, JobState::Succeeded);
+        assert_eq!(job.result, Some(json!({"sum": 3})));
+        assert_eq!(job.finished_ms, Some(400));
+        assert_eq!(job.leased_by, None);
+        let twice = log.complete(id, 1, json!({"sum": 4}), 500);
+        assert!(rejection(twice).contains("already succeeded"));
+        assert_eq!(log.job(id).result, Some(json!({"sum": 3})));
+    }
+
+    #[test]
+    fn failures_retry_with_backoff_then_go_to_the_dead_letters() {
+        let mut log = Log::default();
+        let id = log.submit(spec("flaky"), 0);
+        let mut now = 0;
+        for attempt in 1..=2 {
+            log.lease("node-a", any_node(), 1, now);
+            assert_eq!(log.fail(id, attempt, now), JobOutcome::Done);
+            let job = log.job(id);
+            assert_eq!(job.state, JobState::Queued);
+            let backoff = 100 << (attempt - 1);
+            assert_eq!(job.not_before_ms, now + backoff);
+            assert!(
+                log.leased_ids(any_node(), 1, now + backoff - 1).is_empty(),
+                "not before the back-off"
+            );
+            now += backoff;
+        }
+        log.lease("node-a", any_node(), 1, now);
+        assert_eq!(log.fail(id, 3, now), JobOutcome::Done);
+        let job = log.job(id);
+        assert_eq!(job.state, JobState::DeadLetter);
+        assert_eq!(job.error.as_deref(), Some("attempt 3 broke"));
+        assert_eq!(job.finished_ms, Some(now));
+        assert!(log.leased_ids(any_node(), 1, now + 60_000).is_empty());
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_half_a_minute() {
+        let waits: Vec<u64> = [1, 2, 3, 9, 10, 40, u32::MAX]
+            .into_iter()
+            .map(retry_backoff_ms)
+            .collect();
+        assert_eq!(waits, vec![100, 200, 400, 25_600, 30_000, 30_000, 30_000]);
+    }
+
+    #[test]
+    fn an_expired_lease_fences_off_the_late_completion() {
+        let mut log = Log::default();
+        let id = log.submit(spec("f"), 0);
+        log.lease("node-a", any_node(), 1, 0);
+
+        log.tick(LEASE_MS, 60_000);
+        let job = log.job(id);
+        assert_eq!(job.state, JobState::Queued);
+        assert_eq!(job.error.as_deref(), Some("lease expired on node node-a"));
+
+        let now = LEASE_MS + 100;
+        let relet = log.lease("node-b", any_node(), 1, now);
+        assert_eq!(relet[0].attempt, 2);
+
+        let late = log.complete(id, 1, json!("from node-a"), now);
+        assert!(rejection(late).contains("a newer attempt 2 took it over"));
+        assert_eq!(
+            log.complete(id, 2, json!("from node-b"), now),
+            JobOutcome::Done
+        );
+        assert_eq!(log.job(id).result, Some(json!("from node-b")));
+    }
+
+    #[test]
+    fn cancelling_a_running_job_fences_its_completion() {
+        let mut log = Log::default();
+        let id = log.submit(spec("f"), 0);
+        log.lease("node-a", any_node(), 1, 0);
+        let cancelled = log.apply(JobCommand::Cancel { id, now_ms: 10 });
+        assert_eq!(cancelled, JobOutcome::Done);
+        assert_eq!(log.job(id).state, JobState::Cancelled);
+        assert_eq!(log.job(id).finished_ms, Some(10));
+
+        let late = log.complete(id, 1, json!(1), 20);
+        assert!(rejection(late).contains("it was cancelled"));
+        assert_eq!(log.job(id).result, None);
+
+        let again = log.apply(JobCommand::Cancel { id, now_ms: 30 });
+        assert!(rejection(again).contains("already finished as cancelled"));
+        let unknown = log.apply(JobCommand::Cancel { id: 99, now_ms: 30 });
+        assert!(rejection(unknown).contains("unknown job 99"));
+    }
+
+    #[test]
+    fn finished_jobs_and_their_keys_are_forgotten_after_retention() {
+        let mut log = Log::default();
+        let mut keyed = spec("f");
+        keyed.idempotency_key = Some("once".into());
+        let done = log.submit(keyed.clone(), 0);
+        let waiting = log.submit(spec("g"), 0);
+        log.lease("node-a", any_node(), 1, 0);
+        log.complete(done, 1, json!(1), 100);
+
+        log.tick(100 + 4_999, 5_000);
+        assert!(log.table.get(done).is_some(), "kept until retention ends");
+        log.tick(100 + 5_000, 5_000);
+        assert!(log.table.get(done).is_none());
+        assert!(log.table.get(waiting).is_some(), "unfinished jobs stay");
+
+        let resubmitted = log.apply(JobCommand::Submit {
+            spec: keyed,
+            now_ms: 6_000,
+        });
+        assert!(matches!(
+            resubmitted,
+            JobOutcome::Submitted {
+                existing: false,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn runner_checks_agree_with_lease_and_tick() {
+        let mut log = Log::default();
+        assert!(!log.table.has_leasable(&any_node(), 0));
+        let mut gpu_job = spec("train");
+        gpu_job.labels.insert("accel".into(), "gpu".into());
+        let id = log.submit(gpu_job, 0);
+        assert_eq!(log.table.applied_index(), 1);
+        assert!(!log.table.has_leasable(&any_node(), 0));
+        let mut gpu = any_node();
+        gpu.labels.insert("accel".into(), "gpu".into());
+        assert!(log.table.has_leasable(&gpu, 0));
+
+        log.lease("node-a", gpu.clone(), 1, 0);
+        assert!(!log.table.has_leasable(&gpu, 0));
+        assert!(!log.table.tick_due(LEASE_MS - 1, 5_000));
+        assert!(log.table.tick_due(LEASE_MS, 5_000), "lease ran out");
+
+        log.complete(id, 1, json!(1), 10);
+        assert!(!log.table.tick_due(5_009, 5_000));
+        assert!(log.table.tick_due(5_010, 5_000), "retention is over");
+        log.tick(5_010, 5_000);
+        assert!(!log.table.tick_due(5_010, 5_000));
+        assert_eq!(log.table.applied_index(), 4);
+    }
+
+    #[test]
+    fn counts_group_jobs_by_state() {
+        let mut log = Log::default();
+        log.submit(spec("f"), 0);
+        log.submit(spec("f"), 0);
+        log.lease("node-a", any_node(), 1, 0);
+        let counts = log.table.counts();
+        assert_eq!(
+            counts,
+            BTreeMap::from([(JobState::Queued, 1), (JobState::Running, 1)])
+        );
+    }
+
+    /// One step of a random command log; ids and attempts are picked among
+    /// the jobs that exist when the step runs, so most steps do something.
+    #[derive(Clone, Debug)]
+    enum Step {
+        Submit {
+            key: Option<u8>,
+            priority: i32,
+        },
+        Lease {
+            max: u32,
+        },
+        Renew {
+            job: prop::sample::Index,
+            attempt_delta: i8,
+        },
+        Complete {
+            job: prop::sample::Index,
+            attempt_delta: i8,
+        },
+        Fail {
+            job: prop::sample::Index,
+            attempt_delta: i8,
+        },
+        Cancel {
+            job: prop::sample::Index,
+        },
+        Tick {
+            retention_ms: u64,
+        },
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        let job = any::<prop::sample::Index>();
+        let delta = -1i8..=1;
+        // Weighted towards the lease life cycle, so completions often race
+        // expiries and retries rather than mostly hitting cancelled jobs.
+        prop_oneof![
+            3 => (prop::option::of(0u8..3), -1i32..=1)
+                .prop_map(|(key, priority)| Step::Submit { key, priority }),
+            3 => (0u32..3).prop_map(|max| Step::Lease { max }),
+            2 => (job.clone(), delta.clone())
+                .prop_map(|(job, attempt_delta)| Step::Renew { job, attempt_delta }),
+            3 => (job.clone(), delta.clone())
+                .prop_map(|(job, attempt_delta)| Step::Complete { job, attempt_delta }),
+            2 => (job.clone(), delta).prop_map(|(job, attempt_delta)| Step::Fail { job, attempt_delta }),
+            1 => job.prop_map(|job| Step::Cancel { job }),
+            1 => (0u64..3_000).prop_map(|retention_ms| Step::Tick { retention_ms }),
+        ]
+    }
+
+    /// Turns a random step into a command against the current table.
+    fn command(table: &JobTable, step: &Step, index: u64, now_ms: u64) -> Option<JobCommand> {
+        let ids: Vec<JobId> = table.list(None).map(|job| job.id).collect();
+        let pick = |job: &prop::sample::Index| {
+            let id = *job.get(&ids);
+            let attempt = table.get(id).map_or(0, |job| job.attempt);
+            (id, attempt)
+        };
+        let shifted = |attempt: u32, delta: i8| attempt.saturating_add_signed(delta.into());
+        let command = match step {
+            Step::Submit { key, priority } => {
+                let mut spec = spec("f");
+                spec.priority = *priority;
+                spec.idempotency_key = key.map(|key| format!("key-{key}"));
+                JobCommand::Submit { spec, now_ms }
+            }
+            Step::Lease { max } => JobCommand::Lease {
+                node: format!("node-{}", index % 3),
+                offer: any_node(),
+                max: *max,
+                now_ms,
+            },
+            Step::Renew { .. }
+            | Step::Complete { .. }
+            | Step::Fail { .. }
+            | Step::Cancel { .. }
+                if ids.is_empty() =>
+            {
+                return None;
+            }
+            Step::Renew { job, attempt_delta } => {
+                let (id, attempt) = pick(job);
+                let attempt = shifted(attempt, *attempt_delta);
+                JobCommand::Renew {
+                    id,
+                    attempt,
+                    now_ms,
+                }
+            }
+            Step::Complete { job, attempt_delta } => {
+                let (id, attempt) = pick(job);
+                let attempt = shifted(attempt, *attempt_delta);
+                // Every completion carries a result no other one has.
+                let result = json!(index);
+                JobCommand::Complete {
+                    id,
+                    attempt,
+                    result,
+                    now_ms,
+                }
+            }
+            Step::Fail { job, attempt_delta } => {
+                let (id, attempt) = pick(job);
+                let attempt = shifted(attempt, *attempt_delta);
+                let error = "boom".to_string();
+                JobCommand::Fail {
+                    id,
+                    attempt,
+                    error,
+                    now_ms,
+                }
+            }
+            Step::Cancel { job } => JobCommand::Cancel {
+                id: pick(job).0,
+                now_ms,
+            },
+            Step::Tick { retention_ms } => JobCommand::Tick {
+                now_ms,
+                retention_ms: *retention_ms,
+            },
+        };
+        Some(command)
+    }
+
+    proptest! {
+        #[test]
+        fn results_are_recorded_once_and_finished_jobs_stay_finished(
+            steps in prop::collection::vec((step(), 0u64..700), 1..80)
+        ) {
+            let mut table = JobTable::default();
+            let mut now_ms = 0;
+            // The first finished state and result each job was seen with.
+            let mut finished: BTreeMap<JobId, (JobState, Option<Value>)> = BTreeMap::new();
+            for (position, (step, elapsed_ms)) in steps.iter().enumerate() {
+                now_ms += elapsed_ms;
+                let index = position as u64 + 1;
+                let Some(command) = command(&table, step, index, now_ms) else {
+                    continue;
+                };
+                let before = table.clone();
+                let outcome = table.apply(index, &command);
+
+                if let JobOutcome::Leased(jobs) = &outcome {
+                    for job in jobs {
+                        let prior = before.get(job.id).map(|job| job.state);
+                        prop_assert_eq!(prior, Some(JobState::Queued), "leased job {}", job.id);
+                    }
+                }
+                for job in table.list(None) {
+                    if job.state.is_finished() {
+                        let first = finished
+                            .entry(job.id)
+                            .or_insert_with(|| (job.state, job.result.clone()));
+                        prop_assert_eq!(&first.0, &job.state, "job {} changed state", job.id);
+                        prop_assert_eq!(&first.1, &job.result, "job {} changed result", job.id);
+                    } else {
+                        prop_assert!(!finished.contains_key(&job.id), "job {} was revived", job.id);
+                    }
+                    let succeeded = job.state == JobState::Succeeded;
+                    prop_assert_eq!(succeeded, job.result.is_some(), "job {}", job.id);
+                }
+            }
+        }
     }
 }

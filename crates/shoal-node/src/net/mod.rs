@@ -329,6 +329,9 @@ impl EventLoop {
 /// rather than, say, a refused TCP connection.
 fn is_handshake_failure(error: &str) -> bool {
     let error = error.to_ascii_lowercase();
+    if error.contains("connection refused") || error.contains("no route") {
+        return false;
+    }
     [
         "noise",
         "handshake",

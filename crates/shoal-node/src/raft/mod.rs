@@ -11,6 +11,10 @@
 //!                 StateMachine::apply ──► ShoalState (jobs + documents)
 //! ```
 
+pub mod consensus;
 pub mod log_store;
+pub mod membership;
+pub mod network;
+pub mod query;
 pub mod state_machine;
 pub mod types;

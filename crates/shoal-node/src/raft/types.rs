@@ -32,6 +32,8 @@ impl std::fmt::Display for Command {
 pub enum CommandResult {
     Jobs(crate::jobs::JobOutcome),
     Docs(crate::store::DocOutcome),
+    /// The answer to a membership change, which carries no command.
+    Membership,
 }
 
 openraft::declare_raft_types!(
@@ -51,6 +53,10 @@ pub struct ShoalState {
 }
 
 impl crate::raft::state_machine::StateLogic<TypeConfig> for ShoalState {
+    fn empty_response() -> CommandResult {
+        CommandResult::Membership
+    }
+
     fn apply(&mut self, index: u64, command: &Command) -> CommandResult {
         match command {
             Command::Jobs(command) => CommandResult::Jobs(self.jobs.apply(index, command)),

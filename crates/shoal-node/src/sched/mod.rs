@@ -986,6 +986,9 @@ impl FrameHandler for Sched {
             },
             Frame::Steal { max } => self.give_stolen(peer, max),
             Frame::Stolen { calls } => self.take_stolen(peer, calls),
+            Frame::RaftRequest { .. } | Frame::RaftResponse { .. } => {
+                tracing::warn!(%peer, "a Raft frame reached the scheduler; dropped");
+            }
         }
     }
 

@@ -1,0 +1,181 @@
+//! The job runner of one node: leases jobs this node can run, runs each
+//! through the call fast path (so a job may fan out into many calls),
+//! renews its lease while it runs, and records the outcome once.
+//!
+//! ```text
+//!   every poll: jobs queued that fit us? ─► Lease (a Raft write) ─► for each job:
+//!       call(function, args) ───────────────┐
+//!       renew every lease/3 ── rejected? ───┤ (cancelled or fenced: stop the call)
+//!                                           ▼
+//!       Complete / Fail (carrying the attempt: a stale one is refused)
+//! ```
+//!
+//! The leader also proposes a `Tick` when a lease has run out or finished
+//! jobs are due for garbage collection, so lost leases return to the queue.
+
+use super::{Capabilities, Job, JobCommand, JobOutcome};
+use crate::node::Node;
+use crate::raft::consensus::Consensus;
+use crate::raft::types::{Command, CommandResult};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio_util::sync::CancellationToken;
+
+/// How often an idle runner looks at its replica for work. Looking is a
+/// local read, so it costs nothing on the network.
+const POLL: Duration = Duration::from_millis(50);
+/// How long finished jobs are kept.
+pub const RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+/// Milliseconds since the Unix epoch: the clock stamped into job commands.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Runs jobs on `node` until `shutdown`.
+pub async fn run(
+    node: Node,
+    consensus: Arc<Consensus>,
+    offer: Capabilities,
+    max_jobs: usize,
+    shutdown: CancellationToken,
+) {
+    let running = Arc::new(AtomicUsize::new(0));
+    let me = node.peer_id().to_base58();
+    let mut last_empty_lease_at: Option<u64> = None;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(POLL) => {}
+        }
+        if consensus.is_leader() {
+            tick_if_due(&consensus).await;
+        }
+        let free = max_jobs.saturating_sub(running.load(Ordering::Relaxed));
+        if free == 0 {
+            continue;
+        }
+        let now = now_ms();
+        let Some((leasable, applied)) = consensus.read_local(|state| {
+            (
+                state.jobs.has_leasable(&offer, now),
+                state.jobs.applied_index(),
+            )
+        }) else {
+            continue;
+        };
+        // An empty lease changes nothing; do not repeat it until the table does.
+        if !leasable || last_empty_lease_at == Some(applied) {
+            continue;
+        }
+        let lease = JobCommand::Lease {
+            node: me.clone(),
+            offer: offer.clone(),
+            max: free as u32,
+            now_ms: now,
+        };
+        let write = consensus.write(Command::Jobs(lease));
+        let written = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            written = write => written,
+        };
+        let jobs = match written {
+            Ok(CommandResult::Jobs(JobOutcome::Leased(jobs))) => jobs,
+            Ok(other) => {
+                tracing::warn!(?other, "unexpected answer to a lease");
+                continue;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot lease jobs now");
+                continue;
+            }
+        };
+        last_empty_lease_at = jobs.is_empty().then_some(applied);
+        for job in jobs {
+            running.fetch_add(1, Ordering::Relaxed);
+            let node = node.clone();
+            let consensus = Arc::clone(&consensus);
+            let running = Arc::clone(&running);
+            tokio::spawn(async move {
+                run_job(node, consensus, job).await;
+                running.fetch_sub(1, Ordering::Relaxed);
+            });
+        }
+    }
+}
+
+async fn run_job(node: Node, consensus: Arc<Consensus>, job: Job) {
+    let (id, attempt) = (job.id, job.attempt);
+    tracing::info!(job = id, attempt, function = %job.spec.function, "job started");
+    let renew_every = Duration::from_millis((job.spec.lease_ms / 3).max(50));
+    let call = node.run_job_call(&job);
+    let renewals = async {
+        loop {
+            tokio::time::sleep(renew_every).await;
+            let renew = JobCommand::Renew {
+                id,
+                attempt,
+                now_ms: now_ms(),
+            };
+            match consensus.write(Command::Jobs(renew)).await {
+                Ok(CommandResult::Jobs(JobOutcome::Rejected(reason))) => return reason,
+                Ok(_) => {}
+                Err(e) => tracing::debug!(job = id, error = %e, "lease renewal failed; retrying"),
+            }
+        }
+    };
+    let outcome = tokio::select! {
+        outcome = call => outcome,
+        reason = renewals => {
+            // Cancelled, or the lease went to another attempt: stop the work
+            // (dropping the call cancels it where it runs).
+            tracing::info!(job = id, attempt, %reason, "job stopped");
+            return;
+        }
+    };
+    let now = now_ms();
+    let record = match outcome {
+        Ok(result) => JobCommand::Complete {
+            id,
+            attempt,
+            result,
+            now_ms: now,
+        },
+        Err(error) => JobCommand::Fail {
+            id,
+            attempt,
+            error: error.to_string(),
+            now_ms: now,
+        },
+    };
+    match consensus.write(Command::Jobs(record)).await {
+        Ok(CommandResult::Jobs(JobOutcome::Rejected(reason))) => {
+            tracing::info!(job = id, attempt, %reason, "job outcome refused")
+        }
+        Ok(_) => tracing::info!(job = id, attempt, "job finished"),
+        Err(e) => {
+            tracing::warn!(job = id, attempt, error = %e, "cannot record the job outcome; its lease will expire and it runs again")
+        }
+    }
+}
+
+/// On the leader: expire overdue leases and collect old finished jobs.
+async fn tick_if_due(consensus: &Consensus) {
+    let now = now_ms();
+    let retention = RETENTION.as_millis() as u64;
+    let due = consensus
+        .read_local(|state| state.jobs.tick_due(now, retention))
+        .unwrap_or(false);
+    if due {
+        let tick = JobCommand::Tick {
+            now_ms: now,
+            retention_ms: retention,
+        };
+        if let Err(e) = consensus.write(Command::Jobs(tick)).await {
+            tracing::debug!(error = %e, "tick not committed");
+        }
+    }
+}

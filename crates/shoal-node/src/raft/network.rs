@@ -1,0 +1,302 @@
+//! Raft messages between nodes, carried on the nodes' long-lived call
+//! streams as `RaftRequest`/`RaftResponse` frames (JSON bodies), so a Raft
+//! round trip costs what a call costs — no per-message stream negotiation.
+//!
+//! ```text
+//!   openraft ─► RaftClient::append_entries ─► RpcClient::request(peer, rpc)
+//!                  ─► Frame::RaftRequest{id} ══ stream ══► peer: Consensus::handle
+//!   RpcClient::on_response(id) ◄── Frame::RaftResponse{id} ◄══════┘
+//! ```
+
+use super::types::{Command, CommandResult, RaftPeer, TypeConfig};
+use crate::net::links::Links;
+use bytes::Bytes;
+use libp2p::PeerId;
+use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory, v2::RaftNetworkV2};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use openraft::type_config::alias::{SnapshotMetaOf, SnapshotOf, VoteOf};
+use serde::{Deserialize, Serialize};
+use shoal_proto::Frame;
+use std::collections::HashMap;
+use std::future::Future;
+use std::io::Cursor;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// A request from one node's consensus module to another's.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum RaftRpc {
+    Append(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<TypeConfig>),
+    PreVote(VoteRequest<TypeConfig>),
+    Snapshot {
+        vote: VoteOf<TypeConfig>,
+        meta: SnapshotMetaOf<TypeConfig>,
+        data: Vec<u8>,
+    },
+    /// A write forwarded to the leader.
+    Write(Command),
+    /// Asks the leader for a read index: once the asker has applied up to
+    /// it, a local read is linearizable.
+    ReadIndex,
+    /// A read from a node that keeps no replica.
+    Query {
+        query: super::query::Query,
+        linearizable: bool,
+    },
+    /// A node asks the leader to add it to the Raft group as a learner.
+    Join {
+        raft_id: u64,
+        peer: RaftPeer,
+    },
+    /// A request a member passed on towards the leader; not passed on again,
+    /// so a confused view of who leads cannot make requests circle.
+    Forwarded(Box<RaftRpc>),
+}
+
+/// The answer to a [`RaftRpc`].
+#[derive(Debug, Serialize, Deserialize)]
+pub enum RaftReply {
+    Append(AppendEntriesResponse<TypeConfig>),
+    Vote(VoteResponse<TypeConfig>),
+    Snapshot(SnapshotResponse<TypeConfig>),
+    Written(CommandResult),
+    ReadIndex(u64),
+    Answer(Result<serde_json::Value, String>),
+    Joined,
+    /// The receiver is not the leader; `leader` is whom it believes leads.
+    NotLeader {
+        leader: Option<u64>,
+    },
+    /// Something failed on the receiver; the message says what.
+    Failed(String),
+}
+
+/// Pending Raft requests to other nodes, matched to replies by id.
+pub struct RpcClient {
+    links: Arc<Links>,
+    pending: Mutex<HashMap<u64, oneshot::Sender<Bytes>>>,
+    next_id: AtomicU64,
+}
+
+/// Why a Raft request got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum RpcFailure {
+    #[error("cannot reach {peer}: {reason}")]
+    Unreachable { peer: PeerId, reason: String },
+    #[error("{peer} did not answer within {timeout:?}")]
+    Timeout { peer: PeerId, timeout: Duration },
+    #[error("undecodable reply from {peer}: {reason}")]
+    BadReply { peer: PeerId, reason: String },
+}
+
+impl RpcClient {
+    pub fn new(links: Arc<Links>) -> Arc<RpcClient> {
+        Arc::new(RpcClient {
+            links,
+            pending: Mutex::default(),
+            next_id: AtomicU64::new(1),
+        })
+    }
+
+    /// Sends `rpc` to `peer` and waits up to `timeout` for the reply.
+    pub async fn request(
+        &self,
+        peer: PeerId,
+        rpc: &RaftRpc,
+        timeout: Duration,
+    ) -> Result<RaftReply, RpcFailure> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let body = Bytes::from(serde_json::to_vec(rpc).expect("Raft messages serialize"));
+        let (tx, rx) = oneshot::channel();
+        self.pending.lock().expect("pending lock").insert(id, tx);
+        let _forget = Forget { client: self, id };
+        self.links
+            .send(peer, &Frame::RaftRequest { id, body })
+            .await
+            .map_err(|e| RpcFailure::Unreachable {
+                peer,
+                reason: e.to_string(),
+            })?;
+        let reply = tokio::time::timeout(timeout, rx)
+            .await
+            .map_err(|_| RpcFailure::Timeout { peer, timeout })?
+            .map_err(|_| RpcFailure::Unreachable {
+                peer,
+                reason: "the stream closed before the reply".to_string(),
+            })?;
+        serde_json::from_slice(&reply).map_err(|e| RpcFailure::BadReply {
+            peer,
+            reason: e.to_string(),
+        })
+    }
+
+    /// A reply arrived.
+    pub fn on_response(&self, id: u64, body: Bytes) {
+        if let Some(waiter) = self.pending.lock().expect("pending lock").remove(&id) {
+            let _ = waiter.send(body);
+        }
+    }
+
+    /// Answers a request from `peer`.
+    pub async fn respond(&self, peer: PeerId, id: u64, reply: &RaftReply) {
+        let body = Bytes::from(serde_json::to_vec(reply).expect("Raft replies serialize"));
+        if let Err(e) = self
+            .links
+            .send(peer, &Frame::RaftResponse { id, body })
+            .await
+        {
+            tracing::debug!(%peer, error = %e, "Raft reply not delivered");
+        }
+    }
+}
+
+/// Drops a request's waiter if the caller gives up.
+struct Forget<'a> {
+    client: &'a RpcClient,
+    id: u64,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.client
+            .pending
+            .lock()
+            .expect("pending lock")
+            .remove(&self.id);
+    }
+}
+
+/// Gives openraft a client per target node.
+pub struct NetworkFactory {
+    pub rpc: Arc<RpcClient>,
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = RaftClient;
+
+    async fn new_client(&mut self, target: u64, node: &RaftPeer) -> RaftClient {
+        RaftClient {
+            target,
+            peer: node.peer_id.parse().ok(),
+            rpc: Arc::clone(&self.rpc),
+        }
+    }
+}
+
+/// openraft's view of one other node.
+pub struct RaftClient {
+    target: u64,
+    peer: Option<PeerId>,
+    rpc: Arc<RpcClient>,
+}
+
+/// How long a Raft message may take when openraft gives no deadline.
+const DEFAULT_RPC_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl RaftClient {
+    async fn call(
+        &self,
+        rpc: RaftRpc,
+        timeout: Duration,
+    ) -> Result<RaftReply, RPCError<TypeConfig>> {
+        let Some(peer) = self.peer else {
+            return Err(RPCError::Unreachable(Unreachable::from_string(format!(
+                "Raft node {} has no valid peer id",
+                self.target
+            ))));
+        };
+        match self.rpc.request(peer, &rpc, timeout).await {
+            Ok(RaftReply::Failed(reason)) => {
+                Err(RPCError::Network(NetworkError::from_string(reason)))
+            }
+            Ok(reply) => Ok(reply),
+            Err(failure @ RpcFailure::Timeout { .. }) => {
+                Err(RPCError::Network(NetworkError::from_string(failure)))
+            }
+            Err(failure) => Err(RPCError::Unreachable(Unreachable::from_string(failure))),
+        }
+    }
+}
+
+fn unexpected(reply: RaftReply) -> RPCError<TypeConfig> {
+    RPCError::Network(NetworkError::from_string(format!(
+        "unexpected Raft reply: {reply:?}"
+    )))
+}
+
+fn ttl(option: &RPCOption) -> Duration {
+    let hard = option.hard_ttl();
+    if hard.is_zero() {
+        DEFAULT_RPC_TIMEOUT
+    } else {
+        hard
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for RaftClient {
+    type SnapshotData = Cursor<Vec<u8>>;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self.call(RaftRpc::Append(rpc), ttl(&option)).await? {
+            RaftReply::Append(response) => Ok(response),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self.call(RaftRpc::Vote(rpc), ttl(&option)).await? {
+            RaftReply::Vote(response) => Ok(response),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self.call(RaftRpc::PreVote(rpc), ttl(&option)).await? {
+            RaftReply::Vote(response) => Ok(response),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: VoteOf<TypeConfig>,
+        snapshot: SnapshotOf<TypeConfig, Cursor<Vec<u8>>>,
+        _cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let rpc = RaftRpc::Snapshot {
+            vote,
+            meta: snapshot.meta,
+            data: snapshot.snapshot.into_inner(),
+        };
+        let reply = self
+            .call(rpc, ttl(&option).max(Duration::from_secs(30)))
+            .await;
+        match reply {
+            Ok(RaftReply::Snapshot(response)) => Ok(response),
+            Ok(other) => Err(StreamingError::Unreachable(Unreachable::from_string(
+                format!("unexpected reply to a snapshot: {other:?}"),
+            ))),
+            Err(RPCError::Unreachable(e)) => Err(StreamingError::Unreachable(e)),
+            Err(e) => Err(StreamingError::Unreachable(Unreachable::from_string(e))),
+        }
+    }
+}

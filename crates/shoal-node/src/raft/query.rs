@@ -1,0 +1,110 @@
+//! Reads of the replicated state, as values that can travel: a node that
+//! keeps no replica sends its query to a member.
+
+use super::types::ShoalState;
+use crate::jobs::{JobId, JobState};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+/// Largest page a `Find` or `Jobs` query returns.
+pub const MAX_PAGE: usize = 10_000;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Query {
+    Job {
+        id: JobId,
+    },
+    /// Jobs in id order, optionally in one state, starting after `after`.
+    Jobs {
+        state: Option<JobState>,
+        limit: usize,
+        after: Option<JobId>,
+    },
+    JobCounts,
+    Doc {
+        collection: String,
+        id: String,
+    },
+    Find {
+        collection: String,
+        filter: Map<String, Value>,
+        limit: usize,
+        after: Option<String>,
+    },
+    Count {
+        collection: String,
+        filter: Map<String, Value>,
+    },
+    Collections,
+    /// The answering member's view of Raft (leader, term, voters).
+    RaftStatus,
+}
+
+/// Answers `query` from `state`; errors are messages for the user.
+pub fn answer(state: &ShoalState, query: &Query) -> Result<Value, String> {
+    match query {
+        Query::Job { id } => to_value(&state.jobs.get(*id)),
+        Query::Jobs {
+            state: wanted,
+            limit,
+            after,
+        } => {
+            let jobs: Vec<_> = state
+                .jobs
+                .list(*wanted)
+                .filter(|job| after.is_none_or(|after| job.id > after))
+                .take((*limit).min(MAX_PAGE))
+                .collect();
+            to_value(&jobs)
+        }
+        Query::JobCounts => {
+            let counts: Map<String, Value> = state
+                .jobs
+                .counts()
+                .into_iter()
+                .map(|(s, n)| (s.as_str().to_string(), json!(n)))
+                .collect();
+            Ok(Value::Object(counts))
+        }
+        Query::Doc { collection, id } => {
+            if !state.docs.collections().any(|c| c == collection) {
+                return Err(format!(
+                    "no collection named \"{collection}\"; create it first"
+                ));
+            }
+            to_value(&state.docs.get(collection, id))
+        }
+        Query::Find {
+            collection,
+            filter,
+            limit,
+            after,
+        } => {
+            let (documents, next) = state
+                .docs
+                .find(collection, filter, (*limit).min(MAX_PAGE), after.as_deref())
+                .map_err(|code| doc_error(code, collection))?;
+            Ok(json!({ "documents": documents, "next": next }))
+        }
+        Query::Count { collection, filter } => state
+            .docs
+            .count(collection, filter)
+            .map(|n| json!(n))
+            .map_err(|code| doc_error(code, collection)),
+        Query::Collections => Ok(json!(state.docs.collections().collect::<Vec<_>>())),
+        Query::RaftStatus => Err("Raft status is answered by the consensus module".to_string()),
+    }
+}
+
+fn to_value<T: Serialize>(value: &T) -> Result<Value, String> {
+    serde_json::to_value(value).map_err(|e| e.to_string())
+}
+
+fn doc_error(code: crate::store::DocErrorCode, collection: &str) -> String {
+    match code {
+        crate::store::DocErrorCode::NoSuchCollection => {
+            format!("no collection named \"{collection}\"; create it first")
+        }
+        other => format!("{other:?} in collection \"{collection}\""),
+    }
+}

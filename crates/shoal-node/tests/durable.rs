@@ -1,0 +1,264 @@
+//! Durable jobs and documents on in-process clusters.
+
+use serde_json::{Map, json};
+use shoal_node::builtins;
+use shoal_node::jobs::{JobSpec, JobState};
+use shoal_node::testkit::{start_cluster, test_config};
+use shoal_node::{DataError, Node, NodeConfig, Read};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+fn spec(function: &str, args: serde_json::Value) -> JobSpec {
+    JobSpec {
+        function: function.to_string(),
+        args,
+        script: None,
+        labels: BTreeMap::new(),
+        resources: BTreeMap::new(),
+        priority: 0,
+        max_attempts: 3,
+        lease_ms: 5_000,
+        idempotency_key: None,
+    }
+}
+
+async fn wait_finished(node: &Node, id: u64, within: Duration) -> shoal_node::jobs::Job {
+    let deadline = Instant::now() + within;
+    loop {
+        let job = node
+            .job(id, Read::Linearizable)
+            .await
+            .unwrap()
+            .expect("job exists");
+        if job.state.is_finished() {
+            return job;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job {id} still {:?} after {within:?}",
+            job.state
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn wait_for_voters(node: &Node, voters: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while node.raft_status().voters.len() < voters {
+        assert!(
+            Instant::now() < deadline,
+            "voters: {:?}",
+            node.raft_status()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_submitted_anywhere_complete_once_with_their_result() {
+    let nodes = start_cluster(3, |_, b| builtins::register(b.config(test_config(2)))).await;
+    wait_for_voters(&nodes[0], 3).await;
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        let submitter = &nodes[i % 3];
+        ids.push((
+            i,
+            submitter
+                .submit_job(spec("echo", json!({"n": i})))
+                .await
+                .unwrap(),
+        ));
+    }
+    for (i, id) in ids {
+        let job = wait_finished(&nodes[1], id, Duration::from_secs(30)).await;
+        assert_eq!(job.state, JobState::Succeeded, "{job:?}");
+        assert_eq!(job.result, Some(json!({"n": i})));
+        assert_eq!(job.attempt, 1, "ran once");
+    }
+    let again = nodes[2]
+        .submit_job(JobSpec {
+            idempotency_key: Some("once".into()),
+            ..spec("echo", json!(1))
+        })
+        .await
+        .unwrap();
+    let same = nodes[0]
+        .submit_job(JobSpec {
+            idempotency_key: Some("once".into()),
+            ..spec("echo", json!(2))
+        })
+        .await
+        .unwrap();
+    assert_eq!(again, same, "an idempotency key names one job");
+    for node in &nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_jobs_retry_then_dead_letter_and_cancel_stops_a_running_one() {
+    let nodes = start_cluster(1, |_, b| builtins::register(b.config(test_config(2)))).await;
+    let node = &nodes[0];
+    let id = node
+        .submit_job(JobSpec {
+            max_attempts: 2,
+            ..spec("no.such.function", json!(null))
+        })
+        .await
+        .unwrap();
+    let job = wait_finished(node, id, Duration::from_secs(20)).await;
+    assert_eq!(job.state, JobState::DeadLetter);
+    assert_eq!(job.attempt, 2);
+    assert!(job.error.unwrap().contains("no.such.function"));
+
+    let long = node.submit_job(spec("sleep", json!(60_000))).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while node
+        .job(long, Read::Linearizable)
+        .await
+        .unwrap()
+        .unwrap()
+        .state
+        != JobState::Running
+    {
+        assert!(Instant::now() < deadline, "the job never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    node.cancel_job(long).await.unwrap();
+    let job = wait_finished(node, long, Duration::from_secs(5)).await;
+    assert_eq!(job.state, JobState::Cancelled);
+    let refused = node.cancel_job(long).await.unwrap_err();
+    assert!(refused.to_string().contains("already"), "{refused}");
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_needing_a_label_waits_for_a_node_that_has_it() {
+    let nodes = start_cluster(2, |_, b| builtins::register(b.config(test_config(1)))).await;
+    let needs_gpu = JobSpec {
+        labels: BTreeMap::from([("gpu".to_string(), "yes".to_string())]),
+        ..spec("echo", json!("on the gpu node"))
+    };
+    let id = nodes[0].submit_job(needs_gpu).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let job = nodes[0].job(id, Read::Linearizable).await.unwrap().unwrap();
+    assert_eq!(job.state, JobState::Queued, "no node has the label yet");
+
+    let gpu = builtins::register(Node::builder().config(NodeConfig {
+        labels: BTreeMap::from([("gpu".to_string(), "yes".to_string())]),
+        join: nodes[0].listen_addrs(),
+        ..test_config(1)
+    }))
+    .start()
+    .await
+    .unwrap();
+    let job = wait_finished(&nodes[1], id, Duration::from_secs(30)).await;
+    assert_eq!(job.state, JobState::Succeeded);
+    assert_eq!(job.leased_by, None);
+    gpu.shutdown().await;
+    for node in &nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_updates_from_every_node_lose_nothing() {
+    let nodes = start_cluster(3, |_, b| b.config(test_config(1))).await;
+    wait_for_voters(&nodes[0], 3).await;
+    nodes[0].db_create("counters").await.unwrap();
+    let (id, _) = nodes[1]
+        .db_insert("counters", json!({"value": 0}))
+        .await
+        .unwrap();
+    let mut writers = Vec::new();
+    for node in &nodes {
+        let node = node.clone();
+        let id = id.clone();
+        writers.push(tokio::spawn(async move {
+            let mut conflicts = 0;
+            for _ in 0..15 {
+                loop {
+                    let doc = node
+                        .db_get("counters", &id, Read::Linearizable)
+                        .await
+                        .unwrap()
+                        .unwrap();
+                    let next = json!({"value": doc.body["value"].as_u64().unwrap() + 1});
+                    match node
+                        .db_replace("counters", &id, next, Some(doc.version))
+                        .await
+                    {
+                        Ok(_) => break,
+                        Err(DataError::Document { .. }) => conflicts += 1,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            }
+            conflicts
+        }));
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let doc = nodes[2]
+        .db_get("counters", &id, Read::Linearizable)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        doc.body,
+        json!({"value": 45}),
+        "every acknowledged increment is there"
+    );
+    assert_eq!(doc.version, 46);
+
+    for i in 0..25 {
+        nodes[i % 3]
+            .db_insert(
+                "counters",
+                json!({"kind": if i % 2 == 0 { "even" } else { "odd" }, "i": i}),
+            )
+            .await
+            .unwrap();
+    }
+    let filter: Map<_, _> = [("kind".to_string(), json!("even"))].into_iter().collect();
+    assert_eq!(
+        nodes[0]
+            .db_count("counters", filter.clone(), Read::Linearizable)
+            .await
+            .unwrap(),
+        13
+    );
+    let (page, next) = nodes[1]
+        .db_find("counters", filter.clone(), 10, None, Read::Linearizable)
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 10);
+    let (rest, end) = nodes[1]
+        .db_find("counters", filter, 10, next, Read::Linearizable)
+        .await
+        .unwrap();
+    assert_eq!(rest.len(), 3);
+    assert!(end.is_none());
+    for node in &nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_minority_cannot_commit_and_says_so() {
+    let nodes = start_cluster(3, |_, b| b.config(test_config(1))).await;
+    wait_for_voters(&nodes[0], 3).await;
+    nodes[0].db_create("things").await.unwrap();
+    nodes[1].shutdown().await;
+    nodes[2].shutdown().await;
+    let started = Instant::now();
+    let error = nodes[0]
+        .db_insert("things", json!({"lost": false}))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, DataError::Consensus(_)), "{error}");
+    assert!(error.to_string().contains("majority"), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    nodes[0].shutdown().await;
+}
