@@ -252,6 +252,16 @@ impl Node {
         self.consensus().status()
     }
 
+    /// Raft as the member `peer` sees it.
+    pub async fn raft_status_at(&self, peer: libp2p::PeerId) -> Result<RaftStatus, DataError> {
+        let value = self
+            .consensus()
+            .query_at(peer, Query::RaftStatus)
+            .await
+            .map_err(DataError::Read)?;
+        serde_json::from_value(value).map_err(|e| DataError::Read(e.to_string()))
+    }
+
     /// Raft as a member sees it: this node's view if it is one, else the
     /// view of the first member that answers.
     pub async fn raft_status_of_cluster(&self) -> Option<RaftStatus> {

@@ -9,19 +9,30 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+/// Numbers log files, so a restarted node keeps the first run's log.
+static LOGS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// A `shoal node` process; killed when dropped.
 pub struct NodeProcess {
     pub child: Child,
     pub addr: Multiaddr,
     pub log: PathBuf,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl NodeProcess {
     /// Starts `shoal node` with `args` and waits for its ready line.
     pub fn start(args: &[&str]) -> NodeProcess {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("node.log");
+        Self::start_in(tempfile::tempdir().unwrap(), args)
+    }
+
+    /// Starts `shoal node` keeping its data in `dir` (to restart it later).
+    pub fn start_in(dir: tempfile::TempDir, args: &[&str]) -> NodeProcess {
+        let log = dir.path().join(format!(
+            "node-{}.log",
+            std::process::id() as u64 * 1000
+                + LOGS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
         let mut child = Command::new(env!("CARGO_BIN_EXE_shoal"))
             .arg("node")
             .args(["--heartbeat-ms", "200", "--data-dir"])
@@ -46,7 +57,7 @@ impl NodeProcess {
             child,
             addr,
             log,
-            _dir: dir,
+            dir,
         }
     }
 
@@ -54,6 +65,24 @@ impl NodeProcess {
     pub fn kill(&mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
+    }
+
+    /// The peer id, from the address it printed.
+    pub fn peer_id(&self) -> String {
+        self.addr
+            .to_string()
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .to_string()
+    }
+
+    /// SIGKILL, keeping the data directory for a restart.
+    pub fn kill_keeping_data(mut self) -> tempfile::TempDir {
+        self.kill();
+        let dir = tempfile::tempdir().unwrap();
+        let kept = std::mem::replace(&mut self.dir, dir);
+        kept
     }
 
     pub fn log_text(&self) -> String {
@@ -68,11 +97,12 @@ impl Drop for NodeProcess {
     }
 }
 
-/// An in-process node that only calls (no slots), joined to `addr`.
+/// An in-process node that only calls (no slots, no replica), joined to `addr`.
 pub async fn driver(addr: &Multiaddr, secret: Option<[u8; 32]>) -> Node {
     Node::builder()
         .config(NodeConfig {
             secret,
+            raft: false,
             ..test_config(0)
         })
         .join(addr.clone())

@@ -311,6 +311,19 @@ impl Consensus {
         Err(last_error)
     }
 
+    /// Asks one given member a query (for example its Raft status).
+    pub async fn query_at(&self, peer: PeerId, query: Query) -> Result<serde_json::Value, String> {
+        let rpc = RaftRpc::Query {
+            query,
+            linearizable: false,
+        };
+        match self.rpc.request(peer, &rpc, RPC_TIMEOUT).await {
+            Ok(RaftReply::Answer(answer)) => answer,
+            Ok(other) => Err(format!("unexpected reply {other:?}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     /// Serves a Raft request from another node.
     pub async fn handle(&self, rpc: RaftRpc) -> RaftReply {
         match rpc {
