@@ -80,9 +80,7 @@ impl NodeProcess {
     /// SIGKILL, keeping the data directory for a restart.
     pub fn kill_keeping_data(mut self) -> tempfile::TempDir {
         self.kill();
-        let dir = tempfile::tempdir().unwrap();
-        let kept = std::mem::replace(&mut self.dir, dir);
-        kept
+        std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
     }
 
     pub fn log_text(&self) -> String {
