@@ -231,7 +231,7 @@ impl NodeBuilder {
                 labels: inner.config.labels.clone(),
                 resources: inner.config.resources.clone(),
             };
-            let max_jobs = inner.config.slots as usize;
+            let max_jobs = inner.config.slots as usize * crate::jobs::runner::JOBS_PER_SLOT;
             let shutdown = inner.shutdown.clone();
             let consensus = Arc::clone(&inner.consensus);
             inner.tasks.spawn(crate::jobs::runner::run(

@@ -35,6 +35,11 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Jobs one node runs at once, per worker slot. A job mostly waits for its
+/// call (which takes a slot only while it executes, possibly elsewhere), so
+/// a node holds many more jobs than it has slots.
+pub const JOBS_PER_SLOT: usize = 32;
+
 /// Runs jobs on `node` until `shutdown`.
 pub async fn run(
     node: Node,
@@ -46,11 +51,17 @@ pub async fn run(
     let running = Arc::new(AtomicUsize::new(0));
     let me = node.peer_id().to_base58();
     let mut last_empty_lease_at: Option<u64> = None;
+    let mut leased_last_time = false;
     loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(POLL) => {}
+        // Right after a lease that found work there may be more: look again
+        // at once; otherwise wait a poll interval.
+        if !leased_last_time {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(POLL) => {}
+            }
         }
+        leased_last_time = false;
         if consensus.is_leader() {
             tick_if_due(&consensus).await;
         }
@@ -94,6 +105,7 @@ pub async fn run(
             }
         };
         last_empty_lease_at = jobs.is_empty().then_some(applied);
+        leased_last_time = !jobs.is_empty();
         for job in jobs {
             running.fetch_add(1, Ordering::Relaxed);
             let node = node.clone();
