@@ -20,6 +20,7 @@ use crate::raft::types::{Command, CommandResult};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 /// How often an idle runner looks at its replica for work. Looking is a
@@ -38,7 +39,46 @@ pub fn now_ms() -> u64 {
 /// Jobs one node runs at once, per worker slot. A job mostly waits for its
 /// call (which takes a slot only while it executes, possibly elsewhere), so
 /// a node holds many more jobs than it has slots.
-pub const JOBS_PER_SLOT: usize = 32;
+pub const JOBS_PER_SLOT: usize = 128;
+
+/// Most job outcomes recorded in one Raft entry.
+const MAX_OUTCOME_BATCH: usize = 512;
+
+/// A finished attempt waiting to be recorded, and who wants to know.
+type Outcome = (JobCommand, oneshot::Sender<Result<JobOutcome, String>>);
+
+/// Records job outcomes in batches: whatever finished while the previous
+/// batch was being committed goes into the next entry together.
+async fn record_outcomes(consensus: Arc<Consensus>, mut outcomes: mpsc::Receiver<Outcome>) {
+    while let Some(first) = outcomes.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_OUTCOME_BATCH {
+            match outcomes.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let (commands, waiters): (Vec<Command>, Vec<_>) = batch
+            .into_iter()
+            .map(|(command, waiter)| (Command::Jobs(command), waiter))
+            .unzip();
+        let answers: Vec<Result<JobOutcome, String>> =
+            match consensus.write(Command::Batch(commands)).await {
+                Ok(CommandResult::Batch(results)) => results
+                    .into_iter()
+                    .map(|result| match result {
+                        CommandResult::Jobs(outcome) => Ok(outcome),
+                        other => Err(format!("unexpected result {other:?}")),
+                    })
+                    .collect(),
+                Ok(other) => vec![Err(format!("unexpected result {other:?}")); waiters.len()],
+                Err(e) => vec![Err(e.to_string()); waiters.len()],
+            };
+        for (answer, waiter) in answers.into_iter().zip(waiters) {
+            let _ = waiter.send(answer);
+        }
+    }
+}
 
 /// Runs jobs on `node` until `shutdown`.
 pub async fn run(
@@ -49,6 +89,8 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let running = Arc::new(AtomicUsize::new(0));
+    let (outcomes, pending_outcomes) = mpsc::channel(max_jobs.max(1));
+    tokio::spawn(record_outcomes(Arc::clone(&consensus), pending_outcomes));
     let me = node.peer_id().to_base58();
     let mut last_empty_lease_at: Option<u64> = None;
     let mut leased_last_time = false;
@@ -111,17 +153,18 @@ pub async fn run(
             let node = node.clone();
             let consensus = Arc::clone(&consensus);
             let running = Arc::clone(&running);
+            let outcomes = outcomes.clone();
             tokio::spawn(async move {
-                run_job(node, consensus, job).await;
+                run_job(node, consensus, outcomes, job).await;
                 running.fetch_sub(1, Ordering::Relaxed);
             });
         }
     }
 }
 
-async fn run_job(node: Node, consensus: Arc<Consensus>, job: Job) {
+async fn run_job(node: Node, consensus: Arc<Consensus>, outcomes: mpsc::Sender<Outcome>, job: Job) {
     let (id, attempt) = (job.id, job.attempt);
-    tracing::info!(job = id, attempt, function = %job.spec.function, "job started");
+    tracing::debug!(job = id, attempt, function = %job.spec.function, "job started");
     let renew_every = Duration::from_millis((job.spec.lease_ms / 3).max(50));
     let call = node.run_job_call(&job);
     let renewals = async {
@@ -163,14 +206,19 @@ async fn run_job(node: Node, consensus: Arc<Consensus>, job: Job) {
             now_ms: now,
         },
     };
-    match consensus.write(Command::Jobs(record)).await {
-        Ok(CommandResult::Jobs(JobOutcome::Rejected(reason))) => {
+    let (tell, told) = oneshot::channel();
+    if outcomes.send((record, tell)).await.is_err() {
+        return; // the node is stopping; the lease expires and the job runs again
+    }
+    match told.await {
+        Ok(Ok(JobOutcome::Rejected(reason))) => {
             tracing::info!(job = id, attempt, %reason, "job outcome refused")
         }
-        Ok(_) => tracing::info!(job = id, attempt, "job finished"),
-        Err(e) => {
+        Ok(Ok(_)) => tracing::debug!(job = id, attempt, "job finished"),
+        Ok(Err(e)) => {
             tracing::warn!(job = id, attempt, error = %e, "cannot record the job outcome; its lease will expire and it runs again")
         }
+        Err(_) => {}
     }
 }
 

@@ -19,6 +19,9 @@ impl std::fmt::Display for RaftPeer {
 pub enum Command {
     Jobs(crate::jobs::JobCommand),
     Docs(crate::store::DocCommand),
+    /// Several commands in one log entry, applied in order: one Raft round
+    /// for many small writes (e.g. job completions).
+    Batch(Vec<Command>),
 }
 
 impl std::fmt::Display for Command {
@@ -34,6 +37,8 @@ pub enum CommandResult {
     Docs(crate::store::DocOutcome),
     /// The answer to a membership change, which carries no command.
     Membership,
+    /// One result per command of a batch, in order.
+    Batch(Vec<CommandResult>),
 }
 
 openraft::declare_raft_types!(
@@ -61,6 +66,12 @@ impl crate::raft::state_machine::StateLogic<TypeConfig> for ShoalState {
         match command {
             Command::Jobs(command) => CommandResult::Jobs(self.jobs.apply(index, command)),
             Command::Docs(command) => CommandResult::Docs(self.docs.apply(index, command)),
+            Command::Batch(commands) => CommandResult::Batch(
+                commands
+                    .iter()
+                    .map(|command| self.apply(index, command))
+                    .collect(),
+            ),
         }
     }
 }
