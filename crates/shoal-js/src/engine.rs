@@ -104,6 +104,19 @@ struct Engine {
     interrupted: Rc<Cell<bool>>,
 }
 
+impl Drop for Engine {
+    /// Persistent handles keep JavaScript objects alive; they must go before
+    /// the runtime does, or QuickJS finds live objects when it is freed.
+    fn drop(&mut self) {
+        let mut state = self.env.state.borrow_mut();
+        state.functions.clear();
+        state.jobs.clear();
+        state.nested.clear();
+        drop(state);
+        self.rt.run_gc();
+    }
+}
+
 /// The worker thread's body: serve the inbox until every sender is gone.
 pub(crate) fn run(
     limits: Limits,

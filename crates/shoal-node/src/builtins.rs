@@ -58,6 +58,21 @@ async fn fib(ctx: CallContext, args: Value) -> FnResult {
     Ok(json!(sum))
 }
 
+/// `steps {count, ms}`: sleeps `ms` per step and reports progress after
+/// each, so `shoal jobs watch` has something to show.
+async fn steps(ctx: CallContext, args: Value) -> FnResult {
+    let count = arg_u64(&args, "count")?.max(1);
+    let ms = arg_u64(&args, "ms")?;
+    for step in 1..=count {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        ctx.progress(
+            step as f64 / count as f64,
+            format!("step {step} of {count}"),
+        );
+    }
+    Ok(json!(count))
+}
+
 /// Adds the built-in functions to a node.
 pub fn register(builder: NodeBuilder) -> NodeBuilder {
     builder
@@ -69,6 +84,7 @@ pub fn register(builder: NodeBuilder) -> NodeBuilder {
             Ok(json!(ms))
         })
         .register("pi.sample", pi_sample)
+        .register("steps", steps)
         .register("fib", fib)
         .memoize("fib")
 }

@@ -192,6 +192,7 @@ impl NodeBuilder {
             .map_err(|e| StartError::Network(e.to_string()))?;
         let (consensus, raft_dir) = start_consensus(&config, me, rpc, Arc::clone(&peers)).await?;
         let _ = router.consensus.set(Arc::clone(&consensus));
+        sched.set_progress_sink(progress_sink(&consensus));
 
         let inner = Arc::new(NodeInner {
             me,
@@ -343,6 +344,7 @@ impl Node {
         let options = CallOptions {
             deadline: Some(Instant::now() + timeout),
             script: None,
+            job: None,
         };
         self.inner.sched.call(function, args, options).await
     }
@@ -391,6 +393,7 @@ impl Node {
         let options = CallOptions {
             deadline: None,
             script: Some(hash),
+            job: None,
         };
         self.inner.sched.call(function, args, options).await
     }
@@ -504,15 +507,53 @@ impl Node {
     /// with the job's script shipped along if it has one.
     pub(crate) async fn run_job_call(&self, job: &Job) -> Result<Value, CallError> {
         let spec = &job.spec;
-        match &spec.script {
-            Some((name, source)) => {
-                let script = shoal_js::Script::new(name.clone(), source.clone());
-                self.call_script(script, &spec.function, spec.args.clone())
-                    .await
-            }
-            None => self.call(&spec.function, spec.args.clone()).await,
+        let mut options = CallOptions {
+            deadline: None,
+            script: None,
+            job: Some(shoal_proto::JobRef {
+                id: job.id,
+                attempt: job.attempt,
+            }),
+        };
+        if let Some((name, source)) = &spec.script {
+            let script = shoal_js::Script::new(name.clone(), source.clone());
+            options.script = Some(Arc::from(script.hash()));
+            self.inner.scripts.load(script).await.map_err(|e| {
+                CallError::new(shoal_proto::ErrorCode::InvalidArguments, e.to_string())
+            })?;
         }
+        self.inner
+            .sched
+            .call(&spec.function, spec.args.clone(), options)
+            .await
     }
+}
+
+/// Sends functions' progress reports to the job table as Raft writes, off
+/// the caller's path; a report that cannot be written is only logged.
+fn progress_sink(consensus: &Arc<Consensus>) -> crate::sched::ProgressSink {
+    let consensus = Arc::downgrade(consensus);
+    // Reports may come from JavaScript worker threads, outside the runtime.
+    let runtime = tokio::runtime::Handle::current();
+    Arc::new(move |job, fraction, message| {
+        let Some(consensus) = consensus.upgrade() else {
+            return;
+        };
+        runtime.spawn(async move {
+            let progress = crate::jobs::JobCommand::Progress {
+                id: job.id,
+                attempt: job.attempt,
+                fraction,
+                message,
+            };
+            if let Err(e) = consensus
+                .write(crate::raft::types::Command::Jobs(progress))
+                .await
+            {
+                tracing::debug!(job = job.id, error = %e, "progress not recorded");
+            }
+        });
+    })
 }
 
 /// Starts Raft in `<data_dir>/raft`, or in a temporary directory for nodes

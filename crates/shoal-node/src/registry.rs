@@ -121,7 +121,15 @@ pub struct CallContext {
     pub(crate) sched: Arc<Sched>,
     pub(crate) slot: Arc<crate::sched::Slot>,
     pub(crate) deadline: Instant,
+    /// The durable job this call runs for, if any.
+    pub(crate) job: Option<shoal_proto::JobRef>,
+    /// When progress was last reported; reports closer together than
+    /// [`PROGRESS_INTERVAL`] are dropped, so a chatty loop cannot flood Raft.
+    pub(crate) progress_at: Arc<std::sync::Mutex<Option<Instant>>>,
 }
+
+/// Least time between two progress reports of one call.
+pub const PROGRESS_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
 
 impl CallContext {
     /// Calls a function anywhere in the cluster. The caller's worker slot is
@@ -130,6 +138,7 @@ impl CallContext {
         let options = CallOptions {
             deadline: Some(self.deadline),
             script: None,
+            job: None,
         };
         let nested = self.slot.enter_nested();
         let result = self.sched.call(function, args, options).await;
@@ -145,5 +154,24 @@ impl CallContext {
     /// When the caller stops waiting.
     pub fn deadline(&self) -> Instant {
         self.deadline
+    }
+
+    /// Reports progress of the durable job this call runs for; outside a
+    /// job it does nothing. Reports come at most every 200 ms (the final
+    /// `1.0` always goes through).
+    pub fn progress(&self, fraction: f64, message: impl Into<String>) {
+        let Some(job) = self.job else {
+            return;
+        };
+        {
+            let mut last = self.progress_at.lock().expect("progress lock");
+            let now = Instant::now();
+            let too_soon = last.is_some_and(|at| now.duration_since(at) < PROGRESS_INTERVAL);
+            if too_soon && fraction < 1.0 {
+                return;
+            }
+            *last = Some(now);
+        }
+        self.sched.report_progress(job, fraction, message.into());
     }
 }

@@ -237,4 +237,8 @@ impl NestedCaller for ContextCaller {
         let ctx = self.0.clone();
         Box::pin(async move { ctx.call(&function, args).await.map_err(|e| e.to_string()) })
     }
+
+    fn progress(&self, fraction: f64, message: String) {
+        self.0.progress(fraction, message);
+    }
 }

@@ -262,3 +262,59 @@ async fn a_minority_cannot_commit_and_says_so() {
     assert!(started.elapsed() < Duration::from_secs(30));
     nodes[0].shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_report_progress_from_rust_and_javascript() {
+    let nodes = start_cluster(1, |_, b| builtins::register(b.config(test_config(2)))).await;
+    let node = &nodes[0];
+    let script = (
+        "progress.js".to_string(),
+        "shoal.register('js.steps', async (n) => {
+            for (let i = 1; i <= n; i++) {
+                await shoal.call('sleep', 150);
+                shoal.progress(i / n, 'js step ' + i);
+            }
+            return 'done';
+        });"
+        .to_string(),
+    );
+    let native = node
+        .submit_job(spec("steps", json!({"count": 5, "ms": 250})))
+        .await
+        .unwrap();
+    let js = node
+        .submit_job(JobSpec {
+            script: Some(script),
+            ..spec("js.steps", json!(5))
+        })
+        .await
+        .unwrap();
+    let mut seen: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut done = true;
+        for id in [native, js] {
+            let job = node.job(id, Read::Linearizable).await.unwrap().unwrap();
+            if job.state == JobState::Running && job.progress > 0.0 {
+                seen.entry(id).or_default().push(job.message.clone());
+            }
+            done &= job.state.is_finished();
+        }
+        if done {
+            break;
+        }
+        assert!(Instant::now() < deadline, "jobs did not finish");
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    assert!(
+        seen[&native].iter().any(|m| m.starts_with("step ")),
+        "{seen:?}"
+    );
+    assert!(
+        seen[&js].iter().any(|m| m.starts_with("js step ")),
+        "{seen:?}"
+    );
+    let js_job = node.job(js, Read::Linearizable).await.unwrap().unwrap();
+    assert_eq!(js_job.result, Some(json!("done")));
+    node.shutdown().await;
+}

@@ -19,4 +19,4 @@ pub mod wire;
 pub use error::{CallError, ErrorCode};
 pub use heartbeat::{FunctionInfo, Heartbeat};
 pub use ids::{CallId, CallKey, NodeId};
-pub use wire::{CallRequest, Frame, FrameError, Outcome, StolenCall};
+pub use wire::{CallRequest, Frame, FrameError, JobRef, Outcome, StolenCall};

@@ -47,6 +47,17 @@ pub struct CallRequest {
     /// The hash of the script that defines `function`, when the caller
     /// shipped one: an executor that lacks it fetches it from the owner.
     pub script: Option<String>,
+    /// The durable job this call runs for, so the function can report
+    /// progress to it.
+    pub job: Option<JobRef>,
+}
+
+/// A durable job's attempt: progress reports name it, and a stale attempt's
+/// are refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRef {
+    pub id: u64,
+    pub attempt: u32,
 }
 
 /// A queued call handed from a busy node to an idle one; the result goes
@@ -159,6 +170,7 @@ mod tests {
             args: Bytes::from_static(b"{\"n\":10}"),
             budget_ms: 30_000,
             script: Some("ab12".into()),
+            job: Some(JobRef { id: 9, attempt: 2 }),
         };
         let frames = [
             Frame::Call(call.clone()),

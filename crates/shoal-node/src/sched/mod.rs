@@ -32,7 +32,9 @@ use memo::{Lookup, Memo, MemoKey};
 use placement::{Load, Placement};
 use serde_json::Value;
 use shoal_proto::wire::MAX_PAYLOAD_BYTES;
-use shoal_proto::{CallError, CallId, CallRequest, ErrorCode, Frame, NodeId, Outcome, StolenCall};
+use shoal_proto::{
+    CallError, CallId, CallRequest, ErrorCode, Frame, JobRef, NodeId, Outcome, StolenCall,
+};
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -58,7 +60,12 @@ pub struct CallOptions {
     /// Hash of a script that defines the function; nodes that lack it fetch
     /// it from this node, so any node can run the call.
     pub script: Option<Arc<str>>,
+    /// The durable job this call runs for (set by the job runner).
+    pub job: Option<JobRef>,
 }
+
+/// Receives progress reports of functions running for durable jobs.
+pub type ProgressSink = Arc<dyn Fn(JobRef, f64, String) + Send + Sync>;
 
 /// Fetches and loads scripts that calls name by hash: the node's side of
 /// "scripts travel with work".
@@ -85,6 +92,7 @@ struct Pending {
     args: Bytes,
     /// Hash of the script that defines the function, if the caller shipped one.
     script: Option<Arc<str>>,
+    job: Option<JobRef>,
     deadline: Instant,
     at: Where,
     /// Pinned calls (internal ones aimed at one node) fail rather than move
@@ -140,6 +148,7 @@ struct Job {
     function: Arc<str>,
     args: Bytes,
     script: Option<Arc<str>>,
+    job: Option<JobRef>,
     deadline: Instant,
 }
 
@@ -203,6 +212,7 @@ pub struct Sched {
     next_id: AtomicU64,
     pub stats: Stats,
     scripts: std::sync::OnceLock<Arc<dyn ScriptSource>>,
+    progress: std::sync::OnceLock<ProgressSink>,
     this: Weak<Sched>,
 }
 
@@ -234,12 +244,24 @@ impl Sched {
             next_id: AtomicU64::new(1),
             stats: Stats::default(),
             scripts: std::sync::OnceLock::new(),
+            progress: std::sync::OnceLock::new(),
             this: this.clone(),
         })
     }
 
     fn arc(&self) -> Arc<Sched> {
         self.this.upgrade().expect("sched is alive while used")
+    }
+
+    /// Sets where functions' job progress reports go.
+    pub fn set_progress_sink(&self, sink: ProgressSink) {
+        let _ = self.progress.set(sink);
+    }
+
+    pub(crate) fn report_progress(&self, job: JobRef, fraction: f64, message: String) {
+        if let Some(sink) = self.progress.get() {
+            sink(job, fraction, message);
+        }
     }
 
     /// Sets who fetches scripts that calls name by hash.
@@ -285,9 +307,10 @@ impl Sched {
             .script
             .or_else(|| self.registry.get(function).and_then(|f| f.script.clone()));
         let result = if self.is_memoized(function) {
-            self.call_memoized(function, args, deadline, script).await?
+            self.call_memoized(function, args, deadline, script, options.job)
+                .await?
         } else {
-            self.call_bytes(function, args, deadline, None, script)
+            self.call_bytes(function, args, deadline, None, script, options.job)
                 .await?
         };
         serde_json::from_slice(&result).map_err(|e| {
@@ -308,7 +331,7 @@ impl Sched {
         let args = encode_args(function, &args)?;
         let deadline = Instant::now() + self.default_deadline;
         let result = self
-            .call_bytes(function, args, deadline, Some(peer), None)
+            .call_bytes(function, args, deadline, Some(peer), None, None)
             .await?;
         serde_json::from_slice(&result).map_err(|e| {
             CallError::new(
@@ -334,6 +357,7 @@ impl Sched {
         args: Bytes,
         deadline: Instant,
         script: Option<Arc<str>>,
+        job: Option<JobRef>,
     ) -> Outcome {
         let key: MemoKey = (Arc::from(function), args);
         loop {
@@ -352,7 +376,7 @@ impl Sched {
                         done: false,
                     };
                     let outcome = self
-                        .call_bytes(function, key.1.clone(), deadline, None, script)
+                        .call_bytes(function, key.1.clone(), deadline, None, script, job)
                         .await;
                     lead.finish(&outcome);
                     return outcome;
@@ -368,6 +392,7 @@ impl Sched {
         deadline: Instant,
         pinned: Option<PeerId>,
         script: Option<Arc<str>>,
+        job: Option<JobRef>,
     ) -> Outcome {
         let at = match pinned {
             Some(peer) if peer == self.me => Where::Local,
@@ -384,6 +409,7 @@ impl Sched {
                 function: Arc::from(function),
                 args,
                 script,
+                job,
                 deadline,
                 at,
                 pinned: pinned.is_some(),
@@ -485,6 +511,7 @@ impl Sched {
                 function: Arc::clone(&pending.function),
                 args: pending.args.clone(),
                 script: pending.script.clone(),
+                job: pending.job,
                 deadline: pending.deadline,
             }
         };
@@ -503,6 +530,7 @@ impl Sched {
                 args: pending.args.clone(),
                 budget_ms: remaining_ms(pending.deadline),
                 script: pending.script.as_deref().map(str::to_string),
+                job: pending.job,
             })
         };
         if let Err(error) = self.links.send(peer, &frame).await {
@@ -727,6 +755,8 @@ impl Sched {
                     sched: self.arc(),
                     slot: Arc::clone(slot),
                     deadline: job.deadline,
+                    job: job.job,
+                    progress_at: Arc::default(),
                 };
                 AssertUnwindSafe(body(ctx, args))
                     .catch_unwind()
@@ -930,6 +960,7 @@ impl Sched {
                     args: job.args,
                     budget_ms: remaining_ms(job.deadline),
                     script: job.script.as_deref().map(str::to_string),
+                    job: job.job,
                 },
             });
         }
@@ -1006,6 +1037,7 @@ fn job_from(owner: PeerId, request: CallRequest) -> Job {
         args: request.args,
         deadline: Instant::now() + Duration::from_millis(request.budget_ms),
         script: request.script.map(Arc::from),
+        job: request.job,
     }
 }
 
