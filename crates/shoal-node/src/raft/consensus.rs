@@ -95,6 +95,11 @@ impl Consensus {
             election_timeout_max: 1000,
             max_payload_entries: 1000,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(20_000),
+            // openraft preallocates its channels; its defaults (65,536
+            // slots) cost an idle node ~30 MB. These still absorb bursts of
+            // thousands of writes, and a full channel only makes writers wait.
+            api_channel_size: Some(4096),
+            notification_channel_size: Some(4096),
             ..Default::default()
         }
         .validate()

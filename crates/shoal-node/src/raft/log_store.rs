@@ -98,6 +98,9 @@ impl RaftStorageError {
 #[error("{0}")]
 pub(crate) struct Corrupt(pub(crate) String);
 
+/// Page cache of each redb database.
+const REDB_CACHE_BYTES: usize = 4 * 1024 * 1024;
+
 /// Opens (or creates) the redb database `file_name` in `dir`, creating the
 /// directory if needed, and lets `create_tables` create every table up front
 /// so that read transactions never meet a missing one.
@@ -109,7 +112,12 @@ pub(crate) fn open_database(
     let file: Arc<Path> = dir.join(file_name).into();
     let failed = |action: &str, e: BoxError| RaftStorageError::into_io(&file, action, e);
     std::fs::create_dir_all(dir).map_err(|e| failed("create its data directory", e.into()))?;
-    let db = Database::create(&file).map_err(|e| match e {
+    // A small page cache: Raft reads back only recent entries, and an idle
+    // node should stay small (redb's default cache is up to 1 GiB).
+    let db = redb::Builder::new()
+        .set_cache_size(REDB_CACHE_BYTES)
+        .create(&file)
+        .map_err(|e| match e {
         redb::DatabaseError::DatabaseAlreadyOpen => failed(
             "open it: it is already open, by another process using this data directory or by an \
              earlier handle in this one that has not been dropped yet",

@@ -1,0 +1,106 @@
+//! `shoal db`, `shoal submit`, `shoal jobs` and `shoal status` against a
+//! real node, as a user types them.
+
+mod common;
+
+use common::NodeProcess;
+use std::process::{Command, Output};
+
+fn shoal(node: &NodeProcess, args: &[&str]) -> Output {
+    let (command, rest) = args.split_first().unwrap();
+    Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .arg(command)
+        .args(["--join", &node.addr.to_string()])
+        .args(rest)
+        .output()
+        .unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+#[test]
+fn documents_and_jobs_from_the_command_line() {
+    let node = NodeProcess::start(&["--slots", "2"]);
+
+    assert_eq!(
+        stdout(&shoal(&node, &["db", "people", "create"])),
+        "created people"
+    );
+    let inserted: serde_json::Value = serde_json::from_str(&stdout(&shoal(
+        &node,
+        &["db", "people", "insert", r#"{"name":"ada","role":"eng"}"#],
+    )))
+    .unwrap();
+    let id = inserted["id"].as_str().unwrap().to_string();
+    assert_eq!(inserted["version"], 1);
+    let updated = stdout(&shoal(
+        &node,
+        &[
+            "db",
+            "people",
+            "update",
+            &id,
+            r#"{"role":"lead"}"#,
+            "--patch",
+            "--expect",
+            "1",
+        ],
+    ));
+    assert!(updated.contains(r#""version":2"#), "{updated}");
+    let stale = shoal(
+        &node,
+        &[
+            "db",
+            "people",
+            "update",
+            &id,
+            r#"{"role":"x"}"#,
+            "--expect",
+            "1",
+        ],
+    );
+    assert!(
+        !stale.status.success(),
+        "a write with an old version is refused"
+    );
+    assert!(String::from_utf8_lossy(&stale.stderr).contains("version 2, not 1"));
+    let found = stdout(&shoal(
+        &node,
+        &["db", "people", "find", r#"{"role":"lead"}"#],
+    ));
+    assert!(
+        found.contains(r#""name":"ada""#) && found.contains(&id),
+        "{found}"
+    );
+    assert_eq!(stdout(&shoal(&node, &["db", "people", "count"])), "1");
+    let missing = shoal(&node, &["db", "nobody", "get", "x"]);
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("create it first"));
+
+    let result = stdout(&shoal(
+        &node,
+        &["submit", "--watch", "steps", r#"{"count":3,"ms":100}"#],
+    ));
+    let mut lines = result.lines();
+    let job_id = lines.next().unwrap().to_string();
+    assert_eq!(lines.last(), Some("3"), "watch prints the result: {result}");
+    let job: serde_json::Value =
+        serde_json::from_str(&stdout(&shoal(&node, &["jobs", "get", &job_id]))).unwrap();
+    assert_eq!(job["state"], "succeeded");
+    assert_eq!(job["progress"], 1.0);
+    let listed = stdout(&shoal(&node, &["jobs", "list", "--state", "succeeded"]));
+    assert!(listed.contains("steps"), "{listed}");
+
+    let status = stdout(&shoal(&node, &["status"]));
+    assert!(
+        status.contains("raft: leader") && status.contains("succeeded"),
+        "{status}"
+    );
+}
