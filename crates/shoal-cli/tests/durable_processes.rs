@@ -63,7 +63,7 @@ async fn killing_the_leader_loses_no_acknowledged_job_and_it_catches_up_after_re
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    let total = 600;
+    let total = 1000;
     let mut acknowledged: HashMap<u64, usize> = HashMap::new();
     let mut killed = None;
     for batch in (0..total).collect::<Vec<_>>().chunks(50) {

@@ -61,7 +61,7 @@ impl Default for NodeConfig {
             heartbeat_interval: Duration::from_secs(1),
             heartbeat_misses: 3,
             default_deadline: Duration::from_secs(300),
-            memo_capacity: 100_000,
+            memo_capacity: 10_000,
             js_memory_limit: 256 * 1024 * 1024,
             js_time_limit: Duration::from_secs(60),
             raft: true,
