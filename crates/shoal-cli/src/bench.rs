@@ -304,9 +304,13 @@ async fn time_pi(count: usize, samples: u64, chunks: u64) -> anyhow::Result<f64>
         processes.push(NodeProcess::spawn(&extra)?);
     }
     processes.push(first);
-    // The driver only calls: no slots, so all work runs in the node processes.
+    // The driver only calls: no slots and no replica, so all work runs in
+    // the node processes.
     let driver = Node::builder()
-        .config(test_config(0))
+        .config(shoal_node::NodeConfig {
+            raft: false,
+            ..test_config(0)
+        })
         .join(processes.last().expect("first node").addr.clone())
         .start()
         .await?;

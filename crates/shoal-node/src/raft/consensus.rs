@@ -90,9 +90,11 @@ impl Consensus {
         let failed = |e: &dyn std::fmt::Display| ConsensusError::Failed(e.to_string());
         let config = openraft::Config {
             cluster_name: "shoal".to_string(),
-            heartbeat_interval: 100,
-            election_timeout_min: 500,
-            election_timeout_max: 1000,
+            // Leader heartbeats four times a second: cheap when idle, and a
+            // dead leader is replaced within about two seconds.
+            heartbeat_interval: 250,
+            election_timeout_min: 1000,
+            election_timeout_max: 2000,
             max_payload_entries: 1000,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(20_000),
             // openraft preallocates its channels; its defaults (65,536
