@@ -56,7 +56,7 @@ async fn killing_a_node_mid_run_loses_no_call() {
         if done == 10 {
             let victim = nodes
                 .iter_mut()
-                .find(|n| peer_id_of(n) == victim_id)
+                .find(|n| n.peer_id() == victim_id)
                 .expect("the first result came from one of the processes");
             victim.kill();
             killed_at = Some(Instant::now());
@@ -83,16 +83,6 @@ async fn killing_a_node_mid_run_loses_no_call() {
     let survivors = per_node.keys().filter(|id| **id != victim_id).count();
     assert_eq!(survivors, 2, "both survivors ran chunks: {per_node:?}");
     caller.shutdown().await;
-}
-
-/// The peer id a node process printed in its log line.
-fn peer_id_of(node: &NodeProcess) -> String {
-    node.addr
-        .to_string()
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -204,7 +204,7 @@ impl NodeBuilder {
             sched,
             queues,
             scripts,
-            router,
+            _router: router,
             consensus,
             _raft_dir: raft_dir,
             net: started.handle,
@@ -260,8 +260,7 @@ struct NodeInner {
     queues: Arc<QueueStore>,
     scripts: Arc<Scripts>,
     /// Owned here: the network holds it only weakly.
-    #[allow(dead_code)]
-    router: Arc<Router>,
+    _router: Arc<Router>,
     consensus: Arc<Consensus>,
     /// A temporary Raft directory for nodes without `data_dir`, removed
     /// when the node goes.
