@@ -23,6 +23,10 @@ use tokio::sync::{mpsc, oneshot};
 
 type JsValue<'js> = rquickjs::Value<'js>;
 
+/// Messages handled in one turn before promise jobs run, so a burst of
+/// calls cannot delay the settling of earlier ones for long.
+const MAX_MESSAGES_PER_TURN: usize = 64;
+
 /// What a worker is asked to do.
 pub(crate) enum Msg {
     Load {
@@ -134,6 +138,14 @@ pub(crate) fn run(
     };
     while let Some(msg) = inbox.blocking_recv() {
         engine.handle(msg);
+        // Take whatever else is already queued before running promise jobs
+        // and settling: under load one wake-up serves many calls.
+        for _ in 0..MAX_MESSAGES_PER_TURN {
+            match inbox.try_recv() {
+                Ok(msg) => engine.handle(msg),
+                Err(_) => break,
+            }
+        }
         engine.drain_jobs();
         engine.settle();
     }
