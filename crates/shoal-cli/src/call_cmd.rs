@@ -1,20 +1,18 @@
-//! `shoal call`: run one function on a cluster from the command line.
-//!
-//! The command joins the cluster as a node without slots (it only calls),
-//! makes the call, prints the result as JSON and leaves. With `--script`
-//! the script travels with the call, so no node needs it beforehand.
+//! `shoal call`: run one function on a cluster from the command line,
+//! through a node's HTTP API. With `--script` the script travels with the
+//! call, so no node needs it beforehand.
 
-use crate::client::connect;
-use crate::node_cmd::{ClusterArgs, read_script};
+use crate::client::{ApiArgs, explain};
+use crate::node_cmd::read_script;
 use anyhow::Context;
 use clap::Args;
+use shoal_client::{CallBody, ScriptSource};
 use std::path::PathBuf;
-use std::time::Duration;
 
 #[derive(Args)]
 pub struct CallArgs {
     #[command(flatten)]
-    cluster: ClusterArgs,
+    api: ApiArgs,
     /// A JavaScript file that defines the function; shipped with the call.
     #[arg(long)]
     script: Option<PathBuf>,
@@ -32,22 +30,19 @@ pub async fn run(args: CallArgs) -> anyhow::Result<()> {
     let call_args: serde_json::Value = serde_json::from_str(&args.args)
         .with_context(|| format!("the arguments are not valid JSON: {}", args.args))?;
     let script = args.script.as_deref().map(read_script).transpose()?;
-    let node = connect(&args.cluster).await?;
-    let timeout = Duration::from_secs(args.timeout);
-    let call = async {
-        match script {
-            Some(script) => node.call_script(script, &args.function, call_args).await,
-            None => {
-                node.call_with_timeout(&args.function, call_args, timeout)
-                    .await
-            }
-        }
+    let client = args.api.client()?;
+    let body = CallBody {
+        args: call_args,
+        timeout_ms: Some(args.timeout.saturating_mul(1000)),
+        script: script.map(|s| ScriptSource {
+            name: s.name,
+            source: s.source,
+        }),
     };
-    let result = tokio::time::timeout(timeout, call)
+    let value = client
+        .call_with(&args.function, body)
         .await
-        .map_err(|_| anyhow::anyhow!("no result within {timeout:?}"))?;
-    node.shutdown().await;
-    let value = result.map_err(|e| anyhow::anyhow!("{e}"))?;
+        .map_err(explain)?;
     println!("{value}");
     Ok(())
 }

@@ -1,17 +1,15 @@
 //! `shoal submit`, `shoal jobs …`, `shoal db …`, `shoal status`: durable
-//! jobs, documents and the cluster's state, from the command line.
+//! jobs, documents and the cluster's state, through a node's HTTP API.
 
-use crate::client::connect;
-use crate::node_cmd::{ClusterArgs, read_script};
+use crate::client::{ApiArgs, explain};
+use crate::node_cmd::read_script;
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Map, Value, json};
-use shoal_node::jobs::{Job, JobSpec, JobState};
-use shoal_node::{Node, Read};
-use std::collections::BTreeMap;
+use shoal_client::{Client, Job, JobSpec, JobState, ScriptSource};
 use std::path::PathBuf;
-use std::time::Duration;
 
 /// Parses `key=value`.
 fn key_value(text: &str) -> Result<(String, String), String> {
@@ -55,7 +53,7 @@ fn object_arg(text: Option<&str>) -> anyhow::Result<Map<String, Value>> {
 #[derive(Args)]
 pub struct SubmitArgs {
     #[command(flatten)]
-    cluster: ClusterArgs,
+    api: ApiArgs,
     /// A JavaScript file defining the function; stored with the job.
     #[arg(long)]
     script: Option<PathBuf>,
@@ -89,7 +87,10 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
     let script = match &args.script {
         Some(path) => {
             let script = read_script(path)?;
-            Some((script.name, script.source))
+            Some(ScriptSource {
+                name: script.name,
+                source: script.source,
+            })
         }
         None => None,
     };
@@ -104,27 +105,22 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
         lease_ms: args.lease_ms,
         idempotency_key: args.key.clone(),
     };
-    let node = connect(&args.cluster).await?;
-    let result = node.submit_job(spec).await;
-    let outcome = match result {
-        Ok(id) => {
-            println!("{id}");
-            if args.watch {
-                watch_job(&node, id).await
-            } else {
-                Ok(())
-            }
-        }
-        Err(e) => Err(anyhow::anyhow!("the job was not accepted: {e}")),
-    };
-    node.shutdown().await;
-    outcome
+    let client = args.api.client()?;
+    let id = client
+        .submit(spec)
+        .await
+        .map_err(|e| explain(e).context("the job was not accepted"))?;
+    println!("{id}");
+    if args.watch {
+        watch_job(&client, id).await?;
+    }
+    Ok(())
 }
 
 #[derive(Args)]
 pub struct JobsArgs {
     #[command(flatten)]
-    cluster: ClusterArgs,
+    api: ApiArgs,
     #[command(subcommand)]
     command: JobsCommand,
 }
@@ -135,9 +131,12 @@ enum JobsCommand {
     List {
         /// Only jobs in this state (queued, running, succeeded, dead_letter, cancelled).
         #[arg(long)]
-        state: Option<String>,
+        state: Option<JobState>,
         #[arg(long, default_value_t = 100)]
         limit: usize,
+        /// Start after this id (the cursor printed by the previous page).
+        #[arg(long)]
+        after: Option<u64>,
     },
     /// One job as JSON.
     Get { id: u64 },
@@ -147,72 +146,59 @@ enum JobsCommand {
     Watch { id: u64 },
 }
 
-fn parse_state(text: &str) -> anyhow::Result<JobState> {
-    serde_json::from_value(json!(text)).map_err(|_| {
-        anyhow::anyhow!(
-            "unknown state {text:?}: use queued, running, succeeded, dead_letter or cancelled"
-        )
-    })
-}
-
 pub async fn jobs(args: JobsArgs) -> anyhow::Result<()> {
-    let node = connect(&args.cluster).await?;
-    let outcome = match args.command {
-        JobsCommand::List { state, limit } => list_jobs(&node, state.as_deref(), limit).await,
-        JobsCommand::Get { id } => match node.job(id, Read::Linearizable).await? {
-            Some(job) => {
-                println!("{}", serde_json::to_string_pretty(&job)?);
-                Ok(())
-            }
-            None => Err(anyhow::anyhow!(
-                "no job {id} (never submitted, or collected after its retention period)"
-            )),
-        },
-        JobsCommand::Cancel { id } => {
-            node.cancel_job(id)
+    let client = args.api.client()?;
+    match args.command {
+        JobsCommand::List {
+            state,
+            limit,
+            after,
+        } => {
+            let page = client
+                .jobs(state, Some(limit), after)
                 .await
-                .map_err(anyhow::Error::from)
-                .map(|()| {
-                    println!("job {id} cancelled");
-                })
+                .map_err(explain)?;
+            println!(
+                "{:>8}  {:<12} {:>7}  {:>8}  function",
+                "id", "state", "attempt", "progress"
+            );
+            for job in page.jobs {
+                println!(
+                    "{:>8}  {:<12} {:>7}  {:>7.0}%  {}",
+                    job.id,
+                    job.state.as_str(),
+                    job.attempt,
+                    job.progress * 100.0,
+                    job.spec.function
+                );
+            }
+            if let Some(next) = page.next {
+                eprintln!("more: --after {next}");
+            }
         }
-        JobsCommand::Watch { id } => watch_job(&node, id).await,
-    };
-    node.shutdown().await;
-    outcome
-}
-
-async fn list_jobs(node: &Node, state: Option<&str>, limit: usize) -> anyhow::Result<()> {
-    let state = state.map(parse_state).transpose()?;
-    let jobs = node.jobs(state, limit, None, Read::Linearizable).await?;
-    println!(
-        "{:>8}  {:<12} {:>7}  {:>8}  function",
-        "id", "state", "attempt", "progress"
-    );
-    for job in jobs {
-        println!(
-            "{:>8}  {:<12} {:>7}  {:>7.0}%  {}",
-            job.id,
-            job.state.as_str(),
-            job.attempt,
-            job.progress * 100.0,
-            job.spec.function
-        );
+        JobsCommand::Get { id } => {
+            let job = client.job(id).await.map_err(explain)?;
+            println!("{}", serde_json::to_string_pretty(&job)?);
+        }
+        JobsCommand::Cancel { id } => {
+            client.cancel(id).await.map_err(explain)?;
+            println!("job {id} cancelled");
+        }
+        JobsCommand::Watch { id } => watch_job(&client, id).await?,
     }
     Ok(())
 }
 
-/// Polls the job until it ends; prints its result or why it failed.
-async fn watch_job(node: &Node, id: u64) -> anyhow::Result<()> {
+/// Follows the job until it ends; prints its result or why it failed.
+async fn watch_job(client: &Client, id: u64) -> anyhow::Result<()> {
     let bar = ProgressBar::new(1000);
     bar.set_style(ProgressStyle::with_template(
         "{bar:40} {percent:>3}% {msg}",
     )?);
-    let job: Job = loop {
-        let job = node
-            .job(id, Read::Linearizable)
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("no job {id}"))?;
+    let mut updates = std::pin::pin!(client.watch(id));
+    let mut last: Option<Job> = None;
+    while let Some(job) = updates.next().await {
+        let job = job.map_err(explain)?;
         bar.set_position((job.progress * 1000.0) as u64);
         bar.set_message(format!(
             "{} (attempt {}) {}",
@@ -220,12 +206,13 @@ async fn watch_job(node: &Node, id: u64) -> anyhow::Result<()> {
             job.attempt,
             job.message
         ));
-        if job.state.is_finished() {
-            break job;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+        last = Some(job);
+    }
     bar.finish_and_clear();
+    let job = match last {
+        Some(job) if job.state.is_finished() => job,
+        _ => client.job(id).await.map_err(explain)?,
+    };
     match job.state {
         JobState::Succeeded => {
             println!("{}", job.result.unwrap_or(Value::Null));
@@ -242,10 +229,7 @@ async fn watch_job(node: &Node, id: u64) -> anyhow::Result<()> {
 #[derive(Args)]
 pub struct DbArgs {
     #[command(flatten)]
-    cluster: ClusterArgs,
-    /// Read this node's replica as it is instead of a linearizable read.
-    #[arg(long, global = true)]
-    stale: bool,
+    api: ApiArgs,
     collection: String,
     #[command(subcommand)]
     command: DbCommand,
@@ -292,41 +276,26 @@ enum DbCommand {
 }
 
 pub async fn db(args: DbArgs) -> anyhow::Result<()> {
-    let node = connect(&args.cluster).await?;
-    let read = if args.stale {
-        Read::Stale
-    } else {
-        Read::Linearizable
-    };
-    let outcome = db_command(&node, &args.collection, args.command, read).await;
-    node.shutdown().await;
-    outcome
-}
-
-async fn db_command(
-    node: &Node,
-    collection: &str,
-    command: DbCommand,
-    read: Read,
-) -> anyhow::Result<()> {
-    match command {
+    let client = args.api.client()?;
+    let collection = client.collection(&args.collection);
+    let name = &args.collection;
+    match args.command {
         DbCommand::Create => {
-            node.db_create(collection).await?;
-            println!("created {collection}");
+            collection.create().await.map_err(explain)?;
+            println!("created {name}");
         }
         DbCommand::Drop => {
-            node.db_drop(collection).await?;
-            println!("dropped {collection}");
+            collection.drop_collection().await.map_err(explain)?;
+            println!("dropped {name}");
         }
         DbCommand::Insert { document } => {
-            let (id, version) = node
-                .db_insert(collection, json_arg(&document, "the document")?)
-                .await?;
-            println!("{}", json!({ "id": id, "version": version }));
+            let document = json_arg(&document, "the document")?;
+            let written = collection.insert(&document).await.map_err(explain)?;
+            println!("{}", serde_json::to_string(&written)?);
         }
-        DbCommand::Get { id } => match node.db_get(collection, &id, read).await? {
+        DbCommand::Get { id } => match collection.get(&id).await.map_err(explain)? {
             Some(document) => println!("{}", serde_json::to_string(&document)?),
-            None => anyhow::bail!("no document {id} in {collection}"),
+            None => anyhow::bail!("no document {id} in {name}"),
         },
         DbCommand::Find {
             filter,
@@ -334,17 +303,20 @@ async fn db_command(
             after,
         } => {
             let filter = object_arg(filter.as_deref())?;
-            let (documents, next) = node.db_find(collection, filter, limit, after, read).await?;
-            for document in documents {
+            let page = collection
+                .find(filter, Some(limit), after)
+                .await
+                .map_err(explain)?;
+            for document in page.documents {
                 println!("{}", serde_json::to_string(&document)?);
             }
-            if let Some(next) = next {
+            if let Some(next) = page.next {
                 eprintln!("more: --after {next}");
             }
         }
         DbCommand::Count { filter } => {
             let filter = object_arg(filter.as_deref())?;
-            println!("{}", node.db_count(collection, filter, read).await?);
+            println!("{}", collection.count(filter).await.map_err(explain)?);
         }
         DbCommand::Update {
             id,
@@ -353,15 +325,15 @@ async fn db_command(
             expect,
         } => {
             let body = json_arg(&document, "the document")?;
-            let version = if patch {
-                node.db_patch(collection, &id, body, expect).await?
+            let written = if patch {
+                collection.patch(&id, body, expect).await
             } else {
-                node.db_replace(collection, &id, body, expect).await?
+                collection.replace(&id, body, expect).await
             };
-            println!("{}", json!({ "id": id, "version": version }));
+            println!("{}", serde_json::to_string(&written.map_err(explain)?)?);
         }
         DbCommand::Delete { id, expect } => {
-            node.db_delete(collection, &id, expect).await?;
+            collection.delete(&id, expect).await.map_err(explain)?;
             println!("deleted {id}");
         }
     }
@@ -371,66 +343,52 @@ async fn db_command(
 #[derive(Args)]
 pub struct StatusArgs {
     #[command(flatten)]
-    cluster: ClusterArgs,
+    api: ApiArgs,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
 }
 
 pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
-    let node = connect(&args.cluster).await?;
-    // Heartbeats of the other members arrive within a second or two.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let counts = node
-        .job_counts(Read::Linearizable)
-        .await
-        .unwrap_or_default();
-    let raft = node.raft_status_of_cluster().await;
-    let peers = node.peers();
-    node.shutdown().await;
+    let client = args.api.client()?;
+    let cluster = client.cluster().await.map_err(explain)?;
+    let node = client.status().await.map_err(explain)?;
     if args.json {
-        let members: Vec<Value> = peers
-            .iter()
-            .map(|p| {
-                json!({ "peer_id": p.peer_id.to_string(), "liveness": format!("{:?}", p.liveness),
-                        "slots": p.load.slots, "queued": p.load.queued, "running": p.load.running })
-            })
-            .collect();
-        println!(
-            "{}",
-            json!({ "members": members, "raft": raft, "jobs": counts })
-        );
+        let status = json!({
+            "members": cluster.members,
+            "raft": cluster.raft,
+            "jobs": node.jobs,
+            "node": node,
+        });
+        println!("{status}");
         return Ok(());
     }
     println!(
-        "{:<54} {:<10} {:>5} {:>7} {:>7}",
+        "{:<54} {:<10} {:>5} {:>7} {:>7}  api",
         "node", "liveness", "slots", "running", "queued"
     );
-    for peer in &peers {
+    for member in &cluster.members {
+        let marker = if member.is_self { "*" } else { "" };
         println!(
-            "{:<54} {:<10} {:>5} {:>7} {:>7}",
-            peer.peer_id.to_string(),
-            format!("{:?}", peer.liveness).to_lowercase(),
-            peer.load.slots,
-            peer.load.running,
-            peer.load.queued
+            "{:<54} {:<10} {:>5} {:>7} {:>7}  {}",
+            format!("{}{marker}", member.peer_id),
+            member.liveness,
+            member.slots,
+            member.running,
+            member.queued,
+            member.api.as_deref().unwrap_or("-")
         );
     }
-    match raft {
-        Some(raft) => {
-            println!(
-                "raft: leader {} term {}",
-                raft.leader.as_deref().unwrap_or("none"),
-                raft.term
-            );
-            println!("      voters {}", raft.voters.join(", "));
-            if !raft.learners.is_empty() {
-                println!("      learners {}", raft.learners.join(", "));
-            }
-        }
-        None => println!("raft: no member answered"),
+    let raft = &cluster.raft;
+    println!(
+        "raft: leader {} term {}",
+        raft.leader.as_deref().unwrap_or("none"),
+        raft.term
+    );
+    println!("      voters {}", raft.voters.join(", "));
+    if !raft.learners.is_empty() {
+        println!("      learners {}", raft.learners.join(", "));
     }
-    let counts: BTreeMap<String, usize> = counts;
-    println!("jobs: {}", serde_json::to_string(&counts)?);
+    println!("jobs: {}", serde_json::to_string(&node.jobs)?);
     Ok(())
 }

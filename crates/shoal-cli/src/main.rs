@@ -4,6 +4,7 @@
 //!   shoal node   — join or start a cluster and serve calls until stopped
 //!   shoal call   — call one function on a cluster (optionally shipping a script)
 //!   shoal submit / jobs / db / status — durable jobs, documents, cluster state
+//!   shoal top    — a live terminal dashboard of a cluster
 //!   shoal demo   — a local cluster in this process: Monte Carlo Pi or fib
 //!   shoal bench  — calls (throughput, latency, idle memory) and scale
 //! ```
@@ -15,6 +16,7 @@ mod data_cmd;
 mod demo;
 mod node_cmd;
 mod pi;
+mod top;
 
 use clap::{Parser, Subcommand};
 
@@ -42,6 +44,8 @@ enum Command {
     Db(data_cmd::DbArgs),
     /// Members, Raft leader and voters, and jobs by state.
     Status(data_cmd::StatusArgs),
+    /// Live terminal dashboard of a cluster.
+    Top(top::TopArgs),
     /// Start a local cluster in this process and run a demo on it.
     Demo(demo::DemoArgs),
     /// Measure Shoal on this machine.
@@ -80,6 +84,7 @@ fn main() -> anyhow::Result<()> {
             Command::Jobs(args) => data_cmd::jobs(args).await,
             Command::Db(args) => data_cmd::db(args).await,
             Command::Status(args) => data_cmd::status(args).await,
+            Command::Top(args) => top::run(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Bench(command) => bench::run(command).await,
         }

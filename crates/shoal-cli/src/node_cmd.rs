@@ -4,10 +4,11 @@ use anyhow::Context;
 use clap::Args;
 use shoal_node::config::secret_from_passphrase;
 use shoal_node::{Multiaddr, Node, NodeConfig, Script, builtins};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// How to reach a cluster: shared by `node` and `call`.
+/// How a node reaches its cluster.
 #[derive(Args)]
 pub struct ClusterArgs {
     /// A node to join (its multiaddr, with /p2p/<peer id> if known); repeatable.
@@ -76,6 +77,32 @@ pub struct NodeArgs {
     /// Heartbeats a peer may miss before it is declared dead.
     #[arg(long, default_value_t = 3)]
     heartbeat_misses: u32,
+    /// Where to serve the HTTP API (host:port; port 0 picks one), or `off`.
+    #[arg(long, default_value = "127.0.0.1:7070", value_parser = parse_http)]
+    http: HttpListen,
+    /// Require this token on every HTTP request (prefer --api-token-file).
+    #[arg(long, env = "SHOAL_API_TOKEN", hide_env_values = true)]
+    api_token: Option<String>,
+    /// A file holding the API token.
+    #[arg(long, conflicts_with = "api_token")]
+    api_token_file: Option<PathBuf>,
+    /// Raise an `overloaded` alert when a node's running and queued calls
+    /// per slot reach this.
+    #[arg(long, default_value_t = 4.0)]
+    alert_load: f64,
+}
+
+/// `--http`: an address, or `off`.
+#[derive(Clone, Copy, Debug)]
+pub struct HttpListen(Option<SocketAddr>);
+
+fn parse_http(text: &str) -> Result<HttpListen, String> {
+    if text == "off" {
+        return Ok(HttpListen(None));
+    }
+    text.parse()
+        .map(|addr| HttpListen(Some(addr)))
+        .map_err(|_| format!("expected host:port (like 127.0.0.1:7070) or off, got {text:?}"))
 }
 
 impl NodeArgs {
@@ -93,6 +120,12 @@ impl NodeArgs {
             heartbeat_misses: self.heartbeat_misses,
             labels: self.labels.iter().cloned().collect(),
             resources: self.resources.iter().cloned().collect(),
+            http: self.http.0,
+            api_token: crate::client::read_token(
+                self.api_token.as_deref(),
+                self.api_token_file.as_deref(),
+            )?,
+            alert_load: self.alert_load,
             ..defaults
         })
     }
@@ -122,9 +155,12 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         .iter()
         .map(ToString::to_string)
         .collect();
+    let http = node
+        .api_addr()
+        .map_or_else(|| "off".to_string(), |addr| format!("http://{addr}"));
     // One line on stdout that scripts and tests read.
     println!(
-        "shoal node ready peer_id={} listen={} private={private}",
+        "shoal node ready peer_id={} listen={} http={http} private={private}",
         node.peer_id(),
         addrs.join(",")
     );

@@ -10,7 +10,7 @@ fn shoal(node: &NodeProcess, args: &[&str]) -> Output {
     let (command, rest) = args.split_first().unwrap();
     Command::new(env!("CARGO_BIN_EXE_shoal"))
         .arg(command)
-        .args(["--join", &node.addr.to_string()])
+        .args(["--node", &node.http])
         .args(rest)
         .output()
         .unwrap()
@@ -103,4 +103,52 @@ fn documents_and_jobs_from_the_command_line() {
         status.contains("raft: leader") && status.contains("succeeded"),
         "{status}"
     );
+}
+
+#[test]
+fn the_cli_says_when_a_node_is_unreachable_or_refuses() {
+    let unreachable = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["call", "--node", "http://127.0.0.1:1", "noop"])
+        .output()
+        .unwrap();
+    assert!(!unreachable.status.success());
+    let stderr = String::from_utf8_lossy(&unreachable.stderr);
+    assert!(
+        stderr.contains("no Shoal node answered") && stderr.contains("127.0.0.1:1"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("--http"),
+        "the message hints at the cause: {stderr}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "open sesame\n").unwrap();
+    let node = NodeProcess::start(&[
+        "--slots",
+        "1",
+        "--api-token-file",
+        token_file.to_str().unwrap(),
+    ]);
+    let call = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_shoal"))
+            .args(["call", "--node", &node.http])
+            .args(extra)
+            .args(["echo", "[1,2]"])
+            .env_remove("SHOAL_API_TOKEN")
+            .output()
+            .unwrap()
+    };
+    let refused = call(&[]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("unauthorized") && stderr.contains("--api-token"),
+        "{stderr}"
+    );
+    let wrong = call(&["--api-token", "guess"]);
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("wrong API token"));
+    let allowed = call(&["--api-token-file", token_file.to_str().unwrap()]);
+    assert_eq!(stdout(&allowed), "[1,2]");
 }

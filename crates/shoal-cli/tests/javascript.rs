@@ -40,8 +40,8 @@ fn shoal_call_ships_a_script_to_a_cluster_that_never_saw_it() {
     let output = Command::new(env!("CARGO_BIN_EXE_shoal"))
         .args([
             "call",
-            "--join",
-            &node.addr.to_string(),
+            "--node",
+            &node.http,
             "--script",
             &example("wordcount.js"),
         ])
@@ -70,7 +70,7 @@ fn shoal_call_ships_a_script_to_a_cluster_that_never_saw_it() {
 fn shoal_call_reports_an_unknown_function_clearly() {
     let node = NodeProcess::start(&["--slots", "1"]);
     let output = Command::new(env!("CARGO_BIN_EXE_shoal"))
-        .args(["call", "--join", &node.addr.to_string(), "no.such.fn", "{}"])
+        .args(["call", "--node", &node.http, "no.such.fn", "{}"])
         .output()
         .unwrap();
     assert!(!output.status.success());

@@ -38,11 +38,23 @@ pub enum Liveness {
     Dead,
 }
 
+impl Liveness {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Liveness::Alive => "alive",
+            Liveness::Suspected => "suspected",
+            Liveness::Dead => "dead",
+        }
+    }
+}
+
 /// A change of membership worth acting on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MemberEvent {
     Joined(PeerId),
     Suspected(PeerId),
+    /// A suspected peer was heard from again.
+    Recovered(PeerId),
     /// Dead, with the reason for the log.
     Died(PeerId, &'static str),
 }
@@ -85,9 +97,10 @@ impl PeerTable {
                 liveness: Liveness::Alive,
             },
         );
-        match previous {
-            Some(info) if info.liveness != Liveness::Dead => None,
-            _ => Some(MemberEvent::Joined(peer)),
+        match previous.map(|info| info.liveness) {
+            Some(Liveness::Alive) => None,
+            Some(Liveness::Suspected) => Some(MemberEvent::Recovered(peer)),
+            Some(Liveness::Dead) | None => Some(MemberEvent::Joined(peer)),
         }
     }
 

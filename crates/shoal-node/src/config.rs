@@ -3,6 +3,7 @@
 
 use libp2p::Multiaddr;
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -46,6 +47,13 @@ pub struct NodeConfig {
     pub labels: BTreeMap<String, String>,
     /// Resources jobs may require (`--resource gpu=1`).
     pub resources: BTreeMap<String, u64>,
+    /// Where to serve the HTTP API; `None` serves none. Port 0 picks one.
+    pub http: Option<SocketAddr>,
+    /// When set, every HTTP request must carry `Authorization: Bearer <token>`.
+    pub api_token: Option<String>,
+    /// A node whose running and queued calls per slot reach this raises
+    /// an `overloaded` alert.
+    pub alert_load: f64,
 }
 
 impl Default for NodeConfig {
@@ -67,6 +75,9 @@ impl Default for NodeConfig {
             raft: true,
             labels: BTreeMap::new(),
             resources: BTreeMap::new(),
+            http: None,
+            api_token: None,
+            alert_load: 4.0,
         }
     }
 }

@@ -9,9 +9,11 @@ use crate::node::Node;
 use crate::raft::consensus::{ConsensusError, RaftStatus};
 use crate::raft::query::Query;
 use crate::raft::types::{Command, CommandResult};
-use crate::store::{DocCommand, DocErrorCode, DocOutcome, Document};
+use crate::store::{DocCommand, DocOutcome, Document};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
+use shoal_proto::ErrorCode;
+use shoal_proto::api::ApiError;
 use std::collections::BTreeMap;
 
 /// How fresh a read must be.
@@ -29,14 +31,34 @@ pub enum Read {
 pub enum DataError {
     #[error(transparent)]
     Consensus(#[from] ConsensusError),
-    /// The store refused a write (no such collection, version conflict, …).
-    #[error("{message}")]
-    Document { code: DocErrorCode, message: String },
-    /// The job table refused a command.
+    /// The cluster refused the operation or could not answer the read: no
+    /// such collection, a version conflict, a finished job, no member
+    /// reachable, ….
+    #[error("{}", .0.message)]
+    Refused(ApiError),
+    /// A bug or a version mismatch between nodes; details for the log.
     #[error("{0}")]
-    Rejected(String),
-    #[error("read failed: {0}")]
-    Read(String),
+    Internal(String),
+}
+
+impl DataError {
+    /// The stable code a client sees.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            DataError::Consensus(ConsensusError::NoLeader(_)) => ErrorCode::Unavailable,
+            DataError::Consensus(ConsensusError::NotCommitted(_) | ConsensusError::Unknown(_)) => {
+                ErrorCode::OutcomeUnknown
+            }
+            DataError::Consensus(ConsensusError::Failed(_)) | DataError::Internal(_) => {
+                ErrorCode::Internal
+            }
+            DataError::Refused(e) => e.code,
+        }
+    }
+}
+
+fn unexpected(what: impl std::fmt::Debug) -> DataError {
+    DataError::Internal(format!("unexpected outcome {what:?}"))
 }
 
 impl Node {
@@ -49,37 +71,41 @@ impl Node {
             .consensus()
             .query(query, read == Read::Linearizable)
             .await
-            .map_err(DataError::Read)?;
-        serde_json::from_value(value).map_err(|e| DataError::Read(e.to_string()))
+            .map_err(DataError::Refused)?;
+        serde_json::from_value(value).map_err(|e| DataError::Internal(e.to_string()))
     }
 
     async fn job_command(&self, command: JobCommand) -> Result<JobOutcome, DataError> {
         match self.write(Command::Jobs(command)).await? {
-            CommandResult::Jobs(JobOutcome::Rejected(reason)) => Err(DataError::Rejected(reason)),
+            CommandResult::Jobs(JobOutcome::Rejected(reason)) => Err(DataError::Refused(
+                ApiError::new(ErrorCode::Rejected, reason),
+            )),
             CommandResult::Jobs(outcome) => Ok(outcome),
-            other => Err(DataError::Read(format!("unexpected result {other:?}"))),
+            other => Err(unexpected(other)),
         }
     }
 
     async fn doc_command(&self, command: DocCommand) -> Result<DocOutcome, DataError> {
         match self.write(Command::Docs(command)).await? {
             CommandResult::Docs(DocOutcome::Error { code, message }) => {
-                Err(DataError::Document { code, message })
+                Err(DataError::Refused(ApiError::new(code.code(), message)))
             }
             CommandResult::Docs(outcome) => Ok(outcome),
-            other => Err(DataError::Read(format!("unexpected result {other:?}"))),
+            other => Err(unexpected(other)),
         }
     }
 
     /// Submits a durable job; returns once a majority of voters stored it.
     pub async fn submit_job(&self, spec: JobSpec) -> Result<JobId, DataError> {
+        spec.check()
+            .map_err(|e| DataError::Refused(ApiError::new(ErrorCode::InvalidRequest, e)))?;
         let submit = JobCommand::Submit {
             spec,
             now_ms: crate::jobs::runner::now_ms(),
         };
         match self.job_command(submit).await? {
             JobOutcome::Submitted { id, .. } => Ok(id),
-            other => Err(DataError::Read(format!("unexpected outcome {other:?}"))),
+            other => Err(unexpected(other)),
         }
     }
 
@@ -258,8 +284,8 @@ impl Node {
             .consensus()
             .query_at(peer, Query::RaftStatus)
             .await
-            .map_err(DataError::Read)?;
-        serde_json::from_value(value).map_err(|e| DataError::Read(e.to_string()))
+            .map_err(DataError::Refused)?;
+        serde_json::from_value(value).map_err(|e| DataError::Internal(e.to_string()))
     }
 
     /// Raft as a member sees it: this node's view if it is one, else the
@@ -276,6 +302,6 @@ impl Node {
 fn written(outcome: DocOutcome) -> Result<(String, u64), DataError> {
     match outcome {
         DocOutcome::Written { id, version } => Ok((id, version)),
-        other => Err(DataError::Read(format!("unexpected outcome {other:?}"))),
+        other => Err(unexpected(other)),
     }
 }

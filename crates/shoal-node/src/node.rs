@@ -19,7 +19,8 @@
 
 use crate::cluster::{Liveness, MemberEvent, PeerTable};
 use crate::config::NodeConfig;
-use crate::jobs::{Capabilities, Job};
+use crate::events::Events;
+use crate::jobs::{Capabilities, Job, JobId, JobState};
 use crate::net::links::{FrameHandler, Links};
 use crate::net::{self, NetEvent, NetHandle};
 use crate::queue::{DistQueue, QueueStore};
@@ -32,9 +33,10 @@ use crate::scripts::{ScriptFetcher, Scripts};
 use futures::{Stream, StreamExt};
 use libp2p::{Multiaddr, PeerId};
 use serde_json::Value;
+use shoal_proto::api::{CallCounters, ClusterView, EventKind, Member, NodeStatus};
 use shoal_proto::wire::PROTOCOL_VERSION;
 use shoal_proto::{CallError, Heartbeat, NodeId};
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -51,6 +53,11 @@ const STEAL_INTERVAL: Duration = Duration::from_millis(20);
 /// about us without waiting a full interval (gossipsub needs a moment to
 /// exchange subscriptions first).
 const GREETING_DELAY: Duration = Duration::from_millis(150);
+/// How long HTTP requests under way may take to finish once the node stops.
+const HTTP_SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// Jobs dead-lettered longer ago than this (seen while catching up on the
+/// log) are not reported as news.
+const DEAD_LETTER_NEWS_MS: u64 = 60_000;
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +70,8 @@ pub enum StartError {
     Script(String),
     #[error("consensus: {0}")]
     Consensus(String),
+    #[error("HTTP API: {0}")]
+    Http(String),
 }
 
 /// Builds a [`Node`]: settings and functions first, then `start`.
@@ -133,6 +142,22 @@ impl NodeBuilder {
     /// Starts the network and the scheduler. Returns once the node listens.
     pub async fn start(self) -> Result<Node, StartError> {
         let config = self.config;
+        let http_listener = match config.http {
+            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                StartError::Http(format!(
+                    "cannot listen on {addr}: {e} (pick another address with --http, or --http off)"
+                ))
+            })?),
+            None => None,
+        };
+        let api_addr = match &http_listener {
+            Some(listener) => Some(
+                listener
+                    .local_addr()
+                    .map_err(|e| StartError::Http(e.to_string()))?,
+            ),
+            None => None,
+        };
         let keypair = crate::identity::load_or_create(config.data_dir.as_deref())?;
         let me = keypair.public().to_peer_id();
         let shutdown = CancellationToken::new();
@@ -207,6 +232,9 @@ impl NodeBuilder {
             _router: router,
             consensus,
             _raft_dir: raft_dir,
+            events: Arc::new(Events::default()),
+            started_at: Instant::now(),
+            api_addr,
             net: started.handle,
             heartbeat_seq: AtomicU64::new(0),
             peer_has_work: tokio::sync::Notify::new(),
@@ -243,8 +271,29 @@ impl NodeBuilder {
                 shutdown,
             ));
         }
+        if let Some(listener) = http_listener {
+            let app = crate::http::router(node.clone());
+            let shutdown = inner.shutdown.clone();
+            inner.tasks.spawn(async move {
+                let server = axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+                // Requests under way get a moment to finish; then their
+                // connections are closed, so a client that never hangs up
+                // cannot hold the node open.
+                let grace = async {
+                    shutdown.cancelled().await;
+                    tokio::time::sleep(HTTP_SHUTDOWN_GRACE).await;
+                };
+                tokio::select! {
+                    served = server => if let Err(e) = served {
+                        tracing::error!(error = %e, "HTTP API stopped");
+                    },
+                    () = grace => tracing::debug!("HTTP connections closed after the grace period"),
+                }
+            });
+        }
         inner.tasks.close();
-        tracing::info!(peer_id = %me, "node started");
+        tracing::info!(peer_id = %me, api = ?api_addr, "node started");
         Ok(Node { inner })
     }
 }
@@ -265,6 +314,9 @@ struct NodeInner {
     /// A temporary Raft directory for nodes without `data_dir`, removed
     /// when the node goes.
     _raft_dir: Option<tempfile::TempDir>,
+    events: Arc<Events>,
+    started_at: Instant,
+    api_addr: Option<std::net::SocketAddr>,
     net: NetHandle,
     heartbeat_seq: AtomicU64,
     /// Wakes the steal loop when a heartbeat reports queued calls.
@@ -310,15 +362,22 @@ impl Node {
     /// Where this node listens, each with its `/p2p/<peer id>` suffix so
     /// others can `--join` it.
     pub fn listen_addrs(&self) -> Vec<Multiaddr> {
-        self.inner
-            .listen_addrs
-            .iter()
-            .map(|addr| {
-                addr.clone()
-                    .with_p2p(self.inner.me)
-                    .unwrap_or_else(|addr| addr)
-            })
-            .collect()
+        listen_addrs(&self.inner)
+    }
+
+    /// Where this node serves its HTTP API, if it does.
+    pub fn api_addr(&self) -> Option<std::net::SocketAddr> {
+        self.inner.api_addr
+    }
+
+    /// Cancelled when the node begins to stop; long-running streams end then.
+    pub fn stopping(&self) -> CancellationToken {
+        self.inner.shutdown.clone()
+    }
+
+    /// What this node saw happen: joins, departures, leader changes, alerts.
+    pub fn events(&self) -> &Events {
+        &self.inner.events
     }
 
     pub fn config(&self) -> &NodeConfig {
@@ -340,9 +399,31 @@ impl Node {
         args: Value,
         timeout: Duration,
     ) -> Result<Value, CallError> {
+        self.call_with(function, args, Some(timeout), None).await
+    }
+
+    /// Calls `function` with an optional deadline `timeout` from now and an
+    /// optional script that defines it (shipped to whichever node runs it).
+    pub async fn call_with(
+        &self,
+        function: &str,
+        args: Value,
+        timeout: Option<Duration>,
+        script: Option<shoal_js::Script>,
+    ) -> Result<Value, CallError> {
+        let script = match script {
+            Some(script) => {
+                let hash: Arc<str> = Arc::from(script.hash());
+                self.inner.scripts.load(script).await.map_err(|e| {
+                    CallError::new(shoal_proto::ErrorCode::InvalidArguments, e.to_string())
+                })?;
+                Some(hash)
+            }
+            None => None,
+        };
         let options = CallOptions {
-            deadline: Some(Instant::now() + timeout),
-            script: None,
+            deadline: timeout.map(|timeout| Instant::now() + timeout),
+            script,
             job: None,
         };
         self.inner.sched.call(function, args, options).await
@@ -383,18 +464,7 @@ impl Node {
         function: &str,
         args: Value,
     ) -> Result<Value, CallError> {
-        let hash: Arc<str> = Arc::from(script.hash());
-        self.inner
-            .scripts
-            .load(script)
-            .await
-            .map_err(|e| CallError::new(shoal_proto::ErrorCode::InvalidArguments, e.to_string()))?;
-        let options = CallOptions {
-            deadline: None,
-            script: Some(hash),
-            job: None,
-        };
-        self.inner.sched.call(function, args, options).await
+        self.call_with(function, args, None, Some(script)).await
     }
 
     /// A handle to the distributed queue `name`.
@@ -459,6 +529,90 @@ impl Node {
         &self.inner.sched.stats
     }
 
+    /// Outcomes and latency of the calls started on this node.
+    pub fn call_metrics(&self) -> &crate::metrics::CallMetrics {
+        &self.inner.sched.calls
+    }
+
+    /// This node: load, call counters, Raft, jobs in its replica.
+    pub fn status(&self) -> NodeStatus {
+        let inner = &self.inner;
+        let load = inner.sched.load();
+        let stats = &inner.sched.stats;
+        NodeStatus {
+            peer_id: inner.me.to_base58(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            uptime_ms: inner.started_at.elapsed().as_millis() as u64,
+            listen: self.listen_addrs().iter().map(|a| a.to_string()).collect(),
+            api: inner.api_addr.map(|addr| format!("http://{addr}")),
+            slots: load.slots,
+            running: load.busy,
+            queued: load.queued,
+            peers_alive: self.live_peers().len(),
+            calls: CallCounters {
+                ok: inner.sched.calls.ok(),
+                failed: inner.sched.calls.failed(),
+                executed: stats.executed.load(Ordering::Relaxed),
+                stolen: stats.stolen.load(Ordering::Relaxed),
+                redispatched: stats.redispatched.load(Ordering::Relaxed),
+            },
+            raft: inner.consensus.status(),
+            jobs: self.local_job_counts(),
+        }
+    }
+
+    /// Jobs by state in this node's replica (empty on non-members).
+    fn local_job_counts(&self) -> BTreeMap<String, usize> {
+        self.inner
+            .consensus
+            .read_local(|state| {
+                let counts = state.jobs.counts();
+                counts
+                    .into_iter()
+                    .map(|(s, n)| (s.as_str().to_string(), n))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Every node this one knows, itself first, and Raft as it sees it.
+    pub fn cluster_view(&self) -> ClusterView {
+        let own = heartbeat(&self.inner);
+        let mut members = vec![member(
+            self.inner.me,
+            &own,
+            Liveness::Alive,
+            Duration::ZERO,
+            true,
+        )];
+        members.extend(
+            self.peers()
+                .iter()
+                .map(|p| member(p.peer_id, &p.load, p.liveness, p.silent_for, false)),
+        );
+        ClusterView {
+            members,
+            raft: self.inner.consensus.status(),
+        }
+    }
+
+    /// The node's metrics in the Prometheus text format.
+    pub fn metrics_text(&self) -> String {
+        let status = self.status();
+        let snapshot = crate::metrics::Snapshot {
+            slots: status.slots,
+            busy: status.running,
+            queued: status.queued,
+            executed: status.calls.executed,
+            stolen: status.calls.stolen,
+            redispatched: status.calls.redispatched,
+            peers_alive: status.peers_alive,
+            jobs: status.jobs,
+            raft: status.raft,
+        };
+        crate::metrics::render(&self.inner.sched.calls, snapshot)
+    }
+
     /// Waits until `count` peers are alive, or `timeout` passes; returns
     /// how many are alive.
     pub async fn wait_for_peers(&self, count: usize, timeout: Duration) -> usize {
@@ -514,8 +668,8 @@ impl Node {
                 attempt: job.attempt,
             }),
         };
-        if let Some((name, source)) = &spec.script {
-            let script = shoal_js::Script::new(name.clone(), source.clone());
+        if let Some(source) = &spec.script {
+            let script = shoal_js::Script::new(source.name.clone(), source.source.clone());
             options.script = Some(Arc::from(script.hash()));
             self.inner.scripts.load(script).await.map_err(|e| {
                 CallError::new(shoal_proto::ErrorCode::InvalidArguments, e.to_string())
@@ -599,22 +753,183 @@ fn heartbeat(inner: &NodeInner) -> Heartbeat {
         drain_ms: backlog * load.mean_task_us / u64::from(load.slots.max(1)) / 1000,
         functions: inner.registry.advertised(),
         queue_items: inner.queues.advertised(),
+        executed: inner.sched.stats.executed.load(Ordering::Relaxed),
+        addrs: listen_addrs(inner).iter().map(|a| a.to_string()).collect(),
+        api: inner.api_addr.map(|addr| format!("http://{addr}")),
+        labels: inner.config.labels.clone().into_iter().collect(),
+        resources: inner.config.resources.clone().into_iter().collect(),
     }
+}
+
+fn member(
+    peer: PeerId,
+    load: &Heartbeat,
+    liveness: Liveness,
+    silent: Duration,
+    is_self: bool,
+) -> Member {
+    Member {
+        peer_id: peer.to_base58(),
+        is_self,
+        liveness: liveness.as_str().to_string(),
+        addrs: load.addrs.clone(),
+        api: load.api.clone(),
+        labels: load.labels.iter().cloned().collect(),
+        resources: load.resources.iter().cloned().collect(),
+        slots: load.slots,
+        running: load.running,
+        queued: load.queued,
+        executed: load.executed,
+        mean_task_us: load.mean_task_us,
+        drain_ms: load.drain_ms,
+        silent_ms: silent.as_millis() as u64,
+    }
+}
+
+fn listen_addrs(inner: &NodeInner) -> Vec<Multiaddr> {
+    inner
+        .listen_addrs
+        .iter()
+        .map(|addr| addr.clone().with_p2p(inner.me).unwrap_or_else(|addr| addr))
+        .collect()
 }
 
 fn on_member_events(inner: &NodeInner, events: Vec<MemberEvent>) {
     for event in events {
-        match event {
-            MemberEvent::Joined(peer) => tracing::info!(%peer, "node joined"),
-            MemberEvent::Suspected(peer) => {
-                tracing::warn!(%peer, "node is late with its heartbeat")
+        let (kind, peer, message) = match event {
+            MemberEvent::Joined(peer) => {
+                (EventKind::NodeJoined, peer, format!("node {peer} joined"))
             }
+            MemberEvent::Suspected(peer) => (
+                EventKind::NodeSuspected,
+                peer,
+                format!("node {peer} is late with its heartbeat"),
+            ),
+            MemberEvent::Recovered(peer) => (
+                EventKind::NodeRecovered,
+                peer,
+                format!("node {peer} is heard from again"),
+            ),
             MemberEvent::Died(peer, reason) => {
-                tracing::warn!(%peer, reason, "node left or died");
                 inner.sched.on_peer_dead(peer);
+                (
+                    EventKind::NodeLeft,
+                    peer,
+                    format!("node {peer} left or died: {reason}"),
+                )
             }
+        };
+        inner.events.emit(kind, Some(peer.to_base58()), message);
+    }
+}
+
+/// What the cluster loop remembers between ticks to report changes once.
+#[derive(Default)]
+struct Watch {
+    leader: Option<String>,
+    overloaded: HashSet<String>,
+    dead_letters: usize,
+    newest_dead_letter_ms: u64,
+}
+
+/// Reports changes seen once per heartbeat: a new Raft leader, nodes over
+/// or back under the load threshold, newly dead-lettered jobs.
+fn watch_tick(inner: &NodeInner, watch: &mut Watch) {
+    let raft = inner.consensus.status();
+    if raft.leader.is_some() && raft.leader != watch.leader {
+        let leader = raft.leader.clone();
+        let message = format!(
+            "Raft leader is now {} (term {})",
+            leader.as_deref().unwrap_or("?"),
+            raft.term
+        );
+        inner
+            .events
+            .emit(EventKind::LeaderChanged, leader.clone(), message);
+        watch.leader = leader;
+    }
+
+    let own = (inner.me.to_base58(), heartbeat_load(inner));
+    let loads: Vec<(String, u32, u32)> = {
+        let peers = inner.peers.lock().expect("peers lock");
+        peers
+            .live()
+            .map(|(peer, info)| {
+                (
+                    peer.to_base58(),
+                    info.load.slots,
+                    info.load.running + info.load.queued,
+                )
+            })
+            .chain(std::iter::once((own.0, own.1.0, own.1.1)))
+            .collect()
+    };
+    for (node, slots, backlog) in loads {
+        if slots == 0 {
+            continue;
+        }
+        let load = f64::from(backlog) / f64::from(slots);
+        let over = load >= inner.config.alert_load;
+        if over && watch.overloaded.insert(node.clone()) {
+            let message = format!(
+                "node {node} is overloaded: {backlog} calls for {slots} slots (alert at {} per slot)",
+                inner.config.alert_load
+            );
+            inner
+                .events
+                .emit(EventKind::Overloaded, Some(node), message);
+        } else if !over && load < inner.config.alert_load / 2.0 && watch.overloaded.remove(&node) {
+            let message =
+                format!("node {node} is back to normal load: {backlog} calls for {slots} slots");
+            inner
+                .events
+                .emit(EventKind::LoadNormal, Some(node), message);
         }
     }
+
+    let dead: Vec<(JobId, u64, String, String)> = inner
+        .consensus
+        .read_local(|state| {
+            let count = state
+                .jobs
+                .counts()
+                .get(&JobState::DeadLetter)
+                .copied()
+                .unwrap_or(0);
+            if count == watch.dead_letters {
+                return Vec::new();
+            }
+            watch.dead_letters = count;
+            state
+                .jobs
+                .list(Some(JobState::DeadLetter))
+                .filter(|job| job.finished_ms.unwrap_or(0) > watch.newest_dead_letter_ms)
+                .map(|job| {
+                    let error = job.error.clone().unwrap_or_default();
+                    (
+                        job.id,
+                        job.finished_ms.unwrap_or(0),
+                        job.spec.function.clone(),
+                        error,
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let recent = crate::jobs::runner::now_ms().saturating_sub(DEAD_LETTER_NEWS_MS);
+    for (id, finished_ms, function, error) in dead {
+        watch.newest_dead_letter_ms = watch.newest_dead_letter_ms.max(finished_ms);
+        if finished_ms >= recent {
+            let message = format!("job {id} ({function}) failed every attempt: {error}");
+            inner.events.emit(EventKind::JobDeadLettered, None, message);
+        }
+    }
+}
+
+/// (slots, running + queued) of this node.
+fn heartbeat_load(inner: &NodeInner) -> (u32, u32) {
+    let load = inner.sched.load();
+    (load.slots, load.busy + load.queued)
 }
 
 /// Publishes heartbeats, ages the peer table, and acts on membership changes.
@@ -622,6 +937,7 @@ async fn cluster_loop(inner: Arc<NodeInner>, mut events: mpsc::Receiver<NetEvent
     let mut tick = tokio::time::interval(inner.config.heartbeat_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut warned_versions = HashSet::new();
+    let mut watch = Watch::default();
     loop {
         tokio::select! {
             _ = inner.shutdown.cancelled() => break,
@@ -661,6 +977,7 @@ async fn cluster_loop(inner: Arc<NodeInner>, mut events: mpsc::Receiver<NetEvent
                     peers.tick(now)
                 };
                 on_member_events(&inner, events);
+                watch_tick(&inner, &mut watch);
             }
         }
     }

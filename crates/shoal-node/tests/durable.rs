@@ -2,9 +2,10 @@
 
 use serde_json::{Map, json};
 use shoal_node::builtins;
-use shoal_node::jobs::{JobSpec, JobState};
+use shoal_node::jobs::{JobSpec, JobState, ScriptSource};
 use shoal_node::testkit::{start_cluster, test_config};
 use shoal_node::{DataError, Node, NodeConfig, Read};
+use shoal_proto::ErrorCode;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -189,7 +190,9 @@ async fn concurrent_updates_from_every_node_lose_nothing() {
                         .await
                     {
                         Ok(_) => break,
-                        Err(DataError::Document { .. }) => conflicts += 1,
+                        Err(DataError::Refused(e)) if e.code == ErrorCode::VersionConflict => {
+                            conflicts += 1
+                        }
                         Err(e) => panic!("{e}"),
                     }
                 }
@@ -267,9 +270,9 @@ async fn a_minority_cannot_commit_and_says_so() {
 async fn jobs_report_progress_from_rust_and_javascript() {
     let nodes = start_cluster(1, |_, b| builtins::register(b.config(test_config(2)))).await;
     let node = &nodes[0];
-    let script = (
-        "progress.js".to_string(),
-        "shoal.register('js.steps', async (n) => {
+    let script = ScriptSource {
+        name: "progress.js".to_string(),
+        source: "shoal.register('js.steps', async (n) => {
             for (let i = 1; i <= n; i++) {
                 await shoal.call('sleep', 150);
                 shoal.progress(i / n, 'js step ' + i);
@@ -277,7 +280,7 @@ async fn jobs_report_progress_from_rust_and_javascript() {
             return 'done';
         });"
         .to_string(),
-    );
+    };
     let native = node
         .submit_job(spec("steps", json!({"count": 5, "ms": 250})))
         .await

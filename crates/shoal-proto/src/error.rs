@@ -1,5 +1,5 @@
-//! The errors a caller can see. Codes are stable: they go on the wire and,
-//! later, into the HTTP API; messages are for people.
+//! The errors a caller can see. Codes are stable: they go on the wire and
+//! into the HTTP API; messages are for people.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -32,9 +32,57 @@ pub enum ErrorCode {
     ShuttingDown,
     /// A protocol violation or a bug; details are in the node's log.
     Internal,
+    /// The request was malformed: bad JSON, wrong types, a bad parameter.
+    InvalidRequest,
+    /// The API token is missing or wrong.
+    Unauthorized,
+    /// No such route, job or document.
+    NotFound,
+    /// The route exists but not with this method.
+    MethodNotAllowed,
+    NoSuchCollection,
+    CollectionExists,
+    /// Another write changed the document first.
+    VersionConflict,
+    /// A document body that is not a JSON object.
+    InvalidDocument,
+    /// The job table refused the command (e.g. cancelling a finished job).
+    Rejected,
+    /// A write may or may not have taken effect (its node was lost).
+    OutcomeUnknown,
 }
 
 impl ErrorCode {
+    pub const ALL: [ErrorCode; 22] = [
+        ErrorCode::UnknownFunction,
+        ErrorCode::FunctionFailed,
+        ErrorCode::FunctionPanicked,
+        ErrorCode::DeadlineExceeded,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::InvalidArguments,
+        ErrorCode::Cancelled,
+        ErrorCode::Unavailable,
+        ErrorCode::Closed,
+        ErrorCode::Timeout,
+        ErrorCode::ShuttingDown,
+        ErrorCode::Internal,
+        ErrorCode::InvalidRequest,
+        ErrorCode::Unauthorized,
+        ErrorCode::NotFound,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::NoSuchCollection,
+        ErrorCode::CollectionExists,
+        ErrorCode::VersionConflict,
+        ErrorCode::InvalidDocument,
+        ErrorCode::Rejected,
+        ErrorCode::OutcomeUnknown,
+    ];
+
+    /// Its position in [`ErrorCode::ALL`], for per-code counters.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::UnknownFunction => "unknown_function",
@@ -49,6 +97,16 @@ impl ErrorCode {
             ErrorCode::Timeout => "timeout",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::Internal => "internal",
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::NoSuchCollection => "no_such_collection",
+            ErrorCode::CollectionExists => "collection_exists",
+            ErrorCode::VersionConflict => "version_conflict",
+            ErrorCode::InvalidDocument => "invalid_document",
+            ErrorCode::Rejected => "rejected",
+            ErrorCode::OutcomeUnknown => "outcome_unknown",
         }
     }
 }
@@ -73,6 +131,20 @@ impl CallError {
         CallError {
             code,
             message: message.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_is_listed_once_in_order() {
+        for (i, code) in ErrorCode::ALL.into_iter().enumerate() {
+            assert_eq!(code.index(), i);
+            let json = serde_json::to_string(&code).unwrap();
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
         }
     }
 }

@@ -30,6 +30,15 @@ pub struct Heartbeat {
     pub functions: Vec<FunctionInfo>,
     /// Items held per distributed queue name.
     pub queue_items: Vec<(String, u64)>,
+    /// Calls it has run since it started.
+    pub executed: u64,
+    /// Addresses others can join it at.
+    pub addrs: Vec<String>,
+    /// Its HTTP API, if it serves one (`http://host:port`).
+    pub api: Option<String>,
+    /// Labels and resources jobs may require of it.
+    pub labels: Vec<(String, String)>,
+    pub resources: Vec<(String, u64)>,
 }
 
 /// A function a node offers.

@@ -1,8 +1,9 @@
 //! Shoal's shared vocabulary: identifiers, the frames nodes exchange, the
 //! heartbeat every node gossips, and the stable error codes users see.
 //!
-//! This crate knows nothing about tokio, libp2p or HTTP, so the same types
-//! serve the node, the client and the CLI.
+//! This crate knows nothing about tokio, libp2p or HTTP servers, so the same
+//! types serve the node, the client and the CLI. `api` holds the HTTP API's
+//! bodies (with their OpenAPI schemas).
 //!
 //! ```text
 //!   owner node ── Frame::Call ──────────► executor node
@@ -11,6 +12,7 @@
 //!                 (from whoever ran it; the first result wins)
 //! ```
 
+pub mod api;
 pub mod error;
 pub mod heartbeat;
 pub mod ids;

@@ -16,6 +16,8 @@ static LOGS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0)
 pub struct NodeProcess {
     pub child: Child,
     pub addr: Multiaddr,
+    /// Its HTTP API, `http://127.0.0.1:<port>`.
+    pub http: String,
     pub log: PathBuf,
     dir: tempfile::TempDir,
 }
@@ -35,7 +37,13 @@ impl NodeProcess {
         ));
         let mut child = Command::new(env!("CARGO_BIN_EXE_shoal"))
             .arg("node")
-            .args(["--heartbeat-ms", "200", "--data-dir"])
+            .args([
+                "--heartbeat-ms",
+                "200",
+                "--http",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
             .arg(dir.path().join("data"))
             .args(args)
             .stdout(Stdio::piped())
@@ -46,16 +54,19 @@ impl NodeProcess {
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
-        let addr = line
-            .split_whitespace()
-            .find_map(|f| f.strip_prefix("listen="))
-            .and_then(|a| a.split(',').next())
-            .unwrap_or_else(|| panic!("no ready line from shoal node, got {line:?}"))
-            .parse()
-            .unwrap();
+        let field = |name: &str| {
+            line.split_whitespace()
+                .find_map(|f| f.strip_prefix(name))
+                .and_then(|a| a.split(',').next())
+                .unwrap_or_else(|| panic!("no ready line from shoal node, got {line:?}"))
+                .to_string()
+        };
+        let addr = field("listen=").parse().unwrap();
+        let http = field("http=");
         NodeProcess {
             child,
             addr,
+            http,
             log,
             dir,
         }

@@ -21,6 +21,9 @@ use crate::cluster::PeerTable;
 use libp2p::PeerId;
 use openraft::async_runtime::WatchReceiver;
 use openraft::{ChangeMembers, Raft, ReadPolicy, ServerState};
+use shoal_proto::ErrorCode;
+use shoal_proto::api::ApiError;
+pub use shoal_proto::api::RaftStatus;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Cursor;
 use std::path::Path;
@@ -51,20 +54,6 @@ pub enum ConsensusError {
     Unknown(String),
     #[error("consensus failed: {0}")]
     Failed(String),
-}
-
-/// Raft as one node sees it.
-#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
-pub struct RaftStatus {
-    /// Whether this node takes part in Raft.
-    pub member: bool,
-    pub state: String,
-    pub term: u64,
-    pub leader: Option<String>,
-    pub voters: Vec<String>,
-    pub learners: Vec<String>,
-    pub last_applied: Option<u64>,
-    pub committed: Option<u64>,
 }
 
 pub struct Consensus {
@@ -291,13 +280,16 @@ impl Consensus {
         &self,
         query: Query,
         linearizable: bool,
-    ) -> Result<serde_json::Value, String> {
+    ) -> Result<serde_json::Value, ApiError> {
         if self.state.is_some() {
             if query == Query::RaftStatus {
-                return serde_json::to_value(self.status()).map_err(|e| e.to_string());
+                return serde_json::to_value(self.status())
+                    .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()));
             }
             if linearizable {
-                self.catch_up().await.map_err(|e| e.to_string())?;
+                self.catch_up()
+                    .await
+                    .map_err(|e| ApiError::new(ErrorCode::Unavailable, e.to_string()))?;
             }
             return self
                 .read_local(|state| answer(state, &query))
@@ -315,19 +307,26 @@ impl Consensus {
                 Err(e) => last_error = e.to_string(),
             }
         }
-        Err(last_error)
+        Err(ApiError::new(ErrorCode::Unavailable, last_error))
     }
 
     /// Asks one given member a query (for example its Raft status).
-    pub async fn query_at(&self, peer: PeerId, query: Query) -> Result<serde_json::Value, String> {
+    pub async fn query_at(
+        &self,
+        peer: PeerId,
+        query: Query,
+    ) -> Result<serde_json::Value, ApiError> {
         let rpc = RaftRpc::Query {
             query,
             linearizable: false,
         };
         match self.rpc.request(peer, &rpc, RPC_TIMEOUT).await {
             Ok(RaftReply::Answer(answer)) => answer,
-            Ok(other) => Err(format!("unexpected reply {other:?}")),
-            Err(e) => Err(e.to_string()),
+            Ok(other) => Err(ApiError::new(
+                ErrorCode::Internal,
+                format!("unexpected reply {other:?}"),
+            )),
+            Err(e) => Err(ApiError::new(ErrorCode::Unavailable, e.to_string())),
         }
     }
 

@@ -67,7 +67,7 @@ pub enum RaftReply {
     Snapshot(SnapshotResponse<TypeConfig>),
     Written(CommandResult),
     ReadIndex(u64),
-    Answer(Result<serde_json::Value, String>),
+    Answer(Result<serde_json::Value, shoal_proto::api::ApiError>),
     Joined,
     /// The receiver is not the leader; `leader` is whom it believes leads.
     NotLeader {

@@ -3,11 +3,14 @@
 
 use super::types::ShoalState;
 use crate::jobs::{JobId, JobState};
+use crate::store::DocErrorCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
+use shoal_proto::ErrorCode;
+use shoal_proto::api::ApiError;
 
 /// Largest page a `Find` or `Jobs` query returns.
-pub const MAX_PAGE: usize = 10_000;
+pub const MAX_PAGE: usize = shoal_proto::api::MAX_PAGE;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Query {
@@ -40,8 +43,8 @@ pub enum Query {
     RaftStatus,
 }
 
-/// Answers `query` from `state`; errors are messages for the user.
-pub fn answer(state: &ShoalState, query: &Query) -> Result<Value, String> {
+/// Answers `query` from `state`; errors are for the user.
+pub fn answer(state: &ShoalState, query: &Query) -> Result<Value, ApiError> {
     match query {
         Query::Job { id } => to_value(&state.jobs.get(*id)),
         Query::Jobs {
@@ -68,9 +71,7 @@ pub fn answer(state: &ShoalState, query: &Query) -> Result<Value, String> {
         }
         Query::Doc { collection, id } => {
             if !state.docs.collections().any(|c| c == collection) {
-                return Err(format!(
-                    "no collection named \"{collection}\"; create it first"
-                ));
+                return Err(doc_error(DocErrorCode::NoSuchCollection, collection));
             }
             to_value(&state.docs.get(collection, id))
         }
@@ -92,19 +93,26 @@ pub fn answer(state: &ShoalState, query: &Query) -> Result<Value, String> {
             .map(|n| json!(n))
             .map_err(|code| doc_error(code, collection)),
         Query::Collections => Ok(json!(state.docs.collections().collect::<Vec<_>>())),
-        Query::RaftStatus => Err("Raft status is answered by the consensus module".to_string()),
+        Query::RaftStatus => Err(ApiError::new(
+            ErrorCode::Internal,
+            "Raft status is answered by the consensus module",
+        )),
     }
 }
 
-fn to_value<T: Serialize>(value: &T) -> Result<Value, String> {
-    serde_json::to_value(value).map_err(|e| e.to_string())
+fn to_value<T: Serialize>(value: &T) -> Result<Value, ApiError> {
+    serde_json::to_value(value).map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))
 }
 
-fn doc_error(code: crate::store::DocErrorCode, collection: &str) -> String {
+fn doc_error(code: DocErrorCode, collection: &str) -> ApiError {
     match code {
-        crate::store::DocErrorCode::NoSuchCollection => {
-            format!("no collection named \"{collection}\"; create it first")
-        }
-        other => format!("{other:?} in collection \"{collection}\""),
+        DocErrorCode::NoSuchCollection => ApiError::new(
+            ErrorCode::NoSuchCollection,
+            format!("no collection named \"{collection}\"; create it first"),
+        ),
+        other => ApiError::new(
+            other.code(),
+            format!("{other:?} in collection \"{collection}\""),
+        ),
     }
 }

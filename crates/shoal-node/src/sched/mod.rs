@@ -23,6 +23,7 @@ pub mod placement;
 pub mod work_queue;
 
 use crate::cluster::PeerTable;
+use crate::metrics::CallMetrics;
 use crate::net::links::{FrameHandler, Links};
 use crate::registry::{Body, CallContext, Registry};
 use bytes::Bytes;
@@ -211,6 +212,8 @@ pub struct Sched {
     steal: Mutex<StealState>,
     next_id: AtomicU64,
     pub stats: Stats,
+    /// Outcomes and latency of the calls started here.
+    pub calls: CallMetrics,
     scripts: std::sync::OnceLock<Arc<dyn ScriptSource>>,
     progress: std::sync::OnceLock<ProgressSink>,
     this: Weak<Sched>,
@@ -243,6 +246,7 @@ impl Sched {
             steal: Mutex::default(),
             next_id: AtomicU64::new(1),
             stats: Stats::default(),
+            calls: CallMetrics::default(),
             scripts: std::sync::OnceLock::new(),
             progress: std::sync::OnceLock::new(),
             this: this.clone(),
@@ -292,6 +296,19 @@ impl Sched {
 
     /// Runs `function` wherever it is best placed and returns its result.
     pub async fn call(
+        &self,
+        function: &str,
+        args: Value,
+        options: CallOptions,
+    ) -> Result<Value, CallError> {
+        let started = Instant::now();
+        let outcome = self.call_unmetered(function, args, options).await;
+        let code = outcome.as_ref().map(|_| ()).map_err(|e| e.code);
+        self.calls.record(code, started.elapsed());
+        outcome
+    }
+
+    async fn call_unmetered(
         &self,
         function: &str,
         args: Value,

@@ -10,14 +10,7 @@ use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
-/// A stored document.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Document {
-    pub id: String,
-    /// 1 after insert, +1 per replace or patch.
-    pub version: u64,
-    pub body: Value,
-}
+pub use shoal_proto::api::Document;
 
 /// A change to the store.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -61,6 +54,20 @@ pub enum DocErrorCode {
     NotFound,
     VersionConflict,
     InvalidDocument,
+}
+
+impl DocErrorCode {
+    /// The API's error code for it.
+    pub fn code(self) -> shoal_proto::ErrorCode {
+        use shoal_proto::ErrorCode;
+        match self {
+            DocErrorCode::NoSuchCollection => ErrorCode::NoSuchCollection,
+            DocErrorCode::CollectionExists => ErrorCode::CollectionExists,
+            DocErrorCode::NotFound => ErrorCode::NotFound,
+            DocErrorCode::VersionConflict => ErrorCode::VersionConflict,
+            DocErrorCode::InvalidDocument => ErrorCode::InvalidDocument,
+        }
+    }
 }
 
 /// What a [`DocCommand`] did.
@@ -204,7 +211,7 @@ impl DocStore {
         check_is_object(body)?;
         let document = self.writable(collection, id, expected_version)?;
         document.body = body.clone();
-        Ok(document.bump_version())
+        Ok(bump_version(document))
     }
 
     fn patch(
@@ -227,7 +234,7 @@ impl DocStore {
         }
         let document = self.writable(collection, id, expected_version)?;
         merge_patch(&mut document.body, patch);
-        Ok(document.bump_version())
+        Ok(bump_version(document))
     }
 
     fn delete(&mut self, collection: &str, id: &str, expected_version: Option<u64>) -> Applied {
@@ -279,13 +286,11 @@ impl DocStore {
     }
 }
 
-impl Document {
-    fn bump_version(&mut self) -> DocOutcome {
-        self.version += 1;
-        DocOutcome::Written {
-            id: self.id.clone(),
-            version: self.version,
-        }
+fn bump_version(document: &mut Document) -> DocOutcome {
+    document.version += 1;
+    DocOutcome::Written {
+        id: document.id.clone(),
+        version: document.version,
     }
 }
 

@@ -1,6 +1,8 @@
 //! `shoal bench …`: figures, never pass/fail. Each command prints a table
 //! and, with `--json`, one JSON object of its figures as the last line.
 
+mod http;
+
 use crate::pi;
 use clap::{Args, Subcommand};
 use serde_json::json;
@@ -24,6 +26,8 @@ pub enum BenchCommand {
     Jobs(DurableArgs),
     /// Documents: concurrent inserts, reads and versioned updates on 3 nodes.
     Db(DurableArgs),
+    /// Calls through the HTTP API with many concurrent clients.
+    Http(http::HttpArgs),
 }
 
 #[derive(Args)]
@@ -85,6 +89,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Js(args) => js(args).await,
         BenchCommand::Jobs(args) => jobs(args).await,
         BenchCommand::Db(args) => db(args).await,
+        BenchCommand::Http(args) => http::http(args).await,
     }
 }
 
@@ -210,6 +215,7 @@ impl NodeProcess {
         let exe = std::env::current_exe()?;
         let mut child = Command::new(exe)
             .arg("node")
+            .args(["--http", "127.0.0.1:0"])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -583,7 +589,9 @@ async fn db(args: DurableArgs) -> anyhow::Result<()> {
                 let body = json!({ "i": doc.body["i"], "hits": hits });
                 match node.db_replace("bench", &id, body, Some(doc.version)).await {
                     Ok(_) => return Ok(()),
-                    Err(shoal_node::DataError::Document { .. }) => {
+                    Err(shoal_node::DataError::Refused(e))
+                        if e.code == shoal_proto::ErrorCode::VersionConflict =>
+                    {
                         conflicts.fetch_add(1, Ordering::Relaxed);
                     }
                     Err(e) => return Err(e.into()),

@@ -1,0 +1,84 @@
+//! The cluster as this node sees it: members, Raft, this node's status,
+//! telemetry events and Prometheus metrics.
+
+use super::error::{ApiResult, Query};
+use crate::node::Node;
+use axum::Json;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures::{Stream, StreamExt};
+use serde::Deserialize;
+use shoal_proto::api::{self, ClusterView, NodeStatus};
+use std::convert::Infallible;
+use tokio_stream::wrappers::BroadcastStream;
+use utoipa::IntoParams;
+
+/// Every node this one knows (itself first) with address, labels,
+/// resources, load and liveness, and the Raft leader, term and voters.
+#[utoipa::path(get, path = "/v1/cluster", tag = "cluster", responses((status = 200, body = ClusterView)))]
+pub async fn cluster(State(node): State<Node>) -> ApiResult<ClusterView> {
+    Ok(Json(node.cluster_view()))
+}
+
+/// This node: load, call counters, Raft, jobs in its replica.
+#[utoipa::path(get, path = "/v1/status", tag = "cluster", responses((status = 200, body = NodeStatus)))]
+pub async fn status(State(node): State<Node>) -> ApiResult<NodeStatus> {
+    Ok(Json(node.status()))
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct EventParams {
+    /// Only events after this sequence number (default: the recent ones).
+    #[serde(default)]
+    after: u64,
+}
+
+/// Telemetry events as server-sent events named by their kind: the recent
+/// ones first, then each as it happens. A reader too slow to keep up
+/// skips ahead; the sequence numbers show the gap.
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    tag = "cluster",
+    params(EventParams),
+    responses((status = 200, description = "Server-sent events, each an Event as JSON", content_type = "text/event-stream", body = api::Event))
+)]
+pub async fn events(
+    State(node): State<Node>,
+    Query(params): Query<EventParams>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let (backlog, live) = node.events().subscribe(params.after);
+    let live = BroadcastStream::new(live).filter_map(|event| async move { event.ok() });
+    let stopping = node.stopping().cancelled_owned();
+    let stream = futures::stream::iter(backlog)
+        .chain(live)
+        .take_until(stopping)
+        .map(|event| {
+            Ok(Event::default()
+                .event(event.kind.as_str())
+                .id(event.seq.to_string())
+                .json_data(&event)
+                .expect("an event serializes"))
+        });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+/// Metrics in the Prometheus text format.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "cluster",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String))
+)]
+pub async fn metrics(State(node): State<Node>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        node.metrics_text(),
+    )
+}

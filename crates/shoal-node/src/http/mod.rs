@@ -1,0 +1,128 @@
+//! The HTTP API every node serves (`shoal node --http ADDR`): calls, jobs,
+//! documents, the cluster's state, telemetry events and Prometheus metrics.
+//!
+//! ```text
+//!   POST /v1/call/{function}     GET  /v1/jobs, /v1/jobs/{id}, …/events
+//!   POST /v1/batch               POST /v1/jobs, /v1/jobs/{id}/cancel
+//!   …/v1/db/{collection}[/…]     GET  /v1/cluster, /v1/status, /v1/events
+//!   GET /metrics                 GET  /openapi.json
+//! ```
+//!
+//! The router is built from the handlers' OpenAPI annotations, so the
+//! description served at `/openapi.json` lists exactly the routes served.
+//! Every error is `{"code": …, "message": …}` with a status that fits the
+//! code; details that only an operator needs go to the node's log.
+
+mod calls;
+mod cluster;
+mod docs;
+mod error;
+mod jobs;
+
+pub use error::status_of;
+
+use crate::node::Node;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use error::HttpError;
+use shoal_proto::ErrorCode;
+use shoal_proto::api::MAX_BODY_BYTES;
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Shoal",
+        description = "A peer-to-peer compute fabric: calls, durable jobs, documents and telemetry. \
+            Every node serves this API. Errors are `{\"code\", \"message\"}`. With `--api-token`, \
+            every request needs `Authorization: Bearer <token>`."
+    ),
+    tags(
+        (name = "calls", description = "Run functions anywhere in the cluster"),
+        (name = "jobs", description = "Durable jobs, replicated with Raft"),
+        (name = "documents", description = "The replicated JSON document store"),
+        (name = "cluster", description = "Members, Raft, status, events and metrics"),
+    )
+)]
+struct ApiDoc;
+
+fn api() -> OpenApiRouter<Node> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(calls::call))
+        .routes(routes!(calls::batch))
+        .routes(routes!(jobs::submit, jobs::list))
+        .routes(routes!(jobs::get))
+        .routes(routes!(jobs::cancel))
+        .routes(routes!(jobs::events))
+        .routes(routes!(docs::create, docs::drop_collection))
+        .routes(routes!(docs::insert))
+        .routes(routes!(docs::get, docs::replace, docs::patch, docs::delete))
+        .routes(routes!(docs::find))
+        .routes(routes!(docs::count))
+        .routes(routes!(cluster::cluster))
+        .routes(routes!(cluster::status))
+        .routes(routes!(cluster::events))
+        .routes(routes!(cluster::metrics))
+}
+
+/// The OpenAPI description of the API.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api().into_openapi()
+}
+
+/// The API of `node`, ready to serve.
+pub fn router(node: Node) -> Router {
+    let (routes, doc) = api().split_for_parts();
+    let doc = Arc::new(doc);
+    let token: Option<Arc<str>> = node.config().api_token.as_deref().map(Arc::from);
+    let routes = routes
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || async move { Json(doc.as_ref().clone()) }),
+        )
+        .fallback(|| async {
+            HttpError::new(ErrorCode::NotFound, "no such route; see /openapi.json")
+        })
+        .method_not_allowed_fallback(|| async {
+            HttpError::new(
+                ErrorCode::MethodNotAllowed,
+                "this route does not take that method; see /openapi.json",
+            )
+        });
+    let routes = match token {
+        Some(token) => routes.layer(middleware::from_fn_with_state(token, require_token)),
+        None => routes,
+    };
+    routes
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(node)
+}
+
+/// Refuses requests without the node's API token (only layered on when
+/// the node has one).
+async fn require_token(State(token): State<Arc<str>>, request: Request, next: Next) -> Response {
+    let given = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
+    match given {
+        Some(given) if bool::from(given.as_bytes().ct_eq(token.as_bytes())) => {
+            next.run(request).await
+        }
+        Some(_) => HttpError::new(ErrorCode::Unauthorized, "wrong API token").into_response(),
+        None => HttpError::new(
+            ErrorCode::Unauthorized,
+            "this node needs an API token: send 'Authorization: Bearer <token>'",
+        )
+        .into_response(),
+    }
+}

@@ -1,0 +1,96 @@
+//! Telemetry a user watches: events for joins, departures, leader changes,
+//! overload alerts and dead letters, and the metrics behind them.
+
+use serde_json::json;
+use shoal_node::builtins;
+use shoal_node::jobs::JobSpec;
+use shoal_node::testkit::{start_cluster, test_config};
+use shoal_node::{Node, NodeConfig};
+use shoal_proto::api::{Event, EventKind};
+use std::time::{Duration, Instant};
+
+/// Waits until `node` has reported an event matching `wanted`.
+async fn wait_for_event(node: &Node, what: &str, wanted: impl Fn(&Event) -> bool) -> Event {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(event) = node.events().since(0).into_iter().find(&wanted) {
+            return event;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {what} event; saw {:#?}",
+            node.events().since(0)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_report_joins_overload_dead_letters_and_departures() {
+    let nodes = start_cluster(2, |_, b| {
+        builtins::register(b.config(NodeConfig {
+            alert_load: 2.0,
+            ..test_config(1)
+        }))
+    })
+    .await;
+    let (watcher, worker) = (&nodes[0], &nodes[1]);
+    let worker_id = worker.peer_id().to_base58();
+
+    let joined = wait_for_event(watcher, "node_joined", |e| e.kind == EventKind::NodeJoined).await;
+    assert_eq!(joined.node.as_deref(), Some(worker_id.as_str()));
+    wait_for_event(watcher, "leader_changed", |e| {
+        e.kind == EventKind::LeaderChanged
+    })
+    .await;
+
+    // Eight slow calls queue up on the worker's single slot: 8 per slot.
+    let load: Vec<_> = (0..8)
+        .map(|_| {
+            let worker = worker.clone();
+            tokio::spawn(async move { worker.call("sleep", json!(400)).await })
+        })
+        .collect();
+    let alert = wait_for_event(watcher, "overloaded", |e| {
+        e.kind == EventKind::Overloaded && e.node.as_deref() == Some(worker_id.as_str())
+    })
+    .await;
+    assert!(alert.message.contains("overloaded"), "{}", alert.message);
+    for call in load {
+        call.await
+            .unwrap()
+            .expect("the queued calls still complete");
+    }
+    wait_for_event(watcher, "load_normal", |e| e.kind == EventKind::LoadNormal).await;
+
+    let doomed = JobSpec {
+        max_attempts: 1,
+        ..JobSpec::new("no.such.function", json!(null))
+    };
+    let id = watcher.submit_job(doomed).await.unwrap();
+    let dead = wait_for_event(watcher, "job_dead_lettered", |e| {
+        e.kind == EventKind::JobDeadLettered
+    })
+    .await;
+    assert!(
+        dead.message.contains(&format!("job {id}")),
+        "{}",
+        dead.message
+    );
+
+    worker.shutdown().await;
+    let left = wait_for_event(watcher, "node_left", |e| e.kind == EventKind::NodeLeft).await;
+    assert_eq!(left.node.as_deref(), Some(worker_id.as_str()));
+    let seqs: Vec<u64> = watcher.events().since(0).iter().map(|e| e.seq).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "events are numbered in order"
+    );
+
+    let metrics = watcher.metrics_text();
+    assert!(
+        metrics.contains("shoal_jobs{state=\"dead_letter\"} 1"),
+        "{metrics}"
+    );
+    watcher.shutdown().await;
+}
