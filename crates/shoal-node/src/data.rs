@@ -26,6 +26,17 @@ pub enum Read {
     Stale,
 }
 
+impl Read {
+    /// `Stale` when the caller allows it, else `Linearizable`.
+    pub fn stale_if(stale: bool) -> Read {
+        if stale {
+            Read::Stale
+        } else {
+            Read::Linearizable
+        }
+    }
+}
+
 /// Why a job or document operation failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum DataError {

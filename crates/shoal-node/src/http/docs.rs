@@ -99,11 +99,7 @@ pub async fn get(
     Path((collection, id)): Path<(String, String)>,
     Query(params): Query<GetParams>,
 ) -> ApiResult<Document> {
-    let read = if params.stale {
-        Read::Stale
-    } else {
-        Read::Linearizable
-    };
+    let read = Read::stale_if(params.stale);
     node.db_get(&collection, &id, read)
         .await?
         .map(Json)
@@ -211,11 +207,7 @@ pub async fn find(
     Body(find): Body<FindBody>,
 ) -> ApiResult<FindReply> {
     let limit = find.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
-    let read = if find.stale {
-        Read::Stale
-    } else {
-        Read::Linearizable
-    };
+    let read = Read::stale_if(find.stale);
     let (documents, next) = node
         .db_find(&collection, find.filter, limit, find.after, read)
         .await?;
@@ -239,11 +231,7 @@ pub async fn count(
     Path(collection): Path<String>,
     Body(find): Body<FindBody>,
 ) -> ApiResult<CountReply> {
-    let read = if find.stale {
-        Read::Stale
-    } else {
-        Read::Linearizable
-    };
+    let read = Read::stale_if(find.stale);
     let count = node.db_count(&collection, find.filter, read).await?;
     Ok(Json(CountReply { count }))
 }

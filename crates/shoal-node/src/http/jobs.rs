@@ -63,7 +63,12 @@ pub async fn list(
 ) -> ApiResult<JobPage> {
     let limit = params.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
     let jobs = node
-        .jobs(params.state, limit, params.after, read(params.stale))
+        .jobs(
+            params.state,
+            limit,
+            params.after,
+            Read::stale_if(params.stale),
+        )
         .await?;
     let next = (jobs.len() == limit)
         .then(|| jobs.last().map(|job| job.id))
@@ -92,7 +97,7 @@ pub async fn get(
     Path(id): Path<JobId>,
     Query(params): Query<ReadParams>,
 ) -> ApiResult<Job> {
-    Ok(Json(find(&node, id, read(params.stale)).await?))
+    Ok(Json(find(&node, id, Read::stale_if(params.stale)).await?))
 }
 
 /// Cancels a queued or running job; a running one is stopped where it runs.
@@ -180,12 +185,4 @@ async fn find(node: &Node, id: JobId, read: Read) -> Result<Job, HttpError> {
     node.job(id, read)
         .await?
         .ok_or_else(|| HttpError::new(ErrorCode::NotFound, format!("no job {id}")))
-}
-
-fn read(stale: bool) -> Read {
-    if stale {
-        Read::Stale
-    } else {
-        Read::Linearizable
-    }
 }
