@@ -225,8 +225,13 @@ impl EventLoop {
         if peer == self.local_peer || self.connected.contains(&peer) {
             return;
         }
+        // From a fresh port: two nodes that discover each other at the
+        // same moment (mDNS) would otherwise dial from their listening
+        // ports, meet in one simultaneously-opened TCP connection, both act
+        // as the handshake's initiator, and fail.
         let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
             .addresses(addrs)
+            .allocate_new_port()
             .build();
         let _ = self.swarm.dial(opts);
     }
