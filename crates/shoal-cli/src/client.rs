@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use clap::Args;
-use shoal_client::{Client, ClientError, ErrorCode};
+use shoal_client::{Client, ClientBuilder, ClientError, ErrorCode};
 use std::path::PathBuf;
 
 #[derive(Args, Clone)]
@@ -28,12 +28,18 @@ pub struct ApiArgs {
 
 impl ApiArgs {
     pub fn client(&self) -> anyhow::Result<Client> {
+        Ok(self.builder()?.build()?)
+    }
+
+    /// The client's settings, for commands that change some (`top` gives
+    /// up on a node sooner).
+    pub fn builder(&self) -> anyhow::Result<ClientBuilder> {
         let mut builder = Client::builder(&self.nodes);
         if let Some(token) = read_token(self.api_token.as_deref(), self.api_token_file.as_deref())?
         {
             builder = builder.token(token);
         }
-        Ok(builder.build()?)
+        Ok(builder)
     }
 }
 

@@ -29,8 +29,10 @@ use tokio::task::JoinSet;
 
 /// Updates waiting for the loop; the senders wait when it falls behind.
 const UPDATES: usize = 256;
-/// A poll gets at least this long: the client keeps trying a node that
-/// refuses connections for much longer, and the screen should say so sooner.
+/// How long the client keeps trying the nodes for one request.
+const RETRY_FOR: Duration = Duration::from_secs(2);
+/// A poll gets at least this long (a node that accepts connections but
+/// does not answer is only noticed this way).
 const ANSWER_WITHIN: Duration = Duration::from_secs(3);
 /// How long the input thread waits for a key before checking that top is
 /// still running: also how long quitting can take.
@@ -55,7 +57,9 @@ enum Update {
 }
 
 pub async fn run(args: TopArgs) -> anyhow::Result<()> {
-    let client = args.api.client()?;
+    // A dashboard should say a node is away within a poll or two, not
+    // after the 20 s a command keeps trying.
+    let client = args.api.builder()?.retry_for(RETRY_FOR).build()?;
     let interval = Duration::from_millis(args.interval_ms);
     let (sender, mut updates) = mpsc::channel(UPDATES);
     let mut tasks = JoinSet::new();
