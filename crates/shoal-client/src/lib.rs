@@ -255,7 +255,7 @@ impl Client {
             spec.idempotency_key = Some(format!("client-{:032x}", rand::random::<u128>()));
         }
         let submitted: Submitted = self
-            .send(self.write(Method::POST, "/v1/jobs".into(), &spec, Retry::Always))
+            .send(self.with_body(Method::POST, "/v1/jobs".into(), &spec, Retry::Always))
             .await?;
         Ok(submitted.id)
     }
@@ -288,7 +288,7 @@ impl Client {
     /// Cancels a queued or running job; returns it as it is now.
     pub async fn cancel(&self, id: JobId) -> Result<Job, ClientError> {
         let path = format!("/v1/jobs/{id}/cancel");
-        self.send(self.write(Method::POST, path, &json!({}), Retry::IfNotSent))
+        self.send(self.with_body(Method::POST, path, &json!({}), Retry::IfNotSent))
             .await
     }
 
@@ -373,7 +373,8 @@ impl Client {
 
     // ---- plumbing ----
 
-    fn write<'a, B>(
+    /// A request with a JSON body and the usual timeout.
+    fn with_body<'a, B>(
         &self,
         method: Method,
         path: String,
@@ -613,7 +614,9 @@ impl Collection {
         path: String,
         body: &impl Serialize,
     ) -> Result<T, ClientError> {
-        let request = self.client.write(Method::POST, path, body, Retry::Always);
+        let request = self
+            .client
+            .with_body(Method::POST, path, body, Retry::Always);
         self.client.send(request).await
     }
 
@@ -623,7 +626,7 @@ impl Collection {
         path: String,
         body: &impl Serialize,
     ) -> Result<T, ClientError> {
-        let request = self.client.write(method, path, body, Retry::IfNotSent);
+        let request = self.client.with_body(method, path, body, Retry::IfNotSent);
         self.client.send(request).await
     }
 }

@@ -49,13 +49,21 @@ impl CallMetrics {
 
     /// Failed calls by error code (codes that never happened are left out).
     pub fn failed(&self) -> BTreeMap<String, u64> {
-        ErrorCode::ALL
-            .into_iter()
-            .filter_map(|code| {
-                let count = self.outcomes[1 + code.index()].load(Ordering::Relaxed);
-                (count > 0).then(|| (code.as_str().to_string(), count))
-            })
+        self.outcomes()
+            .skip(1)
+            .filter(|(_, count)| *count > 0)
+            .map(|(code, count)| (code.to_string(), count))
             .collect()
+    }
+
+    /// `("ok", n)`, then `(code, n)` for every error code, in index order.
+    fn outcomes(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        let names = std::iter::once("ok").chain(ErrorCode::ALL.map(ErrorCode::as_str));
+        names.zip(
+            self.outcomes
+                .iter()
+                .map(|count| count.load(Ordering::Relaxed)),
+        )
     }
 }
 
@@ -82,11 +90,9 @@ pub fn render(calls: &CallMetrics, snapshot: Snapshot) -> String {
         calls.latency.clone(),
     );
     registry.register_collector(Box::new(Scrape {
-        outcomes: std::iter::once(("ok", calls.ok()))
-            .chain(ErrorCode::ALL.into_iter().map(|code| {
-                let count = calls.outcomes[1 + code.index()].load(Ordering::Relaxed);
-                (code.as_str(), count)
-            }))
+        // Errors that never happened are left out; `ok` is always there.
+        outcomes: calls
+            .outcomes()
             .filter(|(outcome, count)| *count > 0 || *outcome == "ok")
             .collect(),
         snapshot,

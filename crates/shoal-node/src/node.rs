@@ -740,12 +740,25 @@ async fn start_consensus(
     Ok((consensus, temporary))
 }
 
+/// Publishes this node's heartbeat, numbered so each message is unique.
+fn publish_heartbeat(inner: &NodeInner) {
+    let seq = inner.heartbeat_seq.fetch_add(1, Ordering::Relaxed);
+    inner.net.publish(
+        Heartbeat {
+            seq,
+            ..heartbeat(inner)
+        }
+        .encode(),
+    );
+}
+
+/// This node as its heartbeat describes it (unnumbered).
 fn heartbeat(inner: &NodeInner) -> Heartbeat {
     let load = inner.sched.load();
     let backlog = (load.queued + load.busy) as u64;
     Heartbeat {
         version: PROTOCOL_VERSION,
-        seq: inner.heartbeat_seq.fetch_add(1, Ordering::Relaxed),
+        seq: 0,
         slots: load.slots,
         queued: load.queued,
         running: load.busy,
@@ -960,7 +973,7 @@ async fn cluster_loop(inner: Arc<NodeInner>, mut events: mpsc::Receiver<NetEvent
                     let greeter = Arc::clone(&inner);
                     tokio::spawn(async move {
                         tokio::time::sleep(GREETING_DELAY).await;
-                        greeter.net.publish(heartbeat(&greeter).encode());
+                        publish_heartbeat(&greeter);
                     });
                 }
                 NetEvent::Disconnected(peer) => {
@@ -969,7 +982,7 @@ async fn cluster_loop(inner: Arc<NodeInner>, mut events: mpsc::Receiver<NetEvent
                 }
             },
             _ = tick.tick() => {
-                inner.net.publish(heartbeat(&inner).encode());
+                publish_heartbeat(&inner);
                 let now = Instant::now();
                 let events = {
                     let mut peers = inner.peers.lock().expect("peers lock");

@@ -1,5 +1,6 @@
 //! The document store: collections of JSON documents with versions.
 
+use super::ReadParams;
 use super::error::{ApiResult, Body, HttpError, Path, Query};
 use crate::data::Read;
 use crate::node::Node;
@@ -75,20 +76,12 @@ pub async fn insert(
     Ok(Json(Written { id, version }))
 }
 
-#[derive(Debug, Default, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct GetParams {
-    /// Read this node's replica as it is instead of a linearizable read.
-    #[serde(default)]
-    stale: bool,
-}
-
 /// One document.
 #[utoipa::path(
     get,
     path = "/v1/db/{collection}/docs/{id}",
     tag = "documents",
-    params(("collection" = String, Path), ("id" = String, Path), GetParams),
+    params(("collection" = String, Path), ("id" = String, Path), ReadParams),
     responses(
         (status = 200, body = Document),
         (status = 404, description = "`not_found` or `no_such_collection`", body = ApiError),
@@ -97,9 +90,9 @@ pub struct GetParams {
 pub async fn get(
     State(node): State<Node>,
     Path((collection, id)): Path<(String, String)>,
-    Query(params): Query<GetParams>,
+    Query(params): Query<ReadParams>,
 ) -> ApiResult<Document> {
-    let read = Read::stale_if(params.stale);
+    let read = params.read();
     node.db_get(&collection, &id, read)
         .await?
         .map(Json)

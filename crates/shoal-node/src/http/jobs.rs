@@ -1,5 +1,6 @@
 //! Durable jobs: submit, read, list, cancel, and follow one until it ends.
 
+use super::ReadParams;
 use super::error::{ApiResult, Body, HttpError, Path, Query};
 use crate::data::Read;
 use crate::jobs::{Job, JobId, JobSpec, JobState};
@@ -76,14 +77,6 @@ pub async fn list(
     Ok(Json(JobPage { jobs, next }))
 }
 
-#[derive(Debug, Default, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct ReadParams {
-    /// Read this node's replica as it is instead of a linearizable read.
-    #[serde(default)]
-    stale: bool,
-}
-
 /// One job: state, attempts, progress, result or error.
 #[utoipa::path(
     get,
@@ -97,7 +90,7 @@ pub async fn get(
     Path(id): Path<JobId>,
     Query(params): Query<ReadParams>,
 ) -> ApiResult<Job> {
-    Ok(Json(find(&node, id, Read::stale_if(params.stale)).await?))
+    Ok(Json(find(&node, id, params.read()).await?))
 }
 
 /// Cancels a queued or running job; a running one is stopped where it runs.

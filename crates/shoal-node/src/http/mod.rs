@@ -52,6 +52,22 @@ use utoipa_axum::routes;
 )]
 struct ApiDoc;
 
+/// `?stale=true`: read this node's replica as it is instead of a
+/// linearizable read.
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ReadParams {
+    /// Read this node's replica as it is instead of a linearizable read.
+    #[serde(default)]
+    stale: bool,
+}
+
+impl ReadParams {
+    fn read(&self) -> crate::data::Read {
+        crate::data::Read::stale_if(self.stale)
+    }
+}
+
 fn api() -> OpenApiRouter<Node> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(calls::call))
