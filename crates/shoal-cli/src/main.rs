@@ -7,10 +7,12 @@
 //!   shoal top    — a live terminal dashboard of a cluster
 //!   shoal demo   — a local cluster in this process: Monte Carlo Pi or fib
 //!   shoal bench  — calls (throughput, latency, idle memory) and scale
+//!   shoal chaos  — faults under load, and a check of what survived
 //! ```
 
 mod bench;
 mod call_cmd;
+mod chaos;
 mod client;
 mod data_cmd;
 mod demo;
@@ -51,6 +53,9 @@ enum Command {
     /// Measure Shoal on this machine.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Real nodes under a nemesis (kills, pauses, partitions) and a check
+    /// that nothing acknowledged was lost or duplicated.
+    Chaos(chaos::ChaosArgs),
 }
 
 fn init_logging(format: &str, default_level: &str) {
@@ -87,6 +92,7 @@ fn main() -> anyhow::Result<()> {
             Command::Top(args) => top::run(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Bench(command) => bench::run(command).await,
+            Command::Chaos(args) => chaos::run(args).await,
         }
     })
 }

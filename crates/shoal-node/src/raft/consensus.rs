@@ -213,12 +213,17 @@ impl Consensus {
                             return Err(ConsensusError::Failed(reason));
                         }
                         Ok(_) => {}
-                        Err(RpcFailure::Timeout { .. }) => {
-                            return Err(ConsensusError::Unknown(format!(
-                                "the leader did not answer within {RPC_TIMEOUT:?}"
-                            )));
+                        // Sent, but no answer: the write may have been
+                        // applied, so sending it again could apply it twice.
+                        Err(
+                            failure @ (RpcFailure::Timeout { .. }
+                            | RpcFailure::Lost { .. }
+                            | RpcFailure::BadReply { .. }),
+                        ) => {
+                            return Err(ConsensusError::Unknown(failure.to_string()));
                         }
-                        Err(_) => {}
+                        // Never sent: another peer may be the leader.
+                        Err(RpcFailure::Unreachable { .. }) => {}
                     }
                 }
             }

@@ -91,6 +91,10 @@ pub enum RpcFailure {
     Unreachable { peer: PeerId, reason: String },
     #[error("{peer} did not answer within {timeout:?}")]
     Timeout { peer: PeerId, timeout: Duration },
+    /// The request was sent but the stream closed before the reply: the
+    /// peer may or may not have acted on it.
+    #[error("the stream to {peer} closed before its reply")]
+    Lost { peer: PeerId },
     #[error("undecodable reply from {peer}: {reason}")]
     BadReply { peer: PeerId, reason: String },
 }
@@ -126,10 +130,7 @@ impl RpcClient {
         let reply = tokio::time::timeout(timeout, rx)
             .await
             .map_err(|_| RpcFailure::Timeout { peer, timeout })?
-            .map_err(|_| RpcFailure::Unreachable {
-                peer,
-                reason: "the stream closed before the reply".to_string(),
-            })?;
+            .map_err(|_| RpcFailure::Lost { peer })?;
         serde_json::from_slice(&reply).map_err(|e| RpcFailure::BadReply {
             peer,
             reason: e.to_string(),

@@ -1,0 +1,364 @@
+//! The nodes under test: real `shoal node` processes, on loopback or each
+//! in its own network namespace, that can be killed, paused, restarted and
+//! cut off from each other.
+
+use anyhow::{Context, bail};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, ChildStdout, Command};
+
+/// How long a node may take to print its ready line.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One node: where it listens, and its process when it runs.
+struct Slot {
+    ip: Ipv4Addr,
+    p2p_port: u16,
+    http_port: u16,
+    data_dir: PathBuf,
+    log: PathBuf,
+    peer_id: Option<String>,
+    process: Option<(Child, ChildStdout)>,
+    paused: bool,
+}
+
+impl Slot {
+    fn listen(&self) -> String {
+        format!("/ip4/{}/tcp/{}", self.ip, self.p2p_port)
+    }
+
+    fn pid(&self) -> Option<Pid> {
+        let (child, _) = self.process.as_ref()?;
+        Some(Pid::from_raw(child.id()? as i32))
+    }
+}
+
+/// The cluster under test. Dropping it kills every node and removes the
+/// namespaces it made.
+pub struct Cluster {
+    binary: PathBuf,
+    secret_file: PathBuf,
+    slots: Vec<Slot>,
+    net: Option<Namespaces>,
+}
+
+impl Cluster {
+    /// Lays out `count` nodes under `dir`; `namespaces` puts each in its
+    /// own network namespace (needs root), so links can be cut.
+    pub fn new(dir: &Path, count: usize, namespaces: bool) -> anyhow::Result<Cluster> {
+        let secret_file = dir.join("secret");
+        std::fs::write(&secret_file, format!("chaos-{}", std::process::id()))?;
+        let net = namespaces.then(|| Namespaces::create(count)).transpose()?;
+        let slots = (0..count)
+            .map(|i| {
+                let (ip, p2p_port, http_port) = match &net {
+                    Some(net) => (net.node_ip(i), 7000, 7070),
+                    None => (Ipv4Addr::LOCALHOST, free_port()?, free_port()?),
+                };
+                Ok(Slot {
+                    ip,
+                    p2p_port,
+                    http_port,
+                    data_dir: dir.join(format!("node-{i}")),
+                    log: dir.join(format!("node-{i}.log")),
+                    peer_id: None,
+                    process: None,
+                    paused: false,
+                })
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Cluster {
+            binary: std::env::current_exe().context("cannot find the shoal binary")?,
+            secret_file,
+            slots,
+            net,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Every node's HTTP API, for clients.
+    pub fn urls(&self) -> Vec<String> {
+        self.slots
+            .iter()
+            .map(|s| format!("http://{}:{}", s.ip, s.http_port))
+            .collect()
+    }
+
+    /// The node with this peer id.
+    pub fn index_of(&self, peer_id: &str) -> Option<usize> {
+        self.slots
+            .iter()
+            .position(|s| s.peer_id.as_deref() == Some(peer_id))
+    }
+
+    /// Starts (or restarts, with its data) node `node`, joining the others.
+    pub async fn start(&mut self, node: usize) -> anyhow::Result<()> {
+        // The first node's first start founds the Raft group; every other
+        // start joins the rest.
+        let founding = node == 0 && self.slots[node].peer_id.is_none();
+        let joins: Vec<String> = (0..self.slots.len())
+            .filter(|&other| other != node && !founding)
+            .map(|other| self.slots[other].listen())
+            .collect();
+        let slot = &self.slots[node];
+        let mut command = match &self.net {
+            Some(net) => {
+                let mut command = Command::new("ip");
+                command
+                    .args(["netns", "exec", &net.namespace(node)])
+                    .arg(&self.binary);
+                command
+            }
+            None => Command::new(&self.binary),
+        };
+        command
+            .arg("node")
+            .args(["--listen", &slot.listen()])
+            .args(["--http", &format!("{}:{}", slot.ip, slot.http_port)])
+            .arg("--data-dir")
+            .arg(&slot.data_dir)
+            .arg("--secret-file")
+            .arg(&self.secret_file)
+            .args(["--heartbeat-ms", "200", "--slots", "2"]);
+        for join in &joins {
+            command.args(["--join", join]);
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&slot.log)?;
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .context("cannot start shoal node")?;
+        let stdout = child.stdout.take().expect("piped");
+        let mut lines = BufReader::new(stdout);
+        let mut line = String::new();
+        let read = tokio::time::timeout(START_TIMEOUT, lines.read_line(&mut line)).await;
+        if !matches!(read, Ok(Ok(n)) if n > 0) {
+            let _ = child.start_kill();
+            bail!(
+                "node {node} did not start; its log is {}",
+                slot.log.display()
+            );
+        }
+        let peer_id = line
+            .split_whitespace()
+            .find_map(|field| field.strip_prefix("peer_id="))
+            .map(str::to_string);
+        let slot = &mut self.slots[node];
+        slot.peer_id = peer_id;
+        slot.process = Some((child, lines.into_inner()));
+        slot.paused = false;
+        Ok(())
+    }
+
+    /// SIGKILL: the node vanishes mid-sentence, as when a machine dies.
+    pub async fn kill(&mut self, node: usize) {
+        if let Some((mut child, _)) = self.slots[node].process.take() {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+        }
+        self.slots[node].paused = false;
+    }
+
+    /// SIGSTOP: the node stops answering but keeps its connections, the
+    /// classic false failure.
+    pub fn pause(&mut self, node: usize) {
+        if let Some(pid) = self.slots[node].pid()
+            && kill(pid, Signal::SIGSTOP).is_ok()
+        {
+            self.slots[node].paused = true;
+        }
+    }
+
+    pub fn resume(&mut self, node: usize) {
+        if let Some(pid) = self.slots[node].pid() {
+            let _ = kill(pid, Signal::SIGCONT);
+        }
+        self.slots[node].paused = false;
+    }
+
+    /// Cuts every link between a node of `side` and a node outside it.
+    pub fn partition(&mut self, side: &[usize]) -> anyhow::Result<()> {
+        let net = self.net.as_mut().context("partitions need namespaces")?;
+        for a in side {
+            for b in (0..self.slots.len()).filter(|b| !side.contains(b)) {
+                net.cut(*a, b)?;
+                net.cut(b, *a)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn heal(&mut self) -> anyhow::Result<()> {
+        match self.net.as_mut() {
+            Some(net) => net.heal(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in 0..self.slots.len() {
+            self.resume(node);
+            if let Some((child, _)) = self.slots[node].process.as_mut() {
+                let _ = child.start_kill();
+            }
+        }
+    }
+}
+
+/// A port nobody listens on right now.
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+        .local_addr()?
+        .port())
+}
+
+/// One network namespace per node, joined by a bridge in the caller's
+/// namespace, which is where the clients run. A cut link is a blackhole
+/// route inside a node's namespace.
+struct Namespaces {
+    tag: String,
+    subnet: [u8; 3],
+    count: usize,
+    cuts: Vec<(usize, usize)>,
+}
+
+impl Namespaces {
+    fn create(count: usize) -> anyhow::Result<Namespaces> {
+        let id = std::process::id();
+        let net = Namespaces {
+            tag: format!("sc{}", id % 1_000_000),
+            subnet: [10, 213, (id % 250) as u8],
+            count,
+            cuts: Vec::new(),
+        };
+        let bridge = net.bridge();
+        ip(&["link", "add", &bridge, "type", "bridge"])
+            .context("network namespaces need root (run without --partitions, or as root)")?;
+        ip(&[
+            "addr",
+            "add",
+            &format!("{}/24", net.host_ip()),
+            "dev",
+            &bridge,
+        ])?;
+        ip(&["link", "set", &bridge, "up"])?;
+        for node in 0..count {
+            let ns = net.namespace(node);
+            let (host_end, node_end) =
+                (format!("{}h{node}", net.tag), format!("{}n{node}", net.tag));
+            ip(&["netns", "add", &ns])?;
+            ip(&[
+                "link", "add", &host_end, "type", "veth", "peer", "name", &node_end,
+            ])?;
+            ip(&["link", "set", &node_end, "netns", &ns])?;
+            ip(&["link", "set", &host_end, "master", &bridge, "up"])?;
+            let inside = |args: &[&str]| {
+                let mut all = vec!["-n", ns.as_str()];
+                all.extend_from_slice(args);
+                ip(&all)
+            };
+            inside(&[
+                "addr",
+                "add",
+                &format!("{}/24", net.node_ip(node)),
+                "dev",
+                &node_end,
+            ])?;
+            inside(&["link", "set", &node_end, "up"])?;
+            inside(&["link", "set", "lo", "up"])?;
+        }
+        Ok(net)
+    }
+
+    fn namespace(&self, node: usize) -> String {
+        format!("{}-{node}", self.tag)
+    }
+
+    fn bridge(&self) -> String {
+        format!("{}br", self.tag)
+    }
+
+    fn node_ip(&self, node: usize) -> Ipv4Addr {
+        let [a, b, c] = self.subnet;
+        Ipv4Addr::new(a, b, c, node as u8 + 1)
+    }
+
+    fn host_ip(&self) -> Ipv4Addr {
+        let [a, b, c] = self.subnet;
+        Ipv4Addr::new(a, b, c, 254)
+    }
+
+    /// Drops what node `from` sends to node `to`.
+    fn cut(&mut self, from: usize, to: usize) -> anyhow::Result<()> {
+        if self.cuts.contains(&(from, to)) {
+            return Ok(());
+        }
+        let target = format!("{}/32", self.node_ip(to));
+        ip(&[
+            "-n",
+            &self.namespace(from),
+            "route",
+            "add",
+            "blackhole",
+            &target,
+        ])?;
+        self.cuts.push((from, to));
+        Ok(())
+    }
+
+    fn heal(&mut self) -> anyhow::Result<()> {
+        for (from, to) in std::mem::take(&mut self.cuts) {
+            let target = format!("{}/32", self.node_ip(to));
+            ip(&[
+                "-n",
+                &self.namespace(from),
+                "route",
+                "del",
+                "blackhole",
+                &target,
+            ])?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for node in 0..self.count {
+            let _ = ip(&["netns", "del", &self.namespace(node)]);
+        }
+        let _ = ip(&["link", "del", &self.bridge()]);
+    }
+}
+
+/// Runs `ip` with `args`, failing with its error output.
+fn ip(args: &[&str]) -> anyhow::Result<()> {
+    let output = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .context("cannot run ip (iproute2)")?;
+    if !output.status.success() {
+        bail!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,190 @@
+//! The nemesis: one fault at a time, each held for a while and then
+//! healed, the Raft leader as likely a target as all the others together.
+
+use super::cluster::Cluster;
+use super::workload::Shared;
+use rand::rngs::StdRng;
+use rand::seq::IndexedRandom;
+use rand::{Rng, SeedableRng};
+use shoal_client::Client;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum FaultKind {
+    /// SIGKILL, then a restart on the same data.
+    Kill,
+    /// SIGSTOP, then SIGCONT.
+    Pause,
+    /// Links between two groups of nodes cut, then restored.
+    Partition,
+}
+
+impl FaultKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::Kill => "kill",
+            FaultKind::Pause => "pause",
+            FaultKind::Partition => "partition",
+        }
+    }
+}
+
+impl std::str::FromStr for FaultKind {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "kill" => Ok(FaultKind::Kill),
+            "pause" => Ok(FaultKind::Pause),
+            "partition" => Ok(FaultKind::Partition),
+            other => Err(format!(
+                "unknown fault {other:?}: expected kill, pause or partition"
+            )),
+        }
+    }
+}
+
+/// One injected fault.
+#[derive(Clone, Debug)]
+pub struct Fault {
+    pub kind: FaultKind,
+    /// The nodes it hit (for a partition, the smaller side).
+    pub nodes: Vec<usize>,
+    pub leader: bool,
+    /// Microseconds since the run began.
+    pub at: u64,
+    pub held: Duration,
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let nodes: Vec<String> = self.nodes.iter().map(|n| format!("n{n}")).collect();
+        write!(
+            f,
+            "{:>7.1} s  {:<9} {}{} for {:.1} s",
+            self.at as f64 / 1e6,
+            self.kind.name(),
+            nodes.join(","),
+            if self.leader { " (leader)" } else { "" },
+            self.held.as_secs_f64()
+        )
+    }
+}
+
+/// Faults by kind, and how many of them hit the leader.
+pub fn tally(faults: &[Fault]) -> BTreeMap<&'static str, usize> {
+    let mut counts = BTreeMap::new();
+    for fault in faults {
+        *counts.entry(fault.kind.name()).or_default() += 1;
+        if fault.leader {
+            *counts.entry("leader").or_default() += 1;
+        }
+    }
+    counts
+}
+
+pub struct Nemesis {
+    pub kinds: Vec<FaultKind>,
+    pub max_faults: usize,
+    /// Quiet time between one fault's heal and the next fault.
+    pub interval: Duration,
+    pub seed: u64,
+    pub verbose: bool,
+}
+
+impl Nemesis {
+    /// Injects faults until the run ends; every fault is healed on return.
+    pub async fn run(
+        &self,
+        cluster: &mut Cluster,
+        observer: &Client,
+        shared: &Shared,
+    ) -> Vec<Fault> {
+        let mut rng = StdRng::seed_from_u64(self.seed);
+        let mut faults = Vec::new();
+        while faults.len() < self.max_faults {
+            let quiet = self.interval.mul_f64(rng.random_range(0.5..1.5));
+            if Instant::now() + quiet >= shared.until {
+                break;
+            }
+            tokio::time::sleep(quiet).await;
+            let Some(&kind) = self.kinds.choose(&mut rng) else {
+                break;
+            };
+            let held = Duration::from_millis(rng.random_range(1_000..5_000))
+                .min(shared.until.saturating_duration_since(Instant::now()));
+            let leader = leader(cluster, observer).await;
+            let target = match leader {
+                Some(leader) if rng.random_bool(0.5) => leader,
+                _ => rng.random_range(0..cluster.len()),
+            };
+            let nodes = match kind {
+                // A minority of one or two, so a majority can go on.
+                FaultKind::Partition if cluster.len() >= 5 && rng.random_bool(0.5) => {
+                    vec![
+                        target,
+                        (target + 1 + rng.random_range(0..cluster.len() - 1)) % cluster.len(),
+                    ]
+                }
+                _ => vec![target],
+            };
+            let fault = Fault {
+                kind,
+                leader: leader.is_some_and(|l| nodes.contains(&l)),
+                nodes,
+                at: shared.now(),
+                held,
+            };
+            if self.verbose {
+                println!("fault {fault}");
+            }
+            if let Err(e) = inject(cluster, &fault, held).await {
+                eprintln!("the nemesis could not inject {fault}: {e:#}");
+                break;
+            }
+            faults.push(fault);
+        }
+        faults
+    }
+}
+
+/// Applies the fault, holds it, and heals it.
+async fn inject(cluster: &mut Cluster, fault: &Fault, held: Duration) -> anyhow::Result<()> {
+    match fault.kind {
+        FaultKind::Kill => {
+            for &node in &fault.nodes {
+                cluster.kill(node).await;
+            }
+            tokio::time::sleep(held).await;
+            for &node in &fault.nodes {
+                cluster.start(node).await?;
+            }
+        }
+        FaultKind::Pause => {
+            for &node in &fault.nodes {
+                cluster.pause(node);
+            }
+            tokio::time::sleep(held).await;
+            for &node in &fault.nodes {
+                cluster.resume(node);
+            }
+        }
+        FaultKind::Partition => {
+            cluster.partition(&fault.nodes)?;
+            tokio::time::sleep(held).await;
+            cluster.heal()?;
+        }
+    }
+    Ok(())
+}
+
+/// The node that leads Raft now, as a node that answers sees it.
+async fn leader(cluster: &Cluster, observer: &Client) -> Option<usize> {
+    let view = tokio::time::timeout(Duration::from_secs(2), observer.cluster())
+        .await
+        .ok()?
+        .ok()?;
+    cluster.index_of(view.raft.leader.as_deref()?)
+}

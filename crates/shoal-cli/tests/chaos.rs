@@ -1,0 +1,54 @@
+//! The short chaos run: five real nodes under kills, pauses and (as root)
+//! partitions, with calls, jobs and document writes running throughout.
+//! The long run is `shoal chaos --duration 600` (see the README).
+
+use serde_json::Value;
+use std::process::Command;
+
+#[test]
+fn a_short_chaos_run_loses_and_duplicates_nothing() {
+    let output = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args([
+            "chaos",
+            "--nodes",
+            "5",
+            "--duration",
+            "20",
+            "--clients",
+            "6",
+        ])
+        .args(["--interval-ms", "1000", "--json"])
+        .output()
+        .expect("shoal chaos runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "shoal chaos failed:\n{stdout}\n{stderr}"
+    );
+    let figures: Value = stdout
+        .lines()
+        .last()
+        .and_then(|line| serde_json::from_str(line).ok())
+        .unwrap_or_else(|| panic!("no JSON figures as the last line:\n{stdout}"));
+    let count = |name: &str| {
+        figures[name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no {name}"))
+    };
+
+    // What the user relies on: nothing acknowledged went missing or ran twice.
+    assert_eq!(count("lost"), 0, "{stdout}");
+    assert_eq!(count("duplicates"), 0, "{stdout}");
+    assert_eq!(count("linearizability_violations"), 0, "{stdout}");
+    // And the run really exercised the cluster under faults.
+    assert!(count("faults") >= 3, "too few faults:\n{stdout}");
+    assert!(count("calls_ok") > 0, "{stdout}");
+    assert!(count("jobs_completed_once") > 0, "{stdout}");
+    assert!(count("doc_writes_acknowledged") > 0, "{stdout}");
+    assert!(count("doc_reads_ok") > 0, "{stdout}");
+    assert!(
+        figures["drain_s"].is_number(),
+        "the queue never drained:\n{stdout}"
+    );
+}
