@@ -835,6 +835,20 @@ async fn bad_requests_get_clear_errors_and_the_node_keeps_serving() {
         "invalid_request",
         "not valid",
     );
+    // Two bodies in one: the second must not be silently dropped.
+    let two_values = send_raw(
+        &api,
+        Method::POST,
+        "/v1/jobs",
+        b"{\"function\": \"echo\"} {\"function\": \"fib\"}".to_vec(),
+    )
+    .await;
+    assert_error(
+        &two_values,
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+        "trailing characters",
+    );
     let not_json = send_raw(&api, Method::POST, "/v1/jobs", b"function=echo".to_vec()).await;
     assert_error(
         &not_json,

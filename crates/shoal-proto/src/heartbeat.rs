@@ -54,7 +54,8 @@ impl Heartbeat {
         postcard::to_stdvec(self).expect("heartbeat encodes")
     }
 
+    /// Decodes a whole message: bytes left over make it malformed.
     pub fn decode(bytes: &[u8]) -> Result<Heartbeat, postcard::Error> {
-        postcard::from_bytes(bytes)
+        crate::wire::decode_exactly(bytes)
     }
 }

@@ -20,6 +20,10 @@ impl NodeId {
     /// The last characters of the id: enough to tell nodes apart in a table.
     pub fn short(&self) -> &str {
         let start = self.0.len().saturating_sub(6);
+        // Ids from the wire may hold any text: start on a character.
+        let start = (start..=self.0.len())
+            .find(|&i| self.0.is_char_boundary(i))
+            .unwrap_or(self.0.len());
         &self.0[start..]
     }
 }
@@ -39,4 +43,16 @@ impl fmt::Display for CallId {
 pub struct CallKey {
     pub owner: NodeId,
     pub id: CallId,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_ids_start_on_a_character() {
+        assert_eq!(NodeId("12D3KooWabcdef".into()).short(), "abcdef");
+        assert_eq!(NodeId("éééa".into()).short(), "ééa");
+        assert_eq!(NodeId("ab".into()).short(), "ab");
+    }
 }

@@ -134,7 +134,18 @@ impl Frame {
         if body.len() > MAX_FRAME_BYTES {
             return Err(FrameError::TooLarge { len: body.len() });
         }
-        Ok(postcard::from_bytes(body)?)
+        Ok(decode_exactly(body)?)
+    }
+}
+
+/// Decodes `bytes` as one `T`, refusing bytes left over: a message that
+/// says more than it should is as malformed as one that says less.
+pub(crate) fn decode_exactly<'a, T: Deserialize<'a>>(
+    bytes: &'a [u8],
+) -> Result<T, postcard::Error> {
+    match postcard::take_from_bytes(bytes)? {
+        (value, []) => Ok(value),
+        _ => Err(postcard::Error::DeserializeBadEncoding),
     }
 }
 
@@ -218,6 +229,17 @@ mod tests {
         let err = frame.encode_into(&mut buf).unwrap_err();
         assert!(matches!(err, FrameError::TooLarge { .. }), "{err}");
         assert_eq!(buf, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn bytes_after_a_frame_make_it_malformed() {
+        let mut buf = Vec::new();
+        Frame::Steal { max: 4 }.encode_into(&mut buf).unwrap();
+        buf.push(0);
+        assert!(matches!(
+            Frame::decode(&buf[4..]),
+            Err(FrameError::Malformed(_))
+        ));
     }
 
     #[test]

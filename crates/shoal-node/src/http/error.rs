@@ -114,19 +114,21 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
             &bytes
         };
         let mut json = serde_json::Deserializer::from_slice(bytes);
-        serde_path_to_error::deserialize(&mut json)
-            .map(Body)
-            .map_err(|e| {
-                let field = e.path().to_string();
-                let error = e.into_inner();
-                if field == "." {
-                    HttpError::invalid(format!("the request body is not valid: {error}"))
-                } else {
-                    HttpError::invalid(format!(
-                        "the request body is not valid at '{field}': {error}"
-                    ))
-                }
-            })
+        let value = serde_path_to_error::deserialize(&mut json).map_err(|e| {
+            let field = e.path().to_string();
+            let error = e.into_inner();
+            if field == "." {
+                HttpError::invalid(format!("the request body is not valid: {error}"))
+            } else {
+                HttpError::invalid(format!(
+                    "the request body is not valid at '{field}': {error}"
+                ))
+            }
+        })?;
+        // One JSON value, nothing after it: `{} {"args": 1}` is not a body.
+        json.end()
+            .map_err(|e| HttpError::invalid(format!("the request body is not valid: {e}")))?;
+        Ok(Body(value))
     }
 }
 
