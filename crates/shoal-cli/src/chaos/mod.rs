@@ -62,6 +62,15 @@ pub struct ChaosArgs {
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
+    // Interrupted, the run is dropped: its nodes are killed and its
+    // namespaces removed, rather than left behind.
+    tokio::select! {
+        result = run_until_done(args) => result,
+        _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; the nodes were stopped"),
+    }
+}
+
+async fn run_until_done(args: ChaosArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.nodes >= 3, "chaos needs at least 3 nodes");
     anyhow::ensure!(
         args.clients >= 1 && args.docs >= 1,
