@@ -1,8 +1,7 @@
-//! HTTP request bodies, parsed the way the node's `Body` extractor
-//! (shoal-node's `http/error.rs`) parses them: a body of only whitespace
-//! reads as `{}`, anything else goes through `serde_path_to_error` over
-//! `serde_json::Deserializer::from_slice`, and a refusal becomes a message
-//! naming the field.
+//! HTTP request bodies, parsed by `shoal_proto::api::parse_body`, which
+//! the node's `Body` extractor calls: a body of only whitespace reads as
+//! `{}`, exactly one JSON value must follow, and a refusal becomes a
+//! message naming the field.
 //!
 //! The first byte picks what the rest is, counting from `'0'`:
 //!
@@ -93,22 +92,9 @@ where
 /// The node's `Body` extractor, less axum: `None` where it would answer
 /// `invalid_request`, after building that answer's message.
 fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Option<T> {
-    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
-        b"{}"
-    } else {
-        bytes
-    };
-    let mut json = serde_json::Deserializer::from_slice(bytes);
-    match serde_path_to_error::deserialize(&mut json) {
-        Ok(value) => Some(value),
-        Err(e) => {
-            let field = e.path().to_string();
-            let error = e.into_inner();
-            let message = format!("the request body is not valid at '{field}': {error}");
-            std::hint::black_box(message);
-            None
-        }
-    }
+    shoal_proto::api::parse_body(bytes)
+        .map_err(std::hint::black_box)
+        .ok()
 }
 
 fn holds_float(value: &Value) -> bool {

@@ -20,6 +20,32 @@ pub const MAX_BATCH_CALLS: usize = 10_000;
 pub const DEFAULT_PAGE: usize = 100;
 pub const MAX_PAGE: usize = 10_000;
 
+/// Parses an HTTP request body as the node does: a body of only whitespace
+/// reads as `{}`, exactly one JSON value must follow, and a refusal says
+/// which field was wrong. The `Err` is the message an `invalid_request`
+/// answer carries.
+pub fn parse_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        bytes
+    };
+    let mut json = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut json).map_err(|e| {
+        let field = e.path().to_string();
+        let error = e.into_inner();
+        if field == "." {
+            format!("the request body is not valid: {error}")
+        } else {
+            format!("the request body is not valid at '{field}': {error}")
+        }
+    })?;
+    // One value, nothing after it: `{} {"args": 1}` is not a body.
+    json.end()
+        .map_err(|e| format!("the request body is not valid: {e}"))?;
+    Ok(value)
+}
+
 /// Every error the API returns: a stable code to match on and a message
 /// for people. Internal details stay in the node's log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema, thiserror::Error)]

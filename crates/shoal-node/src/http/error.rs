@@ -108,27 +108,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
                     HttpError::invalid(rejection.body_text())
                 }
             })?;
-        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
-            b"{}"
-        } else {
-            &bytes
-        };
-        let mut json = serde_json::Deserializer::from_slice(bytes);
-        let value = serde_path_to_error::deserialize(&mut json).map_err(|e| {
-            let field = e.path().to_string();
-            let error = e.into_inner();
-            if field == "." {
-                HttpError::invalid(format!("the request body is not valid: {error}"))
-            } else {
-                HttpError::invalid(format!(
-                    "the request body is not valid at '{field}': {error}"
-                ))
-            }
-        })?;
-        // One JSON value, nothing after it: `{} {"args": 1}` is not a body.
-        json.end()
-            .map_err(|e| HttpError::invalid(format!("the request body is not valid: {e}")))?;
-        Ok(Body(value))
+        shoal_proto::api::parse_body(&bytes)
+            .map(Body)
+            .map_err(HttpError::invalid)
     }
 }
 
