@@ -35,6 +35,9 @@ const MAX_BATCH_BYTES: usize = 1024 * 1024;
 /// Opening a stream includes dialing if needed; past this the peer counts
 /// as unreachable.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
+/// A stream keeps its body buffer between frames up to this size; one
+/// large frame does not pin megabytes for the stream's whole life.
+const MAX_KEPT_BODY_BYTES: usize = 1024 * 1024;
 
 /// Receives what arrives on call streams.
 pub trait FrameHandler: Send + Sync + 'static {
@@ -233,14 +236,39 @@ async fn read_frames(
         // An oversized or malformed frame is a protocol violation: the stream
         // is closed (and its calls re-dispatched) rather than skipped.
         let len = frame_len(prefix)?;
-        body.resize(len, 0);
-        reader.read_exact(&mut body).await?;
+        read_body(&mut reader, &mut body, len).await?;
         let frame = Frame::decode(&body)?;
+        if body.capacity() > MAX_KEPT_BODY_BYTES {
+            body = Vec::new();
+        }
         let Some(handler) = handler.as_ref().and_then(Weak::upgrade) else {
             return Ok(());
         };
         handler.on_frame(peer, frame);
     }
+}
+
+/// Reads a frame body of `len` bytes into `body`, which grows only as bytes
+/// arrive: the length prefix is the peer's promise, not a reason to allocate,
+/// so a peer that promises the largest frame and sends a little costs a
+/// little on each stream it holds open.
+async fn read_body(
+    reader: &mut futures::io::BufReader<futures::io::ReadHalf<libp2p::Stream>>,
+    body: &mut Vec<u8>,
+    len: usize,
+) -> std::io::Result<()> {
+    use futures::AsyncBufReadExt;
+    body.clear();
+    while body.len() < len {
+        let available = reader.fill_buf().await?;
+        if available.is_empty() {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        let taken = available.len().min(len - body.len());
+        body.extend_from_slice(&available[..taken]);
+        reader.consume_unpin(taken);
+    }
+    Ok(())
 }
 
 async fn write_frames(
