@@ -151,7 +151,6 @@ async fn run_until_done(args: ChaosArgs) -> anyhow::Result<()> {
         max_faults: args.max_faults,
         interval: Duration::from_millis(args.interval_ms),
         seed,
-        verbose: !args.json,
     };
     let faults = nemesis.run(&mut cluster, &observer, &shared).await;
     cluster.heal()?;

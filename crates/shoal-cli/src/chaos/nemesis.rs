@@ -91,7 +91,6 @@ pub struct Nemesis {
     /// Quiet time between one fault's heal and the next fault.
     pub interval: Duration,
     pub seed: u64,
-    pub verbose: bool,
 }
 
 impl Nemesis {
@@ -137,9 +136,7 @@ impl Nemesis {
                 at: shared.now(),
                 held,
             };
-            if self.verbose {
-                println!("fault {fault}");
-            }
+            println!("fault {fault}");
             if let Err(e) = inject(cluster, &fault, held).await {
                 eprintln!("the nemesis could not inject {fault}: {e:#}");
                 break;
