@@ -112,6 +112,9 @@ pub struct Report {
     pub doc_reads_ok: usize,
     pub linearizability_violations: usize,
     pub max_recovery_ms: f64,
+    pub median_recovery_ms: f64,
+    /// The fault (its index) after which the cluster took longest.
+    pub slowest_fault: Option<usize>,
     /// The first few problems, in words.
     pub problems: Vec<String>,
 }
@@ -147,7 +150,14 @@ pub fn check(history: &History, last: &FinalState) -> Report {
     check_calls(history, &mut report);
     check_jobs(history, last, &mut report);
     check_docs(history, last, &mut report);
-    report.max_recovery_ms = max_recovery(history) as f64 / 1000.0;
+    let recoveries = recoveries(history);
+    let mut sorted: Vec<Micros> = recoveries.iter().flatten().copied().collect();
+    sorted.sort_unstable();
+    report.median_recovery_ms = sorted
+        .get(sorted.len() / 2)
+        .map_or(0.0, |&us| us as f64 / 1e3);
+    report.max_recovery_ms = sorted.last().map_or(0.0, |&us| us as f64 / 1e3);
+    report.slowest_fault = (0..recoveries.len()).max_by_key(|&i| recoveries[i]);
     report
 }
 
@@ -379,22 +389,21 @@ struct Op {
     what: &'static str,
 }
 
-/// The longest wait, after a fault began, for the next acknowledged write
-/// that was sent after it.
-fn max_recovery(history: &History) -> Micros {
-    let mut acks = history.acknowledged_at.clone();
-    acks.sort_by_key(|&(invoked, _)| invoked);
+/// For each fault, the wait from when it began to the completion of the
+/// first acknowledged write sent after it (`None` if none was).
+fn recoveries(history: &History) -> Vec<Option<Micros>> {
     history
         .faults
         .iter()
-        .filter_map(|&fault| {
-            acks.iter()
+        .map(|&fault| {
+            history
+                .acknowledged_at
+                .iter()
                 .filter(|(invoked, _)| *invoked >= fault)
                 .map(|(_, completed)| completed - fault)
                 .min()
         })
-        .max()
-        .unwrap_or(0)
+        .collect()
 }
 
 #[cfg(test)]
@@ -584,6 +593,11 @@ mod tests {
             acknowledged_at: vec![(50, 150), (120, 400), (900, 1_100), (1_500, 1_600)],
             ..History::default()
         };
-        assert_eq!(max_recovery(&history), 600);
+        assert_eq!(recoveries(&history), vec![Some(300), Some(600)]);
+        let report = check(&history, &FinalState::default());
+        assert_eq!(
+            (report.max_recovery_ms, report.slowest_fault),
+            (0.6, Some(1))
+        );
     }
 }

@@ -286,11 +286,19 @@ fn print_report(
         report.doc_reads_ok,
         report.linearizability_violations
     );
+    let slowest = report
+        .slowest_fault
+        .and_then(|i| faults.get(i))
+        .map_or(String::new(), |f| format!(" (after {})", f.describe()));
     println!(
-        "recovery    max {:.2} s from a fault to the next acknowledged write; queue drained in {}",
+        "recovery    from a fault to the next acknowledged write: median {:.2} s, max {:.2} s{slowest}",
+        report.median_recovery_ms / 1000.0,
         report.max_recovery_ms / 1000.0,
-        drained.map_or("— (not within 2 min)".into(), |d| format!(
-            "{:.1} s",
+    );
+    println!(
+        "drain       {}",
+        drained.map_or("the queue did not drain within 2 min".into(), |d| format!(
+            "queue empty {:.1} s after the last fault healed",
             d.as_secs_f64()
         ))
     );

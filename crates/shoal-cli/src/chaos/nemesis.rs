@@ -58,6 +58,20 @@ pub struct Fault {
     pub held: Duration,
 }
 
+impl Fault {
+    /// "kill of n2 (the leader) at 41.3 s".
+    pub fn describe(&self) -> String {
+        let nodes: Vec<String> = self.nodes.iter().map(|n| format!("n{n}")).collect();
+        format!(
+            "{} of {}{} at {:.1} s",
+            self.kind.name(),
+            nodes.join(","),
+            if self.leader { " (the leader)" } else { "" },
+            self.at as f64 / 1e6
+        )
+    }
+}
+
 impl fmt::Display for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let nodes: Vec<String> = self.nodes.iter().map(|n| format!("n{n}")).collect();
