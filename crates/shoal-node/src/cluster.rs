@@ -65,6 +65,9 @@ pub struct PeerTable {
     peers: HashMap<PeerId, PeerInfo>,
     interval: Duration,
     misses: u32,
+    /// Deaths found outside the cluster loop (a broken call stream), kept
+    /// for its next tick to report.
+    unreported: Vec<MemberEvent>,
 }
 
 impl PeerTable {
@@ -73,6 +76,7 @@ impl PeerTable {
             peers: HashMap::new(),
             interval,
             misses: misses.max(1),
+            unreported: Vec::new(),
         }
     }
 
@@ -111,8 +115,11 @@ impl PeerTable {
     }
 
     /// A call stream to the peer could not be opened or broke.
-    pub fn on_unreachable(&mut self, peer: PeerId) -> Option<MemberEvent> {
-        self.mark_dead(peer, "unreachable")
+    /// Reported by the next [`tick`](Self::tick), like a missed heartbeat.
+    pub fn on_unreachable(&mut self, peer: PeerId) {
+        if let Some(event) = self.mark_dead(peer, "unreachable") {
+            self.unreported.push(event);
+        }
     }
 
     fn mark_dead(&mut self, peer: PeerId, reason: &'static str) -> Option<MemberEvent> {
@@ -128,7 +135,7 @@ impl PeerTable {
     pub fn tick(&mut self, now: Instant) -> Vec<MemberEvent> {
         let suspect_after = self.interval * 2;
         let dead_after = self.interval * self.misses;
-        let mut events = Vec::new();
+        let mut events = std::mem::take(&mut self.unreported);
         for (peer, info) in &mut self.peers {
             let silent_for = now.saturating_duration_since(info.last_seen);
             match info.liveness {
@@ -244,6 +251,22 @@ mod tests {
             table.on_heartbeat(peer, Heartbeat::default(), now),
             Some(MemberEvent::Joined(peer))
         );
+    }
+
+    #[test]
+    fn a_broken_call_stream_kills_at_once_and_the_next_tick_reports_it() {
+        let mut table = table();
+        let peer = PeerId::random();
+        let now = Instant::now();
+        table.on_heartbeat(peer, Heartbeat::default(), now);
+        table.on_unreachable(peer);
+        assert!(!table.is_live(&peer), "no call is placed on it meanwhile");
+        assert_eq!(
+            table.tick(now),
+            vec![MemberEvent::Died(peer, "unreachable")]
+        );
+        table.on_disconnected(peer);
+        assert!(table.tick(now).is_empty(), "dies once");
     }
 
     #[test]
