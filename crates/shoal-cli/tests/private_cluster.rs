@@ -31,6 +31,11 @@ async fn only_nodes_with_the_secret_can_join() {
         shoal_node::ErrorCode::UnknownFunction,
         "{refused}"
     );
+    // A wrong key garbles the handshake, which may only fail at its timeout.
+    let deadline = std::time::Instant::now() + WAIT;
+    while !node.log_text().contains("secret") && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let log = node.log_text();
     assert!(
         log.contains("secret"),

@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, HashMap};
 pub type Micros = u64;
 
 /// What a call came back with.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub enum CallOutcome {
     /// The result the function should give.
     Correct,
@@ -36,14 +36,14 @@ pub enum CallOutcome {
 }
 
 /// A job submission: its idempotency key and, if acknowledged, the job id.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize)]
 pub struct Submission {
     pub key: String,
     pub acknowledged: Option<u64>,
 }
 
 /// A compare-and-set write of a unique value to a document.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize)]
 pub struct Write {
     pub doc: usize,
     pub value: u64,
@@ -58,7 +58,7 @@ pub struct Write {
 }
 
 /// A linearizable read of a document.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize)]
 pub struct Read {
     pub doc: usize,
     pub invoked: Micros,
@@ -68,7 +68,7 @@ pub struct Read {
 }
 
 /// Everything the clients did and saw.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct History {
     pub calls: Vec<CallOutcome>,
     pub submissions: Vec<Submission>,
@@ -82,7 +82,7 @@ pub struct History {
 }
 
 /// What the cluster holds once the run is over and every fault healed.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct FinalState {
     /// Every job in the queue.
     pub jobs: Vec<Job>,

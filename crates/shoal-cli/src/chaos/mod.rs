@@ -50,7 +50,8 @@ pub struct ChaosArgs {
     /// Documents the clients race to update.
     #[arg(long, default_value_t = 4)]
     docs: usize,
-    /// Keep the nodes' data and logs in this directory.
+    /// Keep the nodes' data and logs, and the recorded history
+    /// (history.json), in this directory.
     #[arg(long)]
     dir: Option<std::path::PathBuf>,
     /// Print the figures as one JSON object on the last line.
@@ -173,6 +174,11 @@ async fn run_until_done(args: ChaosArgs) -> anyhow::Result<()> {
         docs: workload::final_docs(&setup, &docs).await?,
     };
     let report = checker::check(&history, &last);
+    if let Some(dir) = &args.dir {
+        // Everything the checker saw, to study a failed run.
+        let recorded = json!({ "seed": seed, "history": history, "final": last });
+        std::fs::write(dir.join("history.json"), recorded.to_string())?;
+    }
     print_report(&report, &faults, workload_s, drained, args.json, seed);
     drop(cluster);
     if !report.passed() {
