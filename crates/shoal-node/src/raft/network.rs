@@ -301,3 +301,28 @@ impl RaftNetworkV2<TypeConfig> for RaftClient {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        // The Raft body of a `RaftRequest` frame comes from a peer: garbage
+        // gets a `Failed` reply (router.rs), never a panic.
+        #[test]
+        fn decoding_garbage_raft_requests_never_panics(
+            bytes in proptest::collection::vec(any::<u8>(), 0..512),
+        ) {
+            let _ = serde_json::from_slice::<RaftRpc>(&bytes);
+            let _ = serde_json::from_slice::<RaftReply>(&bytes);
+        }
+
+        #[test]
+        fn decoding_json_shaped_raft_requests_never_panics(
+            text in r#"\{"[A-Za-z]{0,12}":(\{.{0,64}\}|\[.{0,64}\]|null|[0-9]{1,20}|"[^"]{0,16}")\}"#,
+        ) {
+            let _ = serde_json::from_str::<RaftRpc>(&text);
+        }
+    }
+}
