@@ -17,7 +17,7 @@ fn a_short_chaos_run_loses_and_duplicates_nothing() {
             "--clients",
             "6",
         ])
-        .args(["--interval-ms", "1000", "--json"])
+        .args(["--interval-ms", "500", "--json"])
         .output()
         .expect("shoal chaos runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
