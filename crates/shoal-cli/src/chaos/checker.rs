@@ -81,6 +81,18 @@ pub struct History {
     pub acknowledged_at: Vec<(Micros, Micros)>,
 }
 
+impl History {
+    /// Adds what another client did.
+    pub fn absorb(&mut self, other: History) {
+        self.calls.extend(other.calls);
+        self.submissions.extend(other.submissions);
+        self.writes.extend(other.writes);
+        self.reads.extend(other.reads);
+        self.faults.extend(other.faults);
+        self.acknowledged_at.extend(other.acknowledged_at);
+    }
+}
+
 /// What the cluster holds once the run is over and every fault healed.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct FinalState {

@@ -24,7 +24,6 @@ struct Slot {
     log: PathBuf,
     peer_id: Option<String>,
     process: Option<(Child, ChildStdout)>,
-    paused: bool,
 }
 
 impl Slot {
@@ -68,7 +67,6 @@ impl Cluster {
                     log: dir.join(format!("node-{i}.log")),
                     peer_id: None,
                     process: None,
-                    paused: false,
                 })
             })
             .collect::<anyhow::Result<_>>()?;
@@ -160,7 +158,6 @@ impl Cluster {
         let slot = &mut self.slots[node];
         slot.peer_id = peer_id;
         slot.process = Some((child, lines.into_inner()));
-        slot.paused = false;
         Ok(())
     }
 
@@ -170,16 +167,13 @@ impl Cluster {
             let _ = child.start_kill();
             let _ = child.wait().await;
         }
-        self.slots[node].paused = false;
     }
 
     /// SIGSTOP: the node stops answering but keeps its connections, the
     /// classic false failure.
     pub fn pause(&mut self, node: usize) {
-        if let Some(pid) = self.slots[node].pid()
-            && kill(pid, Signal::SIGSTOP).is_ok()
-        {
-            self.slots[node].paused = true;
+        if let Some(pid) = self.slots[node].pid() {
+            let _ = kill(pid, Signal::SIGSTOP);
         }
     }
 
@@ -187,7 +181,6 @@ impl Cluster {
         if let Some(pid) = self.slots[node].pid() {
             let _ = kill(pid, Signal::SIGCONT);
         }
-        self.slots[node].paused = false;
     }
 
     /// Cuts every link between a node of `side` and a node outside it.

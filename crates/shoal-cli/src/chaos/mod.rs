@@ -101,12 +101,13 @@ async fn run_until_done(args: ChaosArgs) -> anyhow::Result<()> {
     for node in 0..args.nodes {
         cluster.start(node).await?;
     }
-    let observer = Client::builder(cluster.urls())
+    let urls = cluster.urls();
+    let observer = Client::builder(&urls)
         .request_timeout(Duration::from_secs(2))
         .retry_for(Duration::from_secs(2))
         .build()?;
     wait_for_cluster(&observer, args.nodes).await?;
-    let setup = Client::builder(cluster.urls()).build()?;
+    let setup = Client::builder(&urls).build()?;
     let docs = workload::create_docs(&setup, args.docs).await?;
     let kind_names: Vec<&str> = kinds.iter().map(|k| k.name()).collect();
     println!(
@@ -129,7 +130,6 @@ async fn run_until_done(args: ChaosArgs) -> anyhow::Result<()> {
         run: format!("chaos-{seed}"),
         docs: docs.clone(),
     });
-    let urls = cluster.urls();
     let clients: Vec<_> = (0..args.clients)
         .map(|id| {
             // Each client starts at a different node and fails over in turn.
@@ -158,12 +158,7 @@ async fn run_until_done(args: ChaosArgs) -> anyhow::Result<()> {
 
     let mut history = checker::History::default();
     for client in clients {
-        let part = client.await.context("a client panicked")?;
-        history.calls.extend(part.calls);
-        history.submissions.extend(part.submissions);
-        history.writes.extend(part.writes);
-        history.reads.extend(part.reads);
-        history.acknowledged_at.extend(part.acknowledged_at);
+        history.absorb(client.await.context("a client panicked")?);
     }
     history.faults = faults.iter().map(|f| f.at).collect();
     let workload_s = started.elapsed().as_secs_f64();
