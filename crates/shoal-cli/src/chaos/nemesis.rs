@@ -59,13 +59,18 @@ pub struct Fault {
 }
 
 impl Fault {
+    /// "n1,n3".
+    fn node_names(&self) -> String {
+        let names: Vec<String> = self.nodes.iter().map(|n| format!("n{n}")).collect();
+        names.join(",")
+    }
+
     /// "kill of n2 (the leader) at 41.3 s".
     pub fn describe(&self) -> String {
-        let nodes: Vec<String> = self.nodes.iter().map(|n| format!("n{n}")).collect();
         format!(
             "{} of {}{} at {:.1} s",
             self.kind.name(),
-            nodes.join(","),
+            self.node_names(),
             if self.leader { " (the leader)" } else { "" },
             self.at as f64 / 1e6
         )
@@ -74,13 +79,12 @@ impl Fault {
 
 impl fmt::Display for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let nodes: Vec<String> = self.nodes.iter().map(|n| format!("n{n}")).collect();
         write!(
             f,
             "{:>7.1} s  {:<9} {}{} for {:.1} s",
             self.at as f64 / 1e6,
             self.kind.name(),
-            nodes.join(","),
+            self.node_names(),
             if self.leader { " (leader)" } else { "" },
             self.held.as_secs_f64()
         )
