@@ -257,16 +257,11 @@ async fn read_body(
     body: &mut Vec<u8>,
     len: usize,
 ) -> std::io::Result<()> {
-    use futures::AsyncBufReadExt;
     body.clear();
-    while body.len() < len {
-        let available = reader.fill_buf().await?;
-        if available.is_empty() {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        let taken = available.len().min(len - body.len());
-        body.extend_from_slice(&available[..taken]);
-        reader.consume_unpin(taken);
+    // `read_to_end` grows the buffer as bytes come, never to `len` at once.
+    (&mut *reader).take(len as u64).read_to_end(body).await?;
+    if body.len() < len {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
     }
     Ok(())
 }
