@@ -30,6 +30,7 @@ pub mod events;
 pub mod http;
 pub mod identity;
 pub mod jobs;
+pub mod local;
 pub mod metrics;
 pub mod net;
 pub mod node;

@@ -22,35 +22,7 @@ pub async fn start_cluster(
     count: usize,
     build: impl Fn(usize, NodeBuilder) -> NodeBuilder,
 ) -> Vec<Node> {
-    let mut nodes: Vec<Node> = Vec::with_capacity(count);
-    for index in 0..count {
-        let mut builder = build(index, Node::builder());
-        if let Some(first) = nodes.first() {
-            builder.config_mut().join = first.listen_addrs();
-        }
-        nodes.push(builder.start().await.expect("test node starts"));
-    }
-    for node in &nodes {
-        let seen = node
-            .wait_for_peers(count - 1, Duration::from_secs(20))
-            .await;
-        assert_eq!(
-            seen,
-            count - 1,
-            "node {} sees {seen} of {} peers",
-            node.peer_id(),
-            count - 1
-        );
-        let connected = node
-            .wait_for_connections(count - 1, Duration::from_secs(20))
-            .await;
-        assert_eq!(
-            connected,
-            count - 1,
-            "node {} is connected to {connected} of {} peers",
-            node.peer_id(),
-            count - 1
-        );
-    }
-    nodes
+    crate::local::start_local_cluster(count, build)
+        .await
+        .expect("test cluster forms")
 }

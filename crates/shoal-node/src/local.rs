@@ -1,0 +1,59 @@
+//! A whole cluster inside one process, on loopback with port 0: what
+//! `shoal demo` and `shoal bench` run on, and what tests build on.
+
+use crate::{Node, NodeBuilder, StartError};
+use std::time::Duration;
+
+/// How long the members of a local cluster get to find each other.
+const FORM_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Why a local cluster did not form.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalClusterError {
+    #[error("node {index} did not start: {source}")]
+    Start {
+        index: usize,
+        #[source]
+        source: StartError,
+    },
+    #[error("node {peer} sees {seen} of its {expected} peers after {FORM_TIMEOUT:?}")]
+    NotFormed {
+        peer: libp2p::PeerId,
+        seen: usize,
+        expected: usize,
+    },
+}
+
+/// Starts `count` nodes that join the first one, each built by `build`
+/// (given its index), and returns once every node sees and is connected to
+/// all the others.
+pub async fn start_local_cluster(
+    count: usize,
+    build: impl Fn(usize, NodeBuilder) -> NodeBuilder,
+) -> Result<Vec<Node>, LocalClusterError> {
+    let mut nodes: Vec<Node> = Vec::with_capacity(count);
+    for index in 0..count {
+        let mut builder = build(index, Node::builder());
+        if let Some(first) = nodes.first() {
+            builder.config_mut().join = first.listen_addrs();
+        }
+        let node = builder
+            .start()
+            .await
+            .map_err(|source| LocalClusterError::Start { index, source })?;
+        nodes.push(node);
+    }
+    let expected = count.saturating_sub(1);
+    for node in &nodes {
+        let seen = node.wait_for_peers(expected, FORM_TIMEOUT).await;
+        let connected = node.wait_for_connections(expected, FORM_TIMEOUT).await;
+        if seen < expected || connected < expected {
+            return Err(LocalClusterError::NotFormed {
+                peer: node.peer_id(),
+                seen: seen.min(connected),
+                expected,
+            });
+        }
+    }
+    Ok(nodes)
+}
