@@ -1,8 +1,9 @@
 //! Functions every `shoal node` offers out of the box: the demos' Monte Carlo
 //! Pi and fib, and the no-op and sleep used by benchmarks and tests.
 
-use crate::node::NodeBuilder;
-use crate::registry::{CallContext, FnResult};
+use crate::calls::context::CallContext;
+use crate::calls::registry::FnResult;
+use crate::node::builder::NodeBuilder;
 use serde_json::{Value, json};
 use std::time::Duration;
 

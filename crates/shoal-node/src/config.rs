@@ -35,6 +35,12 @@ pub struct NodeConfig {
     pub default_deadline: Duration,
     /// Memoized results kept per node (least recently used are dropped).
     pub memo_capacity: usize,
+    /// Calls that may wait for a slot on this node; past it, a node answers
+    /// `overloaded` and the call's owner places it elsewhere.
+    pub max_queued_calls: usize,
+    /// Calls this node may wait for at once as their caller; past it, new
+    /// calls fail at once with `overloaded`.
+    pub max_pending_calls: usize,
     /// Heap limit of each JavaScript engine. A script that allocates
     /// without end fails its call, not the node.
     pub js_memory_limit: usize,
@@ -70,6 +76,10 @@ impl Default for NodeConfig {
             heartbeat_misses: 3,
             default_deadline: Duration::from_secs(300),
             memo_capacity: 10_000,
+            // Far above any backlog that still makes sense to queue (minutes
+            // of work at typical call rates), far below what exhausts memory.
+            max_queued_calls: 65_536,
+            max_pending_calls: 262_144,
             js_memory_limit: 256 * 1024 * 1024,
             js_time_limit: Duration::from_secs(60),
             raft: true,

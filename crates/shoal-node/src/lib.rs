@@ -1,53 +1,57 @@
 //! A running Shoal node.
 //!
-//! Module map:
+//! Module map (each module's own comment says what it owns and how data
+//! flows through it):
 //!
-//! - [`node`]: the embedding API — build, start, call, queue, shut down.
+//! - [`node`]: the embedding API — [`NodeBuilder`] assembles a node from
+//!   its parts in one written-down order; [`Node`] calls, loads scripts,
+//!   uses queues, jobs and documents, and shuts down.
 //! - [`net`]: the only code that touches libp2p; one task owns the swarm,
-//!   and [`net::links`] keeps a long-lived call stream per peer.
-//! - [`cluster`]: the peer table — liveness from heartbeats and connections.
-//! - [`sched`]: owner and executor of calls; placement and stealing are pure
-//!   functions in [`sched::placement`].
-//! - [`registry`]: functions by name and the context they run with.
+//!   and [`net::links`] keeps long-lived call streams whose frames arrive on
+//!   bounded inboxes, one per protocol.
+//! - [`cluster`]: the peer table (written by the cluster task alone, read
+//!   through a [`PeerView`](cluster::peers::PeerView)), heartbeats, and the
+//!   cluster task.
+//! - [`calls`]: owner and executor of calls, placement, stealing, memo,
+//!   the function registry and JavaScript.
+//! - [`raft`], [`jobs`], [`store`]: durable jobs and documents replicated
+//!   with openraft; [`node::data`] is their API on [`Node`].
 //! - [`queue`]: the distributed queue of the p2pqueue seed.
-//! - [`scripts`]: JavaScript functions, and scripts shipped with calls.
-//! - [`raft`], [`jobs`], [`store`], [`data`]: durable jobs and documents
-//!   replicated with openraft; [`data`] is their API on [`Node`].
+//! - [`http`]: the HTTP API every node serves.
+//! - [`telemetry`]: events, alerts and Prometheus metrics.
 //! - [`builtins`]: the functions every `shoal node` offers (pi, fib, noop).
+//! - [`config`], [`identity`], [`clock`]: settings, the node's key, time.
+//! - [`local`]: a whole cluster in one process (demo, bench, tests).
 //!
 //! ```text
-//!  Node ──► Sched ──► Links ══ libp2p stream ══ Links ──► Sched (peer)
-//!   │         ▲                                              │
-//!   │         └──────────── Frame::Result ◄──────────────────┘
+//!  Node ──► Calls ──► Links ══ libp2p stream ══ Links ──► inbox ──► Calls (peer)
+//!   │         ▲                                                     │
+//!   │         └────────────── Frame::Result ◄───────────────────────┘
 //!   └──► cluster task ◄── NetEvent ── net event loop (Swarm)
 //! ```
 
 pub mod builtins;
+pub mod calls;
+pub mod clock;
 pub mod cluster;
 pub mod config;
-pub mod data;
-pub mod events;
 pub mod http;
 pub mod identity;
 pub mod jobs;
 pub mod local;
-pub mod metrics;
 pub mod net;
 pub mod node;
 pub mod queue;
 pub mod raft;
-pub mod registry;
-mod router;
-pub mod sched;
-pub mod scripts;
 pub mod store;
+pub mod telemetry;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
+pub use calls::context::CallContext;
+pub use calls::registry::{FnError, FnResult, Function};
 pub use config::NodeConfig;
-pub use data::{DataError, Read};
 pub use libp2p::{Multiaddr, PeerId};
-pub use node::{Node, NodeBuilder, PeerStatus, StartError};
-pub use registry::{CallContext, FnError, FnResult, Function};
+pub use node::{DataError, Node, NodeBuilder, PeerStatus, Read, StartError};
 pub use shoal_js::Script;
 pub use shoal_proto::{CallError, ErrorCode};

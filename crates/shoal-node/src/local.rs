@@ -1,7 +1,8 @@
 //! A whole cluster inside one process, on loopback with port 0: what
 //! `shoal demo` and `shoal bench` run on, and what tests build on.
 
-use crate::{Node, NodeBuilder, StartError};
+use crate::node::builder::{NodeBuilder, StartError};
+use crate::node::handle::Node;
 use std::time::Duration;
 
 /// How long the members of a local cluster get to find each other.

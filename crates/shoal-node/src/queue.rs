@@ -9,8 +9,10 @@
 //! from its holder; items live and die with the node that holds them (use
 //! durable jobs for work that must survive a node).
 
-use crate::node::Node;
-use crate::registry::Function;
+use crate::calls::Calls;
+use crate::calls::registry::Function;
+use crate::cluster::peers::PeerView;
+use libp2p::PeerId;
 use serde_json::{Value, json};
 use shoal_proto::{CallError, ErrorCode};
 use std::collections::{HashMap, VecDeque};
@@ -151,16 +153,52 @@ fn closed_error(name: &str) -> CallError {
 /// A handle to one named distributed queue.
 #[derive(Clone)]
 pub struct DistQueue {
-    pub(crate) node: Node,
-    pub(crate) name: String,
+    name: String,
+    /// This node's share of every queue.
+    store: Arc<QueueStore>,
+    /// Reaches other nodes' shares.
+    calls: Arc<Calls>,
+    peers: PeerView,
 }
 
 impl DistQueue {
+    pub(crate) fn new(
+        name: &str,
+        store: Arc<QueueStore>,
+        calls: Arc<Calls>,
+        peers: PeerView,
+    ) -> Self {
+        DistQueue {
+            name: name.to_string(),
+            store,
+            calls,
+            peers,
+        }
+    }
+
+    /// Live peers that said they hold items of this queue, fullest first.
+    fn holders(&self) -> Vec<PeerId> {
+        let mut holders: Vec<(PeerId, u64)> = self.peers.read(|peers| {
+            peers
+                .live()
+                .filter_map(|(peer, info)| {
+                    let held = info
+                        .load
+                        .queue_items
+                        .iter()
+                        .find(|(q, _)| *q == self.name)?
+                        .1;
+                    Some((*peer, held))
+                })
+                .collect()
+        });
+        holders.sort_by_key(|h| std::cmp::Reverse(h.1));
+        holders.into_iter().map(|(peer, _)| peer).collect()
+    }
+
     /// Adds items; they stay on this node until someone pops them.
     pub async fn push(&self, items: impl IntoIterator<Item = Value>) -> Result<(), CallError> {
-        self.node
-            .queues()
-            .push(&self.name, items.into_iter().collect())
+        self.store.push(&self.name, items.into_iter().collect())
     }
 
     /// Takes one item from anywhere in the cluster, waiting up to `timeout`
@@ -170,22 +208,21 @@ impl DistQueue {
         let deadline = Instant::now() + timeout;
         let mut last_sweep: Option<Instant> = None;
         loop {
-            let pushed = self.node.queues().pushed.notified();
-            let mut closed = match self.node.queues().take(&self.name) {
+            let pushed = self.store.pushed.notified();
+            let mut closed = match self.store.take(&self.name) {
                 Ok(item) => return Ok(item),
                 Err(closed) => closed,
             };
             let sweep = last_sweep.is_none_or(|at| at.elapsed() >= SWEEP_INTERVAL);
             let peers = if sweep {
                 last_sweep = Some(Instant::now());
-                self.node.live_peers()
+                self.peers.live_peers()
             } else {
-                self.node.queue_holders(&self.name)
+                self.holders()
             };
             for peer in peers {
                 let reply = self
-                    .node
-                    .sched()
+                    .calls
                     .call_on(peer, TAKE, json!({ "queue": self.name }))
                     .await;
                 match reply {
@@ -211,11 +248,10 @@ impl DistQueue {
 
     /// Items held across the cluster.
     pub async fn size(&self) -> Result<u64, CallError> {
-        let mut total = self.node.queues().size(&self.name);
-        for peer in self.node.live_peers() {
+        let mut total = self.store.size(&self.name);
+        for peer in self.peers.live_peers() {
             let reply = self
-                .node
-                .sched()
+                .calls
                 .call_on(peer, SIZE, json!({ "queue": self.name }))
                 .await?;
             total += reply.as_u64().unwrap_or(0);
@@ -225,10 +261,9 @@ impl DistQueue {
 
     /// Closes the queue everywhere: pushes fail, pops drain what is left.
     pub async fn close(&self) -> Result<(), CallError> {
-        self.node.queues().close(&self.name);
-        for peer in self.node.live_peers() {
-            self.node
-                .sched()
+        self.store.close(&self.name);
+        for peer in self.peers.live_peers() {
+            self.calls
                 .call_on(peer, CLOSE, json!({ "queue": self.name }))
                 .await?;
         }

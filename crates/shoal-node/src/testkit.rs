@@ -1,7 +1,9 @@
 //! Helpers for tests that start whole clusters in one process, on loopback
 //! with port 0, so tests need no setup and never collide.
 
-use crate::{Node, NodeBuilder, NodeConfig};
+use crate::config::NodeConfig;
+use crate::node::builder::NodeBuilder;
+use crate::node::handle::Node;
 use std::time::Duration;
 
 /// Heartbeats in tests come faster so clusters form and notice deaths quickly.

@@ -50,10 +50,13 @@ pub enum ErrorCode {
     Rejected,
     /// A write may or may not have taken effect (its node was lost).
     OutcomeUnknown,
+    /// Every node that can run the function has a full queue, or the
+    /// calling node waits for as many calls as it may; try again later.
+    Overloaded,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 22] = [
+    pub const ALL: [ErrorCode; 23] = [
         ErrorCode::UnknownFunction,
         ErrorCode::FunctionFailed,
         ErrorCode::FunctionPanicked,
@@ -76,6 +79,7 @@ impl ErrorCode {
         ErrorCode::InvalidDocument,
         ErrorCode::Rejected,
         ErrorCode::OutcomeUnknown,
+        ErrorCode::Overloaded,
     ];
 
     /// Its position in [`ErrorCode::ALL`], for per-code counters.
@@ -107,6 +111,7 @@ impl ErrorCode {
             ErrorCode::InvalidDocument => "invalid_document",
             ErrorCode::Rejected => "rejected",
             ErrorCode::OutcomeUnknown => "outcome_unknown",
+            ErrorCode::Overloaded => "overloaded",
         }
     }
 }

@@ -54,7 +54,7 @@ pub struct CallRequest {
 
 /// A durable job's attempt: progress reports name it, and a stale attempt's
 /// are refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct JobRef {
     pub id: u64,
     pub attempt: u32,

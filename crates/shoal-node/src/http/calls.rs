@@ -1,7 +1,7 @@
 //! Calls: one function, or a batch spread over the cluster.
 
 use super::error::{ApiResult, Body, HttpError, Path};
-use crate::node::Node;
+use crate::node::handle::Node;
 use axum::Json;
 use axum::extract::State;
 use futures::StreamExt;

@@ -2,7 +2,7 @@
 //! telemetry events and Prometheus metrics.
 
 use super::error::{ApiResult, Query};
-use crate::node::Node;
+use crate::node::handle::Node;
 use axum::Json;
 use axum::extract::State;
 use axum::http::header;

@@ -2,8 +2,8 @@
 
 use super::ReadParams;
 use super::error::{ApiResult, Body, HttpError, Path, Query};
-use crate::data::Read;
-use crate::node::Node;
+use crate::node::data::Read;
+use crate::node::handle::Node;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;

@@ -1,7 +1,7 @@
 //! Errors as the API returns them, and extractors whose rejections are
 //! errors of the same shape (axum's own answer in plain text).
 
-use crate::data::DataError;
+use crate::node::data::DataError;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
@@ -31,9 +31,10 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         // The request was fine; the function said no.
         ErrorCode::FunctionFailed | ErrorCode::FunctionPanicked => StatusCode::UNPROCESSABLE_ENTITY,
         ErrorCode::DeadlineExceeded | ErrorCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
-        ErrorCode::Unavailable | ErrorCode::ShuttingDown | ErrorCode::OutcomeUnknown => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
+        ErrorCode::Unavailable
+        | ErrorCode::ShuttingDown
+        | ErrorCode::OutcomeUnknown
+        | ErrorCode::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

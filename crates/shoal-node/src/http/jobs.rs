@@ -2,9 +2,9 @@
 
 use super::ReadParams;
 use super::error::{ApiResult, Body, HttpError, Path, Query};
-use crate::data::Read;
 use crate::jobs::{Job, JobId, JobSpec, JobState};
-use crate::node::Node;
+use crate::node::data::Read;
+use crate::node::handle::Node;
 use axum::Json;
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};

@@ -21,7 +21,7 @@ mod jobs;
 
 pub use error::status_of;
 
-use crate::node::Node;
+use crate::node::handle::Node;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -63,8 +63,8 @@ pub struct ReadParams {
 }
 
 impl ReadParams {
-    fn read(&self) -> crate::data::Read {
-        crate::data::Read::stale_if(self.stale)
+    fn read(&self) -> crate::node::data::Read {
+        crate::node::data::Read::stale_if(self.stale)
     }
 }
 

@@ -15,6 +15,7 @@
 //! completions name the attempt they belong to, and any other attempt's are
 //! rejected. That fencing makes a job's result recorded once.
 
+pub mod progress;
 pub mod runner;
 
 use serde::{Deserialize, Serialize};

@@ -14,27 +14,25 @@
 //! jobs are due for garbage collection, so lost leases return to the queue.
 
 use super::{Capabilities, Job, JobCommand, JobOutcome};
-use crate::node::Node;
+use crate::calls::scripts::Scripts;
+use crate::calls::{CallOptions, Calls};
+use crate::clock::now_ms;
 use crate::raft::consensus::Consensus;
 use crate::raft::types::{Command, CommandResult};
+use serde_json::Value;
+use shoal_proto::{CallError, ErrorCode, JobRef};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// How often an idle runner looks at its replica for work. Looking is a
 /// local read, so it costs nothing on the network.
 const POLL: Duration = Duration::from_millis(50);
 /// How long finished jobs are kept.
 pub const RETENTION: Duration = Duration::from_secs(24 * 3600);
-
-/// Milliseconds since the Unix epoch: the clock stamped into job commands.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
 
 /// Jobs one node runs at once, per worker slot. A job mostly waits for its
 /// call (which takes a slot only while it executes, possibly elsewhere), so
@@ -49,8 +47,19 @@ type Outcome = (JobCommand, oneshot::Sender<Result<JobOutcome, String>>);
 
 /// Records job outcomes in batches: whatever finished while the previous
 /// batch was being committed goes into the next entry together.
-async fn record_outcomes(consensus: Arc<Consensus>, mut outcomes: mpsc::Receiver<Outcome>) {
-    while let Some(first) = outcomes.recv().await {
+async fn record_outcomes(
+    consensus: Arc<Consensus>,
+    mut outcomes: mpsc::Receiver<Outcome>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let first = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            first = outcomes.recv() => match first {
+                Some(first) => first,
+                None => return,
+            },
+        };
         let mut batch = vec![first];
         while batch.len() < MAX_OUTCOME_BATCH {
             match outcomes.try_recv() {
@@ -62,36 +71,62 @@ async fn record_outcomes(consensus: Arc<Consensus>, mut outcomes: mpsc::Receiver
             .into_iter()
             .map(|(command, waiter)| (Command::Jobs(command), waiter))
             .unzip();
-        let answers: Vec<Result<JobOutcome, String>> =
-            match consensus.write(Command::Batch(commands)).await {
-                Ok(CommandResult::Batch(results)) => results
-                    .into_iter()
-                    .map(|result| match result {
-                        CommandResult::Jobs(outcome) => Ok(outcome),
-                        other => Err(format!("unexpected result {other:?}")),
-                    })
-                    .collect(),
-                Ok(other) => vec![Err(format!("unexpected result {other:?}")); waiters.len()],
-                Err(e) => vec![Err(e.to_string()); waiters.len()],
-            };
+        let write = consensus.write(Command::Batch(commands));
+        let written = tokio::select! {
+            // Unrecorded outcomes are not lost: their leases expire and the
+            // jobs run again.
+            _ = shutdown.cancelled() => return,
+            written = write => written,
+        };
+        let answers: Vec<Result<JobOutcome, String>> = match written {
+            Ok(CommandResult::Batch(results)) => results
+                .into_iter()
+                .map(|result| match result {
+                    CommandResult::Jobs(outcome) => Ok(outcome),
+                    other => Err(format!("unexpected result {other:?}")),
+                })
+                .collect(),
+            Ok(other) => vec![Err(format!("unexpected result {other:?}")); waiters.len()],
+            Err(e) => vec![Err(e.to_string()); waiters.len()],
+        };
         for (answer, waiter) in answers.into_iter().zip(waiters) {
             let _ = waiter.send(answer);
         }
     }
 }
 
-/// Runs jobs on `node` until `shutdown`.
-pub async fn run(
-    node: Node,
-    consensus: Arc<Consensus>,
-    offer: Capabilities,
-    max_jobs: usize,
-    shutdown: CancellationToken,
-) {
+/// What a node's job runner works with.
+#[derive(Clone)]
+pub struct JobRunner {
+    /// This node's peer id, recorded as the holder of its leases.
+    pub node: String,
+    pub consensus: Arc<Consensus>,
+    /// Jobs run their function through the call fast path.
+    pub calls: Arc<Calls>,
+    /// Jobs may ship a script; it is loaded here before the call.
+    pub scripts: Arc<Scripts>,
+    /// What this node offers: only jobs it meets are leased.
+    pub offer: Capabilities,
+    /// Jobs held at once.
+    pub max_jobs: usize,
+}
+
+/// Runs jobs until `shutdown`; every task it starts goes on `tasks`.
+pub async fn run(runner: JobRunner, tasks: TaskTracker, shutdown: CancellationToken) {
+    let JobRunner {
+        node: me,
+        consensus,
+        offer,
+        max_jobs,
+        ..
+    } = runner.clone();
     let running = Arc::new(AtomicUsize::new(0));
     let (outcomes, pending_outcomes) = mpsc::channel(max_jobs.max(1));
-    tokio::spawn(record_outcomes(Arc::clone(&consensus), pending_outcomes));
-    let me = node.peer_id().to_base58();
+    tasks.spawn(record_outcomes(
+        Arc::clone(&consensus),
+        pending_outcomes,
+        shutdown.clone(),
+    ));
     let mut last_empty_lease_at: Option<u64> = None;
     let mut leased_last_time = false;
     loop {
@@ -150,23 +185,56 @@ pub async fn run(
         leased_last_time = !jobs.is_empty();
         for job in jobs {
             running.fetch_add(1, Ordering::Relaxed);
-            let node = node.clone();
-            let consensus = Arc::clone(&consensus);
+            let runner = runner.clone();
             let running = Arc::clone(&running);
             let outcomes = outcomes.clone();
-            tokio::spawn(async move {
-                run_job(node, consensus, outcomes, job).await;
+            let shutdown = shutdown.clone();
+            tasks.spawn(async move {
+                // A job cut short by the node stopping runs again once its
+                // lease expires.
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    () = run_job(&runner, outcomes, job) => {}
+                }
                 running.fetch_sub(1, Ordering::Relaxed);
             });
         }
     }
 }
 
-async fn run_job(node: Node, consensus: Arc<Consensus>, outcomes: mpsc::Sender<Outcome>, job: Job) {
+/// The call a job's attempt makes: its function, through the fast path,
+/// with the job's script shipped along if it has one.
+async fn job_call(runner: &JobRunner, job: &Job) -> Result<Value, CallError> {
+    let spec = &job.spec;
+    let mut options = CallOptions {
+        deadline: None,
+        script: None,
+        job: Some(JobRef {
+            id: job.id,
+            attempt: job.attempt,
+        }),
+    };
+    if let Some(source) = &spec.script {
+        let script = shoal_js::Script::new(source.name.clone(), source.source.clone());
+        options.script = Some(Arc::from(script.hash()));
+        runner
+            .scripts
+            .load(script)
+            .await
+            .map_err(|e| CallError::new(ErrorCode::InvalidArguments, e.to_string()))?;
+    }
+    runner
+        .calls
+        .call(&spec.function, spec.args.clone(), options)
+        .await
+}
+
+async fn run_job(runner: &JobRunner, outcomes: mpsc::Sender<Outcome>, job: Job) {
+    let consensus = &runner.consensus;
     let (id, attempt) = (job.id, job.attempt);
     tracing::debug!(job = id, attempt, function = %job.spec.function, "job started");
     let renew_every = Duration::from_millis((job.spec.lease_ms / 3).max(50));
-    let call = node.run_job_call(&job);
+    let call = job_call(runner, &job);
     let renewals = async {
         loop {
             tokio::time::sleep(renew_every).await;

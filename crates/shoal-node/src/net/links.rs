@@ -9,23 +9,27 @@
 //! ```text
 //!   send(peer, frame) ── encode ──► [bounded queue] ──► stream task ── write batch ──►
 //!                                                         │
-//!   FrameHandler::on_frame(peer, frame) ◄── decode ◄──────┘ (reads the same stream)
+//!   Inboxes.calls / Inboxes.raft ◄── decode ◄─────────────┘ (reads the same stream)
 //! ```
 //!
-//! Frames are routed by content, not by stream: a result may travel on a
-//! stream the other side opened. When the last stream to a peer ends, the
-//! handler hears `on_link_lost` and re-dispatches what that peer held.
+//! What arrives is sorted by protocol onto two bounded inboxes: Raft traffic
+//! for the consensus module, everything else for the calls. Frames are
+//! routed by content, not by stream: a result may travel on a stream the
+//! other side opened. When the last stream to a peer ends, the calls inbox
+//! gets [`Inbound::LinkLost`] after every frame that stream carried, so the
+//! calls that peer held are placed again.
 
-use futures::{AsyncReadExt, AsyncWriteExt};
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::{PeerId, StreamProtocol};
 use shoal_proto::wire::{CALL_PROTOCOL, frame_len};
 use shoal_proto::{Frame, FrameError};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// Encoded frames waiting for one stream. Bounds memory per peer; a full
 /// queue makes senders wait, which is the backpressure we want.
@@ -38,12 +42,26 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
 /// A stream keeps its body buffer between frames up to this size; one
 /// large frame does not pin megabytes for the stream's whole life.
 const MAX_KEPT_BODY_BYTES: usize = 1024 * 1024;
+/// Frames waiting for the calls' dispatcher. Full, it makes the streams'
+/// readers wait, which slows the peers that send: backpressure, not loss.
+const CALLS_INBOX: usize = 8192;
+/// Raft frames waiting for the consensus module; Raft retries what times out.
+const RAFT_INBOX: usize = 1024;
 
-/// Receives what arrives on call streams.
-pub trait FrameHandler: Send + Sync + 'static {
-    fn on_frame(&self, peer: PeerId, frame: Frame);
-    /// The last stream to `peer` closed or failed.
-    fn on_link_lost(&self, peer: PeerId);
+/// What the calls' dispatcher receives.
+#[derive(Debug)]
+pub enum Inbound {
+    Frame(PeerId, Frame),
+    /// The last stream to the peer closed or failed.
+    LinkLost(PeerId),
+}
+
+/// The receiving ends of the links, by protocol.
+pub struct Inboxes {
+    /// Calls, results, cancels, steals, and lost links.
+    pub calls: mpsc::Receiver<Inbound>,
+    /// `RaftRequest` and `RaftResponse` frames.
+    pub raft: mpsc::Receiver<(PeerId, Frame)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +72,10 @@ pub enum LinkError {
     Open { peer: PeerId, reason: String },
     #[error("the call stream to {0} closed")]
     Closed(PeerId),
+    #[error("the call protocol is already registered with the swarm")]
+    AlreadyAccepting,
+    #[error("reading a call stream: {0}")]
+    Io(#[from] std::io::Error),
 }
 
 struct StreamEntry {
@@ -61,15 +83,21 @@ struct StreamEntry {
     queue: mpsc::Sender<Vec<u8>>,
 }
 
-/// All call streams of one node.
-pub struct Links {
+/// All call streams of one node. Cheap to clone; every clone is the same
+/// set of streams.
+#[derive(Clone)]
+pub struct Links(Arc<LinksInner>);
+
+struct LinksInner {
     control: Mutex<libp2p_stream::Control>,
     streams: Mutex<HashMap<PeerId, Vec<StreamEntry>>>,
     /// One opener at a time per peer, so a burst of first calls opens one
     /// stream, not hundreds.
     opening: Mutex<HashMap<PeerId, Arc<tokio::sync::Mutex<()>>>>,
-    handler: OnceLock<Weak<dyn FrameHandler>>,
     next_stream_id: AtomicU64,
+    to_calls: mpsc::Sender<Inbound>,
+    to_raft: mpsc::Sender<(PeerId, Frame)>,
+    tasks: TaskTracker,
     shutdown: CancellationToken,
 }
 
@@ -78,44 +106,47 @@ fn protocol() -> StreamProtocol {
 }
 
 impl Links {
-    pub fn new(control: libp2p_stream::Control, shutdown: CancellationToken) -> Arc<Links> {
-        Arc::new(Links {
+    /// Starts accepting inbound call streams. What arrives waits in the
+    /// returned inboxes until their owners read them.
+    pub fn start(
+        control: libp2p_stream::Control,
+        tasks: TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Result<(Links, Inboxes), LinkError> {
+        let mut incoming = control
+            .clone()
+            .accept(protocol())
+            .map_err(|_| LinkError::AlreadyAccepting)?;
+        let (to_calls, calls) = mpsc::channel(CALLS_INBOX);
+        let (to_raft, raft) = mpsc::channel(RAFT_INBOX);
+        let links = Links(Arc::new(LinksInner {
             control: Mutex::new(control),
             streams: Mutex::new(HashMap::new()),
             opening: Mutex::new(HashMap::new()),
-            handler: OnceLock::new(),
             next_stream_id: AtomicU64::new(0),
+            to_calls,
+            to_raft,
+            tasks,
             shutdown,
-        })
-    }
-
-    /// Sets who receives frames, and starts accepting inbound streams.
-    pub fn start(self: &Arc<Self>, handler: Weak<dyn FrameHandler>) -> anyhow::Result<()> {
-        let _ = self.handler.set(handler);
-        let mut incoming = self
-            .control
-            .lock()
-            .expect("control lock")
-            .accept(protocol())
-            .map_err(|e| anyhow::anyhow!("call protocol already registered: {e:?}"))?;
-        let links = Arc::clone(self);
-        tokio::spawn(async move {
-            use futures::StreamExt;
+        }));
+        let acceptor = links.clone();
+        links.0.tasks.spawn(async move {
+            let shutdown = acceptor.0.shutdown.clone();
             loop {
                 tokio::select! {
-                    _ = links.shutdown.cancelled() => break,
+                    _ = shutdown.cancelled() => break,
                     next = incoming.next() => match next {
-                        Some((peer, stream)) => { links.attach(peer, stream); }
+                        Some((peer, stream)) => { acceptor.attach(peer, stream); }
                         None => break,
                     },
                 }
             }
         });
-        Ok(())
+        Ok((links, Inboxes { calls, raft }))
     }
 
     /// Sends `frame` to `peer`, opening a stream first if there is none.
-    pub async fn send(self: &Arc<Self>, peer: PeerId, frame: &Frame) -> Result<(), LinkError> {
+    pub async fn send(&self, peer: PeerId, frame: &Frame) -> Result<(), LinkError> {
         let mut bytes = Vec::new();
         frame.encode_into(&mut bytes)?;
         let queue = match self.queue_for(&peer) {
@@ -127,9 +158,9 @@ impl Links {
 
     /// Sends without waiting, from code that must not await; a task does
     /// the waiting.
-    pub fn send_soon(self: &Arc<Self>, peer: PeerId, frame: Frame) {
-        let links = Arc::clone(self);
-        tokio::spawn(async move {
+    pub fn send_soon(&self, peer: PeerId, frame: Frame) {
+        let links = self.clone();
+        self.0.tasks.spawn(async move {
             if let Err(e) = links.send(peer, &frame).await {
                 tracing::debug!(%peer, error = %e, "frame not delivered");
             }
@@ -137,25 +168,29 @@ impl Links {
     }
 
     fn queue_for(&self, peer: &PeerId) -> Option<mpsc::Sender<Vec<u8>>> {
-        let streams = self.streams.lock().expect("streams lock");
+        let streams = self.0.streams.lock().expect("streams lock");
         streams
             .get(peer)
             .and_then(|entries| entries.first())
             .map(|entry| entry.queue.clone())
     }
 
-    async fn open(self: &Arc<Self>, peer: PeerId) -> Result<mpsc::Sender<Vec<u8>>, LinkError> {
+    async fn open(&self, peer: PeerId) -> Result<mpsc::Sender<Vec<u8>>, LinkError> {
         let gate = {
-            let mut opening = self.opening.lock().expect("opening lock");
+            let mut opening = self.0.opening.lock().expect("opening lock");
             Arc::clone(opening.entry(peer).or_default())
         };
         let _turn = gate.lock().await;
         if let Some(queue) = self.queue_for(&peer) {
             return Ok(queue);
         }
-        let mut control = self.control.lock().expect("control lock").clone();
-        let stream = tokio::time::timeout(OPEN_TIMEOUT, control.open_stream(peer, protocol()))
-            .await
+        let mut control = self.0.control.lock().expect("control lock").clone();
+        let opening = tokio::time::timeout(OPEN_TIMEOUT, control.open_stream(peer, protocol()));
+        let opened = tokio::select! {
+            _ = self.0.shutdown.cancelled() => return Err(LinkError::Closed(peer)),
+            opened = opening => opened,
+        };
+        let stream = opened
             .map_err(|_| LinkError::Open {
                 peer,
                 reason: format!("no answer within {OPEN_TIMEOUT:?}"),
@@ -168,10 +203,11 @@ impl Links {
     }
 
     /// Registers a stream and spawns the task that reads and writes it.
-    fn attach(self: &Arc<Self>, peer: PeerId, stream: libp2p::Stream) -> mpsc::Sender<Vec<u8>> {
-        let id = self.next_stream_id.fetch_add(1, Ordering::Relaxed);
+    fn attach(&self, peer: PeerId, stream: libp2p::Stream) -> mpsc::Sender<Vec<u8>> {
+        let id = self.0.next_stream_id.fetch_add(1, Ordering::Relaxed);
         let (queue, outgoing) = mpsc::channel(STREAM_QUEUE_FRAMES);
-        self.streams
+        self.0
+            .streams
             .lock()
             .expect("streams lock")
             .entry(peer)
@@ -180,71 +216,77 @@ impl Links {
                 id,
                 queue: queue.clone(),
             });
-        let links = Arc::clone(self);
-        let handler = self.handler.get().cloned();
-        tokio::spawn(async move {
+        let links = self.clone();
+        self.0.tasks.spawn(async move {
             let (reader, writer) = stream.split();
+            let shutdown = links.0.shutdown.clone();
             let result = tokio::select! {
-                _ = links.shutdown.cancelled() => Ok(()),
-                r = read_frames(reader, peer, handler) => r,
+                _ = shutdown.cancelled() => Ok(()),
+                r = links.read_frames(reader, peer) => r,
                 r = write_frames(writer, outgoing) => r,
             };
             if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "call stream ended");
             }
-            links.detach(peer, id);
+            if links.detach(peer, id) && !shutdown.is_cancelled() {
+                let _ = links.0.to_calls.send(Inbound::LinkLost(peer)).await;
+            }
         });
         queue
     }
 
-    fn detach(&self, peer: PeerId, id: u64) {
-        let last_one = {
-            let mut streams = self.streams.lock().expect("streams lock");
-            let Some(entries) = streams.get_mut(&peer) else {
-                return;
-            };
-            entries.retain(|entry| entry.id != id);
-            let empty = entries.is_empty();
-            if empty {
-                streams.remove(&peer);
-            }
-            empty
+    /// Forgets a stream; returns whether it was the last one to `peer`.
+    fn detach(&self, peer: PeerId, id: u64) -> bool {
+        let mut streams = self.0.streams.lock().expect("streams lock");
+        let Some(entries) = streams.get_mut(&peer) else {
+            return false;
         };
-        if last_one
-            && !self.shutdown.is_cancelled()
-            && let Some(handler) = self.handler.get().and_then(Weak::upgrade)
-        {
-            handler.on_link_lost(peer);
+        entries.retain(|entry| entry.id != id);
+        let empty = entries.is_empty();
+        if empty {
+            streams.remove(&peer);
         }
+        empty
     }
-}
 
-async fn read_frames(
-    reader: futures::io::ReadHalf<libp2p::Stream>,
-    peer: PeerId,
-    handler: Option<Weak<dyn FrameHandler>>,
-) -> anyhow::Result<()> {
-    let mut reader = futures::io::BufReader::with_capacity(64 * 1024, reader);
-    let mut body = Vec::new();
-    loop {
-        let mut prefix = [0u8; 4];
-        match reader.read_exact(&mut prefix).await {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-            Err(e) => return Err(e.into()),
+    /// Reads frames until the stream ends and sorts them onto the inboxes.
+    async fn read_frames(
+        &self,
+        reader: futures::io::ReadHalf<libp2p::Stream>,
+        peer: PeerId,
+    ) -> Result<(), LinkError> {
+        let mut reader = futures::io::BufReader::with_capacity(64 * 1024, reader);
+        let mut body = Vec::new();
+        loop {
+            let mut prefix = [0u8; 4];
+            match reader.read_exact(&mut prefix).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
+            // An oversized or malformed frame is a protocol violation: the stream
+            // is closed (and its calls re-dispatched) rather than skipped.
+            let len = frame_len(prefix)?;
+            read_body(&mut reader, &mut body, len).await?;
+            let frame = Frame::decode(&body)?;
+            if body.capacity() > MAX_KEPT_BODY_BYTES {
+                body = Vec::new();
+            }
+            let delivered = match frame {
+                Frame::RaftRequest { .. } | Frame::RaftResponse { .. } => {
+                    self.0.to_raft.send((peer, frame)).await.is_ok()
+                }
+                frame => self
+                    .0
+                    .to_calls
+                    .send(Inbound::Frame(peer, frame))
+                    .await
+                    .is_ok(),
+            };
+            if !delivered {
+                return Ok(()); // the node is stopping
+            }
         }
-        // An oversized or malformed frame is a protocol violation: the stream
-        // is closed (and its calls re-dispatched) rather than skipped.
-        let len = frame_len(prefix)?;
-        read_body(&mut reader, &mut body, len).await?;
-        let frame = Frame::decode(&body)?;
-        if body.capacity() > MAX_KEPT_BODY_BYTES {
-            body = Vec::new();
-        }
-        let Some(handler) = handler.as_ref().and_then(Weak::upgrade) else {
-            return Ok(());
-        };
-        handler.on_frame(peer, frame);
     }
 }
 
@@ -269,7 +311,7 @@ async fn read_body(
 async fn write_frames(
     mut writer: futures::io::WriteHalf<libp2p::Stream>,
     mut outgoing: mpsc::Receiver<Vec<u8>>,
-) -> anyhow::Result<()> {
+) -> Result<(), LinkError> {
     let mut batch = Vec::with_capacity(64 * 1024);
     while let Some(first) = outgoing.recv().await {
         batch.extend_from_slice(&first);

@@ -5,6 +5,8 @@
 //! bounded channel. Call traffic does not pass through this task: it flows on
 //! long-lived streams (see [`links`]) opened through `libp2p-stream`, so the
 //! swarm loop only handles discovery, heartbeats and connection bookkeeping.
+//! [`transport`] builds the swarm: TCP, noise, yamux, `pnet`, and the
+//! behaviours.
 //!
 //! ```text
 //!   NetHandle ──NetCommand──► event loop (owns Swarm) ──NetEvent──► node
@@ -26,6 +28,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use transport::{Behaviour, BehaviourEvent};
 
 /// Commands queued for the event loop; a small bound is enough because each
@@ -39,6 +42,23 @@ const EVENT_CAPACITY: usize = 4096;
 const REJOIN_INTERVAL: Duration = Duration::from_secs(2);
 /// A DHT walk refreshes membership this often.
 const BOOTSTRAP_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Why the network could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("cannot build the libp2p swarm: {0}")]
+    Swarm(#[from] std::io::Error),
+    #[error("cannot subscribe to the heartbeat topic: {0}")]
+    Subscribe(#[from] gossipsub::SubscriptionError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: Multiaddr,
+        #[source]
+        source: libp2p::TransportError<std::io::Error>,
+    },
+    #[error("listener failed: {0}")]
+    Listener(std::io::Error),
+}
 
 /// Something the network saw that the node must know.
 #[derive(Debug)]
@@ -93,16 +113,16 @@ pub struct Started {
     pub control: libp2p_stream::Control,
     pub listen_addrs: Vec<Multiaddr>,
     pub events: mpsc::Receiver<NetEvent>,
-    pub task: tokio::task::JoinHandle<()>,
 }
 
-/// Builds the swarm, starts listening, and spawns the event loop. Returns
-/// once every listener has its address.
+/// Builds the swarm, starts listening, and spawns the event loop on
+/// `tasks`. Returns once every listener has its address.
 pub async fn start(
     keypair: Keypair,
     config: &NodeConfig,
+    tasks: &TaskTracker,
     shutdown: CancellationToken,
-) -> anyhow::Result<Started> {
+) -> Result<Started, NetError> {
     let local_peer = keypair.public().to_peer_id();
     let mut swarm = transport::build_swarm(keypair, config)?;
     let topic = gossipsub::IdentTopic::new(format!("/shoal/{}/heartbeat/1", config.cluster_name));
@@ -110,16 +130,19 @@ pub async fn start(
     for addr in &config.listen {
         swarm
             .listen_on(addr.clone())
-            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+            .map_err(|source| NetError::Listen {
+                addr: addr.clone(),
+                source,
+            })?;
     }
     let mut listen_addrs = Vec::new();
     while listen_addrs.len() < config.listen.len() {
         match swarm.select_next_some().await {
             SwarmEvent::NewListenAddr { address, .. } => listen_addrs.push(address),
-            SwarmEvent::ListenerError { error, .. } => anyhow::bail!("listener failed: {error}"),
+            SwarmEvent::ListenerError { error, .. } => return Err(NetError::Listener(error)),
             SwarmEvent::ListenerClosed {
                 reason: Err(error), ..
-            } => anyhow::bail!("listener closed: {error}"),
+            } => return Err(NetError::Listener(error)),
             _ => {}
         }
     }
@@ -141,7 +164,7 @@ pub async fn start(
         commands: command_rx,
         events: event_tx,
     };
-    let task = tokio::spawn(event_loop.run(shutdown));
+    tasks.spawn(event_loop.run(shutdown));
     Ok(Started {
         handle: NetHandle {
             commands: command_tx,
@@ -149,7 +172,6 @@ pub async fn start(
         control,
         listen_addrs,
         events: event_rx,
-        task,
     })
 }
 

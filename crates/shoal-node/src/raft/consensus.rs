@@ -17,7 +17,7 @@ use super::network::{NetworkFactory, RaftReply, RaftRpc, RpcClient, RpcFailure};
 use super::query::{Query, answer};
 use super::state_machine::{StateMachine, StateReader};
 use super::types::{Command, CommandResult, RaftPeer, ShoalState, TypeConfig, raft_id};
-use crate::cluster::PeerTable;
+use crate::cluster::peers::PeerView;
 use libp2p::PeerId;
 use openraft::async_runtime::WatchReceiver;
 use openraft::{ChangeMembers, Raft, ReadPolicy, ServerState};
@@ -27,7 +27,7 @@ pub use shoal_proto::api::RaftStatus;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Cursor;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 type RaftNode = Raft<TypeConfig, StateMachine<TypeConfig, ShoalState>>;
@@ -63,7 +63,7 @@ pub struct Consensus {
     me: u64,
     me_peer: PeerId,
     rpc: Arc<RpcClient>,
-    peers: Arc<Mutex<PeerTable>>,
+    peers: PeerView,
 }
 
 impl Consensus {
@@ -73,7 +73,7 @@ impl Consensus {
         dir: &Path,
         me_peer: PeerId,
         rpc: Arc<RpcClient>,
-        peers: Arc<Mutex<PeerTable>>,
+        peers: PeerView,
         bootstrap: bool,
     ) -> Result<Arc<Consensus>, ConsensusError> {
         let failed = |e: &dyn std::fmt::Display| ConsensusError::Failed(e.to_string());
@@ -127,11 +127,7 @@ impl Consensus {
 
     /// A consensus module for a node that does not take part in Raft: every
     /// write and read goes to a member.
-    pub fn client_only(
-        me_peer: PeerId,
-        rpc: Arc<RpcClient>,
-        peers: Arc<Mutex<PeerTable>>,
-    ) -> Arc<Consensus> {
+    pub fn client_only(me_peer: PeerId, rpc: Arc<RpcClient>, peers: PeerView) -> Arc<Consensus> {
         Arc::new(Consensus {
             raft: None,
             state: None,
@@ -172,10 +168,9 @@ impl Consensus {
         node.peer_id.parse().ok()
     }
 
-    /// Live peers, most recently heard first, as a fallback route.
+    /// Live peers, as a fallback route.
     fn any_live_peers(&self) -> Vec<PeerId> {
-        let peers = self.peers.lock().expect("peers lock");
-        peers.live().map(|(peer, _)| *peer).collect()
+        self.peers.live_peers()
     }
 
     /// Where to send a request meant for the leader.
@@ -481,20 +476,21 @@ impl Consensus {
 
     /// Members (voters and learners) that are alive, by Raft id.
     fn live_members(&self, metrics: &openraft::RaftMetrics<TypeConfig>) -> BTreeSet<u64> {
-        let peers = self.peers.lock().expect("peers lock");
-        metrics
-            .membership_config
-            .membership()
-            .nodes()
-            .filter(|(id, node)| {
-                **id == self.me
-                    || node
-                        .peer_id
-                        .parse::<PeerId>()
-                        .is_ok_and(|peer| peers.is_live(&peer))
-            })
-            .map(|(id, _)| *id)
-            .collect()
+        self.peers.read(|peers| {
+            metrics
+                .membership_config
+                .membership()
+                .nodes()
+                .filter(|(id, node)| {
+                    **id == self.me
+                        || node
+                            .peer_id
+                            .parse::<PeerId>()
+                            .is_ok_and(|peer| peers.is_live(&peer))
+                })
+                .map(|(id, _)| *id)
+                .collect()
+        })
     }
 
     async fn ask_to_join(&self) {

@@ -1,5 +1,11 @@
 //! Consensus: openraft with a redb log store and an in-memory state machine
-//! snapshotted into redb, networked over a libp2p protocol of the node.
+//! snapshotted into redb, networked over the nodes' call streams.
+//!
+//! [`consensus`] is the module the rest of the node talks to (writes,
+//! reads, the voter set); [`network`] carries Raft messages as frames and
+//! [`server`] answers them; [`log_store`] and [`state_machine`] keep the
+//! log and the state in redb; [`types`] and [`query`] are what is
+//! replicated and what can be asked of it.
 //!
 //! ```text
 //!   Node::submit_job / db ops ──► leader? ──no──► forward to the leader
@@ -16,5 +22,6 @@ pub mod log_store;
 pub mod membership;
 pub mod network;
 pub mod query;
+pub mod server;
 pub mod state_machine;
 pub mod types;

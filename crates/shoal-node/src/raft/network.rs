@@ -79,7 +79,7 @@ pub enum RaftReply {
 
 /// Pending Raft requests to other nodes, matched to replies by id.
 pub struct RpcClient {
-    links: Arc<Links>,
+    links: Links,
     pending: Mutex<HashMap<u64, oneshot::Sender<Bytes>>>,
     next_id: AtomicU64,
 }
@@ -100,7 +100,7 @@ pub enum RpcFailure {
 }
 
 impl RpcClient {
-    pub fn new(links: Arc<Links>) -> Arc<RpcClient> {
+    pub fn new(links: Links) -> Arc<RpcClient> {
         Arc::new(RpcClient {
             links,
             pending: Mutex::default(),

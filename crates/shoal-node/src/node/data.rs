@@ -4,8 +4,8 @@
 //! reads are linearizable (through the leader's read index) unless the
 //! caller asks for a possibly stale local read.
 
+use super::handle::Node;
 use crate::jobs::{Job, JobCommand, JobId, JobOutcome, JobSpec, JobState};
-use crate::node::Node;
 use crate::raft::consensus::{ConsensusError, RaftStatus};
 use crate::raft::query::Query;
 use crate::raft::types::{Command, CommandResult};
@@ -112,7 +112,7 @@ impl Node {
             .map_err(|e| DataError::Refused(ApiError::new(ErrorCode::InvalidRequest, e)))?;
         let submit = JobCommand::Submit {
             spec,
-            now_ms: crate::jobs::runner::now_ms(),
+            now_ms: crate::clock::now_ms(),
         };
         match self.job_command(submit).await? {
             JobOutcome::Submitted { id, .. } => Ok(id),
@@ -152,7 +152,7 @@ impl Node {
     pub async fn cancel_job(&self, id: JobId) -> Result<(), DataError> {
         let cancel = JobCommand::Cancel {
             id,
-            now_ms: crate::jobs::runner::now_ms(),
+            now_ms: crate::clock::now_ms(),
         };
         self.job_command(cancel).await.map(|_| ())
     }

@@ -10,7 +10,7 @@ use lru::LruCache;
 use shoal_proto::Outcome;
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
 pub type MemoKey = (Arc<str>, Bytes);
@@ -80,6 +80,36 @@ impl Memo {
                 let _ = follower.send(outcome.clone());
             }
         }
+    }
+}
+
+/// The memo of one node, shared by its callers and its executor: both
+/// remember results, so each node computes each value once.
+pub struct SharedMemo(Mutex<Memo>);
+
+impl SharedMemo {
+    pub fn new(capacity: usize) -> Self {
+        SharedMemo(Mutex::new(Memo::new(capacity)))
+    }
+
+    fn memo(&self) -> std::sync::MutexGuard<'_, Memo> {
+        self.0.lock().expect("memo lock")
+    }
+
+    pub fn get(&self, key: &MemoKey) -> Option<Bytes> {
+        self.memo().get(key)
+    }
+
+    pub fn store(&self, key: MemoKey, value: Bytes) {
+        self.memo().store(key, value);
+    }
+
+    pub fn lookup(&self, key: &MemoKey) -> Lookup {
+        self.memo().lookup(key)
+    }
+
+    pub fn finish(&self, key: &MemoKey, outcome: Option<&Outcome>) {
+        self.memo().finish(key, outcome);
     }
 }
 

@@ -42,7 +42,7 @@ impl Events {
         // Numbered under the lock so the ring and the stream agree on order.
         let event = Event {
             seq: self.seq.fetch_add(1, Ordering::Relaxed),
-            at_ms: crate::jobs::runner::now_ms(),
+            at_ms: crate::clock::now_ms(),
             kind,
             node,
             message,

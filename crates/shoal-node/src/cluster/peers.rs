@@ -1,9 +1,9 @@
 //! Who is in the cluster and how loaded each member is.
 //!
 //! The [`PeerTable`] is plain state: heartbeats, disconnections and clock
-//! ticks go in, membership events come out. The node's cluster task feeds it
-//! from the network and acts on the events (re-dispatching calls of a dead
-//! peer, logging joins and departures).
+//! ticks go in, membership events come out. The cluster task owns it and is
+//! the only writer; every other part of the node reads it through a
+//! [`PeerView`], which always shows the table as the task last left it.
 //!
 //! ```text
 //!   heartbeat ──► Alive ──(missed 1 interval)──► Suspected
@@ -15,6 +15,7 @@ use libp2p::PeerId;
 use shoal_proto::Heartbeat;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
 
 /// What the table knows about one peer.
 #[derive(Clone, Debug)]
@@ -65,9 +66,6 @@ pub struct PeerTable {
     peers: HashMap<PeerId, PeerInfo>,
     interval: Duration,
     misses: u32,
-    /// Deaths found outside the cluster loop (a broken call stream), kept
-    /// for its next tick to report.
-    unreported: Vec<MemberEvent>,
 }
 
 impl PeerTable {
@@ -76,7 +74,6 @@ impl PeerTable {
             peers: HashMap::new(),
             interval,
             misses: misses.max(1),
-            unreported: Vec::new(),
         }
     }
 
@@ -115,11 +112,8 @@ impl PeerTable {
     }
 
     /// A call stream to the peer could not be opened or broke.
-    /// Reported by the next [`tick`](Self::tick), like a missed heartbeat.
-    pub fn on_unreachable(&mut self, peer: PeerId) {
-        if let Some(event) = self.mark_dead(peer, "unreachable") {
-            self.unreported.push(event);
-        }
+    pub fn on_unreachable(&mut self, peer: PeerId) -> Option<MemberEvent> {
+        self.mark_dead(peer, "unreachable")
     }
 
     fn mark_dead(&mut self, peer: PeerId, reason: &'static str) -> Option<MemberEvent> {
@@ -135,7 +129,7 @@ impl PeerTable {
     pub fn tick(&mut self, now: Instant) -> Vec<MemberEvent> {
         let suspect_after = self.interval * 2;
         let dead_after = self.interval * self.misses;
-        let mut events = std::mem::take(&mut self.unreported);
+        let mut events = Vec::new();
         for (peer, info) in &mut self.peers {
             let silent_for = now.saturating_duration_since(info.last_seen);
             match info.liveness {
@@ -188,6 +182,45 @@ impl PeerTable {
         self.peers.retain(|_, info| {
             info.liveness != Liveness::Dead || now.saturating_duration_since(info.last_seen) < after
         });
+    }
+}
+
+/// The table as its owner last left it: what placement, stealing, Raft and
+/// the API read. Cheap to clone; reading never waits for the writer for
+/// long (the cluster task holds the write lock only while applying one
+/// event).
+#[derive(Clone, Debug)]
+pub struct PeerView(watch::Receiver<PeerTable>);
+
+impl PeerView {
+    /// A view and the sender its owner writes through.
+    pub fn new(table: PeerTable) -> (watch::Sender<PeerTable>, PeerView) {
+        let (sender, receiver) = watch::channel(table);
+        (sender, PeerView(receiver))
+    }
+
+    /// Reads the table; keep the closure short and never await in it.
+    pub fn read<T>(&self, read: impl FnOnce(&PeerTable) -> T) -> T {
+        read(&self.0.borrow())
+    }
+
+    /// Live peers.
+    pub fn live_peers(&self) -> Vec<PeerId> {
+        self.read(|table| table.live().map(|(peer, _)| *peer).collect())
+    }
+
+    pub fn is_live(&self, peer: &PeerId) -> bool {
+        self.read(|table| table.is_live(peer))
+    }
+
+    /// Waits until `done` holds for the table, or `timeout` passes;
+    /// returns whether it holds.
+    pub async fn wait_for(&self, timeout: Duration, done: impl FnMut(&PeerTable) -> bool) -> bool {
+        let mut receiver = self.0.clone();
+        matches!(
+            tokio::time::timeout(timeout, receiver.wait_for(done)).await,
+            Ok(Ok(_))
+        )
     }
 }
 
@@ -254,19 +287,18 @@ mod tests {
     }
 
     #[test]
-    fn a_broken_call_stream_kills_at_once_and_the_next_tick_reports_it() {
+    fn a_broken_call_stream_kills_at_once() {
         let mut table = table();
         let peer = PeerId::random();
         let now = Instant::now();
         table.on_heartbeat(peer, Heartbeat::default(), now);
-        table.on_unreachable(peer);
-        assert!(!table.is_live(&peer), "no call is placed on it meanwhile");
         assert_eq!(
-            table.tick(now),
-            vec![MemberEvent::Died(peer, "unreachable")]
+            table.on_unreachable(peer),
+            Some(MemberEvent::Died(peer, "unreachable"))
         );
-        table.on_disconnected(peer);
-        assert!(table.tick(now).is_empty(), "dies once");
+        assert!(!table.is_live(&peer), "no call is placed on it meanwhile");
+        assert_eq!(table.on_disconnected(peer), None, "dies once");
+        assert!(table.tick(now).is_empty());
     }
 
     #[test]

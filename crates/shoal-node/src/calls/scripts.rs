@@ -12,26 +12,75 @@
 //!   owner: shoal.script.get(hash) ◄───────────────────┘ fetch, verify, load
 //! ```
 
-use crate::registry::{Body, CallContext, FnError, Function, Registry};
-use crate::sched::{Sched, ScriptSource};
+use super::context::CallContext;
+use super::registry::{Body, FnError, Function, Registry};
 use futures::future::BoxFuture;
-use libp2p::PeerId;
 use serde_json::{Value, json};
 use shoal_js::{EngineConfig, EnginePool, NestedCaller, RegisteredFunction, Script, ScriptError};
 use shoal_proto::{CallError, ErrorCode};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::future::Future;
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Largest script source accepted, from a file or from a peer.
 pub const MAX_SCRIPT_BYTES: usize = 4 * 1024 * 1024;
 /// Scripts one node keeps; past it, shipped scripts are refused.
 pub const MAX_SCRIPTS: usize = 256;
 
+/// The internal function peers call to fetch a script's source.
 pub(crate) const GET_SCRIPT: &str = "shoal.script.get";
+
+/// Script sources by hash: what this node can ship to others.
+#[derive(Default)]
+struct Library {
+    sources: Mutex<HashMap<String, Script>>,
+}
+
+impl Library {
+    fn insert(&self, script: &Script) -> Result<(), ScriptError> {
+        let mut sources = self.sources.lock().expect("sources lock");
+        let hash = script.hash();
+        if sources.len() >= MAX_SCRIPTS && !sources.contains_key(&hash) {
+            return Err(ScriptError {
+                script: script.name.clone(),
+                message: format!("this node already holds {MAX_SCRIPTS} scripts"),
+            });
+        }
+        sources.insert(hash, script.clone());
+        Ok(())
+    }
+
+    fn get(&self, hash: &str) -> Option<Script> {
+        self.sources
+            .lock()
+            .expect("sources lock")
+            .get(hash)
+            .cloned()
+    }
+
+    /// `shoal.script.get {hash}` → `{name, source}`.
+    fn get_function(self: &Arc<Self>) -> Function {
+        let library = Arc::clone(self);
+        let mut function = Function::new_async(GET_SCRIPT, move |_ctx, args| {
+            let library = Arc::clone(&library);
+            async move {
+                let hash = args["hash"].as_str().ok_or("expected {\"hash\": ...}")?;
+                let script = library
+                    .get(hash)
+                    .ok_or_else(|| format!("no script with hash {hash} on this node"))?;
+                Ok(json!({ "name": script.name, "source": script.source }))
+            }
+        });
+        function.internal = true;
+        function
+    }
+}
 
 /// The scripts of one node and, once one is loaded, its engine pool.
 pub struct Scripts {
-    sources: Mutex<HashMap<String, Script>>,
+    library: Arc<Library>,
+    /// Started by the first script loaded, so a node without scripts runs
+    /// no JavaScript threads.
     pool: OnceLock<Arc<EnginePool>>,
     config: EngineConfig,
     /// Whether this node runs calls at all; a node without slots keeps
@@ -39,27 +88,28 @@ pub struct Scripts {
     runs_calls: bool,
     host: String,
     registry: Arc<Registry>,
-    sched: Weak<Sched>,
     /// One fetch per missing script, however many calls need it at once.
     fetching: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Scripts {
+    /// The node's scripts; registers `shoal.script.get` in `registry` so
+    /// peers can fetch the sources this node holds.
     pub fn new(
         config: EngineConfig,
         runs_calls: bool,
         host: String,
         registry: Arc<Registry>,
-        sched: Weak<Sched>,
     ) -> Self {
+        let library = Arc::new(Library::default());
+        registry.insert(library.get_function());
         Scripts {
-            sources: Mutex::default(),
+            library,
             pool: OnceLock::new(),
             config,
             runs_calls,
             host,
             registry,
-            sched,
             fetching: Mutex::default(),
         }
     }
@@ -83,23 +133,13 @@ impl Scripts {
                 message: format!("is larger than the limit of {MAX_SCRIPT_BYTES} bytes"),
             });
         }
-        let hash = script.hash();
-        {
-            let mut sources = self.sources.lock().expect("sources lock");
-            if sources.len() >= MAX_SCRIPTS && !sources.contains_key(&hash) {
-                return Err(ScriptError {
-                    script: script.name,
-                    message: format!("this node already holds {MAX_SCRIPTS} scripts"),
-                });
-            }
-            sources.insert(hash.clone(), script.clone());
-        }
+        self.library.insert(&script)?;
         if !self.runs_calls {
             return Ok(Vec::new());
         }
         let pool = Arc::clone(self.pool());
         let registered = pool.load(&script).await?;
-        let hash: Arc<str> = Arc::from(hash);
+        let hash: Arc<str> = Arc::from(script.hash());
         for function in &registered {
             self.registry
                 .insert(js_function(&pool, function, Arc::clone(&hash)));
@@ -108,60 +148,36 @@ impl Scripts {
         Ok(registered)
     }
 
-    fn source(&self, hash: &str) -> Option<Script> {
-        self.sources
-            .lock()
-            .expect("sources lock")
-            .get(hash)
-            .cloned()
-    }
-
     fn is_loaded(&self, hash: &str) -> bool {
         self.pool.get().is_some_and(|pool| pool.has_script(hash))
     }
 
-    /// The internal function peers call to fetch a script's source.
-    pub fn get_function(self: &Arc<Self>) -> Function {
-        let scripts = Arc::downgrade(self);
-        let mut function = Function::new_async(GET_SCRIPT, move |_ctx, args| {
-            let scripts = scripts.clone();
-            async move {
-                let hash = args["hash"].as_str().ok_or("expected {\"hash\": ...}")?;
-                let scripts = scripts.upgrade().ok_or("node is stopping")?;
-                let script = scripts
-                    .source(hash)
-                    .ok_or_else(|| format!("no script with hash {hash} on this node"))?;
-                Ok(json!({ "name": script.name, "source": script.source }))
-            }
-        });
-        function.internal = true;
-        function
-    }
-
-    async fn fetch_and_load(&self, hash: Arc<str>, owner: PeerId) -> Result<(), CallError> {
+    /// Makes sure the script `hash` is loaded here. A script this node has
+    /// never seen comes from `fetch` (the reply of `shoal.script.get` at
+    /// the call's owner) and is checked against its hash before it loads.
+    pub async fn ensure(
+        &self,
+        hash: &Arc<str>,
+        fetch: impl Future<Output = Result<Value, CallError>>,
+    ) -> Result<(), CallError> {
         let gate = {
             let mut fetching = self.fetching.lock().expect("fetching lock");
             Arc::clone(fetching.entry(hash.to_string()).or_default())
         };
         let _turn = gate.lock().await;
-        if self.is_loaded(&hash) {
+        if self.is_loaded(hash) {
             return Ok(());
         }
-        let unavailable = |message: String| CallError::new(ErrorCode::Unavailable, message);
-        let script = match self.source(&hash) {
+        let script = match self.library.get(hash) {
             Some(script) => script,
             None => {
-                let sched = self
-                    .sched
-                    .upgrade()
-                    .ok_or_else(|| unavailable("node is stopping".into()))?;
-                tracing::debug!(%hash, %owner, "fetching a script shipped with a call");
-                let reply = sched
-                    .call_on(owner, GET_SCRIPT, json!({ "hash": hash.as_ref() }))
-                    .await
-                    .map_err(|e| {
-                        unavailable(format!("cannot fetch script {hash} from the caller: {e}"))
-                    })?;
+                tracing::debug!(%hash, "fetching a script shipped with a call");
+                let reply = fetch.await.map_err(|e| {
+                    CallError::new(
+                        ErrorCode::Unavailable,
+                        format!("cannot fetch script {hash} from the caller: {e}"),
+                    )
+                })?;
                 let name = reply["name"].as_str().unwrap_or("shipped.js");
                 let source = reply["source"].as_str().unwrap_or_default();
                 let script = Script::new(name, source);
@@ -182,22 +198,6 @@ impl Scripts {
             .expect("fetching lock")
             .remove(hash.as_ref());
         Ok(())
-    }
-}
-
-/// What the scheduler holds to fetch shipped scripts; weak, so the node's
-/// scripts and its scheduler do not keep each other alive.
-pub struct ScriptFetcher(pub Weak<Scripts>);
-
-impl ScriptSource for ScriptFetcher {
-    fn ensure(&self, hash: Arc<str>, owner: PeerId) -> BoxFuture<'static, Result<(), CallError>> {
-        let scripts = self.0.upgrade();
-        Box::pin(async move {
-            match scripts {
-                Some(scripts) => scripts.fetch_and_load(hash, owner).await,
-                None => Err(CallError::new(ErrorCode::ShuttingDown, "node is stopping")),
-            }
-        })
     }
 }
 

@@ -10,9 +10,23 @@
 //! behind a newer one (the p2pqueue seed popped newest-first and let one of
 //! 64 callers take almost all completions). Thieves take from the back: the
 //! calls that would otherwise wait longest.
+//!
+//! The queue is bounded: a call offered to a full queue comes back as
+//! [`Admit::Full`], and its owner places it elsewhere.
 
 use std::collections::VecDeque;
 use tokio::sync::oneshot;
+
+/// What became of a call offered to the queue.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Admit<C> {
+    /// A slot was free and is now taken: start the call.
+    Start(C),
+    /// It waits its turn.
+    Queued,
+    /// The queue is full: the call is handed back.
+    Full(C),
+}
 
 /// Slots, queue and resumers of one node.
 #[derive(Debug)]
@@ -21,16 +35,19 @@ pub struct WorkQueue<C> {
     /// Slots in use.
     busy: u32,
     queue: VecDeque<C>,
+    /// Most calls waiting in `queue`.
+    capacity: usize,
     /// Calls waiting to get a slot back after their nested calls finished.
     resumers: VecDeque<oneshot::Sender<()>>,
 }
 
 impl<C> WorkQueue<C> {
-    pub fn new(slots: u32) -> Self {
+    pub fn new(slots: u32, capacity: usize) -> Self {
         WorkQueue {
             slots,
             busy: 0,
             queue: VecDeque::new(),
+            capacity,
             resumers: VecDeque::new(),
         }
     }
@@ -51,14 +68,17 @@ impl<C> WorkQueue<C> {
         self.slots.saturating_sub(self.busy)
     }
 
-    /// Offers a call; returns it back if it may start now (its slot taken).
-    pub fn submit(&mut self, call: C) -> Option<C> {
+    /// Offers a call.
+    pub fn submit(&mut self, call: C) -> Admit<C> {
         if self.busy < self.slots && self.queue.is_empty() && self.resumers.is_empty() {
             self.busy += 1;
-            return Some(call);
+            return Admit::Start(call);
+        }
+        if self.queue.len() >= self.capacity {
+            return Admit::Full(call);
         }
         self.queue.push_back(call);
-        None
+        Admit::Queued
     }
 
     /// A slot is free again. The slot passes to a waiting resumer if there
@@ -126,13 +146,15 @@ impl<C> WorkQueue<C> {
 mod tests {
     use super::*;
 
+    const ROOMY: usize = 100;
+
     #[test]
     fn starts_until_slots_are_full_then_queues_in_order() {
-        let mut work = WorkQueue::new(2);
-        assert_eq!(work.submit(1), Some(1));
-        assert_eq!(work.submit(2), Some(2));
-        assert_eq!(work.submit(3), None);
-        assert_eq!(work.submit(4), None);
+        let mut work = WorkQueue::new(2, ROOMY);
+        assert_eq!(work.submit(1), Admit::Start(1));
+        assert_eq!(work.submit(2), Admit::Start(2));
+        assert_eq!(work.submit(3), Admit::Queued);
+        assert_eq!(work.submit(4), Admit::Queued);
         assert_eq!(work.release(), Some(3), "first in, first out");
         assert_eq!(work.release(), Some(4));
         assert_eq!(work.release(), None);
@@ -140,9 +162,21 @@ mod tests {
     }
 
     #[test]
+    fn a_full_queue_hands_the_call_back_and_takes_more_once_it_drains() {
+        let mut work = WorkQueue::new(1, 2);
+        assert_eq!(work.submit(1), Admit::Start(1));
+        assert_eq!(work.submit(2), Admit::Queued);
+        assert_eq!(work.submit(3), Admit::Queued);
+        assert_eq!(work.submit(4), Admit::Full(4));
+        assert_eq!(work.queued(), 2);
+        assert_eq!(work.release(), Some(2));
+        assert_eq!(work.submit(4), Admit::Queued);
+    }
+
+    #[test]
     fn resumers_go_before_queued_calls() {
-        let mut work = WorkQueue::new(1);
-        assert_eq!(work.submit("parent"), Some("parent"));
+        let mut work = WorkQueue::new(1, ROOMY);
+        assert_eq!(work.submit("parent"), Admit::Start("parent"));
         // The parent awaits a nested call: its slot goes to the queue.
         work.submit("queued");
         assert_eq!(work.release(), Some("queued"));
@@ -155,7 +189,7 @@ mod tests {
 
     #[test]
     fn cancelled_resumer_does_not_leak_a_slot() {
-        let mut work = WorkQueue::new(1);
+        let mut work = WorkQueue::new(1, ROOMY);
         work.submit(1);
         let gone = work.resume().unwrap_err();
         drop(gone);
@@ -166,7 +200,7 @@ mod tests {
 
     #[test]
     fn steal_takes_from_the_back() {
-        let mut work = WorkQueue::new(0);
+        let mut work = WorkQueue::new(0, ROOMY);
         for i in 0..5 {
             work.submit(i);
         }
@@ -182,7 +216,7 @@ mod tests {
 
     #[test]
     fn remove_where_drops_matching_queued_calls() {
-        let mut work = WorkQueue::new(0);
+        let mut work = WorkQueue::new(0, ROOMY);
         for i in 0..6 {
             work.submit(i);
         }

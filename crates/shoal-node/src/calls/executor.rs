@@ -1,0 +1,253 @@
+//! The executor's side of one node: worker slots, the bounded queue of
+//! calls that have not started, and the calls running now.
+//!
+//! It decides, under one lock, what starts, what waits and what is
+//! refused; running a call is [`run`](super::run)'s job. The queue's order
+//! and the slot hand-over rules are in [`WorkQueue`].
+
+use super::work_queue::{Admit, WorkQueue};
+use bytes::Bytes;
+use libp2p::PeerId;
+use shoal_proto::{CallId, CallRequest, JobRef};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+use tokio::task::AbortHandle;
+
+/// A call waiting for or holding a slot on this node.
+#[derive(Debug)]
+pub struct QueuedCall {
+    pub owner: PeerId,
+    pub id: CallId,
+    pub function: Arc<str>,
+    pub args: Bytes,
+    pub script: Option<Arc<str>>,
+    pub job: Option<JobRef>,
+    pub deadline: Instant,
+}
+
+impl QueuedCall {
+    /// A call that arrived from `owner`, with the time it has left.
+    pub fn from_request(owner: PeerId, request: CallRequest) -> QueuedCall {
+        QueuedCall {
+            owner,
+            id: request.id,
+            function: Arc::from(request.function),
+            args: request.args,
+            deadline: Instant::now() + Duration::from_millis(request.budget_ms),
+            script: request.script.map(Arc::from),
+            job: request.job,
+        }
+    }
+}
+
+/// This node's load, for heartbeats and placement.
+#[derive(Clone, Debug, Default)]
+pub struct LoadReport {
+    pub slots: u32,
+    pub queued: u32,
+    pub busy: u32,
+    /// Mean run time of recent calls, microseconds (0 if none ran yet).
+    pub mean_task_us: u64,
+}
+
+/// What a cancel found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Cancelled {
+    /// It had not started; it is gone from the queue.
+    Dequeued,
+    /// It was running and has been stopped.
+    Aborted,
+    /// Not here (finished already, or never came).
+    NotFound,
+}
+
+type RunningKey = (PeerId, CallId);
+
+struct State {
+    work: WorkQueue<QueuedCall>,
+    /// Calls running here, so a cancel or a lost owner can stop them.
+    running: HashMap<RunningKey, AbortHandle>,
+}
+
+/// Slots, queue and running calls; every method takes the lock once.
+pub struct Executor {
+    state: Mutex<State>,
+}
+
+impl Executor {
+    /// An executor with `slots` slots and room for `capacity` queued calls.
+    pub fn new(slots: u32, capacity: usize) -> Self {
+        Executor {
+            state: Mutex::new(State {
+                work: WorkQueue::new(slots, capacity),
+                running: HashMap::new(),
+            }),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("executor lock")
+    }
+
+    pub fn load(&self) -> LoadReport {
+        let state = self.state();
+        LoadReport {
+            slots: state.work.slots(),
+            queued: state.work.queued() as u32,
+            busy: state.work.busy(),
+            mean_task_us: 0,
+        }
+    }
+
+    /// Free slots, if nothing is queued (a node with queued calls has no
+    /// business stealing more).
+    pub fn idle_slots(&self) -> u32 {
+        let state = self.state();
+        if state.work.queued() > 0 {
+            0
+        } else {
+            state.work.free_slots()
+        }
+    }
+
+    /// Offers a call: start it, queue it, or hand it back when full.
+    pub fn admit(&self, call: QueuedCall) -> Admit<QueuedCall> {
+        self.state().work.submit(call)
+    }
+
+    /// Records a started call so it can be stopped. `finished` says whether
+    /// it already ended (a fast call may end before it is recorded).
+    pub fn started(&self, owner: PeerId, id: CallId, handle: AbortHandle, finished: bool) {
+        let mut state = self.state();
+        if finished {
+            state.running.remove(&(owner, id));
+        } else {
+            state.running.insert((owner, id), handle);
+        }
+    }
+
+    pub fn finished(&self, owner: PeerId, id: CallId) {
+        self.state().running.remove(&(owner, id));
+    }
+
+    /// A slot is free again; returns the queued call that takes it, if any
+    /// (a waiting resumer may take it instead).
+    pub fn release(&self) -> Option<QueuedCall> {
+        self.state().work.release()
+    }
+
+    /// Asks for a slot back after nested calls; see [`WorkQueue::resume`].
+    pub fn resume(&self) -> Result<(), oneshot::Receiver<()>> {
+        self.state().work.resume()
+    }
+
+    /// Stops one call, queued or running.
+    pub fn cancel(&self, owner: PeerId, id: CallId) -> Cancelled {
+        let mut state = self.state();
+        let removed = state
+            .work
+            .remove_where(|call| call.owner == owner && call.id == id);
+        if !removed.is_empty() {
+            return Cancelled::Dequeued;
+        }
+        match state.running.remove(&(owner, id)) {
+            // Dropping the task drops its nested calls, which cancels them too.
+            Some(handle) => {
+                handle.abort();
+                Cancelled::Aborted
+            }
+            None => Cancelled::NotFound,
+        }
+    }
+
+    /// Stops every call `owner` made (it is gone); returns how many were
+    /// queued and how many running.
+    pub fn drop_owner(&self, owner: PeerId) -> (usize, usize) {
+        let mut state = self.state();
+        let queued = state.work.remove_where(|call| call.owner == owner).len();
+        let keys: Vec<RunningKey> = state
+            .running
+            .keys()
+            .filter(|(by, _)| *by == owner)
+            .copied()
+            .collect();
+        for key in &keys {
+            if let Some(handle) = state.running.remove(key) {
+                handle.abort();
+            }
+        }
+        (queued, keys.len())
+    }
+
+    /// Stops everything (the node is stopping).
+    pub fn stop_all(&self) {
+        let mut state = self.state();
+        state.work.remove_where(|_| true);
+        for (_, handle) in state.running.drain() {
+            handle.abort();
+        }
+    }
+
+    /// Takes up to `max` queued calls for a thief; see [`WorkQueue::steal`].
+    pub fn steal(&self, max: usize, take: impl FnMut(&QueuedCall) -> bool) -> Vec<QueuedCall> {
+        self.state().work.steal(max, take)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(owner: PeerId, id: u64) -> QueuedCall {
+        QueuedCall {
+            owner,
+            id: CallId(id),
+            function: Arc::from("f"),
+            args: Bytes::new(),
+            script: None,
+            job: None,
+            deadline: Instant::now(),
+        }
+    }
+
+    #[tokio::test]
+    async fn cancel_dequeues_or_aborts() {
+        let owner = PeerId::random();
+        let executor = Executor::new(1, 10);
+        assert!(matches!(executor.admit(call(owner, 1)), Admit::Start(_)));
+        let task = tokio::spawn(std::future::pending::<()>());
+        executor.started(owner, CallId(1), task.abort_handle(), false);
+        assert!(matches!(executor.admit(call(owner, 2)), Admit::Queued));
+        assert_eq!(executor.cancel(owner, CallId(2)), Cancelled::Dequeued);
+        assert_eq!(executor.cancel(owner, CallId(1)), Cancelled::Aborted);
+        assert!(task.await.unwrap_err().is_cancelled());
+        assert_eq!(executor.cancel(owner, CallId(1)), Cancelled::NotFound);
+    }
+
+    #[tokio::test]
+    async fn a_lost_owner_takes_its_calls_with_it() {
+        let (gone, stays) = (PeerId::random(), PeerId::random());
+        let executor = Executor::new(1, 10);
+        executor.admit(call(gone, 1));
+        let task = tokio::spawn(std::future::pending::<()>());
+        executor.started(gone, CallId(1), task.abort_handle(), false);
+        executor.admit(call(gone, 2));
+        executor.admit(call(stays, 3));
+        assert_eq!(executor.drop_owner(gone), (1, 1));
+        assert_eq!(executor.load().queued, 1, "other owners' calls stay");
+    }
+
+    #[test]
+    fn a_call_that_finished_before_it_was_recorded_is_not_kept() {
+        let owner = PeerId::random();
+        let executor = Executor::new(1, 10);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let handle = runtime.spawn(async {}).abort_handle();
+        executor.started(owner, CallId(1), handle, true);
+        assert_eq!(executor.cancel(owner, CallId(1)), Cancelled::NotFound);
+    }
+}

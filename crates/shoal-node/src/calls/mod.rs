@@ -1,0 +1,219 @@
+//! The fast path for calls.
+//!
+//! Every call has an *owner*, the node where it was made, which keeps it in
+//! its pending table until it resolves; and an *executor*, the node where it
+//! runs. One [`Calls`] per node plays both roles, each in its own file, and
+//! each piece of state has one owner:
+//!
+//! | file | role | state it owns |
+//! |---|---|---|
+//! | [`owner`] | make calls, place them, re-place them, first result wins | [`PendingTable`](pending::PendingTable) |
+//! | [`run`] | run a call in a slot, give the slot back during nested calls, deliver the outcome | [`Executor`](executor::Executor) (slots, bounded queue, running calls) |
+//! | [`steal`] | idle nodes take queued calls from busy ones | the thief's own state, inside its task |
+//! | [`inbound`] | the dispatcher: frames from peers to the roles above | — |
+//! | [`memo`] | results of memoized functions, and calls identical ones can join | [`SharedMemo`](memo::SharedMemo) |
+//!
+//! [`placement`] (where a call runs, whom to steal from), [`pending`],
+//! [`executor`], [`work_queue`] and [`memo`] are plain state and pure
+//! functions, tested without a network. [`registry`] holds the functions,
+//! [`context`] what a running function is handed, [`scripts`] JavaScript.
+//!
+//! ```text
+//!  call() ─► place ─► Local ───────────► executor queue ─► slot ─► run ─┐
+//!              │                                                        │ outcome
+//!              └────► Remote(peer) ─► Frame::Call ─► peer's queue       ▼
+//!                                                  (may be stolen) resolve(id): first wins
+//! ```
+//!
+//! Failure handling lives on the owner: when the executor of a pending call
+//! dies (connections closed, heartbeats missed, or its call stream broke),
+//! or answers that its queue is full, the owner places the call again.
+//! Results that arrive after the first are dropped, so the caller sees
+//! exactly one. A call whose caller stops waiting (deadline, or the future
+//! dropped) is cancelled where it runs, and so are the calls it started.
+
+pub mod context;
+pub mod executor;
+pub mod inbound;
+pub mod memo;
+pub mod owner;
+pub mod pending;
+pub mod placement;
+pub mod registry;
+pub mod run;
+pub mod scripts;
+pub mod steal;
+pub mod work_queue;
+
+use crate::cluster::peers::PeerView;
+use crate::net::links::Links;
+use crate::telemetry::metrics::CallMetrics;
+use context::ProgressReport;
+use executor::{Executor, LoadReport};
+use libp2p::PeerId;
+use memo::SharedMemo;
+use pending::PendingTable;
+use registry::Registry;
+use scripts::Scripts;
+use shoal_proto::{JobRef, NodeId, StolenCall};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, mpsc};
+use tokio_util::task::TaskTracker;
+
+/// Batches of calls a victim handed over, waiting for the thief's task;
+/// a thief has at most one steal in flight, so a few slots are plenty.
+const STOLEN_INBOX: usize = 16;
+
+/// Per-call settings.
+#[derive(Clone, Debug, Default)]
+pub struct CallOptions {
+    /// When the caller stops waiting; the node's default when `None`.
+    pub deadline: Option<Instant>,
+    /// Hash of a script that defines the function; nodes that lack it fetch
+    /// it from this node, so any node can run the call.
+    pub script: Option<Arc<str>>,
+    /// The durable job this call runs for (set by the job runner).
+    pub job: Option<JobRef>,
+}
+
+/// Counters for status and benchmarks.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub executed: AtomicU64,
+    pub redispatched: AtomicU64,
+    pub stolen: AtomicU64,
+    pub duplicates_dropped: AtomicU64,
+    /// Calls a full executor queue handed back to their owner.
+    pub refused_overloaded: AtomicU64,
+    /// Exponential moving average of run time, microseconds.
+    pub mean_task_us: AtomicU64,
+}
+
+impl Stats {
+    fn record_run(&self, took: Duration) {
+        let sample = took.as_micros().min(u64::MAX as u128) as u64;
+        let old = self.mean_task_us.load(Ordering::Relaxed);
+        let new = if old == 0 {
+            sample
+        } else {
+            (old * 7 + sample) / 8
+        };
+        self.mean_task_us.store(new.max(1), Ordering::Relaxed);
+        self.executed.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// What [`Calls::new`] needs; everything comes in built.
+pub struct CallsParts {
+    pub me: PeerId,
+    pub slots: u32,
+    /// Calls that may wait in this node's executor queue.
+    pub queue_capacity: usize,
+    /// Calls this node may own (wait for) at once.
+    pub max_pending: usize,
+    pub default_deadline: Duration,
+    pub memo_capacity: usize,
+    pub registry: Arc<Registry>,
+    pub scripts: Arc<Scripts>,
+    pub peers: PeerView,
+    pub links: Links,
+    /// Where functions' job progress reports go.
+    pub progress: mpsc::Sender<ProgressReport>,
+    /// Tells the cluster task about peers whose call stream broke.
+    pub unreachable: mpsc::Sender<PeerId>,
+    pub tasks: TaskTracker,
+}
+
+/// What the steal task reads: batches of calls victims handed over.
+pub type StolenInbox = mpsc::Receiver<(PeerId, Vec<StolenCall>)>;
+
+/// Owner and executor of calls on one node.
+pub struct Calls {
+    me: PeerId,
+    node_id: NodeId,
+    default_deadline: Duration,
+    max_pending: usize,
+    registry: Arc<Registry>,
+    scripts: Arc<Scripts>,
+    peers: PeerView,
+    links: Links,
+    /// The owner's calls; only [`owner`] touches it.
+    pending: Mutex<PendingTable>,
+    executor: Executor,
+    memo: SharedMemo,
+    progress: mpsc::Sender<ProgressReport>,
+    unreachable: mpsc::Sender<PeerId>,
+    /// Calls stolen for this node, on their way to the steal task.
+    stolen: mpsc::Sender<(PeerId, Vec<StolenCall>)>,
+    /// Wakes the steal task when a peer reports queued calls.
+    peer_has_work: Notify,
+    next_id: AtomicU64,
+    pub stats: Stats,
+    /// Outcomes and latency of the calls started here.
+    pub metrics: CallMetrics,
+    tasks: TaskTracker,
+}
+
+impl Calls {
+    /// Builds the node's calls; the steal task reads the returned inbox.
+    pub fn new(parts: CallsParts) -> (Arc<Calls>, StolenInbox) {
+        let (stolen, stolen_inbox) = mpsc::channel(STOLEN_INBOX);
+        let calls = Calls {
+            me: parts.me,
+            node_id: NodeId(parts.me.to_base58()),
+            default_deadline: parts.default_deadline,
+            max_pending: parts.max_pending,
+            registry: parts.registry,
+            scripts: parts.scripts,
+            peers: parts.peers,
+            links: parts.links,
+            pending: Mutex::default(),
+            executor: Executor::new(parts.slots, parts.queue_capacity),
+            memo: SharedMemo::new(parts.memo_capacity),
+            progress: parts.progress,
+            unreachable: parts.unreachable,
+            stolen,
+            peer_has_work: Notify::new(),
+            next_id: AtomicU64::new(1),
+            stats: Stats::default(),
+            metrics: CallMetrics::default(),
+            tasks: parts.tasks,
+        };
+        (Arc::new(calls), stolen_inbox)
+    }
+
+    pub fn node_id(&self) -> &NodeId {
+        &self.node_id
+    }
+
+    /// This node's load, for heartbeats and placement.
+    pub fn load(&self) -> LoadReport {
+        LoadReport {
+            mean_task_us: self.stats.mean_task_us.load(Ordering::Relaxed),
+            ..self.executor.load()
+        }
+    }
+
+    /// A peer reported queued calls: an idle node may steal some.
+    pub fn peer_has_work(&self) {
+        self.peer_has_work.notify_one();
+    }
+
+    /// The node is stopping: pending calls fail now instead of hanging, and
+    /// the calls running here stop.
+    pub fn stop(&self) {
+        self.fail_all_pending();
+        self.executor.stop_all();
+    }
+
+    /// A node is gone: its calls run elsewhere, and calls it owned stop here.
+    pub fn on_peer_dead(self: &Arc<Self>, peer: PeerId) {
+        self.redispatch_from(peer);
+        let (queued, running) = self.executor.drop_owner(peer);
+        if queued > 0 || running > 0 {
+            tracing::info!(%peer, queued, running, "dropped calls of a lost owner");
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! Work stealing: an idle node takes queued, not-yet-started calls from the
+//! busiest peer.
+//!
+//! ```text
+//!  thief (steal task)                         victim
+//!   peer reports queued calls ─► idle? ─► Frame::Steal{max} ─► give_stolen:
+//!                                                              take from the back of its queue,
+//!   take_stolen ◄──────── Frame::Stolen{calls} ◄──────────────┘ tell their owners (Frame::Moved)
+//!   run them as if they were sent here
+//! ```
+//!
+//! The thief's bookkeeping (whom it tried, whether a steal is in flight)
+//! lives in its task alone; the victim's side only touches its executor.
+
+use super::executor::QueuedCall;
+use super::owner::remaining_ms;
+use super::pending::Where;
+use super::placement;
+use super::{Calls, StolenInbox};
+use libp2p::PeerId;
+use shoal_proto::{CallRequest, Frame, NodeId, StolenCall};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// Most calls handed over by one steal; keeps a steal reply small and
+/// leaves work for other thieves.
+const MAX_STEAL_BATCH: usize = 64;
+/// Payload bytes handed over by one steal; well under the frame limit.
+const MAX_STEAL_BYTES: usize = shoal_proto::wire::MAX_FRAME_BYTES / 2;
+/// A steal without an answer for this long is given up.
+const STEAL_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often an idle node looks for work to steal while peers report some.
+/// Cheap (a lock and a comparison) so an idle node still costs next to nothing.
+const STEAL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// What the thief remembers between looks.
+#[derive(Default)]
+struct Thief {
+    in_flight_since: Option<Instant>,
+    /// Heartbeat number of each peer when we last stole from it in vain:
+    /// no second try until it reports again.
+    tried: HashMap<PeerId, u64>,
+}
+
+/// The steal task: looks for work while some peer reports queued calls,
+/// and sleeps until one does otherwise, so an idle cluster stays idle.
+pub async fn run(calls: Arc<Calls>, mut stolen: StolenInbox, shutdown: CancellationToken) {
+    let mut thief = Thief::default();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = calls.peer_has_work.notified() => {}
+            Some((victim, batch)) = stolen.recv() => calls.take_stolen(&mut thief, victim, batch),
+        }
+        while calls.steal_tick(&mut thief) {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                Some((victim, batch)) = stolen.recv() => calls.take_stolen(&mut thief, victim, batch),
+                _ = tokio::time::sleep(STEAL_INTERVAL) => {}
+            }
+        }
+    }
+}
+
+impl Calls {
+    /// One look for work. Returns whether any peer still reports queued
+    /// calls (so the task keeps looking).
+    fn steal_tick(&self, thief: &mut Thief) -> bool {
+        let peers_have_work = self
+            .peers
+            .read(|peers| peers.live().any(|(_, info)| info.load.queued > 0));
+        if !peers_have_work {
+            return false;
+        }
+        let free = self.executor.idle_slots();
+        if free == 0 {
+            return true;
+        }
+        if thief
+            .in_flight_since
+            .is_some_and(|since| since.elapsed() < STEAL_TIMEOUT)
+        {
+            return true;
+        }
+        let candidates: Vec<(PeerId, u32, u64)> = self.peers.read(|peers| {
+            peers
+                .live()
+                .filter(|(peer, info)| thief.tried.get(*peer) != Some(&info.load.seq))
+                .map(|(peer, info)| (*peer, info.load.queued, info.load.seq))
+                .collect()
+        });
+        let queued: Vec<(PeerId, u32)> = candidates.iter().map(|(p, q, _)| (*p, *q)).collect();
+        let Some(victim) = placement::choose_victim(&queued) else {
+            return true;
+        };
+        let seq = candidates
+            .iter()
+            .find(|(peer, _, _)| *peer == victim)
+            .map_or(0, |(_, _, seq)| *seq);
+        thief.tried.insert(victim, seq);
+        thief.in_flight_since = Some(Instant::now());
+        self.links.send_soon(victim, Frame::Steal { max: free });
+        true
+    }
+
+    /// A thief asked for work: hand over queued calls it can run.
+    pub(super) fn give_stolen(self: &Arc<Self>, thief: PeerId, max: u32) {
+        let thief_functions = self.peers.read(|peers| {
+            peers
+                .get(&thief)
+                .map(|info| info.functions.clone())
+                .unwrap_or_default()
+        });
+        let mut bytes = 0usize;
+        let taken = self
+            .executor
+            .steal((max as usize).min(MAX_STEAL_BATCH), |call| {
+                let fits = bytes + call.args.len() <= MAX_STEAL_BYTES;
+                let can = fits
+                    && call.owner != thief
+                    && thief_functions.contains_key(call.function.as_ref());
+                if can {
+                    bytes += call.args.len();
+                }
+                can
+            });
+        let thief_id = NodeId(thief.to_base58());
+        let mut handed = Vec::with_capacity(taken.len());
+        for call in taken {
+            if call.owner == self.me {
+                self.moved(call.id, Where::Remote(thief));
+            } else {
+                let moved = Frame::Moved {
+                    id: call.id,
+                    to: thief_id.clone(),
+                };
+                self.links.send_soon(call.owner, moved);
+            }
+            handed.push(StolenCall {
+                owner: NodeId(call.owner.to_base58()),
+                request: CallRequest {
+                    id: call.id,
+                    function: call.function.to_string(),
+                    args: call.args,
+                    budget_ms: remaining_ms(call.deadline),
+                    script: call.script.as_deref().map(str::to_string),
+                    job: call.job,
+                },
+            });
+        }
+        if !handed.is_empty() {
+            tracing::debug!(%thief, calls = handed.len(), "calls stolen from this node");
+        }
+        self.links.send_soon(thief, Frame::Stolen { calls: handed });
+    }
+
+    /// A victim answered a steal: hands the batch to the steal task, which
+    /// keeps the thief's books.
+    pub(super) async fn stolen_arrived(&self, victim: PeerId, calls: Vec<StolenCall>) {
+        let _ = self.stolen.send((victim, calls)).await;
+    }
+
+    /// Runs stolen calls as if they were sent here.
+    fn take_stolen(self: &Arc<Self>, thief: &mut Thief, victim: PeerId, calls: Vec<StolenCall>) {
+        thief.in_flight_since = None;
+        if !calls.is_empty() {
+            // It had work; ask again as soon as we are idle.
+            thief.tried.remove(&victim);
+        }
+        self.stats
+            .stolen
+            .fetch_add(calls.len() as u64, Ordering::Relaxed);
+        for stolen in calls {
+            let Ok(owner) = stolen.owner.0.parse::<PeerId>() else {
+                tracing::warn!(%victim, owner = %stolen.owner, "stolen call with an invalid owner id; dropped");
+                continue;
+            };
+            if owner == self.me {
+                self.moved(stolen.request.id, Where::Local);
+            }
+            self.submit(QueuedCall::from_request(owner, stolen.request));
+        }
+    }
+}

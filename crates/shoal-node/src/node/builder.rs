@@ -1,0 +1,392 @@
+//! Building and starting a node. Every part is handed what it needs when it
+//! is built, in this order:
+//!
+//! 1. **listeners**: the HTTP port, so a busy port fails the start before
+//!    anything runs;
+//! 2. **network**: identity, the swarm's event loop, the call links and
+//!    their inboxes;
+//! 3. **functions**: the registry (the builder's functions, the queue's
+//!    internal ones) and the scripts;
+//! 4. **calls**: owner and executor, with the channels their reports go to;
+//! 5. **consensus**: Raft, on its RPC client over the links;
+//! 6. **tasks**, each on the node's task tracker: the Raft server, the calls'
+//!    dispatcher, the thief, the progress recorder, Raft upkeep, the cluster
+//!    task, the job runner, the HTTP server.
+//!
+//! Inbound frames wait in bounded inboxes until their task starts, so no
+//! part is ever asked to work before it exists.
+
+use super::handle::{Node, NodeInner};
+use crate::calls::context::CallContext;
+use crate::calls::context::ProgressReport;
+use crate::calls::registry::{FnResult, Function, Registry};
+use crate::calls::scripts::Scripts;
+use crate::calls::{Calls, CallsParts, inbound, steal};
+use crate::cluster::heartbeat::OwnHeartbeat;
+use crate::cluster::peers::{PeerTable, PeerView};
+use crate::cluster::task::{ClusterTask, UNREACHABLE_QUEUE};
+use crate::config::NodeConfig;
+use crate::identity::IdentityError;
+use crate::jobs::Capabilities;
+use crate::jobs::runner::{JOBS_PER_SLOT, JobRunner};
+use crate::net::links::{LinkError, Links};
+use crate::net::{self, NetError};
+use crate::queue::QueueStore;
+use crate::raft::consensus::{Consensus, ConsensusError};
+use crate::raft::network::RpcClient;
+use crate::telemetry::alerts::Alerts;
+use crate::telemetry::events::Events;
+use libp2p::{Multiaddr, PeerId};
+use serde_json::Value;
+use shoal_proto::NodeId;
+use std::collections::HashSet;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// How long HTTP requests under way may take to finish once the node stops.
+const HTTP_SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error("network: {0}")]
+    Network(#[from] NetError),
+    #[error("call links: {0}")]
+    Links(#[from] LinkError),
+    #[error(transparent)]
+    Script(#[from] shoal_js::ScriptError),
+    #[error("consensus: {0}")]
+    Consensus(#[from] ConsensusError),
+    #[error("cannot create the Raft directory {path}: {source}")]
+    RaftDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "HTTP API: cannot listen on {addr}: {source} (pick another address with --http, or --http off)"
+    )]
+    Http {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Builds a [`Node`]: settings and functions first, then `start`.
+pub struct NodeBuilder {
+    config: NodeConfig,
+    functions: Vec<Function>,
+    memoized: HashSet<String>,
+    scripts: Vec<shoal_js::Script>,
+}
+
+impl Node {
+    pub fn builder() -> NodeBuilder {
+        NodeBuilder {
+            config: NodeConfig::default(),
+            functions: Vec::new(),
+            memoized: HashSet::new(),
+            scripts: Vec::new(),
+        }
+    }
+}
+
+impl NodeBuilder {
+    pub fn config(mut self, config: NodeConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    pub fn config_mut(&mut self) -> &mut NodeConfig {
+        &mut self.config
+    }
+
+    pub fn listen(mut self, addr: Multiaddr) -> Self {
+        self.config.listen = vec![addr];
+        self
+    }
+
+    pub fn join(mut self, addr: Multiaddr) -> Self {
+        self.config.join.push(addr);
+        self
+    }
+
+    pub fn slots(mut self, slots: u32) -> Self {
+        self.config.slots = slots;
+        self
+    }
+
+    /// Registers an async function. It may call others through its context.
+    pub fn register<F, Fut>(mut self, name: &str, f: F) -> Self
+    where
+        F: Fn(CallContext, Value) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = FnResult> + Send + 'static,
+    {
+        self.functions.push(Function::new_async(name, f));
+        self
+    }
+
+    /// Registers a CPU-bound function; it runs on a blocking thread.
+    pub fn register_blocking<F>(mut self, name: &str, f: F) -> Self
+    where
+        F: Fn(Value) -> FnResult + Send + Sync + 'static,
+    {
+        self.functions.push(Function::new_blocking(name, f));
+        self
+    }
+
+    /// Loads a JavaScript script at start; its `shoal.register` calls add
+    /// functions. A script that does not load stops the start.
+    pub fn script(mut self, script: shoal_js::Script) -> Self {
+        self.scripts.push(script);
+        self
+    }
+
+    /// Caches results of `name` by arguments; only for deterministic functions.
+    pub fn memoize(mut self, name: &str) -> Self {
+        self.memoized.insert(name.to_string());
+        self
+    }
+
+    /// Starts the node. Returns once it listens; it finds its peers after.
+    pub async fn start(self) -> Result<Node, StartError> {
+        let config = self.config;
+        let tasks = TaskTracker::new();
+        let shutdown = CancellationToken::new();
+
+        // 1. Listeners.
+        let http_listener = bind_http(&config).await?;
+        let api_addr = match &http_listener {
+            Some(listener) => Some(listener.local_addr().map_err(|source| StartError::Http {
+                addr: config.http.expect("a listener means an address"),
+                source,
+            })?),
+            None => None,
+        };
+
+        // 2. Network.
+        let keypair = crate::identity::load_or_create(config.data_dir.as_deref())?;
+        let me = keypair.public().to_peer_id();
+        let network = net::start(keypair, &config, &tasks, shutdown.clone()).await?;
+        let (links, inboxes) = Links::start(network.control, tasks.clone(), shutdown.clone())?;
+        let (table, peers) = PeerView::new(PeerTable::new(
+            config.heartbeat_interval,
+            config.heartbeat_misses,
+        ));
+
+        // 3. Functions.
+        let queues = Arc::new(QueueStore::default());
+        let registry = Arc::new(Registry::default());
+        for mut function in self.functions.into_iter().chain(queues.functions()) {
+            function.memoize |= self.memoized.contains(function.name.as_ref());
+            registry.insert(function);
+        }
+        let scripts = Arc::new(Scripts::new(
+            shoal_js::EngineConfig {
+                workers: config.slots.max(1) as usize,
+                memory_limit: config.js_memory_limit,
+                time_limit: config.js_time_limit,
+                ..shoal_js::EngineConfig::default()
+            },
+            config.slots > 0,
+            me.to_base58(),
+            Arc::clone(&registry),
+        ));
+        for script in self.scripts {
+            scripts.load(script).await?;
+        }
+
+        // 4. Calls.
+        let (progress, progress_reports) =
+            mpsc::channel::<ProgressReport>(crate::jobs::progress::PROGRESS_QUEUE);
+        let (unreachable, unreachable_peers) = mpsc::channel(UNREACHABLE_QUEUE);
+        let (calls, stolen) = Calls::new(CallsParts {
+            me,
+            slots: config.slots,
+            queue_capacity: config.max_queued_calls,
+            max_pending: config.max_pending_calls,
+            default_deadline: config.default_deadline,
+            memo_capacity: config.memo_capacity,
+            registry: Arc::clone(&registry),
+            scripts: Arc::clone(&scripts),
+            peers: peers.clone(),
+            links: links.clone(),
+            progress,
+            unreachable,
+            tasks: tasks.clone(),
+        });
+
+        // 5. Consensus.
+        let rpc = RpcClient::new(links);
+        let (consensus, raft_dir) = start_consensus(&config, me, rpc, peers.clone()).await?;
+
+        // 6. Tasks.
+        tasks.spawn(crate::raft::server::serve(
+            Arc::clone(&consensus),
+            inboxes.raft,
+            tasks.clone(),
+            shutdown.clone(),
+        ));
+        tasks.spawn(inbound::dispatch(
+            Arc::clone(&calls),
+            inboxes.calls,
+            shutdown.clone(),
+        ));
+        if config.slots > 0 {
+            tasks.spawn(steal::run(Arc::clone(&calls), stolen, shutdown.clone()));
+        }
+        tasks.spawn(crate::jobs::progress::record(
+            Arc::clone(&consensus),
+            progress_reports,
+            shutdown.clone(),
+        ));
+        tasks.spawn(Arc::clone(&consensus).upkeep(shutdown.clone()));
+        let own = Arc::new(OwnHeartbeat {
+            calls: Arc::clone(&calls),
+            registry: Arc::clone(&registry),
+            queues: Arc::clone(&queues),
+            addrs: with_peer_id(&network.listen_addrs, me),
+            api: api_addr,
+            labels: config.labels.clone(),
+            resources: config.resources.clone(),
+        });
+        let events = Arc::new(Events::default());
+        let cluster = ClusterTask {
+            table,
+            net: network.handle.clone(),
+            net_events: network.events,
+            unreachable: unreachable_peers,
+            calls: Arc::clone(&calls),
+            own: Arc::clone(&own),
+            consensus: Arc::clone(&consensus),
+            events: Arc::clone(&events),
+            alerts: Alerts::new(config.alert_load),
+            heartbeat_interval: config.heartbeat_interval,
+        };
+        tasks.spawn(cluster.run(shutdown.clone()));
+        if config.raft && config.slots > 0 {
+            let runner = JobRunner {
+                node: me.to_base58(),
+                consensus: Arc::clone(&consensus),
+                calls: Arc::clone(&calls),
+                scripts: Arc::clone(&scripts),
+                offer: Capabilities {
+                    labels: config.labels.clone(),
+                    resources: config.resources.clone(),
+                },
+                max_jobs: config.slots as usize * JOBS_PER_SLOT,
+            };
+            tasks.spawn(crate::jobs::runner::run(
+                runner,
+                tasks.clone(),
+                shutdown.clone(),
+            ));
+        }
+        let node = Node {
+            inner: Arc::new(NodeInner {
+                me,
+                node_id: NodeId(me.to_base58()),
+                config,
+                registry,
+                peers,
+                calls,
+                queues,
+                scripts,
+                consensus,
+                own,
+                _raft_dir: raft_dir,
+                events,
+                started_at: Instant::now(),
+                api_addr,
+                net: network.handle,
+                shutdown: shutdown.clone(),
+                tasks: tasks.clone(),
+            }),
+        };
+        if let Some(listener) = http_listener {
+            let app = crate::http::router(node.clone());
+            tasks.spawn(serve_http(listener, app, shutdown));
+        }
+        tracing::info!(peer_id = %me, api = ?api_addr, "node started");
+        Ok(node)
+    }
+}
+
+async fn bind_http(config: &NodeConfig) -> Result<Option<tokio::net::TcpListener>, StartError> {
+    let Some(addr) = config.http else {
+        return Ok(None);
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Http { addr, source })?;
+    Ok(Some(listener))
+}
+
+/// Serves the API until `shutdown`. Requests under way get a moment to
+/// finish; then their connections are closed, so a client that never hangs
+/// up cannot hold the node open.
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    shutdown: CancellationToken,
+) {
+    let server =
+        axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let grace = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(HTTP_SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        served = server => if let Err(e) = served {
+            tracing::error!(error = %e, "HTTP API stopped");
+        },
+        () = grace => tracing::debug!("HTTP connections closed after the grace period"),
+    }
+}
+
+fn with_peer_id(addrs: &[Multiaddr], me: PeerId) -> Vec<Multiaddr> {
+    addrs
+        .iter()
+        .map(|addr| addr.clone().with_p2p(me).unwrap_or_else(|addr| addr))
+        .collect()
+}
+
+/// Starts Raft in `<data_dir>/raft`, or in a temporary directory for nodes
+/// without a data directory; a node with nobody to join starts the group.
+async fn start_consensus(
+    config: &NodeConfig,
+    me: PeerId,
+    rpc: Arc<RpcClient>,
+    peers: PeerView,
+) -> Result<(Arc<Consensus>, Option<tempfile::TempDir>), StartError> {
+    if !config.raft {
+        return Ok((Consensus::client_only(me, rpc, peers), None));
+    }
+    let (dir, temporary) = match &config.data_dir {
+        Some(dir) => (dir.join("raft"), None),
+        None => {
+            let temp = tempfile::Builder::new()
+                .prefix("shoal-raft-")
+                .tempdir()
+                .map_err(|source| StartError::RaftDir {
+                    path: std::env::temp_dir(),
+                    source,
+                })?;
+            (temp.path().to_path_buf(), Some(temp))
+        }
+    };
+    std::fs::create_dir_all(&dir).map_err(|source| StartError::RaftDir {
+        path: dir.clone(),
+        source,
+    })?;
+    let consensus = Consensus::start(&dir, me, rpc, peers, config.join.is_empty()).await?;
+    Ok((consensus, temporary))
+}

@@ -1,0 +1,118 @@
+//! What a node reports about itself and the cluster: `shoal status`,
+//! `GET /v1/cluster` and `GET /metrics`.
+
+use super::handle::Node;
+use crate::cluster::peers::Liveness;
+use crate::telemetry::metrics;
+use libp2p::PeerId;
+use shoal_proto::Heartbeat;
+use shoal_proto::api::{CallCounters, ClusterView, Member, NodeStatus};
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+impl Node {
+    /// This node: load, call counters, Raft, jobs in its replica.
+    pub fn status(&self) -> NodeStatus {
+        let inner = &self.inner;
+        let load = inner.calls.load();
+        let stats = &inner.calls.stats;
+        NodeStatus {
+            peer_id: inner.me.to_base58(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            uptime_ms: inner.started_at.elapsed().as_millis() as u64,
+            listen: self.listen_addrs().iter().map(|a| a.to_string()).collect(),
+            api: inner.api_addr.map(|addr| format!("http://{addr}")),
+            slots: load.slots,
+            running: load.busy,
+            queued: load.queued,
+            peers_alive: inner.peers.live_peers().len(),
+            calls: CallCounters {
+                ok: inner.calls.metrics.ok(),
+                failed: inner.calls.metrics.failed(),
+                executed: stats.executed.load(Ordering::Relaxed),
+                stolen: stats.stolen.load(Ordering::Relaxed),
+                redispatched: stats.redispatched.load(Ordering::Relaxed),
+            },
+            raft: inner.consensus.status(),
+            jobs: self.local_job_counts(),
+        }
+    }
+
+    /// Jobs by state in this node's replica (empty on non-members).
+    fn local_job_counts(&self) -> BTreeMap<String, usize> {
+        self.inner
+            .consensus
+            .read_local(|state| {
+                let counts = state.jobs.counts();
+                counts
+                    .into_iter()
+                    .map(|(s, n)| (s.as_str().to_string(), n))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Every node this one knows, itself first, and Raft as it sees it.
+    pub fn cluster_view(&self) -> ClusterView {
+        let own = self.inner.own.describe();
+        let mut members = vec![member(
+            self.inner.me,
+            &own,
+            Liveness::Alive,
+            Duration::ZERO,
+            true,
+        )];
+        members.extend(
+            self.peers()
+                .iter()
+                .map(|p| member(p.peer_id, &p.load, p.liveness, p.silent_for, false)),
+        );
+        ClusterView {
+            members,
+            raft: self.inner.consensus.status(),
+        }
+    }
+
+    /// The node's metrics in the Prometheus text format.
+    pub fn metrics_text(&self) -> String {
+        let status = self.status();
+        let snapshot = metrics::Snapshot {
+            slots: status.slots,
+            busy: status.running,
+            queued: status.queued,
+            executed: status.calls.executed,
+            stolen: status.calls.stolen,
+            redispatched: status.calls.redispatched,
+            peers_alive: status.peers_alive,
+            jobs: status.jobs,
+            raft: status.raft,
+        };
+        metrics::render(&self.inner.calls.metrics, snapshot)
+    }
+}
+
+fn member(
+    peer: PeerId,
+    load: &Heartbeat,
+    liveness: Liveness,
+    silent: Duration,
+    is_self: bool,
+) -> Member {
+    Member {
+        peer_id: peer.to_base58(),
+        is_self,
+        liveness: liveness.as_str().to_string(),
+        addrs: load.addrs.clone(),
+        api: load.api.clone(),
+        labels: load.labels.iter().cloned().collect(),
+        resources: load.resources.iter().cloned().collect(),
+        slots: load.slots,
+        running: load.running,
+        queued: load.queued,
+        executed: load.executed,
+        mean_task_us: load.mean_task_us,
+        drain_ms: load.drain_ms,
+        silent_ms: silent.as_millis() as u64,
+    }
+}
