@@ -117,6 +117,11 @@ impl Executor {
         self.state().work.submit(call)
     }
 
+    /// Takes a call this node stole; returns it if it may start now.
+    pub fn admit_stolen(&self, call: QueuedCall) -> Option<QueuedCall> {
+        self.state().work.submit_stolen(call)
+    }
+
     /// Records a started call so it can be stopped. `finished` says whether
     /// it already ended (a fast call may end before it is recorded).
     pub fn started(&self, owner: PeerId, id: CallId, handle: AbortHandle, finished: bool) {

@@ -389,13 +389,11 @@ impl Calls {
         {
             let mut pending = self.pending.lock().expect("pending lock");
             if let Some(call) = pending.get(id) {
-                let holds_it = call.at == from;
-                pending.refused(id, from);
-                drop(pending);
-                // If it does not hold the call, the call moved on meanwhile,
-                // or the notice that it moved there (a steal) is still on
-                // its way: `moved` checks.
-                if holds_it {
+                // From elsewhere, the refusal is stale: the call moved on
+                // (a thief never refuses what it stole).
+                if call.at == from {
+                    pending.refused(id, from);
+                    drop(pending);
                     self.redispatch(id);
                 }
                 return;
@@ -419,19 +417,9 @@ impl Calls {
         }
     }
 
-    /// Records that a pending call now runs at `to` (it was stolen); if
-    /// `to` already refused it, it is placed again.
-    pub(super) fn moved(self: &Arc<Self>, id: CallId, to: Where) {
-        let refused_there = {
-            let mut pending = self.pending.lock().expect("pending lock");
-            pending.move_to(id, to)
-                && pending
-                    .get(id)
-                    .is_some_and(|call| call.refused_by.contains(&to))
-        };
-        if refused_there {
-            self.redispatch(id);
-        }
+    /// Records that a pending call now runs at `to` (it was stolen).
+    pub(super) fn moved(&self, id: CallId, to: Where) {
+        self.pending.lock().expect("pending lock").move_to(id, to);
     }
 
     /// The caller stopped waiting: forget the call and stop it where it runs.

@@ -40,7 +40,7 @@ impl Calls {
             return self.spawn_run(call, false);
         }
         match self.executor.admit(call) {
-            Admit::Start(call) => self.spawn_run(call, true),
+            Admit::Start(call) => self.start(call),
             Admit::Queued => {}
             Admit::Full(call) => {
                 self.stats
@@ -60,6 +60,11 @@ impl Calls {
                 });
             }
         }
+    }
+
+    /// Runs a call that holds a slot.
+    pub(super) fn start(self: &Arc<Self>, call: QueuedCall) {
+        self.spawn_run(call, true);
     }
 
     fn spawn_run(self: &Arc<Self>, call: QueuedCall, holds_slot: bool) {
@@ -94,8 +99,10 @@ impl Calls {
             && let Some(hash) = &call.script
         {
             // The call ships its script and this node has not seen it yet.
+            // Boxed: fetching is rare, and its future (a whole call) would
+            // otherwise make every running call's task that much larger.
             let fetch = self.call_on(call.owner, GET_SCRIPT, json!({ "hash": hash.as_ref() }));
-            self.scripts.ensure(hash, fetch).await?;
+            Box::pin(self.scripts.ensure(hash, fetch)).await?;
         }
         let Some(function) = self.registry.get(name) else {
             return Err(CallError::new(
@@ -189,7 +196,7 @@ impl Calls {
 
     fn release_slot(self: &Arc<Self>) {
         if let Some(call) = self.executor.release() {
-            self.spawn_run(call, true);
+            self.start(call);
         }
     }
 

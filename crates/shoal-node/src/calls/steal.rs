@@ -181,7 +181,10 @@ impl Calls {
             if owner == self.me {
                 self.moved(stolen.request.id, Where::Local);
             }
-            self.submit(QueuedCall::from_request(owner, stolen.request));
+            let call = QueuedCall::from_request(owner, stolen.request);
+            if let Some(call) = self.executor.admit_stolen(call) {
+                self.start(call);
+            }
         }
     }
 }

@@ -81,6 +81,21 @@ impl<C> WorkQueue<C> {
         Admit::Queued
     }
 
+    /// Offers a call a thief took from a busy peer: it is never handed
+    /// back, since the thief asked for no more than its free slots, and a
+    /// refusal racing the notice that the call moved would leave the owner
+    /// unsure where it runs.
+    pub fn submit_stolen(&mut self, call: C) -> Option<C> {
+        match self.submit(call) {
+            Admit::Start(call) => Some(call),
+            Admit::Queued => None,
+            Admit::Full(call) => {
+                self.queue.push_back(call);
+                None
+            }
+        }
+    }
+
     /// A slot is free again. The slot passes to a waiting resumer if there
     /// is one; otherwise the returned call should start in it.
     pub fn release(&mut self) -> Option<C> {
@@ -171,6 +186,8 @@ mod tests {
         assert_eq!(work.queued(), 2);
         assert_eq!(work.release(), Some(2));
         assert_eq!(work.submit(4), Admit::Queued);
+        assert_eq!(work.submit_stolen(5), None, "a stolen call always stays");
+        assert_eq!(work.queued(), 3);
     }
 
     #[test]

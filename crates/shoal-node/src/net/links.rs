@@ -151,7 +151,9 @@ impl Links {
         frame.encode_into(&mut bytes)?;
         let queue = match self.queue_for(&peer) {
             Some(queue) => queue,
-            None => self.open(peer).await?,
+            // Boxed: opening is rare and its future is large; every caller's
+            // own future stays small without it.
+            None => Box::pin(self.open(peer)).await?,
         };
         queue.send(bytes).await.map_err(|_| LinkError::Closed(peer))
     }

@@ -1,0 +1,147 @@
+//! A node's limits and its end: a full executor queue sends calls
+//! elsewhere, and shutting down with calls in flight leaves nothing behind.
+
+use futures::StreamExt;
+use serde_json::json;
+use shoal_node::builtins;
+use shoal_node::testkit::{start_cluster, test_config};
+use shoal_node::{ErrorCode, Node};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// Waits until `done` holds, checking every 20 ms, or fails after `timeout`.
+async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_node_answers_overloaded_and_its_calls_run_elsewhere() {
+    // A caller without slots, a node with one slot and room for one queued
+    // call, and a roomy node.
+    let nodes = start_cluster(3, |index, builder| {
+        let mut config = test_config([0, 1, 4][index]);
+        if index == 1 {
+            config.max_queued_calls = 1;
+        }
+        builtins::register(builder.config(config))
+    })
+    .await;
+    let (caller, small, roomy) = (&nodes[0], &nodes[1], &nodes[2]);
+    let calls = (0..40).map(|_| ("sleep".to_string(), json!(100)));
+    let results: Vec<_> = caller.call_many(calls, 40).collect().await;
+    assert_eq!(results.len(), 40);
+    for (index, result) in &results {
+        assert!(result.is_ok(), "call {index} failed: {result:?}");
+    }
+    let refused = small.stats().refused_overloaded.load(Ordering::Relaxed);
+    let ran = |node: &Node| node.stats().executed.load(Ordering::Relaxed);
+    assert!(
+        refused > 0,
+        "the small node was never full: it ran {}, the roomy one {}",
+        ran(small),
+        ran(roomy)
+    );
+    let ran_small = small.stats().executed.load(Ordering::Relaxed);
+    let ran_roomy = roomy.stats().executed.load(Ordering::Relaxed);
+    let stat = |node: &Node| {
+        let s = node.stats();
+        (
+            s.executed.load(Ordering::Relaxed),
+            s.redispatched.load(Ordering::Relaxed),
+            s.stolen.load(Ordering::Relaxed),
+            s.duplicates_dropped.load(Ordering::Relaxed),
+            s.refused_overloaded.load(Ordering::Relaxed),
+        )
+    };
+    assert_eq!(
+        ran_small + ran_roomy,
+        40,
+        "each call ran once: {:?} {:?} {:?}",
+        stat(caller),
+        stat(small),
+        stat(roomy)
+    );
+    assert!(
+        caller.stats().redispatched.load(Ordering::Relaxed) >= refused,
+        "every refused call was placed again"
+    );
+    for node in &nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_every_node_refuses_fails_with_overloaded() {
+    let nodes = start_cluster(2, |index, builder| {
+        let mut config = test_config(index as u32); // the caller has no slots
+        config.max_queued_calls = 0;
+        builtins::register(builder.config(config))
+    })
+    .await;
+    let busy = {
+        let caller = nodes[0].clone();
+        tokio::spawn(async move { caller.call("sleep", json!(2_000)).await })
+    };
+    let worker = nodes[1].clone();
+    wait_until("the only slot is busy", Duration::from_secs(10), || {
+        worker.status().running == 1
+    })
+    .await;
+    let refused = nodes[0].call("sleep", json!(1)).await.unwrap_err();
+    assert_eq!(refused.code, ErrorCode::Overloaded, "{refused}");
+    assert!(refused.message.contains("full queue"), "{refused}");
+    busy.await
+        .unwrap()
+        .expect("the running call is not disturbed");
+    for node in &nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_with_calls_in_flight_ends_every_task_within_two_seconds() {
+    let runtime = tokio::runtime::Handle::current().metrics();
+    let before = runtime.num_alive_tasks();
+    let nodes: Vec<Node> = start_cluster(2, |_, builder| {
+        builtins::register(builder.config(test_config(2)))
+    })
+    .await;
+    // Running and queued calls on both nodes, made from the first.
+    let calls: Vec<_> = (0..8)
+        .map(|_| {
+            let caller = nodes[0].clone();
+            tokio::spawn(async move { caller.call("sleep", json!(60_000)).await })
+        })
+        .collect();
+    let (first, second) = (nodes[0].clone(), nodes[1].clone());
+    wait_until("both nodes run calls", Duration::from_secs(10), || {
+        first.status().running > 0 && second.status().running > 0
+    })
+    .await;
+
+    for node in &nodes {
+        let started = Instant::now();
+        tokio::time::timeout(Duration::from_secs(2), node.shutdown())
+            .await
+            .expect("shutdown finishes within 2 s");
+        assert_eq!(node.running_tasks(), 0, "no task of the node is left");
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+    for call in calls {
+        let error = call.await.unwrap().unwrap_err();
+        assert_eq!(error.code, ErrorCode::ShuttingDown, "{error}");
+    }
+    drop(nodes);
+    // Nothing the nodes started escaped their trackers: the runtime is back
+    // to the tasks it had before they started.
+    wait_until(
+        "the runtime's tasks are back to before",
+        Duration::from_secs(5),
+        || runtime.num_alive_tasks() <= before,
+    )
+    .await;
+}
