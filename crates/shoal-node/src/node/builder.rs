@@ -17,11 +17,10 @@
 //! part is ever asked to work before it exists.
 
 use super::handle::{Node, NodeInner};
-use crate::calls::context::CallContext;
-use crate::calls::context::ProgressReport;
+use crate::calls::context::{CallContext, ProgressReport};
 use crate::calls::registry::{FnResult, Function, Registry};
 use crate::calls::scripts::Scripts;
-use crate::calls::{Calls, CallsParts, inbound, steal};
+use crate::calls::{Calls, CallsParts, StolenInbox, inbound, steal};
 use crate::cluster::heartbeat::OwnHeartbeat;
 use crate::cluster::peers::{PeerTable, PeerView};
 use crate::cluster::task::{ClusterTask, UNREACHABLE_QUEUE};
@@ -29,8 +28,8 @@ use crate::config::NodeConfig;
 use crate::identity::IdentityError;
 use crate::jobs::Capabilities;
 use crate::jobs::runner::{JOBS_PER_SLOT, JobRunner};
-use crate::net::links::{LinkError, Links};
-use crate::net::{self, NetError};
+use crate::net::links::{Inboxes, LinkError, Links};
+use crate::net::{self, NetError, NetEvent, NetHandle};
 use crate::queue::QueueStore;
 use crate::raft::consensus::{Consensus, ConsensusError};
 use crate::raft::network::RpcClient;
@@ -44,7 +43,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -158,113 +157,235 @@ impl NodeBuilder {
 
     /// Starts the node. Returns once it listens; it finds its peers after.
     pub async fn start(self) -> Result<Node, StartError> {
-        let config = self.config;
-        let tasks = TaskTracker::new();
-        let shutdown = CancellationToken::new();
-
-        // 1. Listeners.
-        let http_listener = bind_http(&config).await?;
-        let api_addr = match &http_listener {
-            Some(listener) => Some(listener.local_addr().map_err(|source| StartError::Http {
-                addr: config.http.expect("a listener means an address"),
-                source,
-            })?),
-            None => None,
+        let NodeBuilder {
+            config,
+            functions,
+            memoized,
+            scripts,
+        } = self;
+        let lifetime = Lifetime {
+            tasks: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
         };
+        let http = bind_http(&config).await?;
+        let network = start_network(&config, &lifetime).await?;
+        let functions = load_functions(&config, network.me, functions, memoized, scripts).await?;
+        let calls = build_calls(&config, &network, &functions, &lifetime);
+        let rpc = RpcClient::new(network.links.clone());
+        let (consensus, raft_dir) =
+            start_consensus(&config, network.me, rpc, network.peers.clone()).await?;
+        let started = Started {
+            config,
+            network,
+            functions,
+            calls,
+            consensus,
+            raft_dir,
+            lifetime,
+        };
+        Ok(started.run(http))
+    }
+}
 
-        // 2. Network.
-        let keypair = crate::identity::load_or_create(config.data_dir.as_deref())?;
-        let me = keypair.public().to_peer_id();
-        let network = net::start(keypair, &config, &tasks, shutdown.clone()).await?;
-        let (links, inboxes) = Links::start(network.control, tasks.clone(), shutdown.clone())?;
-        let (table, peers) = PeerView::new(PeerTable::new(
-            config.heartbeat_interval,
-            config.heartbeat_misses,
-        ));
+/// What every task of the node runs under: the tracker `shutdown` waits on,
+/// and the token that tells them to stop.
+struct Lifetime {
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+}
 
-        // 3. Functions.
-        let queues = Arc::new(QueueStore::default());
-        let registry = Arc::new(Registry::default());
-        for mut function in self.functions.into_iter().chain(queues.functions()) {
-            function.memoize |= self.memoized.contains(function.name.as_ref());
-            registry.insert(function);
-        }
-        let scripts = Arc::new(Scripts::new(
-            shoal_js::EngineConfig {
-                workers: config.slots.max(1) as usize,
-                memory_limit: config.js_memory_limit,
-                time_limit: config.js_time_limit,
-                ..shoal_js::EngineConfig::default()
-            },
-            config.slots > 0,
-            me.to_base58(),
-            Arc::clone(&registry),
-        ));
-        for script in self.scripts {
-            scripts.load(script).await?;
-        }
+/// Step 2's result: the network, the call links and the peer table.
+struct Network {
+    me: PeerId,
+    handle: NetHandle,
+    events: mpsc::Receiver<NetEvent>,
+    listen_addrs: Vec<Multiaddr>,
+    links: Links,
+    inboxes: Inboxes,
+    /// The peer table's writing end, for the cluster task.
+    table: watch::Sender<PeerTable>,
+    peers: PeerView,
+}
 
-        // 4. Calls.
-        let (progress, progress_reports) =
-            mpsc::channel::<ProgressReport>(crate::jobs::progress::PROGRESS_QUEUE);
-        let (unreachable, unreachable_peers) = mpsc::channel(UNREACHABLE_QUEUE);
-        let (calls, stolen) = Calls::new(CallsParts {
-            me,
-            slots: config.slots,
-            queue_capacity: config.max_queued_calls,
-            max_pending: config.max_pending_calls,
-            default_deadline: config.default_deadline,
-            memo_capacity: config.memo_capacity,
-            registry: Arc::clone(&registry),
-            scripts: Arc::clone(&scripts),
-            peers: peers.clone(),
-            links: links.clone(),
-            progress,
-            unreachable,
-            tasks: tasks.clone(),
-        });
+/// Step 3's result: every function this node can run.
+struct Functions {
+    registry: Arc<Registry>,
+    scripts: Arc<Scripts>,
+    queues: Arc<QueueStore>,
+}
 
-        // 5. Consensus.
-        let rpc = RpcClient::new(links);
-        let (consensus, raft_dir) = start_consensus(&config, me, rpc, peers.clone()).await?;
+/// Step 4's result: the calls, and the receiving ends of what they report.
+struct CallsBuilt {
+    calls: Arc<Calls>,
+    stolen: StolenInbox,
+    progress: mpsc::Receiver<ProgressReport>,
+    unreachable: mpsc::Receiver<PeerId>,
+}
 
-        // 6. Tasks.
+async fn bind_http(config: &NodeConfig) -> Result<Option<tokio::net::TcpListener>, StartError> {
+    let Some(addr) = config.http else {
+        return Ok(None);
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Http { addr, source })?;
+    Ok(Some(listener))
+}
+
+async fn start_network(config: &NodeConfig, lifetime: &Lifetime) -> Result<Network, StartError> {
+    let keypair = crate::identity::load_or_create(config.data_dir.as_deref())?;
+    let me = keypair.public().to_peer_id();
+    let started = net::start(keypair, config, &lifetime.tasks, lifetime.shutdown.clone()).await?;
+    let (links, inboxes) = Links::start(
+        started.control,
+        lifetime.tasks.clone(),
+        lifetime.shutdown.clone(),
+    )?;
+    let (table, peers) = PeerView::new(PeerTable::new(
+        config.heartbeat_interval,
+        config.heartbeat_misses,
+    ));
+    Ok(Network {
+        me,
+        handle: started.handle,
+        events: started.events,
+        listen_addrs: with_peer_id(&started.listen_addrs, me),
+        links,
+        inboxes,
+        table,
+        peers,
+    })
+}
+
+async fn load_functions(
+    config: &NodeConfig,
+    me: PeerId,
+    functions: Vec<Function>,
+    memoized: HashSet<String>,
+    scripts: Vec<shoal_js::Script>,
+) -> Result<Functions, StartError> {
+    let queues = Arc::new(QueueStore::default());
+    let registry = Arc::new(Registry::default());
+    for mut function in functions.into_iter().chain(queues.functions()) {
+        function.memoize |= memoized.contains(function.name.as_ref());
+        registry.insert(function);
+    }
+    let engines = shoal_js::EngineConfig {
+        workers: config.slots.max(1) as usize,
+        memory_limit: config.js_memory_limit,
+        time_limit: config.js_time_limit,
+        ..shoal_js::EngineConfig::default()
+    };
+    let runs_calls = config.slots > 0;
+    let loaded = Arc::new(Scripts::new(
+        engines,
+        runs_calls,
+        me.to_base58(),
+        Arc::clone(&registry),
+    ));
+    for script in scripts {
+        loaded.load(script).await?;
+    }
+    Ok(Functions {
+        registry,
+        scripts: loaded,
+        queues,
+    })
+}
+
+fn build_calls(
+    config: &NodeConfig,
+    network: &Network,
+    functions: &Functions,
+    lifetime: &Lifetime,
+) -> CallsBuilt {
+    let (progress_sender, progress) = mpsc::channel(crate::jobs::progress::PROGRESS_QUEUE);
+    let (unreachable_sender, unreachable) = mpsc::channel(UNREACHABLE_QUEUE);
+    let (calls, stolen) = Calls::new(CallsParts {
+        me: network.me,
+        slots: config.slots,
+        queue_capacity: config.max_queued_calls,
+        max_pending: config.max_pending_calls,
+        default_deadline: config.default_deadline,
+        memo_capacity: config.memo_capacity,
+        registry: Arc::clone(&functions.registry),
+        scripts: Arc::clone(&functions.scripts),
+        peers: network.peers.clone(),
+        links: network.links.clone(),
+        progress: progress_sender,
+        unreachable: unreachable_sender,
+        tasks: lifetime.tasks.clone(),
+    });
+    CallsBuilt {
+        calls,
+        stolen,
+        progress,
+        unreachable,
+    }
+}
+
+/// Everything built; what is left is to start the tasks.
+struct Started {
+    config: NodeConfig,
+    network: Network,
+    functions: Functions,
+    calls: CallsBuilt,
+    consensus: Arc<Consensus>,
+    raft_dir: Option<tempfile::TempDir>,
+    lifetime: Lifetime,
+}
+
+impl Started {
+    /// Step 6: starts every task, in the order the inboxes are read.
+    fn run(self, http: Option<tokio::net::TcpListener>) -> Node {
+        let Started {
+            config,
+            network,
+            functions,
+            calls,
+            consensus,
+            raft_dir,
+            lifetime: Lifetime { tasks, shutdown },
+        } = self;
+        let me = network.me;
         tasks.spawn(crate::raft::server::serve(
             Arc::clone(&consensus),
-            inboxes.raft,
+            network.inboxes.raft,
             tasks.clone(),
             shutdown.clone(),
         ));
         tasks.spawn(inbound::dispatch(
-            Arc::clone(&calls),
-            inboxes.calls,
+            Arc::clone(&calls.calls),
+            network.inboxes.calls,
             shutdown.clone(),
         ));
         if config.slots > 0 {
-            tasks.spawn(steal::run(Arc::clone(&calls), stolen, shutdown.clone()));
+            let thief = steal::run(Arc::clone(&calls.calls), calls.stolen, shutdown.clone());
+            tasks.spawn(thief);
         }
         tasks.spawn(crate::jobs::progress::record(
             Arc::clone(&consensus),
-            progress_reports,
+            calls.progress,
             shutdown.clone(),
         ));
         tasks.spawn(Arc::clone(&consensus).upkeep(shutdown.clone()));
+        let api_addr = http.as_ref().and_then(|listener| listener.local_addr().ok());
         let own = Arc::new(OwnHeartbeat {
-            calls: Arc::clone(&calls),
-            registry: Arc::clone(&registry),
-            queues: Arc::clone(&queues),
-            addrs: with_peer_id(&network.listen_addrs, me),
+            calls: Arc::clone(&calls.calls),
+            registry: Arc::clone(&functions.registry),
+            queues: Arc::clone(&functions.queues),
+            addrs: network.listen_addrs,
             api: api_addr,
             labels: config.labels.clone(),
             resources: config.resources.clone(),
         });
         let events = Arc::new(Events::default());
         let cluster = ClusterTask {
-            table,
+            table: network.table,
             net: network.handle.clone(),
             net_events: network.events,
-            unreachable: unreachable_peers,
-            calls: Arc::clone(&calls),
+            unreachable: calls.unreachable,
+            calls: Arc::clone(&calls.calls),
             own: Arc::clone(&own),
             consensus: Arc::clone(&consensus),
             events: Arc::clone(&events),
@@ -276,30 +397,27 @@ impl NodeBuilder {
             let runner = JobRunner {
                 node: me.to_base58(),
                 consensus: Arc::clone(&consensus),
-                calls: Arc::clone(&calls),
-                scripts: Arc::clone(&scripts),
+                calls: Arc::clone(&calls.calls),
+                scripts: Arc::clone(&functions.scripts),
                 offer: Capabilities {
                     labels: config.labels.clone(),
                     resources: config.resources.clone(),
                 },
                 max_jobs: config.slots as usize * JOBS_PER_SLOT,
             };
-            tasks.spawn(crate::jobs::runner::run(
-                runner,
-                tasks.clone(),
-                shutdown.clone(),
-            ));
+            let jobs = crate::jobs::runner::run(runner, tasks.clone(), shutdown.clone());
+            tasks.spawn(jobs);
         }
         let node = Node {
             inner: Arc::new(NodeInner {
                 me,
                 node_id: NodeId(me.to_base58()),
                 config,
-                registry,
-                peers,
-                calls,
-                queues,
-                scripts,
+                registry: functions.registry,
+                peers: network.peers,
+                calls: calls.calls,
+                queues: functions.queues,
+                scripts: functions.scripts,
                 consensus,
                 own,
                 _raft_dir: raft_dir,
@@ -311,23 +429,13 @@ impl NodeBuilder {
                 tasks: tasks.clone(),
             }),
         };
-        if let Some(listener) = http_listener {
+        if let Some(listener) = http {
             let app = crate::http::router(node.clone());
             tasks.spawn(serve_http(listener, app, shutdown));
         }
         tracing::info!(peer_id = %me, api = ?api_addr, "node started");
-        Ok(node)
+        node
     }
-}
-
-async fn bind_http(config: &NodeConfig) -> Result<Option<tokio::net::TcpListener>, StartError> {
-    let Some(addr) = config.http else {
-        return Ok(None);
-    };
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Http { addr, source })?;
-    Ok(Some(listener))
 }
 
 /// Serves the API until `shutdown`. Requests under way get a moment to
