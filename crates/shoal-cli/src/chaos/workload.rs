@@ -1,7 +1,7 @@
 //! The clients of a chaos run: calls, durable jobs and compare-and-set
 //! document writes, each recorded with when it began and ended.
 
-use super::checker::{CallOutcome, History, Micros, Read, Submission, Write};
+use super::history::{CallOutcome, History, Micros, Read, Submission, Write};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
