@@ -1,8 +1,8 @@
 //! `shoal submit`, `shoal jobs …`, `shoal db …`, `shoal status`: durable
 //! jobs, documents and the cluster's state, through a node's HTTP API.
 
+use crate::api::{ApiArgs, explain};
 use crate::args::{parse_label, parse_resource, read_script};
-use crate::client::{ApiArgs, explain};
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use futures::StreamExt;

@@ -1,7 +1,7 @@
 //! `shoal node`: one node of a cluster, serving the built-in functions.
 
+use crate::api::read_token;
 use crate::args::{parse_label, parse_resource, read_script};
-use crate::client::read_token;
 use anyhow::Context;
 use clap::Args;
 use shoal_node::config::secret_from_passphrase;

@@ -11,7 +11,7 @@
 //!                            recovery after each fault ──► Report
 //! ```
 
-use super::history::{CallOutcome, FinalState, History, Micros, Read, Write};
+use super::history::{CallOutcome, DocRead, DocWrite, FinalState, History, Micros};
 use super::linearizability::check_register;
 use super::report::Report;
 use shoal_client::{Job, JobState};
@@ -120,8 +120,8 @@ fn check_docs(history: &History, last: &FinalState, report: &mut Report) {
     report.doc_reads = history.reads.len();
     report.doc_write_conflicts = history.writes.iter().filter(|w| w.conflict).count();
     for doc in 0..last.docs.len() {
-        let writes: Vec<&Write> = history.writes.iter().filter(|w| w.doc == doc).collect();
-        let reads: Vec<&Read> = history.reads.iter().filter(|r| r.doc == doc).collect();
+        let writes: Vec<&DocWrite> = history.writes.iter().filter(|w| w.doc == doc).collect();
+        let reads: Vec<&DocRead> = history.reads.iter().filter(|r| r.doc == doc).collect();
         check_register(doc, &writes, &reads, last.docs[doc], report);
     }
 }

@@ -36,7 +36,7 @@ pub struct Submission {
 
 /// A compare-and-set write of a unique value to a document.
 #[derive(Clone, Debug, Serialize)]
-pub struct Write {
+pub struct DocWrite {
     pub doc: usize,
     pub value: u64,
     pub invoked: Micros,
@@ -51,7 +51,7 @@ pub struct Write {
 
 /// A linearizable read of a document.
 #[derive(Clone, Debug, Serialize)]
-pub struct Read {
+pub struct DocRead {
     pub doc: usize,
     pub invoked: Micros,
     pub completed: Micros,
@@ -64,8 +64,8 @@ pub struct Read {
 pub struct History {
     pub calls: Vec<CallOutcome>,
     pub submissions: Vec<Submission>,
-    pub writes: Vec<Write>,
-    pub reads: Vec<Read>,
+    pub writes: Vec<DocWrite>,
+    pub reads: Vec<DocRead>,
     /// When each fault began, to measure recovery.
     pub faults: Vec<Micros>,
     /// Completion times of acknowledged writes of any kind (documents and

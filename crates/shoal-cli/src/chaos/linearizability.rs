@@ -15,19 +15,19 @@
 //!   writes and reads, each with its version ──► pairs that contradict real time
 //! ```
 
-use super::history::{Micros, Read, Write};
+use super::history::{DocRead, DocWrite, Micros};
 use super::report::Report;
 use std::collections::{BTreeMap, HashMap};
 
 /// One document: the version of each write, then real-time order.
 pub fn check_register(
     doc: usize,
-    writes: &[&Write],
-    reads: &[&Read],
+    writes: &[&DocWrite],
+    reads: &[&DocRead],
     last: Option<(u64, u64)>,
     report: &mut Report,
 ) {
-    let by_value: HashMap<u64, &Write> = writes.iter().map(|w| (w.value, *w)).collect();
+    let by_value: HashMap<u64, &DocWrite> = writes.iter().map(|w| (w.value, *w)).collect();
     // Which value each version holds, from acknowledgements and reads.
     let mut at_version: BTreeMap<u64, u64> = BTreeMap::new();
     for write in writes {

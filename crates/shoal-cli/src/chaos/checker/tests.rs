@@ -4,8 +4,8 @@
 use super::*;
 use crate::chaos::history::Submission;
 
-fn write(doc: usize, value: u64, span: (u64, u64), version: Option<u64>) -> Write {
-    Write {
+fn write(doc: usize, value: u64, span: (u64, u64), version: Option<u64>) -> DocWrite {
+    DocWrite {
         doc,
         value,
         invoked: span.0,
@@ -15,8 +15,8 @@ fn write(doc: usize, value: u64, span: (u64, u64), version: Option<u64>) -> Writ
     }
 }
 
-fn read(doc: usize, span: (u64, u64), seen: (u64, u64)) -> Read {
-    Read {
+fn read(doc: usize, span: (u64, u64), seen: (u64, u64)) -> DocRead {
+    DocRead {
         doc,
         invoked: span.0,
         completed: span.1,
