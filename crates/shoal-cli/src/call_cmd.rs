@@ -2,8 +2,8 @@
 //! through a node's HTTP API. With `--script` the script travels with the
 //! call, so no node needs it beforehand.
 
-use crate::client::{ApiArgs, explain};
-use crate::node_cmd::read_script;
+use crate::api::{ApiArgs, explain};
+use crate::args::read_script;
 use anyhow::Context;
 use clap::Args;
 use shoal_client::{CallBody, ScriptSource};

@@ -1,8 +1,8 @@
 //! `shoal submit`, `shoal jobs …`, `shoal db …`, `shoal status`: durable
 //! jobs, documents and the cluster's state, through a node's HTTP API.
 
-use crate::client::{ApiArgs, explain};
-use crate::node_cmd::read_script;
+use crate::api::{ApiArgs, explain};
+use crate::args::{parse_label, parse_resource, read_script};
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use futures::StreamExt;
@@ -10,31 +10,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Map, Value, json};
 use shoal_client::{Client, Job, JobSpec, JobState, ScriptSource};
 use std::path::PathBuf;
-
-/// Parses `key=value`.
-fn key_value(text: &str) -> Result<(String, String), String> {
-    let (key, value) = text
-        .split_once('=')
-        .ok_or_else(|| format!("expected key=value, got {text:?}"))?;
-    Ok((key.to_string(), value.to_string()))
-}
-
-/// Parses `key=amount`.
-fn key_amount(text: &str) -> Result<(String, u64), String> {
-    let (key, value) = key_value(text)?;
-    let amount = value
-        .parse()
-        .map_err(|_| format!("expected key=<whole number>, got {text:?}"))?;
-    Ok((key, amount))
-}
-
-pub fn parse_label(text: &str) -> Result<(String, String), String> {
-    key_value(text)
-}
-
-pub fn parse_resource(text: &str) -> Result<(String, u64), String> {
-    key_amount(text)
-}
 
 fn json_arg(text: &str, what: &str) -> anyhow::Result<Value> {
     serde_json::from_str(text).with_context(|| format!("{what} is not valid JSON: {text}"))

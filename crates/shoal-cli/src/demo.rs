@@ -5,7 +5,7 @@ use crate::pi;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
-use shoal_node::testkit::start_cluster;
+use shoal_node::local::start_local_cluster;
 use shoal_node::{Node, NodeConfig, Script, builtins};
 use std::time::{Duration, Instant};
 
@@ -38,12 +38,13 @@ enum Which {
 
 /// Starts `count` in-process nodes, splitting this machine's cores between
 /// them; each loads `pi.js` when `js` is set.
-pub async fn local_cluster(count: usize, js: bool) -> Vec<Node> {
+async fn local_cluster(count: usize, js: bool) -> anyhow::Result<Vec<Node>> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let slots = (cores / count.max(1)).max(1) as u32;
-    start_cluster(count, |_, builder| {
+    let nodes = start_local_cluster(count, |_, builder| {
         let builder = builtins::register(builder.config(NodeConfig {
             slots,
+            // Four times the default rate, so the cluster forms in a moment.
             heartbeat_interval: Duration::from_millis(250),
             ..NodeConfig::default()
         }));
@@ -53,12 +54,13 @@ pub async fn local_cluster(count: usize, js: bool) -> Vec<Node> {
             builder
         }
     })
-    .await
+    .await?;
+    Ok(nodes)
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.nodes >= 1, "--nodes must be at least 1");
-    let nodes = local_cluster(args.nodes, args.js).await;
+    let nodes = local_cluster(args.nodes, args.js).await?;
     println!("local cluster of {} nodes is up", nodes.len());
     let result = match args.which {
         Some(Which::Fib { n }) => fib(&nodes, n).await,

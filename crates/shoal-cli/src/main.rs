@@ -9,11 +9,19 @@
 //!   shoal bench  — calls (throughput, latency, idle memory) and scale
 //!   shoal chaos  — faults under load, and a check of what survived
 //! ```
+//!
+//! Each command lives in its own module (`node_cmd`, `call_cmd`, `data_cmd`,
+//! `top`, `demo`, `bench`, `chaos`); `main` parses the command line and
+//! hands it to one of them. What several commands share sits below them,
+//! and never imports a command: `api` (reaching a node's HTTP API),
+//! `args` (labels, resources, script files) and `pi` (Monte Carlo Pi over
+//! a cluster, for `demo` and `bench`).
 
+mod api;
+mod args;
 mod bench;
 mod call_cmd;
 mod chaos;
-mod client;
 mod data_cmd;
 mod demo;
 mod node_cmd;

@@ -1,9 +1,11 @@
 //! `shoal node`: one node of a cluster, serving the built-in functions.
 
+use crate::api::read_token;
+use crate::args::{parse_label, parse_resource, read_script};
 use anyhow::Context;
 use clap::Args;
 use shoal_node::config::secret_from_passphrase;
-use shoal_node::{Multiaddr, Node, NodeConfig, Script, builtins};
+use shoal_node::{Multiaddr, Node, NodeConfig, builtins};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -60,10 +62,10 @@ pub struct NodeArgs {
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// A label jobs may require (key=value); repeatable.
-    #[arg(long = "label", value_parser = crate::data_cmd::parse_label)]
+    #[arg(long = "label", value_parser = parse_label)]
     labels: Vec<(String, String)>,
     /// A resource jobs may require (key=amount); repeatable.
-    #[arg(long = "resource", value_parser = crate::data_cmd::parse_resource)]
+    #[arg(long = "resource", value_parser = parse_resource)]
     resources: Vec<(String, u64)>,
     /// Name of the cluster (heartbeat topic and DHT key).
     #[arg(long, default_value = "shoal")]
@@ -121,25 +123,11 @@ impl NodeArgs {
             labels: self.labels.iter().cloned().collect(),
             resources: self.resources.iter().cloned().collect(),
             http: self.http.0,
-            api_token: crate::client::read_token(
-                self.api_token.as_deref(),
-                self.api_token_file.as_deref(),
-            )?,
+            api_token: read_token(self.api_token.as_deref(), self.api_token_file.as_deref())?,
             alert_load: self.alert_load,
             ..defaults
         })
     }
-}
-
-/// Reads a script file for `--script`.
-pub fn read_script(path: &std::path::Path) -> anyhow::Result<Script> {
-    let source = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the script {}", path.display()))?;
-    let name = path.file_name().map_or_else(
-        || path.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    );
-    Ok(Script::new(name, source))
 }
 
 pub async fn run(args: NodeArgs) -> anyhow::Result<()> {

@@ -1,3 +1,7 @@
+//! [`ClientError`]: every way a request can fail, as the caller sees it.
+//! A node's own error keeps its stable [`ErrorCode`]; failures to reach any
+//! node say which were tried.
+
 use shoal_proto::ErrorCode;
 use shoal_proto::api::ApiError;
 

@@ -1,12 +1,20 @@
 //! Server-sent event streams: a job followed to its end (across node
 //! failures) and a node's telemetry events.
+//!
+//! ```text
+//!   Connect ──(any node that answers)──► Reading ──job ended──► Done
+//!      ▲                                    │
+//!      └──────── stream broke or ended ─────┘
+//! ```
 
-use crate::{Client, ClientError, Request, Retry};
+use crate::error::ClientError;
+use crate::transport::{Request, Retry, Transport};
 use eventsource_stream::Eventsource;
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use reqwest::Method;
 use shoal_proto::api::{Event, Job, JobId};
+use std::sync::Arc;
 
 type Frames = BoxStream<'static, Result<eventsource_stream::Event, String>>;
 
@@ -19,16 +27,16 @@ enum Follow {
 }
 
 pub(crate) fn follow_job(
-    client: Client,
+    transport: Arc<Transport>,
     id: JobId,
 ) -> impl Stream<Item = Result<Job, ClientError>> + Send + 'static {
     futures::stream::unfold(Follow::Connect, move |mut follow| {
-        let client = client.clone();
+        let transport = Arc::clone(&transport);
         async move {
             loop {
                 match follow {
                     Follow::Done => return None,
-                    Follow::Connect => match connect(&client, id).await {
+                    Follow::Connect => match connect(&transport, id).await {
                         Ok(frames) => follow = Follow::Reading(frames),
                         Err(e) => return Some((Err(e), Follow::Done)),
                     },
@@ -60,7 +68,7 @@ pub(crate) fn follow_job(
     })
 }
 
-async fn connect(client: &Client, id: JobId) -> Result<Frames, ClientError> {
+async fn connect(transport: &Transport, id: JobId) -> Result<Frames, ClientError> {
     let request = Request::<()> {
         method: Method::GET,
         path: format!("/v1/jobs/{id}/events"),
@@ -69,7 +77,7 @@ async fn connect(client: &Client, id: JobId) -> Result<Frames, ClientError> {
         timeout: None,
         retry: Retry::Always,
     };
-    let response = client.execute(&request).await?;
+    let response = transport.execute(&request).await?;
     Ok(frames(response))
 }
 

@@ -8,7 +8,9 @@
 //! Nothing here blocks on the network: nested calls are spawned on the
 //! node's tokio runtime and come back as `Msg::Nested`.
 
-use crate::{JsError, NestedCaller, RegisteredFunction, Script, ScriptError};
+use crate::error::{JsError, ScriptError};
+use crate::nested_caller::NestedCaller;
+use crate::script::{RegisteredFunction, Script};
 use rquickjs::context::EvalOptions;
 use rquickjs::prelude::{Opt, Rest};
 use rquickjs::{
@@ -59,8 +61,9 @@ pub(crate) struct Limits {
     pub stack: usize,
 }
 
-/// A call in progress on this worker.
-struct Job {
+/// A call in progress on this worker: kept until its function returned,
+/// or its promise settled, or the caller cancelled it.
+struct RunningCall {
     function: String,
     caller: Arc<dyn NestedCaller>,
     reply: oneshot::Sender<Result<String, JsError>>,
@@ -70,7 +73,8 @@ struct Job {
 
 /// A `shoal.call` waiting for its result.
 struct NestedWait {
-    job: u64,
+    /// The running call that made it.
+    call: u64,
     resolve: Persistent<Function<'static>>,
     reject: Persistent<Function<'static>>,
 }
@@ -80,11 +84,11 @@ struct State {
     functions: HashMap<String, Persistent<Function<'static>>>,
     /// Functions registered by the script being loaded.
     registered: Vec<RegisteredFunction>,
-    jobs: HashMap<u64, Job>,
+    calls: HashMap<u64, RunningCall>,
     nested: HashMap<u64, NestedWait>,
     /// The call whose JavaScript is running, so `shoal.call` and
     /// `console.log` know whom they serve.
-    current_job: Option<u64>,
+    current_call: Option<u64>,
     next_nested: u64,
 }
 
@@ -114,7 +118,7 @@ impl Drop for Engine {
     fn drop(&mut self) {
         let mut state = self.env.state.borrow_mut();
         state.functions.clear();
-        state.jobs.clear();
+        state.calls.clear();
         state.nested.clear();
         drop(state);
         self.rt.run_gc();
@@ -146,7 +150,7 @@ pub(crate) fn run(
                 Err(_) => break,
             }
         }
-        engine.drain_jobs();
+        engine.run_promise_jobs();
         engine.settle();
     }
 }
@@ -204,9 +208,9 @@ impl Engine {
                 args,
                 caller,
                 reply,
-            } => self.start_job(id, function, args, caller, reply),
+            } => self.start_call(id, function, args, caller, reply),
             Msg::Cancel { id } => {
-                self.env.state.borrow_mut().jobs.remove(&id);
+                self.env.state.borrow_mut().calls.remove(&id);
             }
             Msg::Nested { id, result } => self.resume(id, result),
         }
@@ -224,7 +228,7 @@ impl Engine {
             self.slice_started.set(None);
             result.map_err(|e| self.describe(&ctx, e).to_string())
         });
-        self.drain_jobs();
+        self.run_promise_jobs();
         let registered = std::mem::take(&mut self.env.state.borrow_mut().registered);
         result.map_err(|message| ScriptError {
             script: script.name.clone(),
@@ -233,7 +237,7 @@ impl Engine {
         Ok(registered)
     }
 
-    fn start_job(
+    fn start_call(
         &mut self,
         id: u64,
         function: String,
@@ -248,16 +252,16 @@ impl Engine {
         };
         {
             let mut state = self.env.state.borrow_mut();
-            state.jobs.insert(
+            state.calls.insert(
                 id,
-                Job {
+                RunningCall {
                     function,
                     caller,
                     reply,
                     promise: None,
                 },
             );
-            state.current_job = Some(id);
+            state.current_call = Some(id);
         }
         let outcome = self.ctx.with(|ctx| {
             let args = match ctx.json_parse(args) {
@@ -280,8 +284,8 @@ impl Engine {
                 Ok(value) => match value.as_promise() {
                     Some(promise) => {
                         let saved = Persistent::save(&ctx, promise.clone());
-                        if let Some(job) = self.env.state.borrow_mut().jobs.get_mut(&id) {
-                            job.promise = Some(saved);
+                        if let Some(call) = self.env.state.borrow_mut().calls.get_mut(&id) {
+                            call.promise = Some(saved);
                         }
                         None
                     }
@@ -302,10 +306,10 @@ impl Engine {
         };
         {
             let mut state = self.env.state.borrow_mut();
-            if !state.jobs.contains_key(&wait.job) {
+            if !state.calls.contains_key(&wait.call) {
                 return; // its call was cancelled
             }
-            state.current_job = Some(wait.job);
+            state.current_call = Some(wait.call);
         }
         self.ctx.with(|ctx| {
             let settled = match result {
@@ -321,8 +325,9 @@ impl Engine {
         });
     }
 
-    /// Runs promise reactions until none are left; one slice of the limit.
-    fn drain_jobs(&mut self) {
+    /// Runs promise reactions (QuickJS calls them jobs; no relation to
+    /// durable jobs) until none are left; one slice of the limit.
+    fn run_promise_jobs(&mut self) {
         self.slice_started.set(Some(Instant::now()));
         while self.rt.is_job_pending() {
             if let Err(e) = self.rt.execute_pending_job() {
@@ -330,7 +335,7 @@ impl Engine {
             }
         }
         self.slice_started.set(None);
-        self.env.state.borrow_mut().current_job = None;
+        self.env.state.borrow_mut().current_call = None;
     }
 
     /// Answers every call whose promise has settled.
@@ -339,9 +344,9 @@ impl Engine {
             .env
             .state
             .borrow()
-            .jobs
+            .calls
             .iter()
-            .filter_map(|(id, job)| job.promise.clone().map(|p| (*id, p)))
+            .filter_map(|(id, call)| call.promise.clone().map(|p| (*id, p)))
             .collect();
         for (id, promise) in waiting {
             let outcome = self.ctx.with(|ctx| {
@@ -358,12 +363,12 @@ impl Engine {
     }
 
     fn finish(&mut self, id: u64, outcome: Result<String, JsError>) {
-        let job = self.env.state.borrow_mut().jobs.remove(&id);
-        if let Some(job) = job {
+        let call = self.env.state.borrow_mut().calls.remove(&id);
+        if let Some(call) = call {
             if matches!(outcome, Err(JsError::MemoryLimit(_))) {
                 self.rt.run_gc();
             }
-            let _ = job.reply.send(outcome);
+            let _ = call.reply.send(outcome);
         }
     }
 
@@ -464,8 +469,8 @@ fn install_globals<'js>(ctx: Ctx<'js>, env: Env, host: &str) -> rquickjs::Result
     let state = Rc::clone(&env.state);
     let progress = move |fraction: f64, message: Opt<String>| {
         let state = state.borrow();
-        if let Some(job) = state.current_job.and_then(|id| state.jobs.get(&id)) {
-            job.caller
+        if let Some(call) = state.current_call.and_then(|id| state.calls.get(&id)) {
+            call.caller
                 .progress(fraction.clamp(0.0, 1.0), message.0.unwrap_or_default());
         }
     };
@@ -480,9 +485,9 @@ fn install_globals<'js>(ctx: Ctx<'js>, env: Env, host: &str) -> rquickjs::Result
             let text = text.join(" ");
             let state = state.borrow();
             let function = state
-                .current_job
-                .and_then(|id| state.jobs.get(&id))
-                .map_or("<script>", |job| job.function.as_str());
+                .current_call
+                .and_then(|id| state.calls.get(&id))
+                .map_or("<script>", |call| call.function.as_str());
             match level {
                 "warn" => tracing::warn!(target: "shoal_js", function, "{text}"),
                 "error" => tracing::error!(target: "shoal_js", function, "{text}"),
@@ -517,13 +522,13 @@ fn shoal_call<'js>(
     let (promise, resolve, reject) = Promise::new(ctx)?;
     let (nested_id, caller) = {
         let mut state = env.state.borrow_mut();
-        let Some(job) = state.current_job else {
+        let Some(calling) = state.current_call else {
             return Err(Exception::throw_message(
                 ctx,
                 "shoal.call can only be used while a registered function runs",
             ));
         };
-        let caller = match state.jobs.get(&job) {
+        let caller = match state.calls.get(&calling) {
             Some(running) => Arc::clone(&running.caller),
             None => {
                 return Err(Exception::throw_message(
@@ -537,7 +542,7 @@ fn shoal_call<'js>(
         state.nested.insert(
             nested_id,
             NestedWait {
-                job,
+                call: calling,
                 resolve: Persistent::save(ctx, resolve),
                 reject: Persistent::save(ctx, reject),
             },

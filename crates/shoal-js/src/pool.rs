@@ -1,7 +1,13 @@
 //! The pool of engine workers: one thread, one QuickJS runtime each.
+//!
+//! The pool owns the workers' inboxes and nothing else: a call goes to the
+//! worker with the fewest calls in flight, as a message carrying a
+//! `oneshot` for the answer; loading a script goes to every worker.
 
 use crate::engine::{self, Limits, Msg};
-use crate::{JsError, NestedCaller, RegisteredFunction, Script, ScriptError};
+use crate::error::{JsError, ScriptError};
+use crate::nested_caller::NestedCaller;
+use crate::script::{RegisteredFunction, Script};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

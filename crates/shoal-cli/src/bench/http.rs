@@ -1,11 +1,11 @@
 //! `shoal bench http`: calls through the HTTP API, the way a client in
 //! any language makes them.
 
-use super::percentile;
+use super::measure::percentile;
+use super::nodes::node_config;
 use clap::Args;
 use serde_json::{Value, json};
 use shoal_client::{BatchCall, Client};
-use shoal_node::testkit::test_config;
 use shoal_node::{Node, NodeConfig, builtins};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,11 +27,11 @@ pub struct HttpArgs {
     json: bool,
 }
 
-pub async fn http(args: HttpArgs) -> anyhow::Result<()> {
+pub async fn run(args: HttpArgs) -> anyhow::Result<()> {
     let duration = Duration::from_secs_f64(args.seconds.max(0.1));
     let node = builtins::register(Node::builder().config(NodeConfig {
         http: Some("127.0.0.1:0".parse()?),
-        ..test_config(2)
+        ..node_config(2)
     }))
     .start()
     .await?;

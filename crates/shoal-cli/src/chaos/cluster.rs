@@ -15,8 +15,9 @@ use tokio::process::{Child, ChildStdout, Command};
 /// How long a node may take to print its ready line.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// One node: where it listens, and its process when it runs.
-struct Slot {
+/// One node under test: where it listens, where its files go, and its
+/// process when it runs. (Not a `--slots` slot: those are call capacity.)
+struct NodeUnderTest {
     ip: Ipv4Addr,
     p2p_port: u16,
     http_port: u16,
@@ -26,7 +27,7 @@ struct Slot {
     process: Option<(Child, ChildStdout)>,
 }
 
-impl Slot {
+impl NodeUnderTest {
     fn listen(&self) -> String {
         format!("/ip4/{}/tcp/{}", self.ip, self.p2p_port)
     }
@@ -42,7 +43,7 @@ impl Slot {
 pub struct Cluster {
     binary: PathBuf,
     secret_file: PathBuf,
-    slots: Vec<Slot>,
+    nodes: Vec<NodeUnderTest>,
     net: Option<Namespaces>,
 }
 
@@ -53,13 +54,13 @@ impl Cluster {
         let secret_file = dir.join("secret");
         std::fs::write(&secret_file, format!("chaos-{}", std::process::id()))?;
         let net = namespaces.then(|| Namespaces::create(count)).transpose()?;
-        let slots = (0..count)
+        let nodes = (0..count)
             .map(|i| {
                 let (ip, p2p_port, http_port) = match &net {
                     Some(net) => (net.node_ip(i), 7000, 7070),
                     None => (Ipv4Addr::LOCALHOST, free_port()?, free_port()?),
                 };
-                Ok(Slot {
+                Ok(NodeUnderTest {
                     ip,
                     p2p_port,
                     http_port,
@@ -73,40 +74,40 @@ impl Cluster {
         Ok(Cluster {
             binary: std::env::current_exe().context("cannot find the shoal binary")?,
             secret_file,
-            slots,
+            nodes,
             net,
         })
     }
 
     pub fn len(&self) -> usize {
-        self.slots.len()
+        self.nodes.len()
     }
 
     /// Every node's HTTP API, for clients.
     pub fn urls(&self) -> Vec<String> {
-        self.slots
+        self.nodes
             .iter()
-            .map(|s| format!("http://{}:{}", s.ip, s.http_port))
+            .map(|n| format!("http://{}:{}", n.ip, n.http_port))
             .collect()
     }
 
     /// The node with this peer id.
     pub fn index_of(&self, peer_id: &str) -> Option<usize> {
-        self.slots
+        self.nodes
             .iter()
-            .position(|s| s.peer_id.as_deref() == Some(peer_id))
+            .position(|n| n.peer_id.as_deref() == Some(peer_id))
     }
 
     /// Starts (or restarts, with its data) node `node`, joining the others.
     pub async fn start(&mut self, node: usize) -> anyhow::Result<()> {
         // The first node's first start founds the Raft group; every other
         // start joins the rest.
-        let founding = node == 0 && self.slots[node].peer_id.is_none();
-        let joins: Vec<String> = (0..self.slots.len())
+        let founding = node == 0 && self.nodes[node].peer_id.is_none();
+        let joins: Vec<String> = (0..self.nodes.len())
             .filter(|&other| other != node && !founding)
-            .map(|other| self.slots[other].listen())
+            .map(|other| self.nodes[other].listen())
             .collect();
-        let slot = &self.slots[node];
+        let under_test = &self.nodes[node];
         let mut command = match &self.net {
             Some(net) => {
                 let mut command = Command::new("ip");
@@ -119,10 +120,13 @@ impl Cluster {
         };
         command
             .arg("node")
-            .args(["--listen", &slot.listen()])
-            .args(["--http", &format!("{}:{}", slot.ip, slot.http_port)])
+            .args(["--listen", &under_test.listen()])
+            .args([
+                "--http",
+                &format!("{}:{}", under_test.ip, under_test.http_port),
+            ])
             .arg("--data-dir")
-            .arg(&slot.data_dir)
+            .arg(&under_test.data_dir)
             .arg("--secret-file")
             .arg(&self.secret_file)
             .args(["--heartbeat-ms", "200", "--slots", "2"]);
@@ -132,7 +136,7 @@ impl Cluster {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&slot.log)?;
+            .open(&under_test.log)?;
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -148,22 +152,22 @@ impl Cluster {
             let _ = child.start_kill();
             bail!(
                 "node {node} did not start; its log is {}",
-                slot.log.display()
+                under_test.log.display()
             );
         }
         let peer_id = line
             .split_whitespace()
             .find_map(|field| field.strip_prefix("peer_id="))
             .map(str::to_string);
-        let slot = &mut self.slots[node];
-        slot.peer_id = peer_id;
-        slot.process = Some((child, lines.into_inner()));
+        let under_test = &mut self.nodes[node];
+        under_test.peer_id = peer_id;
+        under_test.process = Some((child, lines.into_inner()));
         Ok(())
     }
 
     /// SIGKILL: the node vanishes mid-sentence, as when a machine dies.
     pub async fn kill(&mut self, node: usize) {
-        if let Some((mut child, _)) = self.slots[node].process.take() {
+        if let Some((mut child, _)) = self.nodes[node].process.take() {
             let _ = child.start_kill();
             let _ = child.wait().await;
         }
@@ -172,13 +176,13 @@ impl Cluster {
     /// SIGSTOP: the node stops answering but keeps its connections, the
     /// classic false failure.
     pub fn pause(&mut self, node: usize) {
-        if let Some(pid) = self.slots[node].pid() {
+        if let Some(pid) = self.nodes[node].pid() {
             let _ = kill(pid, Signal::SIGSTOP);
         }
     }
 
     pub fn resume(&mut self, node: usize) {
-        if let Some(pid) = self.slots[node].pid() {
+        if let Some(pid) = self.nodes[node].pid() {
             let _ = kill(pid, Signal::SIGCONT);
         }
     }
@@ -187,7 +191,7 @@ impl Cluster {
     pub fn partition(&mut self, side: &[usize]) -> anyhow::Result<()> {
         let net = self.net.as_mut().context("partitions need namespaces")?;
         for a in side {
-            for b in (0..self.slots.len()).filter(|b| !side.contains(b)) {
+            for b in (0..self.nodes.len()).filter(|b| !side.contains(b)) {
                 net.cut(*a, b)?;
                 net.cut(b, *a)?;
             }
@@ -205,9 +209,9 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        for node in 0..self.slots.len() {
+        for node in 0..self.nodes.len() {
             self.resume(node);
-            if let Some((child, _)) = self.slots[node].process.as_mut() {
+            if let Some((child, _)) = self.nodes[node].process.as_mut() {
                 let _ = child.start_kill();
             }
         }

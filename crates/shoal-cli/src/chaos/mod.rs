@@ -6,16 +6,31 @@
 //! acknowledged job and write, exactly once, and the recorded reads must be
 //! linearizable. The run stops by itself, after `--duration` or
 //! `--max-faults`.
+//!
+//! ```text
+//!   cluster.rs   node processes (own data dir, own namespace for partitions)
+//!       ▲ kill, pause, partition, heal
+//!   nemesis.rs ──────────────┐
+//!   workload.rs  clients ────┴─► history.rs ─► checker.rs (+ linearizability.rs)
+//!                                                  │
+//!                                                  ▼
+//!                                              report.rs ─► printed here
+//! ```
 
 mod checker;
 mod cluster;
+mod history;
+mod linearizability;
 mod nemesis;
+mod report;
 mod workload;
 
 use anyhow::Context;
 use clap::Args;
 use cluster::Cluster;
+use history::{FinalState, History};
 use nemesis::{Fault, FaultKind, Nemesis};
+use report::Report;
 use serde_json::json;
 use shoal_client::{Client, JobState};
 use std::sync::Arc;
@@ -156,7 +171,7 @@ async fn run_until_done(args: ChaosArgs) -> anyhow::Result<()> {
     let faults = nemesis.run(&mut cluster, &observer, &shared).await;
     cluster.heal()?;
 
-    let mut history = checker::History::default();
+    let mut history = History::default();
     for client in clients {
         history.absorb(client.await.context("a client panicked")?);
     }
@@ -164,7 +179,7 @@ async fn run_until_done(args: ChaosArgs) -> anyhow::Result<()> {
     let workload_s = started.elapsed().as_secs_f64();
 
     let drained = drain(&setup).await;
-    let last = checker::FinalState {
+    let last = FinalState {
         jobs: workload::all_jobs(&setup).await?,
         docs: workload::final_docs(&setup, &docs).await?,
     };
@@ -229,7 +244,7 @@ async fn drain(client: &Client) -> Option<Duration> {
 }
 
 fn print_report(
-    report: &checker::Report,
+    report: &Report,
     faults: &[Fault],
     workload_s: f64,
     drained: Option<Duration>,

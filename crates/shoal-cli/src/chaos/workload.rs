@@ -1,7 +1,7 @@
 //! The clients of a chaos run: calls, durable jobs and compare-and-set
 //! document writes, each recorded with when it began and ended.
 
-use super::checker::{CallOutcome, History, Micros, Read, Submission, Write};
+use super::history::{CallOutcome, DocRead, DocWrite, History, Micros, Submission};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
@@ -116,7 +116,7 @@ async fn write(docs: &Collection, doc: usize, shared: &Shared, history: &mut His
     if outcome.is_ok() {
         history.acknowledged_at.push((invoked, completed));
     }
-    history.writes.push(Write {
+    history.writes.push(DocWrite {
         doc,
         value,
         invoked,
@@ -139,7 +139,7 @@ async fn read(
             .map(|value| (document.version, value)),
         _ => None,
     };
-    history.reads.push(Read {
+    history.reads.push(DocRead {
         doc,
         invoked,
         completed: shared.now(),

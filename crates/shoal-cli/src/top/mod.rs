@@ -17,7 +17,7 @@ mod ui;
 #[cfg(test)]
 mod tests;
 
-use crate::client::{ApiArgs, explain};
+use crate::api::{ApiArgs, explain};
 use clap::Args;
 use futures::StreamExt;
 use ratatui::crossterm::event::{self, Event as Input};

@@ -1,7 +1,7 @@
 //! The dashboard against a real two-node cluster, drawn into a test buffer.
 
 use super::poll;
-use super::state::TopState;
+use super::state::{Snapshot, TopState};
 use super::ui::{self, short};
 use futures::StreamExt;
 use ratatui::Terminal;
@@ -36,6 +36,11 @@ fn after<'a>(screen: &'a str, label: &str) -> &'a str {
     rest.split_whitespace().next().unwrap().trim_matches('│')
 }
 
+/// Calls run over the whole cluster, as the snapshot reports them.
+fn executed(snapshot: &Snapshot) -> u64 {
+    snapshot.cluster.members.iter().map(|m| m.executed).sum()
+}
+
 fn press(state: &mut TopState, code: KeyCode) {
     state.on_key(KeyEvent::new(code, KeyModifiers::NONE));
 }
@@ -57,13 +62,27 @@ async fn the_dashboard_shows_a_live_cluster() {
     client.wait(job).await.unwrap();
 
     let mut state = TopState::new(&url);
-    state.apply(poll(&client).await.unwrap());
+    let first = poll(&client).await.unwrap();
+    let executed_before = executed(&first);
+    state.apply(first);
     for _ in 0..40 {
         client.call("noop", Value::Null).await.unwrap();
     }
-    // Long enough for the other node's heartbeat to carry its count.
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    state.apply(poll(&client).await.unwrap());
+    // The other node's count arrives with its next heartbeat: poll until
+    // the cluster's count includes the 40 calls.
+    let counted = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut every = tokio::time::interval(Duration::from_millis(50));
+        loop {
+            every.tick().await;
+            let snapshot = poll(&client).await.unwrap();
+            if executed(&snapshot) >= executed_before + 40 {
+                return snapshot;
+            }
+        }
+    })
+    .await
+    .expect("the 40 calls are counted within 10 s");
+    state.apply(counted);
     let mut events = Box::pin(client.events(0).await.unwrap());
     let event = tokio::time::timeout(Duration::from_secs(10), events.next())
         .await

@@ -1,0 +1,72 @@
+//! The nodes the benchmarks measure: the settings of in-process nodes, and
+//! real `shoal node` processes for figures that need a process of their
+//! own (its memory, or one process per node).
+
+use shoal_node::{Multiaddr, NodeConfig};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// Heartbeats five times the default rate: clusters form, and measuring
+/// starts, within a second instead of several.
+const HEARTBEAT: Duration = Duration::from_millis(200);
+
+/// The settings of an in-process benchmark node with `slots` slots.
+pub fn node_config(slots: u32) -> NodeConfig {
+    NodeConfig {
+        slots,
+        heartbeat_interval: HEARTBEAT,
+        ..NodeConfig::default()
+    }
+}
+
+/// A real `shoal node` process started by a benchmark; killed on drop.
+pub struct NodeProcess {
+    child: Child,
+    /// Its first listen address, for others to join.
+    pub addr: Multiaddr,
+}
+
+impl NodeProcess {
+    /// Starts `shoal node` with an HTTP API on a free port and `extra`
+    /// arguments; returns once it printed its address.
+    pub fn spawn(extra: &[String]) -> anyhow::Result<NodeProcess> {
+        let exe = std::env::current_exe()?;
+        let mut child = Command::new(exe)
+            .arg("node")
+            .args(["--http", "127.0.0.1:0"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let addr = line
+            .split_whitespace()
+            .find_map(|field| field.strip_prefix("listen="))
+            .and_then(|addrs| addrs.split(',').next())
+            .ok_or_else(|| anyhow::anyhow!("node did not print its address: {line:?}"))?
+            .parse()?;
+        Ok(NodeProcess { child, addr })
+    }
+
+    /// Its resident memory now, in MB.
+    pub fn rss_mb(&self) -> anyhow::Result<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let kb: f64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|kb| kb.parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("no VmRSS in /proc status"))?;
+        Ok(kb / 1024.0)
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
