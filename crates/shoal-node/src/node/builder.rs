@@ -369,7 +369,9 @@ impl Started {
             shutdown.clone(),
         ));
         tasks.spawn(Arc::clone(&consensus).upkeep(shutdown.clone()));
-        let api_addr = http.as_ref().and_then(|listener| listener.local_addr().ok());
+        let api_addr = http
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok());
         let own = Arc::new(OwnHeartbeat {
             calls: Arc::clone(&calls.calls),
             registry: Arc::clone(&functions.registry),
