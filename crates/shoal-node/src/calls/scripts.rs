@@ -21,6 +21,7 @@ use shoal_proto::{CallError, ErrorCode};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, OnceLock};
+use tokio_util::task::TaskTracker;
 
 /// Largest script source accepted, from a file or from a peer.
 pub const MAX_SCRIPT_BYTES: usize = 4 * 1024 * 1024;
@@ -90,6 +91,8 @@ pub struct Scripts {
     registry: Arc<Registry>,
     /// One fetch per missing script, however many calls need it at once.
     fetching: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The node's tasks, which scripts' nested calls join.
+    tasks: TaskTracker,
 }
 
 impl Scripts {
@@ -100,6 +103,7 @@ impl Scripts {
         runs_calls: bool,
         host: String,
         registry: Arc<Registry>,
+        tasks: TaskTracker,
     ) -> Self {
         let library = Arc::new(Library::default());
         registry.insert(library.get_function());
@@ -111,6 +115,7 @@ impl Scripts {
             host,
             registry,
             fetching: Mutex::default(),
+            tasks,
         }
     }
 
@@ -141,8 +146,8 @@ impl Scripts {
         let registered = pool.load(&script).await?;
         let hash: Arc<str> = Arc::from(script.hash());
         for function in &registered {
-            self.registry
-                .insert(js_function(&pool, function, Arc::clone(&hash)));
+            let function = js_function(&pool, function, Arc::clone(&hash), &self.tasks);
+            self.registry.insert(function);
         }
         tracing::info!(script = %script.name, functions = registered.len(), "script loaded");
         Ok(registered)
@@ -206,8 +211,10 @@ fn js_function(
     pool: &Arc<EnginePool>,
     function: &RegisteredFunction,
     script: Arc<str>,
+    tasks: &TaskTracker,
 ) -> Function {
     let pool = Arc::clone(pool);
+    let tasks = tasks.clone();
     let name: Arc<str> = Arc::from(function.name.as_str());
     let body_name = Arc::clone(&name);
     Function {
@@ -215,8 +222,9 @@ fn js_function(
         body: Body::Async(Arc::new(move |ctx, args| {
             let pool = Arc::clone(&pool);
             let name = Arc::clone(&body_name);
+            let tasks = tasks.clone();
             Box::pin(async move {
-                let caller = Arc::new(ContextCaller(ctx));
+                let caller = Arc::new(ContextCaller { ctx, tasks });
                 pool.call(&name, &args, caller)
                     .await
                     .map_err(|e| Box::new(e) as FnError)
@@ -229,16 +237,22 @@ fn js_function(
 }
 
 /// Nested calls of a script go through the context of the call it serves,
-/// so they release its slot while they wait and share its deadline.
-struct ContextCaller(CallContext);
+/// so they release its slot while they wait and share its deadline. The
+/// engine pool spawns them; they are tracked with the node's tasks, so
+/// shutting down waits for them too.
+struct ContextCaller {
+    ctx: CallContext,
+    tasks: TaskTracker,
+}
 
 impl NestedCaller for ContextCaller {
     fn call(&self, function: String, args: Value) -> BoxFuture<'static, Result<Value, String>> {
-        let ctx = self.0.clone();
-        Box::pin(async move { ctx.call(&function, args).await.map_err(|e| e.to_string()) })
+        let ctx = self.ctx.clone();
+        let call = async move { ctx.call(&function, args).await.map_err(|e| e.to_string()) };
+        Box::pin(self.tasks.track_future(call))
     }
 
     fn progress(&self, fraction: f64, message: String) {
-        self.0.progress(fraction, message);
+        self.ctx.progress(fraction, message);
     }
 }

@@ -169,12 +169,13 @@ impl NodeBuilder {
         };
         let http = bind_http(&config).await?;
         let network = start_network(&config, &lifetime).await?;
-        let functions = load_functions(&config, network.me, functions, memoized, scripts).await?;
+        let functions =
+            load_functions(&config, network.me, functions, memoized, scripts, &lifetime).await?;
         let calls = build_calls(&config, &network, &functions, &lifetime);
         let rpc = RpcClient::new(network.links.clone());
         let (consensus, raft_dir) =
             start_consensus(&config, network.me, rpc, network.peers.clone()).await?;
-        let started = Started {
+        let started = Assembled {
             config,
             network,
             functions,
@@ -263,6 +264,7 @@ async fn load_functions(
     functions: Vec<Function>,
     memoized: HashSet<String>,
     scripts: Vec<shoal_js::Script>,
+    lifetime: &Lifetime,
 ) -> Result<Functions, StartError> {
     let queues = Arc::new(QueueStore::default());
     let registry = Arc::new(Registry::default());
@@ -282,6 +284,7 @@ async fn load_functions(
         runs_calls,
         me.to_base58(),
         Arc::clone(&registry),
+        lifetime.tasks.clone(),
     ));
     for script in scripts {
         loaded.load(script).await?;
@@ -325,7 +328,7 @@ fn build_calls(
 }
 
 /// Everything built; what is left is to start the tasks.
-struct Started {
+struct Assembled {
     config: NodeConfig,
     network: Network,
     functions: Functions,
@@ -335,10 +338,10 @@ struct Started {
     lifetime: Lifetime,
 }
 
-impl Started {
+impl Assembled {
     /// Step 6: starts every task, in the order the inboxes are read.
     fn run(self, http: Option<tokio::net::TcpListener>) -> Node {
-        let Started {
+        let Assembled {
             config,
             network,
             functions,
