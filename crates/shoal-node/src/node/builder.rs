@@ -175,7 +175,7 @@ impl NodeBuilder {
         let rpc = RpcClient::new(network.links.clone());
         let (consensus, raft_dir) =
             start_consensus(&config, network.me, rpc, network.peers.clone()).await?;
-        let started = Assembled {
+        let assembled = Assembled {
             config,
             network,
             functions,
@@ -184,7 +184,7 @@ impl NodeBuilder {
             raft_dir,
             lifetime,
         };
-        Ok(started.run(http))
+        Ok(assembled.run(http))
     }
 }
 
