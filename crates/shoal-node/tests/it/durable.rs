@@ -4,8 +4,7 @@ use serde_json::{Map, json};
 use shoal_node::builtins;
 use shoal_node::jobs::{Job, JobSpec, JobState, ScriptSource};
 use shoal_node::testkit::{start_cluster, test_config};
-use shoal_node::{DataError, Node, NodeConfig, Read};
-use shoal_proto::ErrorCode;
+use shoal_node::{DataError, ErrorCode, Node, NodeConfig, Read};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
