@@ -18,6 +18,8 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 use tower::ServiceExt;
 
+use crate::wait::wait_until;
+
 /// Long enough for a linearizable read or a Raft write on a loaded test
 /// machine; a request that takes longer is a hang, not a slow answer.
 const ANSWER_WITHIN: Duration = Duration::from_secs(30);
@@ -34,15 +36,15 @@ async fn start_node(api_token: Option<&str>) -> (Node, Router) {
     })
     .await
     .remove(0);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while node.status().raft.leader.is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "no Raft leader: {:?}",
-            node.status().raft
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(Duration::from_secs(20), "a Raft leader", async || {
+        let raft = node.status().raft;
+        if raft.leader.is_some() {
+            Ok(())
+        } else {
+            Err(format!("{raft:?}"))
+        }
+    })
+    .await;
     let api = shoal_node::http::router(node.clone());
     (node, api)
 }
@@ -124,16 +126,16 @@ fn assert_ok(reply: &(StatusCode, Value)) -> &Value {
 
 /// Polls a job through the API until it has ended.
 async fn wait_until_finished(api: &Router, id: u64) -> Value {
-    let deadline = Instant::now() + ANSWER_WITHIN;
-    loop {
+    wait_until(ANSWER_WITHIN, &format!("job {id} to end"), async || {
         let reply = get(api, &format!("/v1/jobs/{id}")).await;
         let job = assert_ok(&reply);
         if ["succeeded", "dead_letter", "cancelled"].contains(&job["state"].as_str().unwrap()) {
-            return job.clone();
+            Ok(job.clone())
+        } else {
+            Err(job.to_string())
         }
-        assert!(Instant::now() < deadline, "job {id} never ended: {job}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await
 }
 
 /// One server-sent event.

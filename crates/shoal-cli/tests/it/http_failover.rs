@@ -1,33 +1,32 @@
 //! The Rust client against three real nodes: one is SIGKILLed while the
 //! client is using it, and the client carries on through the others.
 
-mod common;
-
-use common::NodeProcess;
+use crate::common::ProcessCluster;
 use futures::StreamExt;
 use serde_json::json;
 use shoal_client::{BatchCall, Client, JobSpec, JobState};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Batches sent before the kill; every later one waits for it, so it goes
+/// through the client's failover.
+const BATCHES_BEFORE_THE_KILL: usize = 4;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_client_fails_over_when_its_node_is_killed() {
-    let first = NodeProcess::start(&["--slots", "1"]);
-    let join = first.addr.to_string();
-    let others: Vec<NodeProcess> = (0..2)
-        .map(|_| NodeProcess::start(&["--slots", "1", "--join", &join]))
-        .collect();
-    let mut nodes = vec![first];
-    nodes.extend(others);
-    let urls: Vec<String> = nodes.iter().map(|n| n.http.clone()).collect();
+    let mut cluster = ProcessCluster::start(3, &["--slots", "1"]).await;
+    // Every node a voter, so losing one leaves a majority.
+    cluster.wait_for_voters(3).await;
+    let urls = cluster.urls();
     let client = Client::new(&urls).unwrap();
-    wait_for_members(&client, 3).await;
     assert_eq!(
         client.current_node().as_str().trim_end_matches('/'),
         urls[0]
     );
 
     // Pi in batches of chunks, the way examples/pi.rs does it; the node the
-    // client talks to dies after the first few batches.
+    // client talks to dies once the first few batches are back, while one
+    // may still be on its way, and before the others are sent.
     let chunks = 60u64;
     let per_chunk = 200_000u64;
     let batches: Vec<Vec<BatchCall>> = (0..chunks)
@@ -55,16 +54,22 @@ async fn the_client_fails_over_when_its_node_is_killed() {
         ids
     };
 
+    let (kill_done, after_kill) = watch::channel(false);
     let mut results = futures::stream::iter(batches.into_iter().enumerate())
         .map(|(index, calls)| {
             let client = client.clone();
+            let mut after_kill = after_kill.clone();
             async move {
-                // Spread the batches out so the kill lands in the middle.
-                tokio::time::sleep(Duration::from_millis(index as u64 * 60)).await;
+                if index >= BATCHES_BEFORE_THE_KILL {
+                    after_kill
+                        .wait_for(|killed| *killed)
+                        .await
+                        .expect("the test keeps the sender");
+                }
                 client.batch(calls, Some(Duration::from_secs(60))).await
             }
         })
-        .buffer_unordered(4);
+        .buffer_unordered(BATCHES_BEFORE_THE_KILL);
     let mut inside = 0u64;
     let mut total = 0u64;
     let mut batches_done = 0;
@@ -75,8 +80,9 @@ async fn the_client_fails_over_when_its_node_is_killed() {
             total += sample["total"].as_u64().unwrap();
         }
         batches_done += 1;
-        if batches_done == 3 {
-            nodes[0].kill();
+        if batches_done == BATCHES_BEFORE_THE_KILL - 1 {
+            cluster.nodes[0].kill();
+            kill_done.send_replace(true);
         }
     }
     assert_eq!(total, chunks * per_chunk, "no chunk lost or counted twice");
@@ -101,23 +107,4 @@ async fn the_client_fails_over_when_its_node_is_killed() {
     }
     let page = client.jobs(None, Some(1000), None).await.unwrap();
     assert_eq!(page.jobs.len(), 20, "no job submitted twice by a retry");
-}
-
-async fn wait_for_members(client: &Client, count: usize) {
-    let deadline = Instant::now() + common::WAIT;
-    loop {
-        if let Ok(view) = client.cluster().await {
-            let alive = view
-                .members
-                .iter()
-                .filter(|m| m.liveness == "alive")
-                .count();
-            // Every node a voter, so losing one leaves a majority.
-            if alive >= count && view.raft.leader.is_some() && view.raft.voters.len() >= count {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "the cluster did not form");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }

@@ -2,12 +2,13 @@
 
 use serde_json::{Map, json};
 use shoal_node::builtins;
-use shoal_node::jobs::{JobSpec, JobState, ScriptSource};
+use shoal_node::jobs::{Job, JobSpec, JobState, ScriptSource};
 use shoal_node::testkit::{start_cluster, test_config};
-use shoal_node::{DataError, Node, NodeConfig, Read};
-use shoal_proto::ErrorCode;
+use shoal_node::{DataError, ErrorCode, Node, NodeConfig, Read};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
+
+use crate::wait::wait_until;
 
 fn spec(function: &str, args: serde_json::Value) -> JobSpec {
     JobSpec {
@@ -23,36 +24,36 @@ fn spec(function: &str, args: serde_json::Value) -> JobSpec {
     }
 }
 
-async fn wait_finished(node: &Node, id: u64, within: Duration) -> shoal_node::jobs::Job {
-    let deadline = Instant::now() + within;
-    loop {
+async fn wait_finished(node: &Node, id: u64, within: Duration) -> Job {
+    wait_until(within, &format!("job {id} to finish"), async || {
         let job = node
             .job(id, Read::Linearizable)
             .await
             .unwrap()
             .expect("job exists");
         if job.state.is_finished() {
-            return job;
+            Ok(job)
+        } else {
+            Err(format!("{:?}", job.state))
         }
-        assert!(
-            Instant::now() < deadline,
-            "job {id} still {:?} after {within:?}",
-            job.state
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await
 }
 
 async fn wait_for_voters(node: &Node, voters: usize) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while node.raft_status().voters.len() < voters {
-        assert!(
-            Instant::now() < deadline,
-            "voters: {:?}",
-            node.raft_status()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until(
+        Duration::from_secs(20),
+        &format!("{voters} voters"),
+        async || {
+            let status = node.raft_status();
+            if status.voters.len() >= voters {
+                Ok(())
+            } else {
+                Err(format!("{status:?}"))
+            }
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -113,18 +114,11 @@ async fn failing_jobs_retry_then_dead_letter_and_cancel_stops_a_running_one() {
     assert!(job.error.unwrap().contains("no.such.function"));
 
     let long = node.submit_job(spec("sleep", json!(60_000))).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while node
-        .job(long, Read::Linearizable)
-        .await
-        .unwrap()
-        .unwrap()
-        .state
-        != JobState::Running
-    {
-        assert!(Instant::now() < deadline, "the job never started");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(Duration::from_secs(10), "the job to start", async || {
+        let job = node.job(long, Read::Linearizable).await.unwrap().unwrap();
+        job.state == JobState::Running
+    })
+    .await;
     node.cancel_job(long).await.unwrap();
     let job = wait_finished(node, long, Duration::from_secs(5)).await;
     assert_eq!(job.state, JobState::Cancelled);
@@ -141,7 +135,15 @@ async fn a_job_needing_a_label_waits_for_a_node_that_has_it() {
         ..spec("echo", json!("on the gpu node"))
     };
     let id = nodes[0].submit_job(needs_gpu).await.unwrap();
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // A runner leases the oldest jobs that fit it first: once a later job
+    // without the label has run, the runners have passed the labelled one
+    // over, not just not reached it yet.
+    let later = nodes[0]
+        .submit_job(spec("echo", json!("anywhere")))
+        .await
+        .unwrap();
+    let later = wait_finished(&nodes[0], later, Duration::from_secs(30)).await;
+    assert_eq!(later.state, JobState::Succeeded, "{later:?}");
     let job = nodes[0].job(id, Read::Linearizable).await.unwrap().unwrap();
     assert_eq!(job.state, JobState::Queued, "no node has the label yet");
 
@@ -292,9 +294,9 @@ async fn jobs_report_progress_from_rust_and_javascript() {
         })
         .await
         .unwrap();
+    // The progress seen while the jobs run, read as a user would poll it.
     let mut seen: BTreeMap<u64, Vec<String>> = BTreeMap::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    wait_until(Duration::from_secs(20), "both jobs to finish", async || {
         let mut done = true;
         for id in [native, js] {
             let job = node.job(id, Read::Linearizable).await.unwrap().unwrap();
@@ -303,12 +305,9 @@ async fn jobs_report_progress_from_rust_and_javascript() {
             }
             done &= job.state.is_finished();
         }
-        if done {
-            break;
-        }
-        assert!(Instant::now() < deadline, "jobs did not finish");
-        tokio::time::sleep(Duration::from_millis(40)).await;
-    }
+        done
+    })
+    .await;
     assert!(
         seen[&native].iter().any(|m| m.starts_with("step ")),
         "{seen:?}"

@@ -1,8 +1,6 @@
 //! Clusters of real `shoal node` processes, with one killed by SIGKILL.
 
-mod common;
-
-use common::{NodeProcess, WAIT, driver};
+use crate::common::{ProcessCluster, WAIT, driver};
 use futures::StreamExt;
 use serde_json::json;
 use shoal_node::builtins::pi_inside;
@@ -11,13 +9,8 @@ use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_a_node_mid_run_loses_no_call() {
-    let first = NodeProcess::start(&["--slots", "1"]);
-    let join = first.addr.to_string();
-    let mut nodes = vec![first];
-    for _ in 0..2 {
-        nodes.push(NodeProcess::start(&["--slots", "1", "--join", &join]));
-    }
-    let caller = driver(&nodes[0].addr, None).await;
+    let mut cluster = ProcessCluster::start(3, &["--slots", "1"]).await;
+    let caller = driver(&cluster.nodes[0].addr, None).await;
     assert_eq!(
         caller.wait_for_peers(3, WAIT).await,
         3,
@@ -54,11 +47,9 @@ async fn killing_a_node_mid_run_loses_no_call() {
             .or_default() += 1;
         done += 1;
         if done == 10 {
-            let victim = nodes
-                .iter_mut()
-                .find(|n| n.peer_id() == victim_id)
-                .expect("the first result came from one of the processes");
-            victim.kill();
+            // The first result came from one of the processes.
+            let victim = cluster.index_of(&victim_id);
+            cluster.nodes[victim].kill();
             killed_at = Some(Instant::now());
         }
     }
@@ -87,12 +78,8 @@ async fn killing_a_node_mid_run_loses_no_call() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memoized_fib_across_three_processes() {
-    let first = NodeProcess::start(&["--slots", "1"]);
-    let join = first.addr.to_string();
-    let _others: Vec<_> = (0..2)
-        .map(|_| NodeProcess::start(&["--slots", "1", "--join", &join]))
-        .collect();
-    let caller = driver(&first.addr, None).await;
+    let cluster = ProcessCluster::start(3, &["--slots", "1"]).await;
+    let caller = driver(&cluster.nodes[0].addr, None).await;
     assert_eq!(caller.wait_for_peers(3, WAIT).await, 3);
     let value = caller
         .call_with_timeout("fib", json!(90), Duration::from_secs(60))

@@ -1,8 +1,6 @@
 //! JavaScript across real `shoal node` processes.
 
-mod common;
-
-use common::{NodeProcess, WAIT, driver};
+use crate::common::{NodeProcess, ProcessCluster, WAIT, driver};
 use serde_json::json;
 use shoal_node::builtins::pi_inside;
 use std::process::Command;
@@ -14,12 +12,8 @@ fn example(name: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pi_js_across_three_processes_counts_exactly() {
     let pi_js = example("pi.js");
-    let first = NodeProcess::start(&["--slots", "1", "--script", &pi_js]);
-    let join = first.addr.to_string();
-    let _others: Vec<_> = (0..2)
-        .map(|_| NodeProcess::start(&["--slots", "1", "--script", &pi_js, "--join", &join]))
-        .collect();
-    let caller = driver(&first.addr, None).await;
+    let cluster = ProcessCluster::start(3, &["--slots", "1", "--script", &pi_js]).await;
+    let caller = driver(&cluster.nodes[0].addr, None).await;
     assert_eq!(caller.wait_for_peers(3, WAIT).await, 3);
     let result = caller
         .call("pi", json!({"samples": 3_000_000, "chunks": 30}))

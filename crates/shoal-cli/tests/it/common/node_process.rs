@@ -1,13 +1,9 @@
-//! Starting real `shoal node` processes for tests.
+//! One real `shoal node` process, started as a user would start it.
 
-#![allow(dead_code)]
-
-use shoal_node::testkit::test_config;
-use shoal_node::{Multiaddr, Node, NodeConfig};
+use shoal_node::Multiaddr;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 /// Numbers log files, so a restarted node keeps the first run's log.
 static LOGS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -105,19 +101,3 @@ impl Drop for NodeProcess {
         let _ = self.child.wait();
     }
 }
-
-/// An in-process node that only calls (no slots, no replica), joined to `addr`.
-pub async fn driver(addr: &Multiaddr, secret: Option<[u8; 32]>) -> Node {
-    Node::builder()
-        .config(NodeConfig {
-            secret,
-            raft: false,
-            ..test_config(0)
-        })
-        .join(addr.clone())
-        .start()
-        .await
-        .unwrap()
-}
-
-pub const WAIT: Duration = Duration::from_secs(20);

@@ -1,9 +1,8 @@
 //! A cluster with a secret: peers without it cannot connect, and say why.
 
-mod common;
-
-use common::{NodeProcess, WAIT, driver};
+use crate::common::{NodeProcess, WAIT, driver, wait_until};
 use serde_json::json;
+use shoal_node::Node;
 use shoal_node::config::secret_from_passphrase;
 use std::time::Duration;
 
@@ -16,7 +15,11 @@ async fn only_nodes_with_the_secret_can_join() {
 
     let outsider = driver(&node.addr, Some(secret_from_passphrase("wrong guess"))).await;
     let no_secret = driver(&node.addr, None).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // A wrong key garbles the handshake, which may only fail at its timeout.
+    for (who, peer) in [("a wrong secret", &outsider), ("no secret", &no_secret)] {
+        let what = format!("the node to refuse the peer with {who}");
+        wait_until(WAIT, &what, async || node_refused(&node, peer)).await;
+    }
     assert_eq!(
         outsider.wait_for_peers(1, Duration::from_millis(10)).await,
         0
@@ -31,11 +34,6 @@ async fn only_nodes_with_the_secret_can_join() {
         shoal_node::ErrorCode::UnknownFunction,
         "{refused}"
     );
-    // A wrong key garbles the handshake, which may only fail at its timeout.
-    let deadline = std::time::Instant::now() + WAIT;
-    while !node.log_text().contains("secret") && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     let log = node.log_text();
     assert!(
         log.contains("secret"),
@@ -59,4 +57,23 @@ async fn only_nodes_with_the_secret_can_join() {
     for n in [outsider, no_secret, member] {
         n.shutdown().await;
     }
+}
+
+/// Whether `node`'s log says it refused a connection from `peer` for want
+/// of the secret. A peer dials from the port it listens on, which names it.
+fn node_refused(node: &NodeProcess, peer: &Node) -> bool {
+    let addr = peer.listen_addrs()[0].to_string();
+    let port = addr
+        .split('/')
+        .skip_while(|part| *part != "tcp")
+        .nth(1)
+        .expect("a TCP address");
+    let from_peer = format!("/tcp/{port}");
+    node.log_text().lines().any(|line| {
+        line.contains("does not have this cluster's secret")
+            && line
+                .split(&from_peer)
+                .skip(1)
+                .any(|rest| !rest.starts_with(|c: char| c.is_ascii_digit()))
+    })
 }

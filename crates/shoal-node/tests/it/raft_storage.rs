@@ -21,6 +21,8 @@ use shoal_node::raft::log_store::LogStore;
 use shoal_node::raft::state_machine::{StateLogic, StateMachine};
 use tempfile::TempDir;
 
+use crate::wait::wait_until;
+
 /// Set `key` to `value`; JSON values, as Shoal's commands carry.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct Put {
@@ -371,16 +373,12 @@ async fn start_node(
         .expect("a valid config");
     // openraft's tasks drop their store handles a moment after `shutdown`
     // returns, and redb refuses a second open until then.
-    let started = std::time::Instant::now();
-    let log = loop {
-        match Log::open(dir) {
-            Ok(log) => break log,
-            Err(e) if started.elapsed() > std::time::Duration::from_secs(5) => {
-                panic!("open the log: {e}")
-            }
-            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
-        }
-    };
+    let log = wait_until(
+        std::time::Duration::from_secs(5),
+        "the log to open",
+        async || Log::open(dir),
+    )
+    .await;
     let machine = Machine::open(dir).expect("open the state machine");
     let reader = machine.reader();
     let raft = openraft::Raft::new(1, std::sync::Arc::new(config), NoPeers, log, machine)

@@ -2,12 +2,13 @@
 //! namespaces joined by a veth pair, one `shoal node --mdns` in each, and
 //! no `--join` — they must find each other on their own.
 //!
-//! Needs root (to create namespaces); elsewhere it says so and passes
-//! without running, since mDNS must never be tried on a real interface.
+//! Needs root (to create namespaces); elsewhere it is ignored, with the
+//! reason, since mDNS must never be tried on a real interface.
 
+use crate::common::wait_until;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Two namespaces and the veth pair between them; removed when dropped.
 struct Link {
@@ -16,6 +17,7 @@ struct Link {
 }
 
 impl Link {
+    /// Creates both namespaces and the link; `None` if `ip` failed.
     fn create() -> Option<Link> {
         let tag = std::process::id() % 10_000;
         let names = [format!("shoal-a-{tag}"), format!("shoal-b-{tag}")];
@@ -126,22 +128,26 @@ impl Drop for NsNode {
     }
 }
 
-#[test]
-fn nodes_in_separate_network_namespaces_find_each_other_by_mdns() {
-    let Some(link) = Link::create() else {
-        eprintln!("skipped: creating network namespaces needs root and iproute2");
-        return;
-    };
+#[tokio::test]
+#[cfg_attr(not(shoal_root), ignore = "needs root: creates network namespaces")]
+async fn nodes_in_separate_network_namespaces_find_each_other_by_mdns() {
+    let link = Link::create().expect("network namespaces and a veth pair (needs iproute2)");
     let a = NsNode::start(&link.names[0], &link.addrs[0]);
     let b = NsNode::start(&link.names[1], &link.addrs[1]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !(a.saw_join_of(&b) && b.saw_join_of(&a)) {
-        assert!(
-            Instant::now() < deadline,
-            "the nodes did not find each other by mDNS\n--- a ---\n{}\n--- b ---\n{}",
-            std::fs::read_to_string(&a.log).unwrap_or_default(),
-            std::fs::read_to_string(&b.log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(
+        Duration::from_secs(30),
+        "the nodes to find each other by mDNS",
+        async || {
+            if a.saw_join_of(&b) && b.saw_join_of(&a) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "\n--- a ---\n{}\n--- b ---\n{}",
+                    std::fs::read_to_string(&a.log).unwrap_or_default(),
+                    std::fs::read_to_string(&b.log).unwrap_or_default()
+                ))
+            }
+        },
+    )
+    .await;
 }

@@ -1,9 +1,7 @@
 //! `shoal db`, `shoal submit`, `shoal jobs` and `shoal status` against a
 //! real node, as a user types them.
 
-mod common;
-
-use common::NodeProcess;
+use crate::common::NodeProcess;
 use std::process::{Command, Output};
 
 fn shoal(node: &NodeProcess, args: &[&str]) -> Output {

@@ -2,9 +2,7 @@
 //! connects to a `shoal node` without a cluster secret, identifies, pings,
 //! and receives a heartbeat on gossipsub that decodes as one.
 
-mod common;
-
-use common::NodeProcess;
+use crate::common::NodeProcess;
 use shoal_proto::Heartbeat;
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -7,6 +7,11 @@ use shoal_node::{ErrorCode, Node};
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::wait::wait_until;
+
+/// Long enough for a loaded test machine; anything longer is a hang.
+const WAIT: Duration = Duration::from_secs(20);
+
 fn with_builtins(slots: u32) -> impl Fn(usize, shoal_node::NodeBuilder) -> shoal_node::NodeBuilder {
     move |_, builder| builtins::register(builder.config(test_config(slots)))
 }
@@ -158,8 +163,16 @@ async fn queue_items_pushed_on_one_node_are_popped_on_others() {
     let nodes = start_cluster(3, with_builtins(1)).await;
     let producer = nodes[0].queue("work");
     producer.push((0..30).map(|i| json!(i))).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(nodes[2].queue("work").size().await.unwrap(), 30);
+    // Node 2 counts what every live peer holds.
+    wait_until(
+        WAIT,
+        "node 2 to see 30 queued items",
+        async || match nodes[2].queue("work").size().await {
+            Ok(30) => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    )
+    .await;
 
     let mut popped = Vec::new();
     for consumer in [&nodes[1], &nodes[2]] {
@@ -210,7 +223,11 @@ async fn calls_of_a_node_that_dies_run_elsewhere() {
         use futures::StreamExt;
         caller.call_many(calls, 40).collect::<Vec<_>>().await
     });
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // The node dies while it holds calls.
+    wait_until(WAIT, "node 2 to run some of the calls", async || {
+        nodes[2].status().running > 0
+    })
+    .await;
     nodes[2].shutdown().await;
     let results = tokio::time::timeout(Duration::from_secs(20), run)
         .await
@@ -241,7 +258,17 @@ async fn a_node_that_joins_late_steals_queued_calls() {
     // 40 calls of 50 ms queue up on the only node: 2 s of work.
     let calls = (0..40).map(|_| ("slow.whoami".to_string(), Value::Null));
     let run = tokio::spawn(busy.call_many(calls, 40).collect::<Vec<_>>());
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The newcomer arrives once every call has reached the busy node.
+    wait_until(WAIT, "the 40 calls to reach the busy node", async || {
+        let status = busy.status();
+        let arrived = u64::from(status.queued + status.running) + status.calls.executed;
+        if arrived >= 40 {
+            Ok(())
+        } else {
+            Err(format!("{arrived} arrived: {status:?}"))
+        }
+    })
+    .await;
 
     let mut late = whoami(Node::builder().config(test_config(1)));
     late.config_mut().join = busy.listen_addrs();

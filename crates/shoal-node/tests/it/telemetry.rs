@@ -7,22 +7,24 @@ use shoal_node::jobs::JobSpec;
 use shoal_node::testkit::{start_cluster, test_config};
 use shoal_node::{Node, NodeConfig};
 use shoal_proto::api::{Event, EventKind};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::wait::wait_until;
 
 /// Waits until `node` has reported an event matching `wanted`.
 async fn wait_for_event(node: &Node, what: &str, wanted: impl Fn(&Event) -> bool) -> Event {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(event) = node.events().since(0).into_iter().find(&wanted) {
-            return event;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no {what} event; saw {:#?}",
-            node.events().since(0)
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(
+        Duration::from_secs(20),
+        &format!("a {what} event"),
+        async || {
+            let events = node.events().since(0);
+            match events.iter().find(|event| wanted(event)) {
+                Some(event) => Ok(event.clone()),
+                None => Err(format!("{events:#?}")),
+            }
+        },
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,27 @@
+//! Tells the integration tests whether they may do what needs root, such as
+//! creating network namespaces: `cfg(shoal_root)` when the build runs as
+//! root, which is how its tests then run (CI does both as root). Without
+//! it those tests are ignored and say why, rather than pass untried.
+
+fn main() {
+    println!("cargo::rustc-check-cfg=cfg(shoal_root)");
+    println!("cargo::rerun-if-changed=build.rs");
+    // `sudo cargo test` after a build as a user changes USER: look again.
+    println!("cargo::rerun-if-env-changed=USER");
+    if effective_uid_is_root() {
+        println!("cargo::rustc-cfg=shoal_root");
+    }
+}
+
+/// The second field of the `Uid:` line of `/proc/self/status` (real,
+/// effective, saved, filesystem); no procfs means no namespaces either.
+fn effective_uid_is_root() -> bool {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1))
+        .is_some_and(|effective| effective == "0")
+}

@@ -1,0 +1,34 @@
+//! What the tests share: real `shoal node` processes, one at a time
+//! ([`NodeProcess`]) or as a cluster ([`ProcessCluster`]); an in-process
+//! node that calls into them ([`driver`]); and waiting for a condition
+//! instead of sleeping ([`wait_until`]).
+
+mod node_process;
+mod process_cluster;
+mod wait;
+
+pub use node_process::NodeProcess;
+pub use process_cluster::ProcessCluster;
+pub use wait::wait_until;
+
+use shoal_node::testkit::test_config;
+use shoal_node::{Multiaddr, Node, NodeConfig};
+use std::time::Duration;
+
+/// Long enough for processes to start and find each other on a loaded
+/// machine; anything longer is a hang.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// An in-process node that only calls (no slots, no replica), joined to `addr`.
+pub async fn driver(addr: &Multiaddr, secret: Option<[u8; 32]>) -> Node {
+    Node::builder()
+        .config(NodeConfig {
+            secret,
+            raft: false,
+            ..test_config(0)
+        })
+        .join(addr.clone())
+        .start()
+        .await
+        .unwrap()
+}

@@ -1,0 +1,31 @@
+//! The `shoal` binary as its users run it, in one test binary (linking the
+//! whole stack once, not once per file): real `shoal node` processes,
+//! killed with SIGKILL, and the commands a user types.
+//!
+//! - [`chaos`]: the short chaos run — nothing lost or duplicated.
+//! - [`cli_data`]: `shoal db`, `submit`, `jobs`, `status`; clear refusals.
+//! - [`cluster_processes`]: calls survive a killed process.
+//! - [`demo`]: `shoal demo`, the README's first command.
+//! - [`durable_processes`]: jobs survive a killed Raft leader.
+//! - [`http_failover`]: the Rust client moves off a killed node.
+//! - [`interop_js`]: a js-libp2p peer talks to a node.
+//! - [`javascript`]: JavaScript across processes, shipped with calls.
+//! - [`mdns_netns`]: mDNS discovery between network namespaces.
+//! - [`private_cluster`]: only nodes with the secret join.
+//!
+//! Tests run as threads of one process, each starting its own nodes on
+//! port 0 with their own data directories. Tests that need root (network
+//! namespaces) are ignored, saying so, unless the build ran as root
+//! (`cfg(shoal_root)`, from `build.rs`); CI runs as root.
+
+mod chaos;
+mod cli_data;
+mod cluster_processes;
+mod common;
+mod demo;
+mod durable_processes;
+mod http_failover;
+mod interop_js;
+mod javascript;
+mod mdns_netns;
+mod private_cluster;

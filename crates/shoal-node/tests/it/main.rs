@@ -1,0 +1,26 @@
+//! Shoal's node as its users see it, in one test binary (linking the whole
+//! stack once, not once per file): in-process clusters on loopback with
+//! port 0, each test starting the nodes it needs.
+//!
+//! - [`bad_input`]: every kind of bad input, a clear error, nothing lost.
+//! - [`cluster`]: calls across nodes, the distributed queue, dying nodes.
+//! - [`durable`]: jobs and documents replicated with Raft.
+//! - [`http_api`]: every route of the HTTP API, through the router.
+//! - [`raft_storage`]: the Raft log and state machine on disk.
+//! - [`scripts`]: JavaScript functions, loaded or shipped with calls.
+//! - [`telemetry`]: events and metrics a user watches.
+//!
+//! Tests run as threads of one process: none may rely on process-wide
+//! state. The one that measures the process ([`bad_input`]'s stream flood)
+//! runs alone in a child process ([`own_process`]). Tests wait for what
+//! they need with [`wait::wait_until`], never a bare sleep.
+
+mod bad_input;
+mod cluster;
+mod durable;
+mod http_api;
+mod own_process;
+mod raft_storage;
+mod scripts;
+mod telemetry;
+mod wait;
