@@ -6,6 +6,7 @@
 //! - [`cluster`]: calls across nodes, the distributed queue, dying nodes.
 //! - [`durable`]: jobs and documents replicated with Raft.
 //! - [`http_api`]: every route of the HTTP API, through the router.
+//! - [`lifecycle`]: a full node's calls go elsewhere; shutdown leaves nothing.
 //! - [`raft_storage`]: the Raft log and state machine on disk.
 //! - [`scripts`]: JavaScript functions, loaded or shipped with calls.
 //! - [`telemetry`]: events and metrics a user watches.
@@ -19,6 +20,7 @@ mod bad_input;
 mod cluster;
 mod durable;
 mod http_api;
+mod lifecycle;
 mod own_process;
 mod raft_storage;
 mod scripts;
