@@ -7,8 +7,8 @@
 //!   its parts in one written-down order; [`Node`] calls, loads scripts,
 //!   uses queues, jobs and documents, and shuts down.
 //! - [`net`]: the only code that touches libp2p; one task owns the swarm,
-//!   and [`net::links`] keeps long-lived call streams whose frames arrive on
-//!   bounded inboxes, one per protocol.
+//!   and [`net::links`] keeps long-lived call streams: call frames go
+//!   straight to the calls, Raft frames to a bounded inbox.
 //! - [`cluster`]: the peer table (written by the cluster task alone, read
 //!   through a [`PeerView`](cluster::peers::PeerView)), heartbeats, and the
 //!   cluster task.
@@ -24,9 +24,9 @@
 //! - [`local`]: a whole cluster in one process (demo, bench, tests).
 //!
 //! ```text
-//!  Node ──► Calls ──► Links ══ libp2p stream ══ Links ──► inbox ──► Calls (peer)
+//!  Node ──► Calls ──► Links ══ libp2p stream ══ Links ──► Calls (peer)
 //!   │         ▲                                                     │
-//!   │         └────────────── Frame::Result ◄───────────────────────┘
+//!   │         └────────────── Frame::Result ◄─────────────┘
 //!   └──► cluster task ◄── NetEvent ── net event loop (Swarm)
 //! ```
 

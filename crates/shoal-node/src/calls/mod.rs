@@ -10,7 +10,7 @@
 //! | [`owner`] | make calls, place them, re-place them, first result wins | [`PendingTable`](pending::PendingTable) |
 //! | [`run`] | run a call in a slot, give the slot back during nested calls, deliver the outcome | [`Executor`](executor::Executor) (slots, bounded queue, running calls) |
 //! | [`steal`] | idle nodes take queued calls from busy ones | the thief's own state, inside its task |
-//! | [`inbound`] | the dispatcher: frames from peers to the roles above | — |
+//! | [`inbound`] | frames from peers, handed to the roles above | — |
 //! | [`memo`] | results of memoized functions, and calls identical ones can join | [`SharedMemo`](memo::SharedMemo) |
 //!
 //! [`placement`] (where a call runs, whom to steal from), [`pending`],
@@ -55,16 +55,16 @@ use memo::SharedMemo;
 use pending::PendingTable;
 use registry::Registry;
 use scripts::Scripts;
-use shoal_proto::{JobRef, NodeId, StolenCall};
+use shoal_proto::{JobRef, NodeId};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::task::TaskTracker;
 
-/// Batches of calls a victim handed over, waiting for the thief's task;
-/// a thief has at most one steal in flight, so a few slots are plenty.
-const STOLEN_INBOX: usize = 16;
+/// Answers to steals, waiting for the thief's task; a thief has at most one
+/// steal in flight, so a few slots are plenty.
+const STEAL_ANSWERS: usize = 16;
 
 /// Per-call settings.
 #[derive(Clone, Debug, Default)]
@@ -126,8 +126,8 @@ pub struct CallsParts {
     pub tasks: TaskTracker,
 }
 
-/// What the steal task reads: batches of calls victims handed over.
-pub type StolenInbox = mpsc::Receiver<(PeerId, Vec<StolenCall>)>;
+/// What the steal task reads: which victim answered, with how many calls.
+pub type StealAnswers = mpsc::Receiver<(PeerId, usize)>;
 
 /// Owner and executor of calls on one node.
 pub struct Calls {
@@ -145,8 +145,8 @@ pub struct Calls {
     memo: SharedMemo,
     progress: mpsc::Sender<ProgressReport>,
     unreachable: mpsc::Sender<PeerId>,
-    /// Calls stolen for this node, on their way to the steal task.
-    stolen: mpsc::Sender<(PeerId, Vec<StolenCall>)>,
+    /// Tells the steal task how its steals were answered.
+    steal_answers: mpsc::Sender<(PeerId, usize)>,
     /// Wakes the steal task when a peer reports queued calls.
     peer_has_work: Notify,
     next_id: AtomicU64,
@@ -157,9 +157,9 @@ pub struct Calls {
 }
 
 impl Calls {
-    /// Builds the node's calls; the steal task reads the returned inbox.
-    pub fn new(parts: CallsParts) -> (Arc<Calls>, StolenInbox) {
-        let (stolen, stolen_inbox) = mpsc::channel(STOLEN_INBOX);
+    /// Builds the node's calls; the steal task reads the returned answers.
+    pub fn new(parts: CallsParts) -> (Arc<Calls>, StealAnswers) {
+        let (steal_answers, answers) = mpsc::channel(STEAL_ANSWERS);
         let calls = Calls {
             me: parts.me,
             node_id: NodeId(parts.me.to_base58()),
@@ -174,14 +174,14 @@ impl Calls {
             memo: SharedMemo::new(parts.memo_capacity),
             progress: parts.progress,
             unreachable: parts.unreachable,
-            stolen,
+            steal_answers,
             peer_has_work: Notify::new(),
             next_id: AtomicU64::new(1),
             stats: Stats::default(),
             metrics: CallMetrics::default(),
             tasks: parts.tasks,
         };
-        (Arc::new(calls), stolen_inbox)
+        (Arc::new(calls), answers)
     }
 
     pub fn node_id(&self) -> &NodeId {

@@ -16,7 +16,7 @@ use super::executor::QueuedCall;
 use super::owner::remaining_ms;
 use super::pending::Where;
 use super::placement;
-use super::{Calls, StolenInbox};
+use super::{Calls, StealAnswers};
 use libp2p::PeerId;
 use shoal_proto::{CallRequest, Frame, NodeId, StolenCall};
 use std::collections::HashMap;
@@ -47,20 +47,31 @@ struct Thief {
 
 /// The steal task: looks for work while some peer reports queued calls,
 /// and sleeps until one does otherwise, so an idle cluster stays idle.
-pub async fn run(calls: Arc<Calls>, mut stolen: StolenInbox, shutdown: CancellationToken) {
+pub async fn run(calls: Arc<Calls>, mut answers: StealAnswers, shutdown: CancellationToken) {
     let mut thief = Thief::default();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = calls.peer_has_work.notified() => {}
-            Some((victim, batch)) = stolen.recv() => calls.take_stolen(&mut thief, victim, batch),
+            Some((victim, got)) = answers.recv() => thief.answered(victim, got),
         }
         while calls.steal_tick(&mut thief) {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                Some((victim, batch)) = stolen.recv() => calls.take_stolen(&mut thief, victim, batch),
+                Some((victim, got)) = answers.recv() => thief.answered(victim, got),
                 _ = tokio::time::sleep(STEAL_INTERVAL) => {}
             }
+        }
+    }
+}
+
+impl Thief {
+    /// A victim answered with `got` calls.
+    fn answered(&mut self, victim: PeerId, got: usize) {
+        self.in_flight_since = None;
+        if got > 0 {
+            // It had work; ask again as soon as we are idle.
+            self.tried.remove(&victim);
         }
     }
 }
@@ -157,19 +168,12 @@ impl Calls {
         self.links.send_soon(thief, Frame::Stolen { calls: handed });
     }
 
-    /// A victim answered a steal: hands the batch to the steal task, which
-    /// keeps the thief's books.
-    pub(super) async fn stolen_arrived(&self, victim: PeerId, calls: Vec<StolenCall>) {
-        let _ = self.stolen.send((victim, calls)).await;
-    }
-
-    /// Runs stolen calls as if they were sent here.
-    fn take_stolen(self: &Arc<Self>, thief: &mut Thief, victim: PeerId, calls: Vec<StolenCall>) {
-        thief.in_flight_since = None;
-        if !calls.is_empty() {
-            // It had work; ask again as soon as we are idle.
-            thief.tried.remove(&victim);
-        }
+    /// A victim answered a steal: its calls run here as if they were sent
+    /// here, and the thief's task hears how many came.
+    pub(super) fn take_stolen(self: &Arc<Self>, victim: PeerId, calls: Vec<StolenCall>) {
+        // A lost note only delays the next steal until the in-flight one
+        // times out.
+        let _ = self.steal_answers.try_send((victim, calls.len()));
         self.stats
             .stolen
             .fetch_add(calls.len() as u64, Ordering::Relaxed);

@@ -34,7 +34,7 @@ pub struct ClusterTask {
     pub table: watch::Sender<PeerTable>,
     pub net: NetHandle,
     pub net_events: mpsc::Receiver<NetEvent>,
-    /// Peers whose call stream broke (from the calls' dispatcher).
+    /// Peers whose call stream broke (from the calls).
     pub unreachable: mpsc::Receiver<PeerId>,
     pub calls: Arc<Calls>,
     pub own: Arc<OwnHeartbeat>,

@@ -7,17 +7,22 @@
 //! stream's task writes whatever is queued in one batch.
 //!
 //! ```text
-//!   send(peer, frame) ── encode ──► [bounded queue] ──► stream task ── write batch ──►
-//!                                                         │
-//!   Inboxes.calls / Inboxes.raft ◄── decode ◄─────────────┘ (reads the same stream)
+//!   Links::send(peer, frame) ── encode ──► [bounded queue] ──► stream task ── write batch ──►
+//!        │ no stream yet?                                         │
+//!        └──► LinkDriver: open one (one opener per peer)          │ reads the same stream
+//!                                                                 ▼
+//!               call frames ──► FrameHandler::on_frame (on the reader, no hop)
+//!               Raft frames ──► Raft inbox (bounded)
 //! ```
 //!
-//! What arrives is sorted by protocol onto two bounded inboxes: Raft traffic
-//! for the consensus module, everything else for the calls. Frames are
-//! routed by content, not by stream: a result may travel on a stream the
-//! other side opened. When the last stream to a peer ends, the calls inbox
-//! gets [`Inbound::LinkLost`] after every frame that stream carried, so the
-//! calls that peer held are placed again.
+//! Two halves, so nothing holds itself: [`Links`] is what senders hold (the
+//! table of open streams); the [`LinkDriver`] task owns the stream control
+//! and the handler, accepts streams, opens them on request, and gives every
+//! stream's reader the handler. Frames are routed by content, not by
+//! stream: a result may travel on a stream the other side opened. When the
+//! last stream to a peer ends, the handler hears
+//! [`on_link_lost`](FrameHandler::on_link_lost) after every frame that
+//! stream carried.
 
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::{PeerId, StreamProtocol};
@@ -27,7 +32,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -42,26 +47,20 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
 /// A stream keeps its body buffer between frames up to this size; one
 /// large frame does not pin megabytes for the stream's whole life.
 const MAX_KEPT_BODY_BYTES: usize = 1024 * 1024;
-/// Frames waiting for the calls' dispatcher. Full, it makes the streams'
-/// readers wait, which slows the peers that send: backpressure, not loss.
-const CALLS_INBOX: usize = 8192;
-/// Raft frames waiting for the consensus module; Raft retries what times out.
+/// Raft frames waiting for the consensus module. Full, it makes the
+/// streams' readers wait: backpressure, not loss.
 const RAFT_INBOX: usize = 1024;
+/// Requests to open a stream waiting for the driver; each is handled in
+/// microseconds (the opening itself runs in its own task).
+const OPEN_REQUESTS: usize = 256;
 
-/// What the calls' dispatcher receives.
-#[derive(Debug)]
-pub enum Inbound {
-    Frame(PeerId, Frame),
-    /// The last stream to the peer closed or failed.
-    LinkLost(PeerId),
-}
-
-/// The receiving ends of the links, by protocol.
-pub struct Inboxes {
-    /// Calls, results, cancels, steals, and lost links.
-    pub calls: mpsc::Receiver<Inbound>,
-    /// `RaftRequest` and `RaftResponse` frames.
-    pub raft: mpsc::Receiver<(PeerId, Frame)>,
+/// Receives the call frames that arrive on any stream. It is called on the
+/// stream's reader task, so it must not block: take a lock for a moment,
+/// spawn whatever has to wait.
+pub trait FrameHandler: Send + Sync + 'static {
+    fn on_frame(&self, peer: PeerId, frame: Frame);
+    /// The last stream to `peer` closed or failed.
+    fn on_link_lost(&self, peer: PeerId);
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,24 +77,28 @@ pub enum LinkError {
     Io(#[from] std::io::Error),
 }
 
+type Queue = mpsc::Sender<Vec<u8>>;
+/// Raft frames as they arrive: the sender and the frame.
+pub type RaftInbox = mpsc::Receiver<(PeerId, Frame)>;
+type OpenReply = oneshot::Sender<Result<Queue, String>>;
+
 struct StreamEntry {
     id: u64,
-    queue: mpsc::Sender<Vec<u8>>,
+    queue: Queue,
 }
 
-/// All call streams of one node. Cheap to clone; every clone is the same
-/// set of streams.
+/// The call streams of one node, as senders see them. Cheap to clone;
+/// every clone is the same set of streams.
 #[derive(Clone)]
-pub struct Links(Arc<LinksInner>);
+pub struct Links(Arc<Shared>);
 
-struct LinksInner {
-    control: Mutex<libp2p_stream::Control>,
+struct Shared {
+    /// Open streams by peer; written by the driver (attach) and the
+    /// streams' own tasks (detach).
     streams: Mutex<HashMap<PeerId, Vec<StreamEntry>>>,
-    /// One opener at a time per peer, so a burst of first calls opens one
-    /// stream, not hundreds.
-    opening: Mutex<HashMap<PeerId, Arc<tokio::sync::Mutex<()>>>>,
+    /// Asks the driver to open a stream.
+    open_requests: mpsc::Sender<(PeerId, OpenReply)>,
     next_stream_id: AtomicU64,
-    to_calls: mpsc::Sender<Inbound>,
     to_raft: mpsc::Sender<(PeerId, Frame)>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
@@ -106,43 +109,34 @@ fn protocol() -> StreamProtocol {
 }
 
 impl Links {
-    /// Starts accepting inbound call streams. What arrives waits in the
-    /// returned inboxes until their owners read them.
-    pub fn start(
+    /// The links, the driver that must run for streams to open and be
+    /// read, and the inbox of Raft frames.
+    pub fn new(
         control: libp2p_stream::Control,
         tasks: TaskTracker,
         shutdown: CancellationToken,
-    ) -> Result<(Links, Inboxes), LinkError> {
-        let mut incoming = control
+    ) -> Result<(Links, LinkDriver, RaftInbox), LinkError> {
+        let incoming = control
             .clone()
             .accept(protocol())
             .map_err(|_| LinkError::AlreadyAccepting)?;
-        let (to_calls, calls) = mpsc::channel(CALLS_INBOX);
+        let (open_requests, requests) = mpsc::channel(OPEN_REQUESTS);
         let (to_raft, raft) = mpsc::channel(RAFT_INBOX);
-        let links = Links(Arc::new(LinksInner {
-            control: Mutex::new(control),
+        let links = Links(Arc::new(Shared {
             streams: Mutex::new(HashMap::new()),
-            opening: Mutex::new(HashMap::new()),
+            open_requests,
             next_stream_id: AtomicU64::new(0),
-            to_calls,
             to_raft,
             tasks,
             shutdown,
         }));
-        let acceptor = links.clone();
-        links.0.tasks.spawn(async move {
-            let shutdown = acceptor.0.shutdown.clone();
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    next = incoming.next() => match next {
-                        Some((peer, stream)) => { acceptor.attach(peer, stream); }
-                        None => break,
-                    },
-                }
-            }
-        });
-        Ok((links, Inboxes { calls, raft }))
+        let driver = LinkDriver {
+            links: links.clone(),
+            control,
+            incoming,
+            requests,
+        };
+        Ok((links, driver, raft))
     }
 
     /// Sends `frame` to `peer`, opening a stream first if there is none.
@@ -151,8 +145,8 @@ impl Links {
         frame.encode_into(&mut bytes)?;
         let queue = match self.queue_for(&peer) {
             Some(queue) => queue,
-            // Boxed: opening is rare and its future is large; every caller's
-            // own future stays small without it.
+            // Boxed: opening is rare, and every caller's own future stays
+            // small without it.
             None => Box::pin(self.open(peer)).await?,
         };
         queue.send(bytes).await.map_err(|_| LinkError::Closed(peer))
@@ -169,7 +163,7 @@ impl Links {
         });
     }
 
-    fn queue_for(&self, peer: &PeerId) -> Option<mpsc::Sender<Vec<u8>>> {
+    fn queue_for(&self, peer: &PeerId) -> Option<Queue> {
         let streams = self.0.streams.lock().expect("streams lock");
         streams
             .get(peer)
@@ -177,35 +171,29 @@ impl Links {
             .map(|entry| entry.queue.clone())
     }
 
-    async fn open(&self, peer: PeerId) -> Result<mpsc::Sender<Vec<u8>>, LinkError> {
-        let gate = {
-            let mut opening = self.0.opening.lock().expect("opening lock");
-            Arc::clone(opening.entry(peer).or_default())
-        };
-        let _turn = gate.lock().await;
-        if let Some(queue) = self.queue_for(&peer) {
-            return Ok(queue);
-        }
-        let mut control = self.0.control.lock().expect("control lock").clone();
-        let opening = tokio::time::timeout(OPEN_TIMEOUT, control.open_stream(peer, protocol()));
+    /// Asks the driver for a stream to `peer` and waits for it.
+    async fn open(&self, peer: PeerId) -> Result<Queue, LinkError> {
+        let (reply, opened) = oneshot::channel();
+        let stopping = || LinkError::Closed(peer);
+        self.0
+            .open_requests
+            .send((peer, reply))
+            .await
+            .map_err(|_| stopping())?;
         let opened = tokio::select! {
-            _ = self.0.shutdown.cancelled() => return Err(LinkError::Closed(peer)),
-            opened = opening => opened,
+            _ = self.0.shutdown.cancelled() => return Err(stopping()),
+            opened = opened => opened.map_err(|_| stopping())?,
         };
-        let stream = opened
-            .map_err(|_| LinkError::Open {
-                peer,
-                reason: format!("no answer within {OPEN_TIMEOUT:?}"),
-            })?
-            .map_err(|e| LinkError::Open {
-                peer,
-                reason: e.to_string(),
-            })?;
-        Ok(self.attach(peer, stream))
+        opened.map_err(|reason| LinkError::Open { peer, reason })
     }
 
     /// Registers a stream and spawns the task that reads and writes it.
-    fn attach(&self, peer: PeerId, stream: libp2p::Stream) -> mpsc::Sender<Vec<u8>> {
+    fn attach(
+        &self,
+        peer: PeerId,
+        stream: libp2p::Stream,
+        handler: Arc<dyn FrameHandler>,
+    ) -> Queue {
         let id = self.0.next_stream_id.fetch_add(1, Ordering::Relaxed);
         let (queue, outgoing) = mpsc::channel(STREAM_QUEUE_FRAMES);
         self.0
@@ -224,14 +212,14 @@ impl Links {
             let shutdown = links.0.shutdown.clone();
             let result = tokio::select! {
                 _ = shutdown.cancelled() => Ok(()),
-                r = links.read_frames(reader, peer) => r,
+                r = links.read_frames(reader, peer, handler.as_ref()) => r,
                 r = write_frames(writer, outgoing) => r,
             };
             if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "call stream ended");
             }
             if links.detach(peer, id) && !shutdown.is_cancelled() {
-                let _ = links.0.to_calls.send(Inbound::LinkLost(peer)).await;
+                handler.on_link_lost(peer);
             }
         });
         queue
@@ -251,11 +239,13 @@ impl Links {
         empty
     }
 
-    /// Reads frames until the stream ends and sorts them onto the inboxes.
+    /// Reads frames until the stream ends: call frames to the handler,
+    /// Raft frames to their inbox.
     async fn read_frames(
         &self,
         reader: futures::io::ReadHalf<libp2p::Stream>,
         peer: PeerId,
+        handler: &dyn FrameHandler,
     ) -> Result<(), LinkError> {
         let mut reader = futures::io::BufReader::with_capacity(64 * 1024, reader);
         let mut body = Vec::new();
@@ -266,30 +256,98 @@ impl Links {
                 Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
                 Err(e) => return Err(e.into()),
             }
-            // An oversized or malformed frame is a protocol violation: the stream
-            // is closed (and its calls re-dispatched) rather than skipped.
+            // An oversized or malformed frame is a protocol violation: the
+            // stream is closed (and its calls re-dispatched) rather than skipped.
             let len = frame_len(prefix)?;
             read_body(&mut reader, &mut body, len).await?;
             let frame = Frame::decode(&body)?;
             if body.capacity() > MAX_KEPT_BODY_BYTES {
                 body = Vec::new();
             }
-            let delivered = match frame {
+            match frame {
                 Frame::RaftRequest { .. } | Frame::RaftResponse { .. } => {
-                    self.0.to_raft.send((peer, frame)).await.is_ok()
+                    if self.0.to_raft.send((peer, frame)).await.is_err() {
+                        return Ok(()); // the node is stopping
+                    }
                 }
-                frame => self
-                    .0
-                    .to_calls
-                    .send(Inbound::Frame(peer, frame))
-                    .await
-                    .is_ok(),
-            };
-            if !delivered {
-                return Ok(()); // the node is stopping
+                frame => handler.on_frame(peer, frame),
             }
         }
     }
+}
+
+/// The task that owns the stream control: it accepts streams, opens them
+/// for senders (one opener per peer however many ask), and hands every
+/// stream's reader the frame handler.
+pub struct LinkDriver {
+    links: Links,
+    control: libp2p_stream::Control,
+    incoming: libp2p_stream::IncomingStreams,
+    requests: mpsc::Receiver<(PeerId, OpenReply)>,
+}
+
+impl LinkDriver {
+    /// Runs until the node stops; `handler` gets every call frame.
+    pub async fn run(mut self, handler: Arc<dyn FrameHandler>) {
+        let shared = Arc::clone(&self.links.0);
+        // Openings under way, and who waits for each.
+        let mut waiting: HashMap<PeerId, Vec<OpenReply>> = HashMap::new();
+        let (opened_tx, mut opened) = mpsc::channel(OPEN_REQUESTS);
+        loop {
+            tokio::select! {
+                _ = shared.shutdown.cancelled() => break,
+                next = self.incoming.next() => match next {
+                    Some((peer, stream)) => {
+                        self.links.attach(peer, stream, Arc::clone(&handler));
+                    }
+                    None => break,
+                },
+                Some((peer, reply)) = self.requests.recv() => {
+                    if let Some(queue) = self.links.queue_for(&peer) {
+                        let _ = reply.send(Ok(queue));
+                        continue;
+                    }
+                    let waiters = waiting.entry(peer).or_default();
+                    waiters.push(reply);
+                    if waiters.len() == 1 {
+                        shared.tasks.spawn(open_stream(
+                            self.control.clone(),
+                            peer,
+                            opened_tx.clone(),
+                            shared.shutdown.clone(),
+                        ));
+                    }
+                }
+                Some((peer, result)) = opened.recv() => {
+                    let result = result.map(|stream| {
+                        self.links.attach(peer, stream, Arc::clone(&handler))
+                    });
+                    for reply in waiting.remove(&peer).unwrap_or_default() {
+                        let _ = reply.send(result.clone());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Opens one stream to `peer` (dialing it if needed) and reports back.
+async fn open_stream(
+    mut control: libp2p_stream::Control,
+    peer: PeerId,
+    report: mpsc::Sender<(PeerId, Result<libp2p::Stream, String>)>,
+    shutdown: CancellationToken,
+) {
+    let opening = tokio::time::timeout(OPEN_TIMEOUT, control.open_stream(peer, protocol()));
+    let result = tokio::select! {
+        _ = shutdown.cancelled() => return,
+        opened = opening => match opened {
+            Ok(Ok(stream)) => Ok(stream),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer within {OPEN_TIMEOUT:?}")),
+        },
+    };
+    let _ = report.send((peer, result)).await;
 }
 
 /// Reads a frame body of `len` bytes into `body`, which grows only as bytes

@@ -4,23 +4,26 @@
 //! 1. **listeners**: the HTTP port, so a busy port fails the start before
 //!    anything runs;
 //! 2. **network**: identity, the swarm's event loop, the call links and
-//!    their inboxes;
+//!    the Raft inbox;
 //! 3. **functions**: the registry (the builder's functions, the queue's
 //!    internal ones) and the scripts;
-//! 4. **calls**: owner and executor, with the channels their reports go to;
+//! 4. **calls**: owner and executor, with the channels their reports go
+//!    to; then the links' driver, which hands call frames to them;
 //! 5. **consensus**: Raft, on its RPC client over the links;
-//! 6. **tasks**, each on the node's task tracker: the Raft server, the calls'
-//!    dispatcher, the thief, the progress recorder, Raft upkeep, the cluster
-//!    task, the job runner, the HTTP server.
+//! 6. **tasks**, each on the node's task tracker: the Raft server, the
+//!    thief, the progress recorder, Raft upkeep, the cluster task, the job
+//!    runner, the HTTP server.
 //!
-//! Inbound frames wait in bounded inboxes until their task starts, so no
-//! part is ever asked to work before it exists.
+//! Raft frames wait in their bounded inbox until the Raft server starts,
+//! and streams are only read once the calls exist, so no part is ever
+//! asked to work before it exists.
 
 use super::handle::{Node, NodeInner};
 use crate::calls::context::{CallContext, ProgressReport};
+use crate::calls::inbound::CallFrames;
 use crate::calls::registry::{FnResult, Function, Registry};
 use crate::calls::scripts::Scripts;
-use crate::calls::{Calls, CallsParts, StolenInbox, inbound, steal};
+use crate::calls::{Calls, CallsParts, StealAnswers, steal};
 use crate::cluster::heartbeat::OwnHeartbeat;
 use crate::cluster::peers::{PeerTable, PeerView};
 use crate::cluster::task::{ClusterTask, UNREACHABLE_QUEUE};
@@ -28,7 +31,7 @@ use crate::config::NodeConfig;
 use crate::identity::IdentityError;
 use crate::jobs::Capabilities;
 use crate::jobs::runner::{JOBS_PER_SLOT, JobRunner};
-use crate::net::links::{Inboxes, LinkError, Links};
+use crate::net::links::{LinkDriver, LinkError, Links, RaftInbox};
 use crate::net::{self, NetError, NetEvent, NetHandle};
 use crate::queue::QueueStore;
 use crate::raft::consensus::{Consensus, ConsensusError};
@@ -168,10 +171,12 @@ impl NodeBuilder {
             shutdown: CancellationToken::new(),
         };
         let http = bind_http(&config).await?;
-        let network = start_network(&config, &lifetime).await?;
+        let (network, link_driver) = start_network(&config, &lifetime).await?;
         let functions =
             load_functions(&config, network.me, functions, memoized, scripts, &lifetime).await?;
         let calls = build_calls(&config, &network, &functions, &lifetime);
+        let frames = Arc::new(CallFrames(Arc::clone(&calls.calls)));
+        lifetime.tasks.spawn(link_driver.run(frames));
         let rpc = RpcClient::new(network.links.clone());
         let (consensus, raft_dir) =
             start_consensus(&config, network.me, rpc, network.peers.clone()).await?;
@@ -202,7 +207,7 @@ struct Network {
     events: mpsc::Receiver<NetEvent>,
     listen_addrs: Vec<Multiaddr>,
     links: Links,
-    inboxes: Inboxes,
+    raft_inbox: RaftInbox,
     /// The peer table's writing end, for the cluster task.
     table: watch::Sender<PeerTable>,
     peers: PeerView,
@@ -218,7 +223,7 @@ struct Functions {
 /// Step 4's result: the calls, and the receiving ends of what they report.
 struct CallsBuilt {
     calls: Arc<Calls>,
-    stolen: StolenInbox,
+    steal_answers: StealAnswers,
     progress: mpsc::Receiver<ProgressReport>,
     unreachable: mpsc::Receiver<PeerId>,
 }
@@ -233,11 +238,16 @@ async fn bind_http(config: &NodeConfig) -> Result<Option<tokio::net::TcpListener
     Ok(Some(listener))
 }
 
-async fn start_network(config: &NodeConfig, lifetime: &Lifetime) -> Result<Network, StartError> {
+/// The network, and the links' driver, which must run for streams to open
+/// and be read (it starts once the calls it hands frames to exist).
+async fn start_network(
+    config: &NodeConfig,
+    lifetime: &Lifetime,
+) -> Result<(Network, LinkDriver), StartError> {
     let keypair = crate::identity::load_or_create(config.data_dir.as_deref())?;
     let me = keypair.public().to_peer_id();
     let started = net::start(keypair, config, &lifetime.tasks, lifetime.shutdown.clone()).await?;
-    let (links, inboxes) = Links::start(
+    let (links, link_driver, raft_inbox) = Links::new(
         started.control,
         lifetime.tasks.clone(),
         lifetime.shutdown.clone(),
@@ -246,16 +256,17 @@ async fn start_network(config: &NodeConfig, lifetime: &Lifetime) -> Result<Netwo
         config.heartbeat_interval,
         config.heartbeat_misses,
     ));
-    Ok(Network {
+    let network = Network {
         me,
         handle: started.handle,
         events: started.events,
         listen_addrs: with_peer_id(&started.listen_addrs, me),
         links,
-        inboxes,
+        raft_inbox,
         table,
         peers,
-    })
+    };
+    Ok((network, link_driver))
 }
 
 async fn load_functions(
@@ -304,7 +315,7 @@ fn build_calls(
 ) -> CallsBuilt {
     let (progress_sender, progress) = mpsc::channel(crate::jobs::progress::PROGRESS_QUEUE);
     let (unreachable_sender, unreachable) = mpsc::channel(UNREACHABLE_QUEUE);
-    let (calls, stolen) = Calls::new(CallsParts {
+    let (calls, steal_answers) = Calls::new(CallsParts {
         me: network.me,
         slots: config.slots,
         queue_capacity: config.max_queued_calls,
@@ -321,7 +332,7 @@ fn build_calls(
     });
     CallsBuilt {
         calls,
-        stolen,
+        steal_answers,
         progress,
         unreachable,
     }
@@ -339,7 +350,7 @@ struct Assembled {
 }
 
 impl Assembled {
-    /// Step 6: starts every task, in the order the inboxes are read.
+    /// Step 6: starts every other task.
     fn run(self, http: Option<tokio::net::TcpListener>) -> Node {
         let Assembled {
             config,
@@ -353,17 +364,16 @@ impl Assembled {
         let me = network.me;
         tasks.spawn(crate::raft::server::serve(
             Arc::clone(&consensus),
-            network.inboxes.raft,
+            network.raft_inbox,
             tasks.clone(),
             shutdown.clone(),
         ));
-        tasks.spawn(inbound::dispatch(
-            Arc::clone(&calls.calls),
-            network.inboxes.calls,
-            shutdown.clone(),
-        ));
         if config.slots > 0 {
-            let thief = steal::run(Arc::clone(&calls.calls), calls.stolen, shutdown.clone());
+            let thief = steal::run(
+                Arc::clone(&calls.calls),
+                calls.steal_answers,
+                shutdown.clone(),
+            );
             tasks.spawn(thief);
         }
         tasks.spawn(crate::jobs::progress::record(
