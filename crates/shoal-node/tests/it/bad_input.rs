@@ -37,7 +37,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::own_process::run_alone;
-use crate::wait::wait_until;
+use shoal_node::testkit::wait_until;
 
 /// Not a timing assertion: anything that takes this long is a hang.
 const HANG_GUARD: Duration = Duration::from_secs(30);

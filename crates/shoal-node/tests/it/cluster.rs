@@ -7,7 +7,7 @@ use shoal_node::{ErrorCode, Node};
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::wait::wait_until;
+use shoal_node::testkit::wait_until;
 
 /// Long enough for a loaded test machine; anything longer is a hang.
 const WAIT: Duration = Duration::from_secs(20);

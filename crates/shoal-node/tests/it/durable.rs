@@ -8,7 +8,7 @@ use shoal_node::{DataError, ErrorCode, Node, NodeConfig, Read};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::wait::wait_until;
+use shoal_node::testkit::wait_until;
 
 fn spec(function: &str, args: serde_json::Value) -> JobSpec {
     JobSpec {

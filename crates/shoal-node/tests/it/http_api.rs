@@ -18,7 +18,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 use tower::ServiceExt;
 
-use crate::wait::wait_until;
+use shoal_node::testkit::wait_until;
 
 /// Long enough for a linearizable read or a Raft write on a loaded test
 /// machine; a request that takes longer is a hang, not a slow answer.

@@ -1,10 +1,10 @@
 //! A node's limits and its end: a full executor queue sends calls
 //! elsewhere, and shutting down with calls in flight leaves nothing behind.
 
-use crate::wait::wait_until;
 use futures::StreamExt;
 use serde_json::json;
 use shoal_node::builtins;
+use shoal_node::testkit::wait_until;
 use shoal_node::testkit::{start_cluster, test_config};
 use shoal_node::{ErrorCode, Node};
 use std::sync::atomic::Ordering;

@@ -14,7 +14,7 @@
 //! Tests run as threads of one process: none may rely on process-wide
 //! state. The one that measures the process ([`bad_input`]'s stream flood)
 //! runs alone in a child process ([`own_process`]). Tests wait for what
-//! they need with [`wait::wait_until`], never a bare sleep.
+//! they need with [`wait_until`](shoal_node::testkit::wait_until), never a bare sleep.
 
 mod bad_input;
 mod cluster;
@@ -25,4 +25,3 @@ mod own_process;
 mod raft_storage;
 mod scripts;
 mod telemetry;
-mod wait;

@@ -21,7 +21,7 @@ use shoal_node::raft::log_store::LogStore;
 use shoal_node::raft::state_machine::{StateLogic, StateMachine};
 use tempfile::TempDir;
 
-use crate::wait::wait_until;
+use shoal_node::testkit::wait_until;
 
 /// Set `key` to `value`; JSON values, as Shoal's commands carry.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -9,7 +9,7 @@ use shoal_node::{Node, NodeConfig};
 use shoal_proto::api::{Event, EventKind};
 use std::time::Duration;
 
-use crate::wait::wait_until;
+use shoal_node::testkit::wait_until;
 
 /// Waits until `node` has reported an event matching `wanted`.
 async fn wait_for_event(node: &Node, what: &str, wanted: impl Fn(&Event) -> bool) -> Event {

@@ -5,11 +5,10 @@
 
 mod node_process;
 mod process_cluster;
-mod wait;
 
 pub use node_process::NodeProcess;
 pub use process_cluster::ProcessCluster;
-pub use wait::wait_until;
+pub use shoal_node::testkit::wait_until;
 
 use shoal_node::testkit::test_config;
 use shoal_node::{Multiaddr, Node, NodeConfig};

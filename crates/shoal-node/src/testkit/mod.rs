@@ -1,5 +1,10 @@
 //! Helpers for tests that start whole clusters in one process, on loopback
-//! with port 0, so tests need no setup and never collide.
+//! with port 0, so tests need no setup and never collide; and [`wait`], how
+//! every test waits for a condition instead of sleeping.
+
+pub mod wait;
+
+pub use wait::wait_until;
 
 use crate::config::NodeConfig;
 use crate::node::builder::NodeBuilder;
