@@ -4,6 +4,15 @@
 //! Jobs and documents are the same types the replicated state machine
 //! stores, so what a client reads is exactly what the cluster agreed on.
 
+mod queues;
+mod topics;
+
+pub use queues::{MAX_POP_TIMEOUT_MS, PopBody, Popped, PushBody, Pushed, QueueClosed, QueueSize};
+pub use topics::{
+    MAX_PUBLISHER_NAME_CHARS, MAX_RETAIN, MAX_TOPIC_NAME_CHARS, MAX_TOPIC_VALUE_BYTES, PublishBody,
+    Published, TopicInfo, TopicMessage, check_topic_name,
+};
+
 use crate::error::{CallError, ErrorCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
