@@ -76,6 +76,9 @@ pub struct CallOptions {
     pub script: Option<Arc<str>>,
     /// The durable job this call runs for (set by the job runner).
     pub job: Option<JobRef>,
+    /// Run on this node and nowhere else (a job whose requirements only
+    /// some nodes meet); fails if the node is lost.
+    pub on: Option<PeerId>,
 }
 
 /// Counters for status and benchmarks.

@@ -293,6 +293,7 @@ impl CallHost for RunningCall {
                         deadline: Some(deadline),
                         script: None,
                         job: None,
+                        on: None,
                     };
                     self.calls.call(function, args, options).await
                 }

@@ -39,11 +39,21 @@ pub enum JobCommand {
         now_ms: u64,
     },
     /// Lease up to `max` runnable jobs this node can run, highest priority
-    /// first, then oldest.
+    /// first, then oldest; of those with requirements (labels or
+    /// resources), which run on this node itself, at most `max_local`, and
+    /// only while their resources fit next to those its running jobs hold.
     Lease {
         node: String,
         offer: Capabilities,
         max: u32,
+        #[serde(default = "unlimited")]
+        max_local: u32,
+        now_ms: u64,
+    },
+    /// `node` left the cluster: its running attempts end now, and their
+    /// jobs are queued again at once (or dead-lettered if none are left).
+    Release {
+        node: String,
         now_ms: u64,
     },
     Renew {
@@ -125,8 +135,19 @@ impl JobTable {
                 node,
                 offer,
                 max,
+                max_local,
                 now_ms,
-            } => JobOutcome::Leased(self.lease(node, offer, *max, *now_ms)),
+            } => {
+                let limits = LeaseLimits {
+                    max: *max,
+                    max_local: *max_local,
+                };
+                JobOutcome::Leased(self.lease(node, offer, limits, *now_ms))
+            }
+            JobCommand::Release { node, now_ms } => {
+                self.release(node, *now_ms);
+                JobOutcome::Done
+            }
             JobCommand::Renew {
                 id,
                 attempt,
@@ -260,22 +281,79 @@ impl JobTable {
         }
     }
 
-    /// Starts a new attempt of up to `max` runnable jobs that fit `offer`.
-    fn lease(&mut self, node: &str, offer: &Capabilities, max: u32, now_ms: u64) -> Vec<Job> {
+    /// Starts a new attempt of runnable jobs that fit `offer`, within
+    /// `limits` and next to the resources `node`'s running jobs hold.
+    fn lease(
+        &mut self,
+        node: &str,
+        offer: &Capabilities,
+        limits: LeaseLimits,
+        now_ms: u64,
+    ) -> Vec<Job> {
         let mut runnable: Vec<(i32, JobId)> = self
             .list(Some(JobState::Queued))
             .filter(|job| is_leasable(job, offer, now_ms))
             .map(|job| (job.spec.priority, job.id))
             .collect();
         runnable.sort_by_key(|&(priority, id)| (std::cmp::Reverse(priority), id));
+        let mut held = self.resources_held_by(node);
+        let mut local = 0;
         let mut leased = Vec::new();
-        for (_, id) in runnable.into_iter().take(max as usize) {
-            if let Some(job) = self.jobs.get_mut(&id) {
-                start_attempt(job, node, now_ms);
-                leased.push(job.clone());
+        for (_, id) in runnable {
+            if leased.len() >= limits.max as usize {
+                break;
             }
+            let Some(job) = self.jobs.get_mut(&id) else {
+                continue;
+            };
+            if runs_where_leased(&job.spec) {
+                if local >= limits.max_local || !fits_beside(&job.spec, offer, &held) {
+                    continue;
+                }
+                local += 1;
+                for (name, amount) in &job.spec.resources {
+                    *held.entry(name.clone()).or_default() += amount;
+                }
+            }
+            start_attempt(job, node, now_ms);
+            leased.push(job.clone());
         }
         leased
+    }
+
+    /// What `node`'s running jobs hold of each resource.
+    fn resources_held_by(&self, node: &str) -> BTreeMap<String, u64> {
+        let mut held = BTreeMap::new();
+        for job in self.list(Some(JobState::Running)) {
+            if job.leased_by.as_deref() == Some(node) {
+                for (name, amount) in &job.spec.resources {
+                    *held.entry(name.clone()).or_default() += amount;
+                }
+            }
+        }
+        held
+    }
+
+    /// Nodes holding leases of running jobs.
+    pub fn lease_holders(&self) -> std::collections::BTreeSet<&str> {
+        self.list(Some(JobState::Running))
+            .filter_map(|job| job.leased_by.as_deref())
+            .collect()
+    }
+
+    /// Ends every running attempt of `node`: it left the cluster.
+    fn release(&mut self, node: &str, now_ms: u64) {
+        let held = self
+            .jobs
+            .values_mut()
+            .filter(|job| job.state == JobState::Running && job.leased_by.as_deref() == Some(node));
+        for job in held {
+            fail_attempt(job, format!("node {node} left the cluster"), now_ms);
+            // Not the job's fault: it may run again at once.
+            if job.state == JobState::Queued {
+                job.not_before_ms = now_ms;
+            }
+        }
     }
 
     /// Runs `change` on job `id` only if `attempt` holds its current lease;
@@ -341,6 +419,35 @@ impl JobTable {
             !expired
         });
     }
+}
+
+/// How much one lease may hand out.
+#[derive(Clone, Copy, Debug)]
+struct LeaseLimits {
+    max: u32,
+    /// Jobs with requirements, which run on the leasing node itself.
+    max_local: u32,
+}
+
+/// Old log entries (before `max_local`) leased without that limit.
+fn unlimited() -> u32 {
+    u32::MAX
+}
+
+/// Whether a job's function must run on the node that leased it: a job
+/// with requirements runs where they are met; one without runs wherever
+/// the calls place it.
+pub fn runs_where_leased(spec: &JobSpec) -> bool {
+    !spec.labels.is_empty() || !spec.resources.is_empty()
+}
+
+/// Whether `spec`'s resources fit in what `offer` has beside `held`.
+fn fits_beside(spec: &JobSpec, offer: &Capabilities, held: &BTreeMap<String, u64>) -> bool {
+    spec.resources.iter().all(|(name, needed)| {
+        let offered = offer.resources.get(name).copied().unwrap_or(0);
+        let taken = held.get(name).copied().unwrap_or(0);
+        taken.saturating_add(*needed) <= offered
+    })
 }
 
 /// How long to wait before attempt `failed_attempt + 1` may start.

@@ -13,12 +13,14 @@
 //! The leader also proposes a `Tick` when a lease has run out or finished
 //! jobs are due for garbage collection, so lost leases return to the queue.
 
-use super::{Capabilities, Job, JobCommand, JobOutcome};
+use super::{Capabilities, Job, JobCommand, JobOutcome, runs_where_leased};
 use crate::calls::scripts::Scripts;
 use crate::calls::{CallOptions, Calls};
 use crate::clock::now_ms;
+use crate::cluster::peers::{Liveness, PeerView};
 use crate::raft::consensus::Consensus;
 use crate::raft::types::{Command, CommandResult};
+use libp2p::PeerId;
 use serde_json::Value;
 use shoal_proto::{CallError, ErrorCode, JobRef};
 use std::sync::Arc;
@@ -98,9 +100,11 @@ async fn record_outcomes(
 /// What a node's job runner works with.
 #[derive(Clone)]
 pub struct JobRunner {
-    /// This node's peer id, recorded as the holder of its leases.
-    pub node: String,
+    /// This node, recorded as the holder of its leases.
+    pub me: PeerId,
     pub consensus: Arc<Consensus>,
+    /// Who is alive: the leader releases the leases of dead nodes.
+    pub peers: PeerView,
     /// Jobs run their function through the call fast path.
     pub calls: Arc<Calls>,
     /// Jobs may ship a script; it is loaded here before the call.
@@ -109,18 +113,24 @@ pub struct JobRunner {
     pub offer: Capabilities,
     /// Jobs held at once.
     pub max_jobs: usize,
+    /// Jobs with requirements held at once: they run here, one per slot.
+    pub max_local_jobs: usize,
 }
 
 /// Runs jobs until `shutdown`; every task it starts goes on `tasks`.
 pub async fn run(runner: JobRunner, tasks: TaskTracker, shutdown: CancellationToken) {
     let JobRunner {
-        node: me,
+        me,
         consensus,
+        peers,
         offer,
         max_jobs,
+        max_local_jobs,
         ..
     } = runner.clone();
+    let me = me.to_base58();
     let running = Arc::new(AtomicUsize::new(0));
+    let running_local = Arc::new(AtomicUsize::new(0));
     let (outcomes, pending_outcomes) = mpsc::channel(max_jobs.max(1));
     tasks.spawn(record_outcomes(
         Arc::clone(&consensus),
@@ -141,6 +151,7 @@ pub async fn run(runner: JobRunner, tasks: TaskTracker, shutdown: CancellationTo
         leased_last_time = false;
         if consensus.is_leader() {
             tick_if_due(&consensus).await;
+            release_dead_holders(&consensus, &peers).await;
         }
         let free = max_jobs.saturating_sub(running.load(Ordering::Relaxed));
         if free == 0 {
@@ -159,10 +170,12 @@ pub async fn run(runner: JobRunner, tasks: TaskTracker, shutdown: CancellationTo
         if !leasable || last_empty_lease_at == Some(applied) {
             continue;
         }
+        let free_local = max_local_jobs.saturating_sub(running_local.load(Ordering::Relaxed));
         let lease = JobCommand::Lease {
             node: me.clone(),
             offer: offer.clone(),
             max: free as u32,
+            max_local: free_local as u32,
             now_ms: now,
         };
         let write = consensus.write(Command::Jobs(lease));
@@ -184,9 +197,13 @@ pub async fn run(runner: JobRunner, tasks: TaskTracker, shutdown: CancellationTo
         last_empty_lease_at = jobs.is_empty().then_some(applied);
         leased_last_time = !jobs.is_empty();
         for job in jobs {
+            let local = runs_where_leased(&job.spec);
             running.fetch_add(1, Ordering::Relaxed);
+            if local {
+                running_local.fetch_add(1, Ordering::Relaxed);
+            }
             let runner = runner.clone();
-            let running = Arc::clone(&running);
+            let (running, running_local) = (Arc::clone(&running), Arc::clone(&running_local));
             let outcomes = outcomes.clone();
             let shutdown = shutdown.clone();
             tasks.spawn(async move {
@@ -197,6 +214,9 @@ pub async fn run(runner: JobRunner, tasks: TaskTracker, shutdown: CancellationTo
                     () = run_job(&runner, outcomes, job) => {}
                 }
                 running.fetch_sub(1, Ordering::Relaxed);
+                if local {
+                    running_local.fetch_sub(1, Ordering::Relaxed);
+                }
             });
         }
     }
@@ -213,6 +233,9 @@ async fn job_call(runner: &JobRunner, job: &Job) -> Result<Value, CallError> {
             id: job.id,
             attempt: job.attempt,
         }),
+        // A job with requirements runs here, where they are met; the
+        // calls it makes may go anywhere.
+        on: runs_where_leased(spec).then_some(runner.me),
     };
     if let Some(source) = &spec.script {
         let script = shoal_js::Script::new(source.name.clone(), source.source.clone());
@@ -287,6 +310,39 @@ async fn run_job(runner: &JobRunner, outcomes: mpsc::Sender<Outcome>, job: Job) 
             tracing::warn!(job = id, attempt, error = %e, "cannot record the job outcome; its lease will expire and it runs again")
         }
         Err(_) => {}
+    }
+}
+
+/// On the leader: the leases of nodes the cluster found dead go back at
+/// once, instead of waiting for them to run out.
+async fn release_dead_holders(consensus: &Consensus, peers: &PeerView) {
+    let dead: Vec<String> = consensus
+        .read_local(|state| {
+            let holders = state.jobs.lease_holders();
+            peers.read(|table| {
+                holders
+                    .into_iter()
+                    .filter(|holder| {
+                        holder.parse::<PeerId>().is_ok_and(|peer| {
+                            table
+                                .get(&peer)
+                                .is_some_and(|info| info.liveness == Liveness::Dead)
+                        })
+                    })
+                    .map(str::to_string)
+                    .collect()
+            })
+        })
+        .unwrap_or_default();
+    for node in dead {
+        tracing::info!(%node, "releasing the job leases of a node that left");
+        let release = JobCommand::Release {
+            node,
+            now_ms: now_ms(),
+        };
+        if let Err(e) = consensus.write(Command::Jobs(release)).await {
+            tracing::debug!(error = %e, "release not committed");
+        }
     }
 }
 

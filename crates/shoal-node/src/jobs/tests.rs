@@ -47,6 +47,7 @@ impl Log {
             node: node.to_string(),
             offer,
             max,
+            max_local: max,
             now_ms,
         };
         match self.apply(command) {
@@ -361,6 +362,106 @@ fn finished_jobs_and_their_keys_are_forgotten_after_retention() {
     ));
 }
 
+fn gpu_node(gpus: u64) -> Capabilities {
+    Capabilities {
+        labels: BTreeMap::from([("printer".to_string(), "color".to_string())]),
+        resources: BTreeMap::from([("gpu".to_string(), gpus)]),
+    }
+}
+
+fn needing_a_gpu() -> JobSpec {
+    JobSpec {
+        resources: BTreeMap::from([("gpu".to_string(), 1)]),
+        ..spec("render")
+    }
+}
+
+#[test]
+fn a_nodes_resources_are_reserved_while_its_jobs_run() {
+    let mut log = Log::default();
+    let first = log.submit(needing_a_gpu(), 0);
+    let second = log.submit(needing_a_gpu(), 0);
+    assert_eq!(
+        log.leased_ids(gpu_node(1), 10, 1),
+        vec![first],
+        "one gpu, one job"
+    );
+    assert!(
+        log.leased_ids(gpu_node(1), 10, 2).is_empty(),
+        "the gpu is taken until the first job ends"
+    );
+    assert_eq!(
+        log.lease("node-b", gpu_node(1), 10, 3)
+            .iter()
+            .map(|j| j.id)
+            .collect::<Vec<_>>(),
+        vec![second],
+        "another node's gpu is free"
+    );
+    log.complete(first, 1, json!("done"), 4);
+    let third = log.submit(needing_a_gpu(), 5);
+    assert_eq!(
+        log.leased_ids(gpu_node(2), 10, 6),
+        vec![third],
+        "free again"
+    );
+}
+
+#[test]
+fn jobs_with_requirements_are_leased_only_up_to_the_local_limit() {
+    let mut log = Log::default();
+    let labelled = JobSpec {
+        labels: BTreeMap::from([("printer".to_string(), "color".to_string())]),
+        ..spec("print")
+    };
+    let plain: Vec<JobId> = (0..3).map(|_| log.submit(spec("f"), 0)).collect();
+    let printed: Vec<JobId> = (0..3).map(|_| log.submit(labelled.clone(), 0)).collect();
+    let leased = match log.apply(JobCommand::Lease {
+        node: "node-a".to_string(),
+        offer: gpu_node(0),
+        max: 10,
+        max_local: 1,
+        now_ms: 1,
+    }) {
+        JobOutcome::Leased(jobs) => jobs.iter().map(|job| job.id).collect::<Vec<_>>(),
+        other => panic!("lease gave {other:?}"),
+    };
+    let mut expected = plain.clone();
+    expected.push(printed[0]);
+    assert_eq!(leased, expected, "every plain job, one labelled job");
+}
+
+#[test]
+fn a_departed_nodes_leases_return_at_once_and_its_late_results_are_refused() {
+    let mut log = Log::default();
+    let id = log.submit(spec("f"), 0);
+    let other = log.submit(spec("g"), 0);
+    log.lease("node-a", any_node(), 1, 1);
+    log.lease("node-b", any_node(), 1, 1);
+    assert_eq!(log.table.lease_holders().len(), 2);
+    let outcome = log.apply(JobCommand::Release {
+        node: "node-a".to_string(),
+        now_ms: 2,
+    });
+    assert_eq!(outcome, JobOutcome::Done);
+    let job = log.job(id);
+    assert_eq!(job.state, JobState::Queued);
+    assert_eq!(job.not_before_ms, 2, "no back-off: not the job's fault");
+    assert!(job.error.as_deref().unwrap().contains("node-a left"));
+    assert_eq!(
+        log.job(other).state,
+        JobState::Running,
+        "other nodes keep theirs"
+    );
+    assert_eq!(
+        log.leased_ids(any_node(), 1, 2),
+        vec![id],
+        "runs again at once"
+    );
+    let late = log.complete(id, 1, json!("late"), 3);
+    assert!(rejection(late).contains("newer attempt 2"));
+}
+
 #[test]
 fn runner_checks_agree_with_lease_and_tick() {
     let mut log = Log::default();
@@ -470,6 +571,7 @@ fn command(table: &JobTable, step: &Step, index: u64, now_ms: u64) -> Option<Job
             node: format!("node-{}", index % 3),
             offer: any_node(),
             max: *max,
+            max_local: *max,
             now_ms,
         },
         Step::Renew { .. } | Step::Complete { .. } | Step::Fail { .. } | Step::Cancel { .. }

@@ -431,10 +431,13 @@ impl Assembled {
             heartbeat_interval: config.heartbeat_interval,
         };
         tasks.spawn(cluster.run(shutdown.clone()));
-        if config.raft && config.slots > 0 {
+        // Every member runs one: a node without slots leases nothing, but
+        // as the leader it still expires and releases leases.
+        if config.raft {
             let runner = JobRunner {
-                node: me.to_base58(),
+                me,
                 consensus: Arc::clone(&consensus),
+                peers: network.peers.clone(),
                 calls: Arc::clone(&calls.calls),
                 scripts: Arc::clone(&functions.scripts),
                 offer: Capabilities {
@@ -442,6 +445,7 @@ impl Assembled {
                     resources: config.resources.clone(),
                 },
                 max_jobs: config.slots as usize * JOBS_PER_SLOT,
+                max_local_jobs: config.slots as usize,
             };
             let jobs = crate::jobs::runner::run(runner, tasks.clone(), shutdown.clone());
             tasks.spawn(jobs);

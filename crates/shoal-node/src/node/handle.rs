@@ -144,6 +144,7 @@ impl Node {
             deadline: timeout.map(|timeout| Instant::now() + timeout),
             script,
             job: None,
+            on: None,
         };
         self.inner.calls.call(function, args, options).await
     }
