@@ -69,6 +69,15 @@ pub struct ChatArgs {
     nick: Option<String>,
 }
 
+/// Which of the chat's two topics a stream carries.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Feed {
+    /// Lines: the kept ones first, and resumed after the last one seen.
+    Room,
+    /// Beats: only new ones matter.
+    Presence,
+}
+
 enum Update {
     Room(TopicMessage),
     Presence(TopicMessage),
@@ -115,14 +124,14 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
         client.clone(),
         args.room.clone(),
         room,
-        true,
+        Feed::Room,
         sender.clone(),
     ));
     tasks.spawn(follow(
         client.clone(),
         presence_topic.clone(),
         presence,
-        false,
+        Feed::Presence,
         sender.clone(),
     ));
     tasks.spawn(send_lines(
@@ -181,13 +190,11 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
 
 /// Forwards a topic's messages to the loop, following the topic again
 /// whenever its stream ends (the node stopped, or the connection broke).
-/// The room resumes after the last message it forwarded; presence wants
-/// only new beats.
 async fn follow(
     client: Client,
     topic: String,
     first: impl Stream<Item = Result<TopicEvent, ClientError>> + Send + 'static,
-    is_room: bool,
+    feed: Feed,
     updates: mpsc::Sender<Update>,
 ) {
     let mut stream = first.boxed();
@@ -195,7 +202,7 @@ async fn follow(
     loop {
         while let Some(event) = stream.next().await {
             let update = match event {
-                Ok(TopicEvent::Message(message)) if is_room => {
+                Ok(TopicEvent::Message(message)) if feed == Feed::Room => {
                     last_event_id = Some(message.event_id());
                     Update::Room(message)
                 }
@@ -216,7 +223,7 @@ async fn follow(
         loop {
             tokio::time::sleep(RECONNECT).await;
             let options = SubscribeOptions {
-                history: is_room,
+                history: feed == Feed::Room,
                 last_event_id: last_event_id.clone(),
             };
             match client.subscribe(&topic, options).await {

@@ -29,8 +29,10 @@ pub struct ChatLine {
     pub at_ms: u64,
     pub nick: String,
     pub text: String,
-    /// `publisher:seq`, so a message seen twice (a reconnect) shows once.
-    pub event_id: String,
+    /// `publisher:seq@at_ms`, so a message seen twice (after a reconnect)
+    /// shows once. The time is part of it because a restarted node counts
+    /// its messages from 1 again.
+    pub key: String,
 }
 
 /// What the loop should do after a key.
@@ -50,7 +52,7 @@ pub struct ChatState {
     pub node: String,
     /// Oldest first.
     messages: VecDeque<ChatLine>,
-    /// Event ids of `messages`.
+    /// The keys of `messages`.
     seen: HashSet<String>,
     /// Nick → when its last presence beat came.
     members: HashMap<String, Instant>,
@@ -78,20 +80,20 @@ impl ChatState {
 
     /// A message on the room's topic. Returns whether it was new.
     pub fn on_message(&mut self, message: &TopicMessage) -> bool {
-        let event_id = message.event_id();
-        if !self.seen.insert(event_id.clone()) {
+        let key = format!("{}@{}", message.event_id(), message.at_ms);
+        if !self.seen.insert(key.clone()) {
             return false;
         }
         if self.messages.len() == MAX_MESSAGES
             && let Some(oldest) = self.messages.pop_front()
         {
-            self.seen.remove(&oldest.event_id);
+            self.seen.remove(&oldest.key);
         }
         self.messages.push_back(ChatLine {
             at_ms: message.at_ms,
             nick: printable(&nick_of(message)),
             text: printable(&text_of(&message.value)),
-            event_id,
+            key,
         });
         true
     }

@@ -65,6 +65,12 @@ fn messages_show_once_with_nick_and_text_newest_last() {
         !state.on_message(&said("bob", 2, "hi ada")),
         "a message seen again after a reconnect shows once"
     );
+    let mut restarted = said("bob", 2, "back again");
+    restarted.at_ms += 60_000;
+    assert!(
+        state.on_message(&restarted),
+        "a restarted node numbers from 1 again: its messages are new"
+    );
     let anonymous = message(None, 3, json!({"x": 1}));
     state.on_message(&anonymous);
     let lines: Vec<(&str, &str)> = (state.messages().iter())
@@ -75,6 +81,7 @@ fn messages_show_once_with_nick_and_text_newest_last() {
         [
             ("ada", "hello"),
             ("bob", "hi ada"),
+            ("bob", "back again"),
             ("node…A1b2c3", r#"{"x":1}"#)
         ],
         "a message without a nick names its node; one without text shows its JSON"
