@@ -9,96 +9,21 @@
 //! node's tokio runtime and come back as `Msg::Nested`.
 
 use crate::error::{JsError, ScriptError};
+use crate::globals::{display, install_globals};
 use crate::nested_caller::NestedCaller;
 use crate::script::{RegisteredFunction, Script};
+use crate::state::{Env, JsValue, Limits, Msg, RunningCall};
 use rquickjs::context::EvalOptions;
-use rquickjs::prelude::{Opt, Rest};
-use rquickjs::{
-    CaughtError, Context, Ctx, Exception, Function, Object, Persistent, Promise, Runtime,
-};
-use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use rquickjs::{CaughtError, Context, Ctx, Exception, Persistent, Promise, Runtime};
+use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
-
-type JsValue<'js> = rquickjs::Value<'js>;
 
 /// Messages handled in one turn before promise jobs run, so a burst of
 /// calls cannot delay the settling of earlier ones for long.
 const MAX_MESSAGES_PER_TURN: usize = 64;
-
-/// What a worker is asked to do.
-pub(crate) enum Msg {
-    Load {
-        script: Script,
-        reply: oneshot::Sender<Result<Vec<RegisteredFunction>, ScriptError>>,
-    },
-    Run {
-        id: u64,
-        function: String,
-        /// Arguments as JSON text.
-        args: String,
-        caller: Arc<dyn NestedCaller>,
-        reply: oneshot::Sender<Result<String, JsError>>,
-    },
-    Cancel {
-        id: u64,
-    },
-    /// A `shoal.call` made by a script finished.
-    Nested {
-        id: u64,
-        result: Result<serde_json::Value, String>,
-    },
-}
-
-/// Limits of one engine.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Limits {
-    pub memory: usize,
-    pub time: Duration,
-    pub stack: usize,
-}
-
-/// A call in progress on this worker: kept until its function returned,
-/// or its promise settled, or the caller cancelled it.
-struct RunningCall {
-    function: String,
-    caller: Arc<dyn NestedCaller>,
-    reply: oneshot::Sender<Result<String, JsError>>,
-    /// Set when the function returned a promise still to settle.
-    promise: Option<Persistent<Promise<'static>>>,
-}
-
-/// A `shoal.call` waiting for its result.
-struct NestedWait {
-    /// The running call that made it.
-    call: u64,
-    resolve: Persistent<Function<'static>>,
-    reject: Persistent<Function<'static>>,
-}
-
-#[derive(Default)]
-struct State {
-    functions: HashMap<String, Persistent<Function<'static>>>,
-    /// Functions registered by the script being loaded.
-    registered: Vec<RegisteredFunction>,
-    calls: HashMap<u64, RunningCall>,
-    nested: HashMap<u64, NestedWait>,
-    /// The call whose JavaScript is running, so `shoal.call` and
-    /// `console.log` know whom they serve.
-    current_call: Option<u64>,
-    next_nested: u64,
-}
-
-/// What the script-facing functions share with the worker.
-#[derive(Clone)]
-struct Env {
-    state: Rc<RefCell<State>>,
-    runtime: tokio::runtime::Handle,
-    inbox: mpsc::Sender<Msg>,
-}
 
 struct Engine {
     // Field order matters: the context must drop before the runtime.
@@ -423,141 +348,4 @@ fn to_json<'js>(ctx: &Ctx<'js>, value: JsValue<'js>) -> Result<String, JsError> 
             Err(JsError::BadResult(reason))
         }
     }
-}
-
-/// A value as `console.log` shows it: strings bare, the rest as JSON.
-fn display<'js>(ctx: &Ctx<'js>, value: &JsValue<'js>) -> String {
-    if let Some(text) = value.as_string().and_then(|s| s.to_string().ok()) {
-        return text;
-    }
-    match ctx.json_stringify(value.clone()) {
-        Ok(Some(text)) => text.to_string().unwrap_or_default(),
-        _ => format!("{:?}", value.type_of()),
-    }
-}
-
-/// Defines `shoal` and `console` in the script's global scope.
-fn install_globals<'js>(ctx: Ctx<'js>, env: Env, host: &str) -> rquickjs::Result<()> {
-    let shoal = Object::new(ctx.clone())?;
-    // The id of the node running the script, e.g. to report who did a chunk.
-    shoal.set("node", host)?;
-
-    let state = Rc::clone(&env.state);
-    let register =
-        move |ctx: Ctx<'js>, name: String, body: Function<'js>, options: Opt<Object<'js>>| {
-            let memoize = options
-                .0
-                .and_then(|o| o.get::<_, Option<bool>>("memoize").ok().flatten())
-                .unwrap_or(false);
-            let mut state = state.borrow_mut();
-            state
-                .functions
-                .insert(name.clone(), Persistent::save(&ctx, body));
-            state.registered.push(RegisteredFunction { name, memoize });
-        };
-    shoal.set("register", Function::new(ctx.clone(), register)?)?;
-
-    let call_env = env.clone();
-    let call = move |ctx: Ctx<'js>,
-                     name: String,
-                     args: Opt<JsValue<'js>>|
-          -> rquickjs::Result<Promise<'js>> {
-        shoal_call(&ctx, &call_env, name, args.0)
-    };
-    shoal.set("call", Function::new(ctx.clone(), call)?)?;
-
-    let state = Rc::clone(&env.state);
-    let progress = move |fraction: f64, message: Opt<String>| {
-        let state = state.borrow();
-        if let Some(call) = state.current_call.and_then(|id| state.calls.get(&id)) {
-            call.caller
-                .progress(fraction.clamp(0.0, 1.0), message.0.unwrap_or_default());
-        }
-    };
-    shoal.set("progress", Function::new(ctx.clone(), progress)?)?;
-    ctx.globals().set("shoal", shoal)?;
-
-    let console = Object::new(ctx.clone())?;
-    for level in ["log", "info", "warn", "error", "debug"] {
-        let state = Rc::clone(&env.state);
-        let print = move |ctx: Ctx<'js>, values: Rest<JsValue<'js>>| {
-            let text: Vec<String> = values.0.iter().map(|v| display(&ctx, v)).collect();
-            let text = text.join(" ");
-            let state = state.borrow();
-            let function = state
-                .current_call
-                .and_then(|id| state.calls.get(&id))
-                .map_or("<script>", |call| call.function.as_str());
-            match level {
-                "warn" => tracing::warn!(target: "shoal_js", function, "{text}"),
-                "error" => tracing::error!(target: "shoal_js", function, "{text}"),
-                "debug" => tracing::debug!(target: "shoal_js", function, "{text}"),
-                _ => tracing::info!(target: "shoal_js", function, "{text}"),
-            }
-        };
-        console.set(level, Function::new(ctx.clone(), print)?)?;
-    }
-    ctx.globals().set("console", console)?;
-    Ok(())
-}
-
-/// `shoal.call(name, args)`: a promise settled when the node's call ends.
-fn shoal_call<'js>(
-    ctx: &Ctx<'js>,
-    env: &Env,
-    name: String,
-    args: Option<JsValue<'js>>,
-) -> rquickjs::Result<Promise<'js>> {
-    let args_json = match args {
-        Some(args) => ctx
-            .json_stringify(args)?
-            .map(|s| s.to_string())
-            .transpose()?
-            .unwrap_or_else(|| "null".to_string()),
-        None => "null".to_string(),
-    };
-    let args: serde_json::Value = serde_json::from_str(&args_json).map_err(|e| {
-        Exception::throw_type(ctx, &format!("shoal.call arguments are not JSON: {e}"))
-    })?;
-    let (promise, resolve, reject) = Promise::new(ctx)?;
-    let (nested_id, caller) = {
-        let mut state = env.state.borrow_mut();
-        let Some(calling) = state.current_call else {
-            return Err(Exception::throw_message(
-                ctx,
-                "shoal.call can only be used while a registered function runs",
-            ));
-        };
-        let caller = match state.calls.get(&calling) {
-            Some(running) => Arc::clone(&running.caller),
-            None => {
-                return Err(Exception::throw_message(
-                    ctx,
-                    "the calling function was cancelled",
-                ));
-            }
-        };
-        let nested_id = state.next_nested;
-        state.next_nested += 1;
-        state.nested.insert(
-            nested_id,
-            NestedWait {
-                call: calling,
-                resolve: Persistent::save(ctx, resolve),
-                reject: Persistent::save(ctx, reject),
-            },
-        );
-        (nested_id, caller)
-    };
-    let inbox = env.inbox.clone();
-    env.runtime.spawn(async move {
-        let result = caller.call(name, args).await;
-        let _ = inbox
-            .send(Msg::Nested {
-                id: nested_id,
-                result,
-            })
-            .await;
-    });
-    Ok(promise)
 }

@@ -35,9 +35,11 @@
 mod bare;
 mod engine;
 mod error;
+mod globals;
 mod nested_caller;
 mod pool;
 mod script;
+mod state;
 
 pub use bare::time_bare;
 pub use error::{JsError, ScriptError};

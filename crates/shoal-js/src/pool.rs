@@ -4,10 +4,11 @@
 //! worker with the fewest calls in flight, as a message carrying a
 //! `oneshot` for the answer; loading a script goes to every worker.
 
-use crate::engine::{self, Limits, Msg};
+use crate::engine;
 use crate::error::{JsError, ScriptError};
 use crate::nested_caller::NestedCaller;
 use crate::script::{RegisteredFunction, Script};
+use crate::state::{Limits, Msg};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

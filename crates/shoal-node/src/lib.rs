@@ -17,6 +17,7 @@
 //! - [`raft`], [`jobs`], [`store`]: durable jobs and documents replicated
 //!   with openraft; [`node::data`] is their API on [`Node`].
 //! - [`queue`]: the distributed queue of the p2pqueue seed.
+//! - [`topics`]: publish/subscribe on topics of the user's own.
 //! - [`http`]: the HTTP API every node serves.
 //! - [`telemetry`]: events, alerts and Prometheus metrics.
 //! - [`builtins`]: the functions every `shoal node` offers (pi, fib, noop).
@@ -47,6 +48,7 @@ pub mod store;
 pub mod telemetry;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod topics;
 
 pub use calls::context::CallContext;
 pub use calls::registry::{FnError, FnResult, Function};

@@ -7,6 +7,7 @@
 //! spread over the cluster cannot tie up every slot waiting on itself.
 
 use futures::future::BoxFuture;
+use libp2p::PeerId;
 use serde_json::Value;
 use shoal_proto::{CallError, JobRef, NodeId};
 use std::sync::{Arc, Mutex};
@@ -26,13 +27,15 @@ pub struct ProgressReport {
 
 /// The node as one running call sees it.
 pub trait CallHost: Send + Sync + 'static {
-    /// Calls `function` anywhere in the cluster for the running call; the
+    /// Calls `function` for the running call — anywhere in the cluster, or
+    /// on one node (`on`, for internal functions aimed at a peer); the
     /// call's worker slot is free while this waits.
     fn call_nested<'a>(
         &'a self,
         function: &'a str,
         args: Value,
         deadline: Instant,
+        on: Option<PeerId>,
     ) -> BoxFuture<'a, Result<Value, CallError>>;
 
     /// The node running the call.
@@ -67,7 +70,22 @@ impl CallContext {
     /// Calls a function anywhere in the cluster. The caller's worker slot is
     /// free while this waits. The nested call inherits the caller's deadline.
     pub async fn call(&self, function: &str, args: Value) -> Result<Value, CallError> {
-        self.host.call_nested(function, args, self.deadline).await
+        self.host
+            .call_nested(function, args, self.deadline, None)
+            .await
+    }
+
+    /// Calls `function` on one given node, like [`call`](Self::call)
+    /// otherwise; fails if that node is lost.
+    pub(crate) async fn call_on(
+        &self,
+        peer: PeerId,
+        function: &str,
+        args: Value,
+    ) -> Result<Value, CallError> {
+        self.host
+            .call_nested(function, args, self.deadline, Some(peer))
+            .await
     }
 
     /// The node running this call.

@@ -86,8 +86,19 @@ impl Calls {
         function: &str,
         args: Value,
     ) -> Result<Value, CallError> {
-        let args = encode_args(function, &args)?;
         let deadline = Instant::now() + self.default_deadline;
+        self.call_on_until(peer, function, args, deadline).await
+    }
+
+    /// [`call_on`](Self::call_on) with a deadline.
+    pub async fn call_on_until(
+        self: &Arc<Self>,
+        peer: PeerId,
+        function: &str,
+        args: Value,
+        deadline: Instant,
+    ) -> Result<Value, CallError> {
+        let args = encode_args(function, &args)?;
         let result = self
             .call_bytes(function, args, deadline, Target::Pinned(peer), None, None)
             .await?;

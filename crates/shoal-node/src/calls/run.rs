@@ -278,15 +278,25 @@ impl CallHost for RunningCall {
         function: &'a str,
         args: Value,
         deadline: Instant,
+        on: Option<PeerId>,
     ) -> BoxFuture<'a, Result<Value, CallError>> {
         Box::pin(async move {
-            let options = CallOptions {
-                deadline: Some(deadline),
-                script: None,
-                job: None,
-            };
             let nested = self.enter_nested();
-            let result = self.calls.call(function, args, options).await;
+            let result = match on {
+                Some(peer) => {
+                    self.calls
+                        .call_on_until(peer, function, args, deadline)
+                        .await
+                }
+                None => {
+                    let options = CallOptions {
+                        deadline: Some(deadline),
+                        script: None,
+                        job: None,
+                    };
+                    self.calls.call(function, args, options).await
+                }
+            };
             nested.finish().await;
             result
         })

@@ -231,7 +231,9 @@ fn js_function(
             })
         })),
         memoize: function.memoize,
-        internal: false,
+        // `shoal.*` names are Shoal's own (a script's `shoal.subscribe`
+        // handlers): not advertised, never placed elsewhere.
+        internal: function.name.starts_with("shoal."),
         script: Some(script),
     }
 }

@@ -72,6 +72,12 @@ impl From<CallError> for HttpError {
     }
 }
 
+impl From<ApiError> for HttpError {
+    fn from(e: ApiError) -> Self {
+        HttpError(e)
+    }
+}
+
 impl From<DataError> for HttpError {
     fn from(e: DataError) -> Self {
         let code = e.code();

@@ -5,6 +5,7 @@
 //!   POST /v1/call/{function}     GET  /v1/jobs, /v1/jobs/{id}, …/events
 //!   POST /v1/batch               POST /v1/jobs, /v1/jobs/{id}/cancel
 //!   …/v1/db/{collection}[/…]     GET  /v1/cluster, /v1/status, /v1/events
+//!   …/v1/topics/{topic}[/events] …/v1/queues/{name}[/push|/pop|/close]
 //!   GET /metrics                 GET  /openapi.json
 //! ```
 //!
@@ -18,6 +19,8 @@ mod cluster;
 mod docs;
 mod error;
 mod jobs;
+mod queues;
+mod topics;
 
 pub use error::status_of;
 
@@ -48,6 +51,8 @@ use utoipa_axum::routes;
         (name = "jobs", description = "Durable jobs, replicated with Raft"),
         (name = "documents", description = "The replicated JSON document store"),
         (name = "cluster", description = "Members, Raft, status, events and metrics"),
+        (name = "topics", description = "Publish and subscribe; best effort, order kept per publisher"),
+        (name = "queues", description = "The distributed queue: items stay where pushed until popped"),
     )
 )]
 struct ApiDoc;
@@ -85,6 +90,12 @@ fn api() -> OpenApiRouter<Node> {
         .routes(routes!(cluster::status))
         .routes(routes!(cluster::events))
         .routes(routes!(cluster::metrics))
+        .routes(routes!(topics::publish, topics::info))
+        .routes(routes!(topics::subscribe))
+        .routes(routes!(queues::push))
+        .routes(routes!(queues::pop))
+        .routes(routes!(queues::size))
+        .routes(routes!(queues::close))
 }
 
 /// The OpenAPI description of the API.

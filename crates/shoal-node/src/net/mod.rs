@@ -60,6 +60,19 @@ pub enum NetError {
     Listener(std::io::Error),
 }
 
+/// A message on a user topic, as gossip delivered it: the topic's name,
+/// its publisher (checked against the message's signature), the bytes.
+#[derive(Debug)]
+pub struct TopicDelivery {
+    pub topic: String,
+    pub publisher: PeerId,
+    pub data: Vec<u8>,
+}
+
+/// Topic messages waiting for the node; a full queue drops messages
+/// (topics are best effort), never stalls the swarm.
+const TOPIC_CAPACITY: usize = 4096;
+
 /// Something the network saw that the node must know.
 #[derive(Debug)]
 pub enum NetEvent {
@@ -73,6 +86,17 @@ enum NetCommand {
     Publish(Vec<u8>),
     Dial(Multiaddr),
     ConnectedPeers(oneshot::Sender<Vec<PeerId>>),
+    Subscribe(String),
+    Unsubscribe(String),
+    PublishTopic {
+        topic: String,
+        data: Vec<u8>,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    TopicPeers {
+        topic: String,
+        reply: oneshot::Sender<Vec<PeerId>>,
+    },
 }
 
 /// A cloneable way to talk to the event loop.
@@ -90,6 +114,60 @@ impl NetHandle {
 
     pub async fn dial(&self, addr: Multiaddr) {
         let _ = self.commands.send(NetCommand::Dial(addr)).await;
+    }
+
+    /// Starts receiving a user topic's messages.
+    pub async fn subscribe_topic(&self, topic: &str) {
+        let _ = self
+            .commands
+            .send(NetCommand::Subscribe(topic.to_string()))
+            .await;
+    }
+
+    /// Stops receiving a user topic's messages.
+    pub async fn unsubscribe_topic(&self, topic: &str) {
+        let _ = self
+            .commands
+            .send(NetCommand::Unsubscribe(topic.to_string()))
+            .await;
+    }
+
+    /// Stops receiving a user topic's messages, from code that must not
+    /// wait; if the event loop is behind, the node stays subscribed.
+    pub fn unsubscribe_topic_soon(&self, topic: &str) {
+        let _ = self
+            .commands
+            .try_send(NetCommand::Unsubscribe(topic.to_string()));
+    }
+
+    /// Gossips a message on a user topic. Having nobody to tell yet is
+    /// not an error; the message is simply not delivered anywhere else.
+    pub async fn publish_topic(&self, topic: &str, data: Vec<u8>) -> Result<(), String> {
+        let (reply, answer) = oneshot::channel();
+        let command = NetCommand::PublishTopic {
+            topic: topic.to_string(),
+            data,
+            reply,
+        };
+        if self.commands.send(command).await.is_err() {
+            return Err("the node is stopping".to_string());
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Err("the node is stopping".to_string()))
+    }
+
+    /// Peers known to be subscribed to a user topic.
+    pub async fn topic_peers(&self, topic: &str) -> Vec<PeerId> {
+        let (reply, answer) = oneshot::channel();
+        let command = NetCommand::TopicPeers {
+            topic: topic.to_string(),
+            reply,
+        };
+        if self.commands.send(command).await.is_err() {
+            return Vec::new();
+        }
+        answer.await.unwrap_or_default()
     }
 
     pub async fn connected_peers(&self) -> Vec<PeerId> {
@@ -113,6 +191,8 @@ pub struct Started {
     pub control: libp2p_stream::Control,
     pub listen_addrs: Vec<Multiaddr>,
     pub events: mpsc::Receiver<NetEvent>,
+    /// Messages of the user topics this node subscribed to.
+    pub topic_deliveries: mpsc::Receiver<TopicDelivery>,
 }
 
 /// Builds the swarm, starts listening, and spawns the event loop on
@@ -154,15 +234,18 @@ pub async fn start(
     let control = swarm.behaviour().stream.new_control();
     let (command_tx, command_rx) = mpsc::channel(COMMAND_CAPACITY);
     let (event_tx, event_rx) = mpsc::channel(EVENT_CAPACITY);
+    let (topic_tx, topic_rx) = mpsc::channel(TOPIC_CAPACITY);
     let event_loop = EventLoop {
         swarm,
         local_peer,
         topic,
+        user_topic_prefix: user_topic_prefix(&config.cluster_name),
         join: config.join.clone(),
         has_secret: config.secret.is_some(),
         connected: HashSet::new(),
         commands: command_rx,
         events: event_tx,
+        topic_deliveries: topic_tx,
     };
     tasks.spawn(event_loop.run(shutdown));
     Ok(Started {
@@ -172,13 +255,22 @@ pub async fn start(
         control,
         listen_addrs,
         events: event_rx,
+        topic_deliveries: topic_rx,
     })
+}
+
+/// The gossip topic names of user topics start with this; Shoal's own
+/// (`/shoal/<cluster>/heartbeat/1`) cannot collide with any of them.
+fn user_topic_prefix(cluster: &str) -> String {
+    format!("/shoal/{cluster}/topic/")
 }
 
 struct EventLoop {
     swarm: Swarm<Behaviour>,
     local_peer: PeerId,
+    /// The heartbeat topic.
     topic: gossipsub::IdentTopic,
+    user_topic_prefix: String,
     join: Vec<Multiaddr>,
     /// Whether this node uses a cluster secret: handshake failures then
     /// most likely mean a peer with another secret, and the log says so.
@@ -186,6 +278,7 @@ struct EventLoop {
     connected: HashSet<PeerId>,
     commands: mpsc::Receiver<NetCommand>,
     events: mpsc::Sender<NetEvent>,
+    topic_deliveries: mpsc::Sender<TopicDelivery>,
 }
 
 impl EventLoop {
@@ -234,7 +327,44 @@ impl EventLoop {
             NetCommand::ConnectedPeers(reply) => {
                 let _ = reply.send(self.connected.iter().copied().collect());
             }
+            NetCommand::Subscribe(topic) => {
+                let topic = self.user_topic(&topic);
+                if let Err(e) = self.swarm.behaviour_mut().gossipsub.subscribe(&topic) {
+                    tracing::warn!(%topic, error = %e, "cannot subscribe to a topic");
+                }
+            }
+            NetCommand::Unsubscribe(topic) => {
+                let topic = self.user_topic(&topic);
+                self.swarm.behaviour_mut().gossipsub.unsubscribe(&topic);
+            }
+            NetCommand::PublishTopic { topic, data, reply } => {
+                let topic = self.user_topic(&topic);
+                let published = match self.swarm.behaviour_mut().gossipsub.publish(topic, data) {
+                    Ok(_) | Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => Ok(()),
+                    Err(gossipsub::PublishError::AllQueuesFull(peers)) => Err(format!(
+                        "the send queues to all {peers} subscribed peers are full; publish more slowly"
+                    )),
+                    Err(e) => Err(format!("gossip refused the message: {e}")),
+                };
+                let _ = reply.send(published);
+            }
+            NetCommand::TopicPeers { topic, reply } => {
+                let hash = self.user_topic(&topic).hash();
+                let peers = self
+                    .swarm
+                    .behaviour()
+                    .gossipsub
+                    .all_peers()
+                    .filter(|(_, topics)| topics.contains(&&hash))
+                    .map(|(peer, _)| *peer)
+                    .collect();
+                let _ = reply.send(peers);
+            }
         }
+    }
+
+    fn user_topic(&self, name: &str) -> gossipsub::IdentTopic {
+        gossipsub::IdentTopic::new(format!("{}{name}", self.user_topic_prefix))
     }
 
     fn emit(&self, event: NetEvent) {
@@ -293,6 +423,21 @@ impl EventLoop {
         }
     }
 
+    /// Hands a user topic's message to the node; dropped if it is behind.
+    fn deliver_topic_message(&self, publisher: PeerId, message: gossipsub::Message) {
+        let Some(topic) = message.topic.as_str().strip_prefix(&self.user_topic_prefix) else {
+            return;
+        };
+        let delivery = TopicDelivery {
+            topic: topic.to_string(),
+            publisher,
+            data: message.data,
+        };
+        if self.topic_deliveries.try_send(delivery).is_err() {
+            tracing::debug!(%publisher, %topic, "node is behind on topic messages; dropped one");
+        }
+    }
+
     fn handshake_hint(&self) -> &'static str {
         if self.has_secret {
             "connection refused during the private-network handshake: the peer does not have this cluster's secret"
@@ -309,6 +454,9 @@ impl EventLoop {
                 ..
             }) => {
                 let sender = message.source.unwrap_or(propagation_source);
+                if message.topic != self.topic.hash() {
+                    return self.deliver_topic_message(sender, message);
+                }
                 match Heartbeat::decode(&message.data) {
                     Ok(heartbeat) => self.emit(NetEvent::Heartbeat(sender, heartbeat)),
                     Err(e) => {

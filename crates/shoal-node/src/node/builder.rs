@@ -32,19 +32,20 @@ use crate::identity::IdentityError;
 use crate::jobs::Capabilities;
 use crate::jobs::runner::{JOBS_PER_SLOT, JobRunner};
 use crate::net::links::{LinkDriver, LinkError, Links, RaftInbox};
-use crate::net::{self, NetError, NetEvent, NetHandle};
+use crate::net::{self, NetError, NetEvent, NetHandle, TopicDelivery};
 use crate::queue::QueueStore;
 use crate::raft::consensus::{Consensus, ConsensusError};
 use crate::raft::network::RpcClient;
 use crate::telemetry::alerts::Alerts;
 use crate::telemetry::events::Events;
+use crate::topics::TopicHub;
 use libp2p::{Multiaddr, PeerId};
 use serde_json::Value;
 use shoal_proto::NodeId;
 use std::collections::HashSet;
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -173,7 +174,7 @@ impl NodeBuilder {
         let http = bind_http(&config).await?;
         let (network, link_driver) = start_network(&config, &lifetime).await?;
         let functions =
-            load_functions(&config, network.me, functions, memoized, scripts, &lifetime).await?;
+            load_functions(&config, &network, functions, memoized, scripts, &lifetime).await?;
         let calls = build_calls(&config, &network, &functions, &lifetime);
         let frames = Arc::new(CallFrames(Arc::clone(&calls.calls)));
         lifetime.tasks.spawn(link_driver.run(frames));
@@ -206,6 +207,7 @@ struct Network {
     handle: NetHandle,
     events: mpsc::Receiver<NetEvent>,
     listen_addrs: Vec<Multiaddr>,
+    topic_deliveries: mpsc::Receiver<TopicDelivery>,
     links: Links,
     raft_inbox: RaftInbox,
     /// The peer table's writing end, for the cluster task.
@@ -213,11 +215,15 @@ struct Network {
     peers: PeerView,
 }
 
-/// Step 3's result: every function this node can run.
+/// Step 3's result: every function this node can run, and the services
+/// whose internal functions are among them.
 struct Functions {
     registry: Arc<Registry>,
     scripts: Arc<Scripts>,
+    /// What the scripts loaded at start registered.
+    script_functions: Vec<String>,
     queues: Arc<QueueStore>,
+    topics: Arc<TopicHub>,
 }
 
 /// Step 4's result: the calls, and the receiving ends of what they report.
@@ -261,6 +267,7 @@ async fn start_network(
         handle: started.handle,
         events: started.events,
         listen_addrs: with_peer_id(&started.listen_addrs, me),
+        topic_deliveries: started.topic_deliveries,
         links,
         raft_inbox,
         table,
@@ -271,15 +278,22 @@ async fn start_network(
 
 async fn load_functions(
     config: &NodeConfig,
-    me: PeerId,
+    network: &Network,
     functions: Vec<Function>,
     memoized: HashSet<String>,
     scripts: Vec<shoal_js::Script>,
     lifetime: &Lifetime,
 ) -> Result<Functions, StartError> {
+    let me = network.me;
     let queues = Arc::new(QueueStore::default());
+    let topics = Arc::new(TopicHub::new(me, network.handle.clone()));
     let registry = Arc::new(Registry::default());
-    for mut function in functions.into_iter().chain(queues.functions()) {
+    let internal = queues
+        .functions()
+        .into_iter()
+        .chain(crate::queue::functions::functions(&queues, &network.peers))
+        .chain(crate::topics::functions::functions(&topics));
+    for mut function in functions.into_iter().chain(internal) {
         function.memoize |= memoized.contains(function.name.as_ref());
         registry.insert(function);
     }
@@ -297,13 +311,17 @@ async fn load_functions(
         Arc::clone(&registry),
         lifetime.tasks.clone(),
     ));
+    let mut script_functions = Vec::new();
     for script in scripts {
-        loaded.load(script).await?;
+        let registered = loaded.load(script).await?;
+        script_functions.extend(registered.into_iter().map(|f| f.name));
     }
     Ok(Functions {
         registry,
         scripts: loaded,
+        script_functions,
         queues,
+        topics,
     })
 }
 
@@ -382,6 +400,11 @@ impl Assembled {
             shutdown.clone(),
         ));
         tasks.spawn(Arc::clone(&consensus).upkeep(shutdown.clone()));
+        tasks.spawn(crate::topics::hub::receive(
+            Arc::clone(&functions.topics),
+            network.topic_deliveries,
+            shutdown.clone(),
+        ));
         let api_addr = http
             .as_ref()
             .and_then(|listener| listener.local_addr().ok());
@@ -433,6 +456,8 @@ impl Assembled {
                 calls: calls.calls,
                 queues: functions.queues,
                 scripts: functions.scripts,
+                topics: functions.topics,
+                script_subscribers: Mutex::default(),
                 consensus,
                 own,
                 _raft_dir: raft_dir,
@@ -444,6 +469,7 @@ impl Assembled {
                 tasks: tasks.clone(),
             }),
         };
+        node.serve_script_subscribers(&functions.script_functions);
         if let Some(listener) = http {
             let app = crate::http::router(node.clone());
             tasks.spawn(serve_http(listener, app, shutdown));

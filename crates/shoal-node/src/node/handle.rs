@@ -12,11 +12,13 @@ use crate::queue::{DistQueue, QueueStore};
 use crate::raft::consensus::Consensus;
 use crate::telemetry::events::Events;
 use crate::telemetry::metrics::CallMetrics;
+use crate::topics::TopicHub;
 use futures::{Stream, StreamExt};
 use libp2p::{Multiaddr, PeerId};
 use serde_json::Value;
 use shoal_proto::{CallError, ErrorCode, Heartbeat, NodeId};
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -31,6 +33,9 @@ pub(crate) struct NodeInner {
     pub(crate) calls: Arc<Calls>,
     pub(crate) queues: Arc<QueueStore>,
     pub(crate) scripts: Arc<Scripts>,
+    pub(crate) topics: Arc<TopicHub>,
+    /// The `shoal.subscribe` handlers of loaded scripts being served.
+    pub(crate) script_subscribers: Mutex<HashSet<String>>,
     pub(crate) consensus: Arc<Consensus>,
     /// This node as its heartbeat describes it.
     pub(crate) own: Arc<OwnHeartbeat>,
@@ -167,7 +172,9 @@ impl Node {
         script: shoal_js::Script,
     ) -> Result<Vec<String>, shoal_js::ScriptError> {
         let registered = self.inner.scripts.load(script).await?;
-        Ok(registered.into_iter().map(|f| f.name).collect())
+        let names: Vec<String> = registered.into_iter().map(|f| f.name).collect();
+        self.serve_script_subscribers(&names);
+        Ok(names)
     }
 
     /// Calls `function` from `script`, which this node keeps and ships to

@@ -1,7 +1,8 @@
 //! A running node: [`builder`] assembles one from its parts in a fixed,
 //! written-down order; [`handle`] is the embedding API ([`Node`]): calls,
 //! scripts, queues, peers; [`data`] adds durable jobs and documents, and
-//! [`status`] what the node reports about itself and the cluster.
+//! [`status`] what the node reports about itself and the cluster;
+//! [`topics`] publish and subscribe.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -20,6 +21,7 @@ pub mod builder;
 pub mod data;
 pub mod handle;
 pub mod status;
+pub mod topics;
 
 pub use builder::{NodeBuilder, StartError};
 pub use data::{DataError, Read};

@@ -786,6 +786,13 @@ async fn the_openapi_document_lists_every_route_and_every_listed_route_is_served
         ("GET", "/v1/status"),
         ("GET", "/v1/events"),
         ("GET", "/metrics"),
+        ("POST", "/v1/topics/{topic}"),
+        ("GET", "/v1/topics/{topic}"),
+        ("GET", "/v1/topics/{topic}/events"),
+        ("POST", "/v1/queues/{name}/push"),
+        ("POST", "/v1/queues/{name}/pop"),
+        ("GET", "/v1/queues/{name}"),
+        ("POST", "/v1/queues/{name}/close"),
     ];
     for (method, path) in expected {
         assert!(
@@ -798,6 +805,8 @@ async fn the_openapi_document_lists_every_route_and_every_listed_route_is_served
         let uri = path
             .replace("{function}", "echo")
             .replace("{collection}", "sweep")
+            .replace("{topic}", "sweep")
+            .replace("{name}", "sweep")
             .replace("{id}", "1");
         let method: Method = method.parse().unwrap();
         let response = respond(&api, request(method.clone(), &uri, "{}")).await;
@@ -1056,5 +1065,123 @@ async fn a_job_with_a_lease_too_short_to_hold_is_refused_or_still_runs() {
         assert_eq!(job["state"], "succeeded", "{job}");
         assert_eq!(job["result"], "hi");
     }
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_and_queues_answer_over_http() {
+    let (node, api) = start_node(None).await;
+
+    // Topics: a subscriber that joins after three kept messages gets them
+    // first, then live ones; a resumed one only what it missed.
+    for text in ["one", "two", "three"] {
+        let published = post(
+            &api,
+            "/v1/topics/room",
+            json!({"value": {"text": text}, "name": "ann", "retain": 10}),
+        )
+        .await;
+        assert_ok(&published);
+    }
+    let response = respond(&api, request(Method::GET, "/v1/topics/room/events", "")).await;
+    let mut events = SseReader::new(response);
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let event = events
+            .next_within(ANSWER_WITHIN)
+            .await
+            .expect("a kept message");
+        assert_eq!(event.event, "message");
+        assert_eq!(event.data["name"], "ann");
+        assert_eq!(event.data["publisher"], node.peer_id().to_base58());
+        seen.push((event.id.unwrap(), event.data["value"]["text"].clone()));
+    }
+    assert_eq!(
+        seen.iter()
+            .map(|(_, text)| text.clone())
+            .collect::<Vec<_>>(),
+        vec![json!("one"), json!("two"), json!("three")]
+    );
+    let four = post(&api, "/v1/topics/room", json!({"value": {"text": "four"}})).await;
+    assert_eq!(assert_ok(&four)["seq"], 4);
+    let live = events
+        .next_within(ANSWER_WITHIN)
+        .await
+        .expect("a live message");
+    assert_eq!(live.data["value"]["text"], "four");
+    assert_eq!(live.data["seq"], 4);
+    let resume = Request::builder()
+        .method(Method::GET)
+        .uri("/v1/topics/room/events")
+        .header("last-event-id", seen[1].0.as_str())
+        .body(Body::empty())
+        .unwrap();
+    let mut resumed = SseReader::new(respond(&api, resume).await);
+    let next = resumed
+        .next_within(ANSWER_WITHIN)
+        .await
+        .expect("the missed message");
+    assert_eq!(next.data["value"]["text"], "three", "only what came after");
+    let info = get(&api, "/v1/topics/room").await;
+    let info = assert_ok(&info);
+    assert_eq!(info["retained"], 3, "'four' was not kept: {info}");
+    assert_eq!(info["subscribers"], 2);
+    assert_error(
+        &post(&api, "/v1/topics/no%20spaces", json!({"value": 1})).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+        "' '",
+    );
+    assert_error(
+        &post(
+            &api,
+            "/v1/topics/room",
+            json!({"value": "x".repeat(70_000)}),
+        )
+        .await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        "65536",
+    );
+    assert_error(
+        &post(&api, "/v1/topics/room", json!({"value": 1, "retain": 5000})).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+        "1000",
+    );
+
+    // The queue: push, size, pop each item once, timeout when empty, close.
+    let pushed = post(&api, "/v1/queues/work/push", json!({"items": [1, 2, 3]})).await;
+    assert_eq!(assert_ok(&pushed)["pushed"], 3);
+    let size = get(&api, "/v1/queues/work").await;
+    assert_eq!(assert_ok(&size)["size"], 3);
+    let mut popped = Vec::new();
+    for _ in 0..3 {
+        let item = post(&api, "/v1/queues/work/pop", json!({})).await;
+        popped.push(assert_ok(&item)["item"].as_u64().unwrap());
+    }
+    popped.sort_unstable();
+    assert_eq!(popped, vec![1, 2, 3]);
+    assert_error(
+        &post(&api, "/v1/queues/work/pop", json!({"timeout_ms": 100})).await,
+        StatusCode::GATEWAY_TIMEOUT,
+        "timeout",
+        "empty",
+    );
+    let closed = post(&api, "/v1/queues/work/close", json!({})).await;
+    assert_eq!(assert_ok(&closed)["closed"], true);
+    assert_error(
+        &post(&api, "/v1/queues/work/push", json!({"items": [4]})).await,
+        StatusCode::CONFLICT,
+        "closed",
+        "work",
+    );
+    assert_error(
+        &post(&api, "/v1/queues/work/pop", json!({})).await,
+        StatusCode::CONFLICT,
+        "closed",
+        "closed",
+    );
+
     node.shutdown().await;
 }

@@ -10,6 +10,7 @@
 //! - [`raft_storage`]: the Raft log and state machine on disk.
 //! - [`scripts`]: JavaScript functions, loaded or shipped with calls.
 //! - [`telemetry`]: events and metrics a user watches.
+//! - [`topics`]: publish and subscribe across nodes, kept messages, scripts.
 //!
 //! Tests run as threads of one process: none may rely on process-wide
 //! state. The one that measures the process ([`bad_input`]'s stream flood)
@@ -25,3 +26,4 @@ mod own_process;
 mod raft_storage;
 mod scripts;
 mod telemetry;
+mod topics;
