@@ -65,7 +65,7 @@ enum Command {
     Pub(topics_cmd::PubArgs),
     /// Print a topic's messages as JSON lines until Ctrl-C.
     Sub(topics_cmd::SubArgs),
-    /// The distributed queue: shoal queue <name> push|pop|size|close.
+    /// The distributed queue: shoal queue NAME push|pop|size|close.
     Queue(queue_cmd::QueueArgs),
     /// A chat room on a topic, in the terminal.
     Chat(chat::ChatArgs),

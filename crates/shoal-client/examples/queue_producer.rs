@@ -9,7 +9,7 @@
 //! ```
 //!
 //! It prints `pushed 1000 items to 'work' through http://127.0.0.1:7070/
-//! in 0.04 s`, then `closed 'work': consumers stop once it is empty`.
+//! in 0.01 s`, then `closed 'work': consumers stop once it is empty`.
 //! The items stay on the node that took the push until consumers anywhere
 //! pop them; order is not guaranteed, and items live and die with their
 //! node (durable jobs are for work that must survive one). A closed queue
