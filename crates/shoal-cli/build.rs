@@ -1,16 +1,28 @@
 //! Tells the integration tests whether they may do what needs root, such as
 //! creating network namespaces: `cfg(shoal_root)` when the build runs as
-//! root, which is how its tests then run (CI does both as root). Without
-//! it those tests are ignored and say why, rather than pass untried.
+//! root, which is how its tests then run (CI does both as root); and
+//! whether tmux is there to drive `shoal chat` in a terminal:
+//! `cfg(shoal_tmux)` (CI installs it). Without them those tests are
+//! ignored and say why, rather than pass untried.
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(shoal_root)");
+    println!("cargo::rustc-check-cfg=cfg(shoal_tmux)");
     println!("cargo::rerun-if-changed=build.rs");
     // `sudo cargo test` after a build as a user changes USER: look again.
     println!("cargo::rerun-if-env-changed=USER");
     if effective_uid_is_root() {
         println!("cargo::rustc-cfg=shoal_root");
     }
+    println!("cargo::rerun-if-env-changed=PATH");
+    if on_path("tmux") {
+        println!("cargo::rustc-cfg=shoal_tmux");
+    }
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }
 
 /// The second field of the `Uid:` line of `/proc/self/status` (real,

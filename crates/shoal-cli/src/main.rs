@@ -4,6 +4,8 @@
 //!   shoal node   — join or start a cluster and serve calls until stopped
 //!   shoal call   — call one function on a cluster (optionally shipping a script)
 //!   shoal submit / jobs / db / status — durable jobs, documents, cluster state
+//!   shoal pub / sub / queue — topics and the distributed queue
+//!   shoal chat   — a terminal chat room on a topic
 //!   shoal top    — a live terminal dashboard of a cluster
 //!   shoal demo   — a local cluster in this process: Monte Carlo Pi or fib
 //!   shoal bench  — calls (throughput, latency, idle memory) and scale
@@ -11,22 +13,27 @@
 //! ```
 //!
 //! Each command lives in its own module (`node_cmd`, `call_cmd`, `data_cmd`,
-//! `top`, `demo`, `bench`, `chaos`); `main` parses the command line and
+//! `topics_cmd`, `queue_cmd`, `chat`, `top`, `demo`, `bench`, `chaos`); `main` parses the command line and
 //! hands it to one of them. What several commands share sits below them,
 //! and never imports a command: `api` (reaching a node's HTTP API),
-//! `args` (labels, resources, script files) and `pi` (Monte Carlo Pi over
-//! a cluster, for `demo` and `bench`).
+//! `args` (labels, resources, script files), `terminal` (what the
+//! full-screen `top` and `chat` share) and `pi` (Monte Carlo Pi over a
+//! cluster, for `demo` and `bench`).
 
 mod api;
 mod args;
 mod bench;
 mod call_cmd;
 mod chaos;
+mod chat;
 mod data_cmd;
 mod demo;
 mod node_cmd;
 mod pi;
+mod queue_cmd;
+mod terminal;
 mod top;
+mod topics_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -54,6 +61,14 @@ enum Command {
     Db(data_cmd::DbArgs),
     /// Members, Raft leader and voters, and jobs by state.
     Status(data_cmd::StatusArgs),
+    /// Publish a JSON message on a topic; prints its sequence number and time.
+    Pub(topics_cmd::PubArgs),
+    /// Print a topic's messages as JSON lines until Ctrl-C.
+    Sub(topics_cmd::SubArgs),
+    /// The distributed queue: shoal queue NAME push|pop|size|close.
+    Queue(queue_cmd::QueueArgs),
+    /// A chat room on a topic, in the terminal.
+    Chat(chat::ChatArgs),
     /// Live terminal dashboard of a cluster.
     Top(top::TopArgs),
     /// Start a local cluster in this process and run a demo on it.
@@ -97,6 +112,10 @@ fn main() -> anyhow::Result<()> {
             Command::Jobs(args) => data_cmd::jobs(args).await,
             Command::Db(args) => data_cmd::db(args).await,
             Command::Status(args) => data_cmd::status(args).await,
+            Command::Pub(args) => topics_cmd::publish(args).await,
+            Command::Sub(args) => topics_cmd::subscribe(args).await,
+            Command::Queue(args) => queue_cmd::run(args).await,
+            Command::Chat(args) => chat::run(args).await,
             Command::Top(args) => top::run(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Bench(command) => bench::run(command).await,

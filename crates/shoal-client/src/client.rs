@@ -4,14 +4,16 @@
 
 use crate::collection::Collection;
 use crate::error::ClientError;
+use crate::queue::Queue;
 use crate::sse;
+use crate::topics::{self, PublishOptions, SubscribeOptions, TopicEvent};
 use crate::transport::{Request, Retry, Transport, segment};
 use futures::{Stream, StreamExt};
 use reqwest::{Method, Url};
 use serde_json::{Value, json};
 use shoal_proto::api::{
     ApiError, BatchBody, BatchCall, BatchReply, CallBody, CallReply, ClusterView, Event, Job,
-    JobId, JobPage, JobSpec, JobState, NodeStatus, Submitted,
+    JobId, JobPage, JobSpec, JobState, NodeStatus, Published, Submitted, TopicInfo,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -155,6 +157,7 @@ impl Client {
                 method: Method::POST,
                 path: format!("/v1/call/{}", segment(function)),
                 query: &[],
+                headers: &[],
                 body: Some(&body),
                 timeout: Some(timeout),
                 retry: Retry::Always,
@@ -180,6 +183,7 @@ impl Client {
                 method: Method::POST,
                 path: "/v1/batch".into(),
                 query: &[],
+                headers: &[],
                 body: Some(&body),
                 timeout: Some(timeout.map_or(CALL_WAIT, |t| t + DEADLINE_GRACE)),
                 retry: Retry::Always,
@@ -267,6 +271,45 @@ impl Client {
         Collection::new(Arc::clone(&self.transport), name)
     }
 
+    // ---- topics ----
+
+    /// Publishes `value` (any JSON, at most 64 KiB) on `topic` to every
+    /// subscriber in the cluster. Not repeated once it may have arrived.
+    pub async fn publish(
+        &self,
+        topic: &str,
+        value: &Value,
+        options: PublishOptions,
+    ) -> Result<Published, ClientError> {
+        topics::publish(&self.transport, topic, value, options).await
+    }
+
+    /// The messages on `topic`, from the node currently in use: the ones
+    /// it keeps first (unless `history` is off), then live ones, until
+    /// that node stops. Errors reaching the node come back here; a stream
+    /// that breaks later yields one error and ends.
+    pub async fn subscribe(
+        &self,
+        topic: &str,
+        options: SubscribeOptions,
+    ) -> Result<impl Stream<Item = Result<TopicEvent, ClientError>> + Send + 'static, ClientError>
+    {
+        topics::subscribe(&self.transport, topic, options).await
+    }
+
+    /// What the node in use knows of `topic`: kept messages, subscribers
+    /// there, other nodes subscribed.
+    pub async fn topic_info(&self, topic: &str) -> Result<TopicInfo, ClientError> {
+        topics::info(&self.transport, topic).await
+    }
+
+    // ---- queues ----
+
+    /// The distributed queue `name`.
+    pub fn queue(&self, name: &str) -> Queue {
+        Queue::new(Arc::clone(&self.transport), name)
+    }
+
     // ---- cluster ----
 
     pub async fn cluster(&self) -> Result<ClusterView, ClientError> {
@@ -285,6 +328,7 @@ impl Client {
                 method: Method::GET,
                 path: "/metrics".into(),
                 query: &[],
+                headers: &[],
                 body: None,
                 timeout: Some(self.transport.request_timeout()),
                 retry: Retry::Always,
@@ -308,6 +352,7 @@ impl Client {
                 method: Method::GET,
                 path: "/v1/events".into(),
                 query: &[("after", after.to_string())],
+                headers: &[],
                 body: None,
                 timeout: None,
                 retry: Retry::Always,

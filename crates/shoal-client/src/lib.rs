@@ -7,6 +7,10 @@
 //! let echoed = client.call("echo", json!({"hello": "world"})).await?;
 //! let job = client.submit(shoal_client::JobSpec::new("steps", json!({"count": 3}))).await?;
 //! let finished = client.wait(job).await?;
+//! let queue = client.queue("work");
+//! queue.push([json!({"task": 1})]).await?;
+//! let item = queue.pop(std::time::Duration::from_secs(5)).await?;
+//! client.publish("lobby", &json!({"text": "hi"}), Default::default()).await?;
 //! # Ok(()) }
 //! ```
 //!
@@ -23,12 +27,17 @@
 //!
 //! ```text
 //!   Client ── calls, jobs, cluster ─┐
-//!   Collection ── documents ────────┼─► Transport ─► node 1, node 2, …
-//!   sse ── job updates, events ─────┘   (one connection pool, failover)
+//!   Collection ── documents ────────┤
+//!   Queue ── the distributed queue ─┼─► Transport ─► node 1, node 2, …
+//!   topics ── publish, subscribe ───┤   (one connection pool, failover)
+//!   sse ── job updates, events ─────┘
 //! ```
 //!
 //! - `client`: [`Client`] and [`ClientBuilder`];
 //! - `collection`: [`Collection`], the document store;
+//! - `queue`: [`Queue`], the distributed queue;
+//! - `topics`: publish and subscribe ([`PublishOptions`],
+//!   [`SubscribeOptions`], [`TopicEvent`]);
 //! - `sse`: streams of job updates and telemetry events;
 //! - `transport`: one request, sent to whichever node answers;
 //! - `error`: [`ClientError`].
@@ -36,14 +45,19 @@
 mod client;
 mod collection;
 mod error;
+mod queue;
 mod sse;
+mod topics;
 mod transport;
 
 pub use client::{Client, ClientBuilder};
 pub use collection::Collection;
 pub use error::ClientError;
+pub use queue::Queue;
 pub use shoal_proto::ErrorCode;
 pub use shoal_proto::api::{
     ApiError, BatchCall, CallBody, ClusterView, Document, Event, EventKind, FindReply, Job, JobId,
-    JobPage, JobSpec, JobState, Member, NodeStatus, RaftStatus, ScriptSource, Written,
+    JobPage, JobSpec, JobState, Member, NodeStatus, Published, RaftStatus, ScriptSource, TopicInfo,
+    TopicMessage, Written,
 };
+pub use topics::{PublishOptions, SubscribeOptions, TopicEvent};

@@ -1,5 +1,6 @@
 //! Server-sent event streams: a job followed to its end (across node
-//! failures) and a node's telemetry events.
+//! failures), a node's telemetry events, and the frames under both (and
+//! under topic subscriptions, `topics`).
 //!
 //! ```text
 //!   Connect ──(any node that answers)──► Reading ──job ended──► Done
@@ -16,7 +17,7 @@ use reqwest::Method;
 use shoal_proto::api::{Event, Job, JobId};
 use std::sync::Arc;
 
-type Frames = BoxStream<'static, Result<eventsource_stream::Event, String>>;
+pub(crate) type Frames = BoxStream<'static, Result<eventsource_stream::Event, String>>;
 
 /// Where following a job stands.
 enum Follow {
@@ -73,6 +74,7 @@ async fn connect(transport: &Transport, id: JobId) -> Result<Frames, ClientError
         method: Method::GET,
         path: format!("/v1/jobs/{id}/events"),
         query: &[],
+        headers: &[],
         body: None,
         timeout: None,
         retry: Retry::Always,
@@ -81,7 +83,7 @@ async fn connect(transport: &Transport, id: JobId) -> Result<Frames, ClientError
     Ok(frames(response))
 }
 
-fn frames(response: reqwest::Response) -> Frames {
+pub(crate) fn frames(response: reqwest::Response) -> Frames {
     response
         .bytes_stream()
         .eventsource()

@@ -42,6 +42,8 @@ pub(crate) struct Request<'a, B> {
     pub method: Method,
     pub path: String,
     pub query: &'a [(&'a str, String)],
+    /// Extra headers (`Last-Event-ID` when resuming a subscription).
+    pub headers: &'a [(&'static str, String)],
     pub body: Option<&'a B>,
     pub timeout: Option<Duration>,
     pub retry: Retry,
@@ -100,6 +102,7 @@ impl Transport {
             method,
             path,
             query: &[],
+            headers: &[],
             body: Some(body),
             timeout: Some(self.request_timeout),
             retry,
@@ -115,6 +118,7 @@ impl Transport {
             method: Method::GET,
             path,
             query,
+            headers: &[],
             body: None,
             timeout: Some(self.request_timeout),
             retry: Retry::Always,
@@ -211,6 +215,9 @@ impl Transport {
         let mut builder = self.http.request(request.method.clone(), url);
         if !request.query.is_empty() {
             builder = builder.query(request.query);
+        }
+        for (name, value) in request.headers {
+            builder = builder.header(*name, value);
         }
         if let Some(body) = request.body {
             builder = builder.json(body);

@@ -7,6 +7,7 @@
 //!   js       (js.rs)       JavaScript against native calls and bare QuickJS
 //!   jobs, db (durable.rs)  durable jobs and documents on three fsync'ing voters
 //!   http     (http.rs)     calls through one node's HTTP API
+//!   pubsub   (pubsub.rs)   topics: a publisher and a subscriber on each of 3 nodes
 //! ```
 //!
 //! Every command builds on `measure` (how figures are taken) and `nodes`
@@ -18,6 +19,7 @@ mod http;
 mod js;
 mod measure;
 mod nodes;
+mod pubsub;
 mod scale;
 
 use clap::Subcommand;
@@ -36,6 +38,8 @@ pub enum BenchCommand {
     Db(durable::DurableArgs),
     /// Calls through the HTTP API with many concurrent clients.
     Http(http::HttpArgs),
+    /// Topics on 3 nodes: messages/s, delivery latency, fraction delivered.
+    Pubsub(pubsub::PubsubArgs),
 }
 
 pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
@@ -46,5 +50,6 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Jobs(args) => durable::jobs(args).await,
         BenchCommand::Db(args) => durable::db(args).await,
         BenchCommand::Http(args) => http::run(args).await,
+        BenchCommand::Pubsub(args) => pubsub::run(args).await,
     }
 }

@@ -18,9 +18,10 @@ mod ui;
 mod tests;
 
 use crate::api::{ApiArgs, explain};
+use crate::terminal::{RestoreTerminal, read_input};
 use clap::Args;
 use futures::StreamExt;
-use ratatui::crossterm::event::{self, Event as Input};
+use ratatui::crossterm::event::Event as Input;
 use shoal_client::{Client, ClientError, Event};
 use state::{Action, Snapshot, TopState};
 use std::time::{Duration, Instant};
@@ -34,9 +35,6 @@ const RETRY_FOR: Duration = Duration::from_secs(2);
 /// A poll gets at least this long (a node that accepts connections but
 /// does not answer is only noticed this way).
 const ANSWER_WITHIN: Duration = Duration::from_secs(3);
-/// How long the input thread waits for a key before checking that top is
-/// still running: also how long quitting can take.
-const INPUT_POLL: Duration = Duration::from_millis(100);
 /// Pause before following the events again after the stream broke.
 const RECONNECT: Duration = Duration::from_secs(1);
 
@@ -68,7 +66,7 @@ pub async fn run(args: TopArgs) -> anyhow::Result<()> {
     // Before entering, so a half-done set-up is undone too.
     let _restore = RestoreTerminal;
     let mut terminal = ratatui::try_init()?;
-    let input = read_input(sender);
+    let input = read_input(sender, Update::Input);
     let mut state = TopState::new(client.current_node().to_string());
     loop {
         terminal.draw(|frame| ui::render(frame, &state))?;
@@ -88,16 +86,6 @@ pub async fn run(args: TopArgs) -> anyhow::Result<()> {
     // Joined so nothing reads the terminal while it is restored.
     let _ = input.join();
     Ok(())
-}
-
-/// Leaves raw mode and the alternate screen when dropped; before a panic
-/// is reported, the hook `ratatui::try_init` installs does the same.
-struct RestoreTerminal;
-
-impl Drop for RestoreTerminal {
-    fn drop(&mut self) {
-        ratatui::restore();
-    }
 }
 
 /// Everything the dashboard shows but events, from one node.
@@ -157,22 +145,4 @@ async fn follow_events(client: Client, updates: mpsc::Sender<Update>) {
         }
         tokio::time::sleep(RECONNECT).await;
     }
-}
-
-/// Reading the terminal blocks, so it gets a thread of its own; the
-/// thread ends once the loop has dropped the receiver.
-fn read_input(updates: mpsc::Sender<Update>) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        while !updates.is_closed() {
-            match event::poll(INPUT_POLL) {
-                Ok(true) => {}
-                Ok(false) => continue,
-                Err(_) => return,
-            }
-            let Ok(input) = event::read() else { return };
-            if updates.blocking_send(Update::Input(input)).is_err() {
-                return;
-            }
-        }
-    })
 }

@@ -3,6 +3,7 @@
 //! killed with SIGKILL, and the commands a user types.
 //!
 //! - [`chaos`]: the short chaos run — nothing lost or duplicated.
+//! - [`chat_tmux`]: `shoal chat` in tmux, two nodes, history for latecomers.
 //! - [`cli_data`]: `shoal db`, `submit`, `jobs`, `status`; clear refusals.
 //! - [`cluster_processes`]: calls survive a killed process.
 //! - [`demo`]: `shoal demo`, the README's first command.
@@ -12,13 +13,17 @@
 //! - [`javascript`]: JavaScript across processes, shipped with calls.
 //! - [`mdns_netns`]: mDNS discovery between network namespaces.
 //! - [`private_cluster`]: only nodes with the secret join.
+//! - [`queue_processes`]: the queue over HTTP: pushed once, popped once.
+//! - [`topics_cli`]: `shoal pub` and `shoal sub` across two nodes.
 //!
 //! Tests run as threads of one process, each starting its own nodes on
 //! port 0 with their own data directories. Tests that need root (network
 //! namespaces) are ignored, saying so, unless the build ran as root
-//! (`cfg(shoal_root)`, from `build.rs`); CI runs as root.
+//! (`cfg(shoal_root)`, from `build.rs`); CI runs as root. Likewise the
+//! tmux test without tmux (`cfg(shoal_tmux)`); CI installs it.
 
 mod chaos;
+mod chat_tmux;
 mod cli_data;
 mod cluster_processes;
 mod common;
@@ -29,3 +34,5 @@ mod interop_js;
 mod javascript;
 mod mdns_netns;
 mod private_cluster;
+mod queue_processes;
+mod topics_cli;

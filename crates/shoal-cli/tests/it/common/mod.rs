@@ -1,14 +1,19 @@
 //! What the tests share: real `shoal node` processes, one at a time
 //! ([`NodeProcess`]) or as a cluster ([`ProcessCluster`]); an in-process
-//! node that calls into them ([`driver`]); and waiting for a condition
-//! instead of sleeping ([`wait_until`]).
+//! node that calls into them ([`driver`]); waiting for a condition
+//! instead of sleeping ([`wait_until`]); a child's output line by line
+//! ([`Lines`]); and full-screen commands in a private tmux ([`Tmux`]).
 
+mod lines;
 mod node_process;
 mod process_cluster;
+mod tmux;
 
+pub use lines::Lines;
 pub use node_process::NodeProcess;
 pub use process_cluster::ProcessCluster;
 pub use shoal_node::testkit::wait_until;
+pub use tmux::Tmux;
 
 use shoal_node::testkit::test_config;
 use shoal_node::{Multiaddr, Node, NodeConfig};
