@@ -168,13 +168,13 @@ mod tests {
     fn frames_become_messages_and_lag_reports() {
         let data = json!({
             "topic": "lobby", "publisher": "12D3KooWA", "name": "ada",
-            "at_ms": 1_700_000_000_000u64, "seq": 7, "value": {"text": "hi"}, "retain": 50
+            "at_ms": 1_700_000_000_000u64, "seq": 7, "epoch": 3, "value": {"text": "hi"}, "retain": 50
         })
         .to_string();
         let Some(Ok(TopicEvent::Message(message))) = decode("message", &data) else {
             panic!("a message frame is a message");
         };
-        assert_eq!(message.event_id(), "12D3KooWA:7");
+        assert_eq!(message.event_id(), "12D3KooWA:3:7");
         assert_eq!(message.name.as_deref(), Some("ada"));
         assert_eq!(
             decode("lagged", r#"{"skipped": 12}"#).unwrap().unwrap(),

@@ -17,6 +17,7 @@ fn message(name: Option<&str>, seq: u64, value: Value) -> TopicMessage {
         name: name.map(str::to_string),
         at_ms: 1_700_000_000_000 + seq,
         seq,
+        epoch: 1,
         value,
         retain: 50,
     }

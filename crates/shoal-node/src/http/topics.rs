@@ -55,7 +55,7 @@ fn yes() -> bool {
 }
 
 /// A topic's messages as server-sent events (`event: message`, `id:
-/// <publisher>:<seq>`, data a TopicMessage): the kept ones first, then each
+/// <publisher>:<epoch>:<seq>`, data a TopicMessage): the kept ones first, then each
 /// as it comes. With `Last-Event-ID`, only kept messages after that one. A
 /// subscriber too slow to keep up gets `event: lagged` with `{"skipped": n}`.
 #[utoipa::path(

@@ -133,7 +133,11 @@ impl<C: ShareCaller> DistQueue<C> {
             if now >= deadline {
                 return Err(CallError::new(
                     ErrorCode::Timeout,
-                    format!("queue '{}' stayed empty for {timeout:?}", self.name),
+                    format!(
+                        "queue '{}' stayed empty for {} ms",
+                        self.name,
+                        timeout.as_millis()
+                    ),
                 ));
             }
             let wait = POLL_INTERVAL.min(deadline - now);

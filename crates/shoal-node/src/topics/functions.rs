@@ -27,6 +27,19 @@ fn topic_of(args: &Value) -> Result<&str, String> {
         .ok_or_else(|| format!("expected {{\"topic\": name, ...}}, got {args}"))
 }
 
+/// `retain` as a count: scripts' numbers arrive as floats (`50.0`).
+fn retain_of(retain: &Value) -> Result<Option<u32>, String> {
+    if retain.is_null() {
+        return Ok(None);
+    }
+    match retain.as_f64() {
+        Some(k) if k >= 0.0 && k.fract() == 0.0 && k <= f64::from(u32::MAX) => Ok(Some(k as u32)),
+        _ => Err(format!(
+            "retain must be a whole number of messages, not {retain}"
+        )),
+    }
+}
+
 /// The topics' internal functions, for the registry.
 pub fn functions(hub: &Arc<TopicHub>) -> Vec<Function> {
     let internal = |mut f: Function| {
@@ -49,9 +62,7 @@ pub fn functions(hub: &Arc<TopicHub>) -> Vec<Function> {
                 let topic = topic_of(&args)?;
                 let options = PublishOptions {
                     name: args["name"].as_str().map(str::to_string),
-                    retain: args["retain"]
-                        .as_u64()
-                        .map(|k| k.min(u64::from(u32::MAX)) as u32),
+                    retain: retain_of(&args["retain"])?,
                 };
                 let published = hub.publish(topic, args["value"].clone(), options).await?;
                 Ok(json!(published))
@@ -63,6 +74,15 @@ pub fn functions(hub: &Arc<TopicHub>) -> Vec<Function> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retain_takes_whole_numbers_of_any_json_kind() {
+        assert_eq!(retain_of(&json!(null)), Ok(None));
+        assert_eq!(retain_of(&json!(50)), Ok(Some(50)));
+        assert_eq!(retain_of(&json!(50.0)), Ok(Some(50)));
+        assert!(retain_of(&json!(5.5)).unwrap_err().contains("whole number"));
+        assert!(retain_of(&json!(-1)).is_err());
+    }
 
     #[test]
     fn subscriber_names_give_their_topic() {

@@ -59,8 +59,46 @@ struct Envelope {
     name: Option<String>,
     at_ms: u64,
     seq: u64,
+    #[serde(default)]
+    epoch: u64,
     value: Value,
     retain: u32,
+}
+
+/// One publisher's messages on a topic, in order within its epoch.
+#[derive(Default)]
+struct PublisherStream {
+    epoch: u64,
+    order: InOrder<Arc<TopicMessage>>,
+}
+
+impl PublisherStream {
+    /// Takes a message: a newer epoch (the publisher restarted) starts the
+    /// stream over; a message of an older one is a straggler, dropped.
+    fn accept(&mut self, message: Arc<TopicMessage>, now: Instant) -> Vec<Arc<TopicMessage>> {
+        if message.epoch > self.epoch {
+            *self = PublisherStream {
+                epoch: message.epoch,
+                order: InOrder::default(),
+            };
+        }
+        if message.epoch < self.epoch {
+            return Vec::new();
+        }
+        self.order.accept(message, now)
+    }
+
+    fn known_up_to(&mut self, epoch: u64, seq: u64) {
+        if epoch > self.epoch {
+            *self = PublisherStream {
+                epoch,
+                order: InOrder::default(),
+            };
+        }
+        if epoch == self.epoch {
+            self.order.known_up_to(seq);
+        }
+    }
 }
 
 struct TopicState {
@@ -68,10 +106,12 @@ struct TopicState {
     /// How many messages to keep (the newest publisher's request).
     retain: u32,
     kept: VecDeque<Arc<TopicMessage>>,
-    /// This node's last sequence number on the topic.
+    /// When this node began numbering its messages on the topic.
+    epoch: u64,
+    /// This node's last sequence number on the topic, in `epoch`.
     published: u64,
     /// Each publisher's messages, put back in order.
-    publishers: HashMap<String, InOrder<Arc<TopicMessage>>>,
+    publishers: HashMap<String, PublisherStream>,
     /// Whether the gossip layer delivers this topic to us.
     following: bool,
     /// Whether the kept messages were completed from other nodes since we
@@ -85,6 +125,7 @@ impl TopicState {
             live: broadcast::channel(SUBSCRIBER_QUEUE).0,
             retain: 0,
             kept: VecDeque::new(),
+            epoch: now_ms(),
             published: 0,
             publishers: HashMap::new(),
             following: false,
@@ -109,8 +150,8 @@ impl TopicState {
         let ready: Vec<Arc<TopicMessage>> = self
             .publishers
             .values_mut()
-            .filter(|order| order.has_gap())
-            .flat_map(|order| order.release(now))
+            .filter(|stream| stream.order.has_gap())
+            .flat_map(|stream| stream.order.release(now))
             .collect();
         for message in ready {
             self.hand_out(message);
@@ -184,7 +225,8 @@ impl TopicHub {
         self.topics.lock().expect("topics lock")
     }
 
-    /// Runs `change` on a topic's state, creating it if the node has room.
+    /// Runs `change` on a topic's state, creating it if the node has room
+    /// (forgetting an idle topic to make some).
     fn with_topic<T>(
         &self,
         topic: &str,
@@ -192,10 +234,24 @@ impl TopicHub {
     ) -> Result<T, ApiError> {
         let mut topics = self.topics();
         if !topics.contains_key(topic) && topics.len() >= MAX_TOPICS {
-            return Err(ApiError::new(
-                ErrorCode::Overloaded,
-                format!("this node already follows {MAX_TOPICS} topics; '{topic}' is one too many"),
-            ));
+            let idle = topics
+                .iter()
+                .find(|(_, state)| !state.following && state.live.receiver_count() == 0)
+                .map(|(name, _)| name.clone());
+            match idle {
+                // A topic published on again later starts a new epoch.
+                Some(idle) => {
+                    topics.remove(&idle);
+                }
+                None => {
+                    return Err(ApiError::new(
+                        ErrorCode::Overloaded,
+                        format!(
+                            "this node already follows {MAX_TOPICS} topics with subscribers; '{topic}' is one too many"
+                        ),
+                    ));
+                }
+            }
         }
         Ok(change(
             topics
@@ -244,14 +300,15 @@ impl TopicHub {
             ));
         }
         let at_ms = now_ms();
-        let seq = self.with_topic(topic, |state| {
+        let (epoch, seq) = self.with_topic(topic, |state| {
             state.published += 1;
-            state.published
+            (state.epoch, state.published)
         })?;
         let envelope = Envelope {
             name: options.name.clone(),
             at_ms,
             seq,
+            epoch,
             value,
             retain,
         };
@@ -266,6 +323,7 @@ impl TopicHub {
             name: options.name,
             at_ms,
             seq,
+            epoch,
             value: envelope.value,
             retain,
         });
@@ -305,15 +363,13 @@ impl TopicHub {
                 continue;
             }
             state.retain = state.retain.max(message.retain.min(MAX_RETAIN));
-            let known = all
-                .iter()
-                .any(|kept| kept.publisher == message.publisher && kept.seq == message.seq);
+            let known = all.iter().any(|kept| kept.event_id() == message.event_id());
             if !known {
-                let order = state
+                let stream = state
                     .publishers
                     .entry(message.publisher.clone())
                     .or_default();
-                order.known_up_to(message.seq);
+                stream.known_up_to(message.epoch, message.seq);
                 all.push(Arc::new(message));
             }
         }
@@ -386,6 +442,7 @@ impl TopicHub {
             name: envelope.name,
             at_ms: envelope.at_ms,
             seq: envelope.seq,
+            epoch: envelope.epoch,
             value: envelope.value,
             retain: envelope.retain.min(MAX_RETAIN),
         });
@@ -465,7 +522,7 @@ impl Subscription {
     }
 
     /// Skips the kept messages up to and including the one with `event_id`
-    /// (`<publisher>:<seq>`), for a subscriber that resumes; if that one is
+    /// (`<publisher>:<epoch>:<seq>`), for a subscriber that resumes; if that one is
     /// no longer kept, every kept message follows.
     pub fn resume_after(&mut self, event_id: &str) {
         if let Some(position) = self.kept.iter().position(|m| m.event_id() == event_id) {
@@ -506,5 +563,43 @@ impl Drop for Subscription {
 impl Sequenced for Arc<TopicMessage> {
     fn seq(&self) -> u64 {
         self.seq
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn message(epoch: u64, seq: u64) -> Arc<TopicMessage> {
+        Arc::new(TopicMessage {
+            topic: "t".into(),
+            publisher: "p".into(),
+            name: None,
+            at_ms: 0,
+            seq,
+            epoch,
+            value: json!(seq),
+            retain: 0,
+        })
+    }
+
+    fn seqs(ready: Vec<Arc<TopicMessage>>) -> Vec<(u64, u64)> {
+        ready.iter().map(|m| (m.epoch, m.seq)).collect()
+    }
+
+    #[test]
+    fn a_restarted_publisher_starts_a_new_stream_and_its_old_stragglers_are_dropped() {
+        let mut stream = PublisherStream::default();
+        let now = Instant::now();
+        assert_eq!(seqs(stream.accept(message(10, 1), now)), vec![(10, 1)]);
+        assert_eq!(seqs(stream.accept(message(10, 2), now)), vec![(10, 2)]);
+        assert_eq!(
+            seqs(stream.accept(message(20, 1), now)),
+            vec![(20, 1)],
+            "counting from 1 again after a restart"
+        );
+        assert!(stream.accept(message(10, 3), now).is_empty(), "a straggler");
+        assert_eq!(seqs(stream.accept(message(20, 2), now)), vec![(20, 2)]);
     }
 }

@@ -50,8 +50,13 @@ pub struct TopicMessage {
     pub name: Option<String>,
     /// When it was published, in milliseconds since the Unix epoch.
     pub at_ms: u64,
-    /// Per publisher and topic, counting from 1: a gap means a lost message.
+    /// Per publisher and topic, counting from 1 within `epoch`: a gap means
+    /// a lost message.
     pub seq: u64,
+    /// When the publisher began this numbering (ms since the Unix epoch);
+    /// a publisher that restarts begins a new epoch and counts from 1 again.
+    #[serde(default)]
+    pub epoch: u64,
     #[schema(value_type = Object)]
     pub value: Value,
     /// How many messages the topic keeps for late subscribers, as this
@@ -62,9 +67,9 @@ pub struct TopicMessage {
 
 impl TopicMessage {
     /// The id a subscriber resumes after (`Last-Event-ID`): unique per
-    /// message, `<publisher>:<seq>`.
+    /// message, `<publisher>:<epoch>:<seq>`.
     pub fn event_id(&self) -> String {
-        format!("{}:{}", self.publisher, self.seq)
+        format!("{}:{}:{}", self.publisher, self.epoch, self.seq)
     }
 }
 
