@@ -3,8 +3,7 @@
 //! call, so no node needs it beforehand.
 
 use crate::api::{ApiArgs, explain};
-use crate::args::read_script;
-use anyhow::Context;
+use crate::args::{json_input, read_script};
 use clap::Args;
 use shoal_client::{CallBody, ScriptSource};
 use std::path::PathBuf;
@@ -21,14 +20,14 @@ pub struct CallArgs {
     timeout: u64,
     /// The function to call.
     function: String,
-    /// Its arguments, as JSON.
-    #[arg(default_value = "null")]
+    /// Its arguments, as JSON; `@FILE` reads them from a file, `-` from
+    /// standard input.
+    #[arg(default_value = "null", allow_hyphen_values = true)]
     args: String,
 }
 
 pub async fn run(args: CallArgs) -> anyhow::Result<()> {
-    let call_args: serde_json::Value = serde_json::from_str(&args.args)
-        .with_context(|| format!("the arguments are not valid JSON: {}", args.args))?;
+    let call_args = json_input(&args.args, "the arguments")?;
     let script = args.script.as_deref().map(read_script).transpose()?;
     let client = args.api.client()?;
     let body = CallBody {

@@ -2,8 +2,7 @@
 //! jobs, documents and the cluster's state, through a node's HTTP API.
 
 use crate::api::{ApiArgs, explain};
-use crate::args::{parse_label, parse_resource, read_script};
-use anyhow::Context;
+use crate::args::{json_input, parse_label, parse_resource, read_script};
 use clap::{Args, Subcommand};
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -11,14 +10,10 @@ use serde_json::{Map, Value, json};
 use shoal_client::{Client, Job, JobSpec, JobState, ScriptSource};
 use std::path::PathBuf;
 
-fn json_arg(text: &str, what: &str) -> anyhow::Result<Value> {
-    serde_json::from_str(text).with_context(|| format!("{what} is not valid JSON: {text}"))
-}
-
 fn object_arg(text: Option<&str>) -> anyhow::Result<Map<String, Value>> {
     match text {
         None => Ok(Map::new()),
-        Some(text) => match json_arg(text, "the filter")? {
+        Some(text) => match json_input(text, "the filter")? {
             Value::Object(map) => Ok(map),
             other => anyhow::bail!("the filter must be a JSON object, got {other}"),
         },
@@ -54,7 +49,9 @@ pub struct SubmitArgs {
     #[arg(long)]
     watch: bool,
     function: String,
-    #[arg(default_value = "null")]
+    /// Its arguments, as JSON; `@FILE` reads them from a file, `-` from
+    /// standard input.
+    #[arg(default_value = "null", allow_hyphen_values = true)]
     args: String,
 }
 
@@ -71,7 +68,7 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
     };
     let spec = JobSpec {
         function: args.function.clone(),
-        args: json_arg(&args.args, "the arguments")?,
+        args: json_input(&args.args, "the arguments")?,
         script,
         labels: args.labels.iter().cloned().collect(),
         resources: args.resources.iter().cloned().collect(),
@@ -216,6 +213,8 @@ enum DbCommand {
     Drop,
     /// Insert a JSON object; prints its id and version.
     Insert {
+        /// JSON, `@FILE` or `-` (standard input).
+        #[arg(allow_hyphen_values = true)]
         document: String,
     },
     Get {
@@ -236,6 +235,8 @@ enum DbCommand {
     /// Replace a document (or merge-patch it with --patch).
     Update {
         id: String,
+        /// JSON, `@FILE` or `-` (standard input).
+        #[arg(allow_hyphen_values = true)]
         document: String,
         #[arg(long)]
         patch: bool,
@@ -264,7 +265,7 @@ pub async fn db(args: DbArgs) -> anyhow::Result<()> {
             println!("dropped {name}");
         }
         DbCommand::Insert { document } => {
-            let document = json_arg(&document, "the document")?;
+            let document = json_input(&document, "the document")?;
             let written = collection.insert(&document).await.map_err(explain)?;
             println!("{}", serde_json::to_string(&written)?);
         }
@@ -299,7 +300,7 @@ pub async fn db(args: DbArgs) -> anyhow::Result<()> {
             patch,
             expect,
         } => {
-            let body = json_arg(&document, "the document")?;
+            let body = json_input(&document, "the document")?;
             let written = if patch {
                 collection.patch(&id, body, expect).await
             } else {

@@ -61,6 +61,8 @@ pub(crate) fn install_globals<'js>(ctx: Ctx<'js>, env: Env, host: &str) -> rquic
     };
     shoal.set("progress", Function::new(ctx.clone(), progress)?)?;
     install_topics_and_queues(&ctx, &shoal, &env)?;
+    // Scripts written for MaDRPC, which Shoal grows out of, run unchanged.
+    ctx.globals().set("madrpc", shoal.clone())?;
     ctx.globals().set("shoal", shoal)?;
 
     let console = Object::new(ctx.clone())?;

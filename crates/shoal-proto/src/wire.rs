@@ -50,6 +50,9 @@ pub struct CallRequest {
     /// The durable job this call runs for, so the function can report
     /// progress to it.
     pub job: Option<JobRef>,
+    /// The owner chose this node and no other (a job's requirements, or a
+    /// call sent to one node): it runs here or fails, and is never stolen.
+    pub pinned: bool,
 }
 
 /// A durable job's attempt: progress reports name it, and a stale attempt's
@@ -182,6 +185,7 @@ mod tests {
             budget_ms: 30_000,
             script: Some("ab12".into()),
             job: Some(JobRef { id: 9, attempt: 2 }),
+            pinned: true,
         };
         let frames = [
             Frame::Call(call.clone()),

@@ -150,3 +150,66 @@ fn the_cli_says_when_a_node_is_unreachable_or_refuses() {
     let allowed = call(&["--api-token-file", token_file.to_str().unwrap()]);
     assert_eq!(stdout(&allowed), "[1,2]");
 }
+
+/// `shoal` with `input` on its standard input.
+fn shoal_with_stdin(node: &NodeProcess, args: &[&str], input: &[u8]) -> Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let (command, rest) = args.split_first().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .arg(command)
+        .args(["--node", &node.http])
+        .args(rest)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn arguments_too_long_for_the_command_line_come_from_a_file_or_stdin() {
+    let node = NodeProcess::start(&["--slots", "2"]);
+    // 600 KB: more than one command-line argument may hold (128 KiB).
+    let words: Vec<String> = (0..60_000).map(|i| format!("w{i:06}")).collect();
+    let big = serde_json::json!({ "words": words });
+    let text = big.to_string();
+    assert!(text.len() > 600_000);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big.json");
+    std::fs::write(&file, &text).unwrap();
+
+    let at_file = format!("@{}", file.display());
+    let echoed: serde_json::Value =
+        serde_json::from_str(&stdout(&shoal(&node, &["call", "echo", &at_file]))).unwrap();
+    assert_eq!(echoed, big, "echo returns the file's arguments whole");
+    let echoed: serde_json::Value = serde_json::from_str(&stdout(&shoal_with_stdin(
+        &node,
+        &["call", "echo", "-"],
+        text.as_bytes(),
+    )))
+    .unwrap();
+    assert_eq!(echoed, big, "echo returns standard input's arguments whole");
+
+    stdout(&shoal(&node, &["db", "big", "create"]));
+    let inserted: serde_json::Value = serde_json::from_str(&stdout(&shoal_with_stdin(
+        &node,
+        &["db", "big", "insert", "-"],
+        text.as_bytes(),
+    )))
+    .unwrap();
+    let id = inserted["id"].as_str().unwrap();
+    let stored: serde_json::Value =
+        serde_json::from_str(&stdout(&shoal(&node, &["db", "big", "get", id]))).unwrap();
+    assert_eq!(stored["body"], big, "the document is stored whole");
+
+    let missing = shoal(&node, &["call", "echo", "@/no/such/args.json"]);
+    assert!(!missing.status.success());
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        stderr.contains("cannot read the arguments from /no/such/args.json"),
+        "{stderr}"
+    );
+}

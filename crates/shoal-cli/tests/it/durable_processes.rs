@@ -108,12 +108,11 @@ async fn killing_the_leader_loses_no_acknowledged_job_and_it_catches_up_after_re
     let restarted = cluster.restart(data).peer_id();
     assert_eq!(restarted, old_leader, "the identity survives a restart");
     // Asked of a survivor: the restarted node itself may not know yet.
-    let target = client
-        .raft_status_at(survivor_peer)
-        .await
-        .ok()
-        .and_then(|s| s.committed)
-        .expect("a survivor knows the commit index");
+    let target = wait_until(WAIT, "a survivor to report its commit index", async || {
+        let status = client.raft_status_at(survivor_peer).await.ok()?;
+        status.committed
+    })
+    .await;
     let peer = restarted.parse().unwrap();
     wait_until(
         WAIT,

@@ -9,6 +9,10 @@
 //! - [`demo`]: `shoal demo`, the README's first command.
 //! - [`durable_processes`]: jobs survive a killed Raft leader.
 //! - [`http_failover`]: the Rust client moves off a killed node.
+//! - [`job_placement`]: jobs run only on nodes that meet their labels and
+//!   resources, under load.
+//! - [`job_recovery`]: a killed node's jobs run again long before their
+//!   lease runs out.
 //! - [`interop_js`]: a js-libp2p peer talks to a node.
 //! - [`javascript`]: JavaScript across processes, shipped with calls.
 //! - [`mdns_netns`]: mDNS discovery between network namespaces.
@@ -32,6 +36,8 @@ mod durable_processes;
 mod http_failover;
 mod interop_js;
 mod javascript;
+mod job_placement;
+mod job_recovery;
 mod mdns_netns;
 mod private_cluster;
 mod queue_processes;

@@ -25,6 +25,8 @@ pub struct QueuedCall {
     pub script: Option<Arc<str>>,
     pub job: Option<JobRef>,
     pub deadline: Instant,
+    /// Runs here or nowhere: a thief never takes it.
+    pub pinned: bool,
 }
 
 impl QueuedCall {
@@ -38,6 +40,7 @@ impl QueuedCall {
             deadline: Instant::now() + Duration::from_millis(request.budget_ms),
             script: request.script.map(Arc::from),
             job: request.job,
+            pinned: request.pinned,
         }
     }
 }
@@ -195,9 +198,12 @@ impl Executor {
         }
     }
 
-    /// Takes up to `max` queued calls for a thief; see [`WorkQueue::steal`].
-    pub fn steal(&self, max: usize, take: impl FnMut(&QueuedCall) -> bool) -> Vec<QueuedCall> {
-        self.state().work.steal(max, take)
+    /// Takes up to `max` queued calls for a thief, never a pinned one;
+    /// see [`WorkQueue::steal`].
+    pub fn steal(&self, max: usize, mut take: impl FnMut(&QueuedCall) -> bool) -> Vec<QueuedCall> {
+        self.state()
+            .work
+            .steal(max, |call| !call.pinned && take(call))
     }
 }
 
@@ -214,6 +220,7 @@ mod tests {
             script: None,
             job: None,
             deadline: Instant::now(),
+            pinned: false,
         }
     }
 
@@ -242,6 +249,29 @@ mod tests {
         executor.admit(call(stays, 3));
         assert_eq!(executor.drop_owner(gone), (1, 1));
         assert_eq!(executor.load().queued, 1, "other owners' calls stay");
+    }
+
+    #[test]
+    fn a_thief_never_takes_a_pinned_call() {
+        let owner = PeerId::random();
+        let executor = Executor::new(1, 10);
+        executor.admit(call(owner, 1));
+        executor.admit(QueuedCall {
+            pinned: true,
+            ..call(owner, 2)
+        });
+        executor.admit(call(owner, 3));
+        let stolen: Vec<u64> = executor
+            .steal(10, |_| true)
+            .iter()
+            .map(|c| c.id.0)
+            .collect();
+        assert_eq!(
+            stolen,
+            vec![3],
+            "the running call stays, and so does the pinned one"
+        );
+        assert_eq!(executor.load().queued, 1);
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! Memoized results, and calls in flight that identical calls can join.
 //!
-//! Keyed by (function, argument JSON). `serde_json` sorts object keys, so
-//! equal arguments give equal keys. Without joining in-flight calls, a
-//! recursive fib would start the same sub-call many times before the first
-//! one finishes; with it, each node computes each value once.
+//! Keyed by (function, argument JSON with object keys sorted), so equal
+//! arguments give equal keys whatever order their keys came in (the JSON
+//! that travels keeps its order, as JavaScript does). Without joining
+//! in-flight calls, a recursive fib would start the same sub-call many
+//! times before the first one finishes; with it, each node computes each
+//! value once.
 
 use bytes::Bytes;
 use lru::LruCache;
@@ -14,6 +16,27 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
 pub type MemoKey = (Arc<str>, Bytes);
+
+/// The memo key of a call: its function and its arguments with every
+/// object's keys sorted. Numbers and strings (fib's arguments) are used as
+/// they are.
+pub fn memo_key(function: &Arc<str>, args: &Bytes) -> MemoKey {
+    let structured = args
+        .iter()
+        .find(|byte| !byte.is_ascii_whitespace())
+        .is_some_and(|byte| matches!(byte, b'{' | b'['));
+    let canonical = structured
+        .then(|| serde_json::from_slice::<serde_json::Value>(args).ok())
+        .flatten()
+        .map(|mut value| {
+            value.sort_all_objects();
+            Bytes::from(serde_json::to_vec(&value).expect("a JSON value serializes"))
+        });
+    (
+        Arc::clone(function),
+        canonical.unwrap_or_else(|| args.clone()),
+    )
+}
 
 /// Followers of one in-flight call; bounded so a hot key cannot grow it
 /// without limit (past it, callers just run the call themselves).
@@ -120,6 +143,21 @@ mod tests {
 
     fn key(args: &'static str) -> MemoKey {
         (Arc::from("fib"), Bytes::from_static(args.as_bytes()))
+    }
+
+    #[test]
+    fn keys_in_another_order_are_the_same_key() {
+        let f: Arc<str> = Arc::from("f");
+        let one = memo_key(
+            &f,
+            &Bytes::from_static(br#"{"b": 1, "a": [{"d": 2, "c": 3}]}"#),
+        );
+        let two = memo_key(&f, &Bytes::from_static(br#"{"a":[{"c":3,"d":2}],"b":1}"#));
+        assert_eq!(one, two);
+        assert_eq!(
+            memo_key(&f, &Bytes::from_static(b"90")).1,
+            Bytes::from_static(b"90")
+        );
     }
 
     #[test]

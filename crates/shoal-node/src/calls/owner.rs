@@ -10,7 +10,7 @@
 //! ```
 
 use super::executor::QueuedCall;
-use super::memo::{Lookup, MemoKey};
+use super::memo::{Lookup, MemoKey, memo_key};
 use super::pending::{PendingCall, Where};
 use super::placement::{self, Load, Placement};
 use super::{CallOptions, Calls};
@@ -62,19 +62,13 @@ impl Calls {
         let script = options
             .script
             .or_else(|| self.registry.get(function).and_then(|f| f.script.clone()));
+        let target = options.on.map_or(Target::Placed, Target::Pinned);
         let result = if self.is_memoized(function) {
-            self.call_memoized(function, args, deadline, script, options.job)
+            self.call_memoized(function, args, deadline, target, script, options.job)
                 .await?
         } else {
-            self.call_bytes(
-                function,
-                args,
-                deadline,
-                Target::Placed,
-                script,
-                options.job,
-            )
-            .await?
+            self.call_bytes(function, args, deadline, target, script, options.job)
+                .await?
         };
         decode_result(function, &result)
     }
@@ -121,10 +115,11 @@ impl Calls {
         function: &str,
         args: Bytes,
         deadline: Instant,
+        target: Target,
         script: Option<Arc<str>>,
         job: Option<JobRef>,
     ) -> Outcome {
-        let key: MemoKey = (Arc::from(function), args);
+        let key = memo_key(&Arc::from(function), &args);
         loop {
             match self.memo.lookup(&key) {
                 Lookup::Hit(value) => return Ok(value),
@@ -140,14 +135,7 @@ impl Calls {
                         done: false,
                     };
                     let outcome = self
-                        .call_bytes(
-                            function,
-                            key.1.clone(),
-                            deadline,
-                            Target::Placed,
-                            script,
-                            job,
-                        )
+                        .call_bytes(function, args.clone(), deadline, target, script, job)
                         .await;
                     lead.finish(&outcome);
                     return outcome;
@@ -288,6 +276,7 @@ impl Calls {
                     budget_ms: remaining_ms(queued.deadline),
                     script: queued.script.as_deref().map(str::to_string),
                     job: queued.job,
+                    pinned: queued.pinned,
                 });
                 if let Err(error) = self.links.send(peer, &frame).await {
                     tracing::warn!(%peer, %error, "cannot send a call; placing it elsewhere");
@@ -309,6 +298,7 @@ impl Calls {
             script: call.script.clone(),
             job: call.job,
             deadline: call.deadline,
+            pinned: call.pinned,
         })
     }
 

@@ -9,6 +9,7 @@ use super::CallOptions;
 use super::Calls;
 use super::context::{CallContext, CallHost, ProgressReport};
 use super::executor::QueuedCall;
+use super::memo::memo_key;
 use super::pending::Where;
 use super::registry::Body;
 use super::scripts::GET_SCRIPT;
@@ -113,9 +114,7 @@ impl Calls {
                 ),
             ));
         };
-        let memo_key = function
-            .memoize
-            .then(|| (Arc::clone(name), call.args.clone()));
+        let memo_key = function.memoize.then(|| memo_key(name, &call.args));
         if let Some(key) = &memo_key
             && let Some(value) = self.memo.get(key)
         {

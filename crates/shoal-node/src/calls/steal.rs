@@ -159,6 +159,7 @@ impl Calls {
                     budget_ms: remaining_ms(call.deadline),
                     script: call.script.as_deref().map(str::to_string),
                     job: call.job,
+                    pinned: false,
                 },
             });
         }

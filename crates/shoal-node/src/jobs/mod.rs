@@ -235,8 +235,16 @@ impl JobTable {
     /// Whether a `Lease` with `offer` at `now_ms` would hand out a job: a
     /// local read, so a runner proposes a lease only when it does something.
     pub fn has_leasable(&self, offer: &Capabilities, now_ms: u64) -> bool {
+        self.leasable(offer, now_ms, 1) > 0
+    }
+
+    /// How many queued jobs a node offering `offer` could lease at
+    /// `now_ms`, counting no further than `up_to`.
+    pub fn leasable(&self, offer: &Capabilities, now_ms: u64, up_to: usize) -> usize {
         self.list(Some(JobState::Queued))
-            .any(|job| is_leasable(job, offer, now_ms))
+            .filter(|job| is_leasable(job, offer, now_ms))
+            .take(up_to)
+            .count()
     }
 
     /// Whether a `Tick` at `now_ms` would change anything: a lease ran out

@@ -158,23 +158,30 @@ pub async fn run(runner: JobRunner, tasks: TaskTracker, shutdown: CancellationTo
             continue;
         }
         let now = now_ms();
+        let runners =
+            1 + peers.read(|peers| peers.live().filter(|(_, p)| p.load.slots > 0).count());
         let Some((leasable, applied)) = consensus.read_local(|state| {
             (
-                state.jobs.has_leasable(&offer, now),
+                state.jobs.leasable(&offer, now, free * runners),
                 state.jobs.applied_index(),
             )
         }) else {
             continue;
         };
         // An empty lease changes nothing; do not repeat it until the table does.
-        if !leasable || last_empty_lease_at == Some(applied) {
+        if leasable == 0 || last_empty_lease_at == Some(applied) {
             continue;
         }
+        // A fair share of what waits, so the other runners take the rest
+        // and a node that dies takes only its share of the cluster's jobs
+        // with it.
+        let share = leasable.div_ceil(runners);
+        let max = free.min(share);
         let free_local = max_local_jobs.saturating_sub(running_local.load(Ordering::Relaxed));
         let lease = JobCommand::Lease {
             node: me.clone(),
             offer: offer.clone(),
-            max: free as u32,
+            max: max as u32,
             max_local: free_local as u32,
             now_ms: now,
         };
@@ -195,7 +202,9 @@ pub async fn run(runner: JobRunner, tasks: TaskTracker, shutdown: CancellationTo
             }
         };
         last_empty_lease_at = jobs.is_empty().then_some(applied);
-        leased_last_time = !jobs.is_empty();
+        // Look again at once only when this runner's own room, not its
+        // share, limited the lease.
+        leased_last_time = !jobs.is_empty() && max == free;
         for job in jobs {
             let local = runs_where_leased(&job.spec);
             running.fetch_add(1, Ordering::Relaxed);

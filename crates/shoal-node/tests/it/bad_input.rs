@@ -343,6 +343,7 @@ fn call_frame(id: u64, function: &str, args: &[u8]) -> Frame {
         budget_ms: 10_000,
         script: None,
         job: None,
+        pinned: false,
     })
 }
 

@@ -111,3 +111,64 @@ async fn a_script_that_does_not_parse_stops_the_start_with_its_name() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_madrpc_script_runs_unchanged_and_objects_keep_their_key_order() {
+    // A map/reduce word count in MaDRPC's style: its ties are sorted by the
+    // order the words first appeared, which only holds if every object
+    // keeps its key order across calls, as in JavaScript.
+    let script = Script::new(
+        "wordcount_madrpc.js",
+        r#"
+        'use strict';
+        madrpc.register('count', (args) => {
+            const counts = {};
+            for (const word of args.text.split(/\s+/)) {
+                counts[word] = (counts[word] || 0) + 1;
+            }
+            return counts;
+        });
+        madrpc.register('wordcount', async (args) => {
+            const parts = await Promise.all(args.texts.map((text) => madrpc.call('count', { text })));
+            const total = {};
+            for (const part of parts) {
+                for (const [word, n] of Object.entries(part)) {
+                    total[word] = (total[word] || 0) + n;
+                }
+            }
+            return Object.entries(total)
+                .sort((a, b) => b[1] - a[1])
+                .map(([word, n]) => `${word}:${n}`);
+        });
+        "#,
+    );
+    let nodes = start_cluster(2, |_, b| b.config(test_config(1))).await;
+    let ranked = nodes[0]
+        .call_script(
+            script,
+            "wordcount",
+            json!({ "texts": ["pear apple fig", "zebra pear", "mango apple"] }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        ranked,
+        json!(["pear:2", "apple:2", "fig:1", "zebra:1", "mango:1"]),
+        "what V8 or QuickJS alone would answer"
+    );
+    let echoed = nodes[1]
+        .call_script(
+            Script::new("echo.js", "madrpc.register('echo', (args) => args);"),
+            "echo",
+            json!({ "zulu": 1, "alpha": { "yankee": 2, "bravo": 3 } }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        serde_json::to_string(&echoed).unwrap(),
+        r#"{"zulu":1,"alpha":{"yankee":2,"bravo":3}}"#
+    );
+    for node in &nodes {
+        node.shutdown().await;
+    }
+}

@@ -1,14 +1,17 @@
 //! What the tests share: real `shoal node` processes, one at a time
 //! ([`NodeProcess`]) or as a cluster ([`ProcessCluster`]); an in-process
 //! node that calls into them ([`driver`]); waiting for a condition
-//! instead of sleeping ([`wait_until`]); a child's output line by line
-//! ([`Lines`]); and full-screen commands in a private tmux ([`Tmux`]).
+//! instead of sleeping ([`wait_until`]); a cluster's durable jobs
+//! ([`all_jobs`], [`wait_for_finished_jobs`]); a child's output line by
+//! line ([`Lines`]); and full-screen commands in a private tmux ([`Tmux`]).
 
+mod jobs;
 mod lines;
 mod node_process;
 mod process_cluster;
 mod tmux;
 
+pub use jobs::{all_jobs, wait_for_finished_jobs};
 pub use lines::Lines;
 pub use node_process::NodeProcess;
 pub use process_cluster::ProcessCluster;

@@ -21,12 +21,26 @@ impl ProcessCluster {
     /// Starts `count` nodes with `args`, each joining the first, and waits
     /// until every node sees all of them alive and knows a Raft leader.
     pub async fn start(count: usize, args: &[&str]) -> ProcessCluster {
-        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        let first = NodeProcess::start(&as_strs(&args));
+        Self::start_each(args, &vec![&[][..]; count]).await
+    }
+
+    /// Starts one node per entry of `own`, node `i` with `common` and then
+    /// `own[i]` (labels, resources, slots of its own); a restarted node
+    /// gets `common` only.
+    pub async fn start_each(common: &[&str], own: &[&[&str]]) -> ProcessCluster {
+        let args: Vec<String> = common.iter().map(|a| a.to_string()).collect();
+        let args_of = |index: usize| {
+            let mut all = as_strs(&args);
+            all.extend_from_slice(own[index]);
+            all
+        };
+        let first = NodeProcess::start(&args_of(0));
         let join = first.addr.to_string();
         let mut nodes = vec![first];
-        for _ in 1..count {
-            nodes.push(NodeProcess::start(&with_join(&args, &join)));
+        for index in 1..own.len() {
+            let mut node_args = args_of(index);
+            node_args.extend(["--join", join.as_str()]);
+            nodes.push(NodeProcess::start(&node_args));
         }
         let cluster = ProcessCluster { nodes, args };
         cluster.wait_formed().await;
