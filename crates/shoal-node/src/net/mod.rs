@@ -11,9 +11,15 @@
 //! ```text
 //!   NetHandle ──NetCommand──► event loop (owns Swarm) ──NetEvent──► node
 //!                                 │  identify → kad addresses
-//!                                 │  kad / mdns → dial new peers
+//!                                 │  kad providers / mdns → dial members
 //!                                 └─ gossipsub ← → heartbeats
 //! ```
+//!
+//! Nodes find their cluster by its name: each announces itself in the
+//! Kademlia DHT as a provider of the key `/shoal/cluster/<name>` and asks
+//! the DHT for the other providers, so a node that knows any DHT peer —
+//! a member, or a node of another cluster — finds the members and dials
+//! them. It dials no other DHT peer.
 
 pub mod links;
 pub mod transport;
@@ -40,7 +46,8 @@ const COMMAND_CAPACITY: usize = 256;
 const EVENT_CAPACITY: usize = 4096;
 /// While a node has no peer at all it re-dials its `--join` addresses this often.
 const REJOIN_INTERVAL: Duration = Duration::from_secs(2);
-/// A DHT walk refreshes membership this often.
+/// A DHT walk refreshes the routing table, and the node announces itself
+/// and looks for its cluster's members again, this often.
 const BOOTSTRAP_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Why the network could not start.
@@ -240,6 +247,8 @@ pub async fn start(
         local_peer,
         topic,
         user_topic_prefix: user_topic_prefix(&config.cluster_name),
+        rendezvous: rendezvous_key(&config.cluster_name),
+        heard_cluster: false,
         join: config.join.clone(),
         has_secret: config.secret.is_some(),
         connected: HashSet::new(),
@@ -265,12 +274,24 @@ fn user_topic_prefix(cluster: &str) -> String {
     format!("/shoal/{cluster}/topic/")
 }
 
+/// The DHT key every member of `cluster` provides.
+fn rendezvous_key(cluster: &str) -> kad::RecordKey {
+    kad::RecordKey::new(&format!("/shoal/cluster/{cluster}"))
+}
+
 struct EventLoop {
     swarm: Swarm<Behaviour>,
     local_peer: PeerId,
     /// The heartbeat topic.
     topic: gossipsub::IdentTopic,
     user_topic_prefix: String,
+    /// The key this node provides in the DHT, and looks up, to meet its
+    /// cluster.
+    rendezvous: kad::RecordKey,
+    /// Whether a member's heartbeat has arrived; until then the node looks
+    /// for members every [`REJOIN_INTERVAL`] instead of every
+    /// [`BOOTSTRAP_INTERVAL`].
+    heard_cluster: bool,
     join: Vec<Multiaddr>,
     /// Whether this node uses a cluster secret: handshake failures then
     /// most likely mean a peer with another secret, and the log says so.
@@ -295,13 +316,14 @@ impl EventLoop {
                         for addr in self.join.clone() {
                             let _ = self.swarm.dial(addr);
                         }
+                    } else if !self.heard_cluster {
+                        self.meet_cluster();
                     }
                 }
                 _ = bootstrap.tick() => {
                     if !self.connected.is_empty() {
-                        let kad = &mut self.swarm.behaviour_mut().kad;
-                        let _ = kad.bootstrap();
-                        kad.get_closest_peers(self.local_peer);
+                        let _ = self.swarm.behaviour_mut().kad.bootstrap();
+                        self.meet_cluster();
                     }
                 }
             }
@@ -363,6 +385,16 @@ impl EventLoop {
         }
     }
 
+    /// Announces this node under its cluster's key and asks the DHT who
+    /// else did; the answers are dialed as they come.
+    fn meet_cluster(&mut self) {
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        if let Err(error) = kad.start_providing(self.rendezvous.clone()) {
+            tracing::warn!(%error, "cannot announce this node in the DHT");
+        }
+        kad.get_providers(self.rendezvous.clone());
+    }
+
     fn user_topic(&self, name: &str) -> gossipsub::IdentTopic {
         gossipsub::IdentTopic::new(format!("{}{name}", self.user_topic_prefix))
     }
@@ -395,6 +427,10 @@ impl EventLoop {
             } if self.connected.insert(peer_id) => {
                 tracing::debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
                 self.emit(NetEvent::Connected(peer_id));
+                if self.connected.len() == 1 {
+                    // The first peer is a way into the DHT.
+                    self.meet_cluster();
+                }
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
@@ -458,7 +494,10 @@ impl EventLoop {
                     return self.deliver_topic_message(sender, message);
                 }
                 match Heartbeat::decode(&message.data) {
-                    Ok(heartbeat) => self.emit(NetEvent::Heartbeat(sender, heartbeat)),
+                    Ok(heartbeat) => {
+                        self.heard_cluster = true;
+                        self.emit(NetEvent::Heartbeat(sender, heartbeat));
+                    }
                     Err(e) => {
                         tracing::debug!(peer = %sender, error = %e, "ignored undecodable heartbeat")
                     }
@@ -469,22 +508,19 @@ impl EventLoop {
                 for addr in info.listen_addrs {
                     kad.add_address(&peer_id, addr);
                 }
-                // A new peer knows others: ask the DHT who is near us and
-                // connect to them, so joining any one node reaches everyone.
-                kad.get_closest_peers(self.local_peer);
             }
             BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
-                result: kad::QueryResult::GetClosestPeers(Ok(found)),
+                result:
+                    kad::QueryResult::GetProviders(Ok(kad::GetProvidersOk::FoundProviders {
+                        providers,
+                        ..
+                    })),
                 ..
             }) => {
-                for peer in found.peers {
-                    self.dial_if_new(peer.peer_id, peer.addrs);
+                // While the query runs, kad knows the addresses it was told.
+                for peer in providers {
+                    self.dial_if_new(peer, Vec::new());
                 }
-            }
-            BehaviourEvent::Kad(kad::Event::RoutingUpdated {
-                peer, addresses, ..
-            }) => {
-                self.dial_if_new(peer, addresses.into_vec());
             }
             BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
                 for (peer, addr) in found {

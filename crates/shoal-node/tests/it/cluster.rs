@@ -295,3 +295,72 @@ async fn a_node_that_joins_late_steals_queued_calls() {
     late.shutdown().await;
     busy.shutdown().await;
 }
+
+/// A node of `cluster` that knows only `via`, built by `build`.
+async fn node_of(
+    cluster: &str,
+    via: &Node,
+    build: impl FnOnce(shoal_node::NodeBuilder) -> shoal_node::NodeBuilder,
+) -> Node {
+    let config = shoal_node::NodeConfig {
+        cluster_name: cluster.to_string(),
+        join: via.listen_addrs(),
+        ..test_config(1)
+    };
+    build(Node::builder().config(config))
+        .start()
+        .await
+        .expect("node starts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_that_know_only_a_stranger_find_their_cluster_by_name() {
+    // A node of another cluster is all the two members know.
+    let stranger = Node::builder()
+        .config(shoal_node::NodeConfig {
+            cluster_name: "lobby".to_string(),
+            ..test_config(1)
+        })
+        .start()
+        .await
+        .expect("node starts");
+    let first = node_of("team", &stranger, |b| b).await;
+    let second = node_of("team", &stranger, |b| {
+        b.register(
+            "whoami",
+            |ctx, _args| async move { Ok(json!(ctx.node_id().0)) },
+        )
+    })
+    .await;
+
+    for (node, other) in [(&first, &second), (&second, &first)] {
+        wait_until(WAIT, "the members to see each other", async || {
+            let live: Vec<_> = node
+                .peers()
+                .into_iter()
+                .filter(|p| p.liveness == shoal_node::cluster::peers::Liveness::Alive)
+                .map(|p| p.peer_id)
+                .collect();
+            if live == [other.peer_id()] {
+                Ok(())
+            } else {
+                Err(format!("alive: {live:?}"))
+            }
+        })
+        .await;
+    }
+    assert!(
+        stranger.peers().is_empty(),
+        "the stranger counts no member of another cluster as its own"
+    );
+    // They form one cluster: a function only the second has runs there
+    // when the first calls it.
+    let ran_on = first
+        .call("whoami", Value::Null)
+        .await
+        .expect("the call reaches the other member");
+    assert_eq!(ran_on, json!(second.peer_id().to_base58()));
+    for node in [first, second, stranger] {
+        node.shutdown().await;
+    }
+}
