@@ -340,18 +340,20 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<54} {:<10} {:>5} {:>7} {:>7}  api",
-        "node", "liveness", "slots", "running", "queued"
+        "{:<54} {:<10} {:>5} {:>7} {:>7} {:>5} {:>7}  api",
+        "node", "liveness", "slots", "running", "queued", "cpu", "mem"
     );
     for member in &cluster.members {
         let marker = if member.is_self { "*" } else { "" };
         println!(
-            "{:<54} {:<10} {:>5} {:>7} {:>7}  {}",
+            "{:<54} {:<10} {:>5} {:>7} {:>7} {:>5} {:>7}  {}",
             format!("{}{marker}", member.peer_id),
             member.liveness,
             member.slots,
             member.running,
             member.queued,
+            format!("{:.0}%", member.cpu_percent),
+            format!("{} MB", member.memory_bytes.div_ceil(1_000_000)),
             member.api.as_deref().unwrap_or("-")
         );
     }

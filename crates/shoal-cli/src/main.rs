@@ -36,6 +36,8 @@ mod top;
 mod topics_cmd;
 
 use clap::{Parser, Subcommand};
+use shoal_node::telemetry::logs::LogRing;
+use std::sync::Arc;
 
 #[derive(Parser)]
 #[command(name = "shoal", version, about = "A peer-to-peer compute fabric")]
@@ -81,17 +83,27 @@ enum Command {
     Chaos(chaos::ChaosArgs),
 }
 
-fn init_logging(format: &str, default_level: &str) {
+/// Logs to stderr at `default_level` (or `RUST_LOG`), and keeps warnings
+/// and errors in `ring` for `GET /v1/logs`, whatever `RUST_LOG` says.
+fn init_logging(format: &str, default_level: &str, ring: &Arc<LogRing>) {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if format == "json" {
-        builder.json().init();
+    let stderr = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let stderr = if format == "json" {
+        stderr.json().with_filter(filter).boxed()
     } else {
-        builder.init();
-    }
+        stderr.with_filter(filter).boxed()
+    };
+    let kept = ring
+        .layer()
+        .with_filter(tracing_subscriber::filter::LevelFilter::WARN);
+    tracing_subscriber::registry()
+        .with(stderr)
+        .with(kept)
+        .init();
 }
 
 fn main() -> anyhow::Result<()> {
@@ -100,13 +112,14 @@ fn main() -> anyhow::Result<()> {
         Command::Node(_) => "info",
         _ => "error",
     };
-    init_logging(&cli.log_format, default_level);
+    let logs = LogRing::warnings();
+    init_logging(&cli.log_format, default_level, &logs);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Node(args) => node_cmd::run(args).await,
+            Command::Node(args) => node_cmd::run(args, logs).await,
             Command::Call(args) => call_cmd::run(args).await,
             Command::Submit(args) => data_cmd::submit(args).await,
             Command::Jobs(args) => data_cmd::jobs(args).await,

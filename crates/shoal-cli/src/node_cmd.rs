@@ -5,9 +5,11 @@ use crate::args::{parse_label, parse_resource, read_script};
 use anyhow::Context;
 use clap::Args;
 use shoal_node::config::secret_from_passphrase;
+use shoal_node::telemetry::logs::LogRing;
 use shoal_node::{Multiaddr, Node, NodeConfig, builtins};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How a node reaches its cluster.
@@ -130,10 +132,10 @@ impl NodeArgs {
     }
 }
 
-pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
+pub async fn run(args: NodeArgs, logs: Arc<LogRing>) -> anyhow::Result<()> {
     let config = args.config()?;
     let private = config.secret.is_some();
-    let mut builder = builtins::register(Node::builder().config(config));
+    let mut builder = builtins::register(Node::builder().config(config).logs(logs));
     for path in &args.script {
         builder = builder.script(read_script(path)?);
     }

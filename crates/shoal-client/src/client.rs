@@ -13,7 +13,8 @@ use reqwest::{Method, Url};
 use serde_json::{Value, json};
 use shoal_proto::api::{
     ApiError, BatchBody, BatchCall, BatchReply, CallBody, CallReply, ClusterView, Event, Job,
-    JobId, JobPage, JobSpec, JobState, NodeStatus, Published, Submitted, TopicInfo,
+    JobId, JobPage, JobSpec, JobState, LogLevel, LogLine, NodeStatus, Published, Submitted,
+    TopicInfo,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -318,6 +319,16 @@ impl Client {
 
     pub async fn status(&self) -> Result<NodeStatus, ClientError> {
         self.transport.get("/v1/status".into(), &[]).await
+    }
+
+    /// The node's recent log lines at `level` or above (it keeps warnings
+    /// and errors), oldest first.
+    pub async fn logs(&self, level: LogLevel) -> Result<Vec<LogLine>, ClientError> {
+        let level = serde_json::to_value(level).expect("a level serializes");
+        let level = level.as_str().expect("a level is a string").to_string();
+        self.transport
+            .get("/v1/logs".into(), &[("level", level)])
+            .await
     }
 
     /// The node's metrics in the Prometheus text format.

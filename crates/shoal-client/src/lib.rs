@@ -57,7 +57,7 @@ pub use queue::Queue;
 pub use shoal_proto::ErrorCode;
 pub use shoal_proto::api::{
     ApiError, BatchCall, CallBody, ClusterView, Document, Event, EventKind, FindReply, Job, JobId,
-    JobPage, JobSpec, JobState, Member, NodeStatus, Published, RaftStatus, ScriptSource, TopicInfo,
-    TopicMessage, Written,
+    JobPage, JobSpec, JobState, LogLevel, LogLine, Member, NodeStatus, Published, RaftStatus,
+    ScriptSource, TopicInfo, TopicMessage, Written,
 };
 pub use topics::{PublishOptions, SubscribeOptions, TopicEvent};

@@ -39,6 +39,11 @@ pub struct Heartbeat {
     /// Labels and resources jobs may require of it.
     pub labels: Vec<(String, String)>,
     pub resources: Vec<(String, u64)>,
+    /// CPU its process used over the last heartbeat interval, in percent
+    /// of one core.
+    pub cpu_percent: f32,
+    /// Resident memory of its process, in bytes.
+    pub memory_bytes: u64,
 }
 
 /// A function a node offers.

@@ -95,6 +95,10 @@ async fn the_dashboard_shows_a_live_cluster() {
     let snapshot = state.last.as_ref().unwrap();
     for member in &snapshot.cluster.members {
         assert!(shown.contains(&short(&member.peer_id)), "{shown}");
+        // Each node reports its process's memory with its heartbeats.
+        assert!(member.memory_bytes > 1_000_000, "{member:?}");
+        let mb = format!("{} MB", member.memory_bytes.div_ceil(1_000_000));
+        assert!(shown.contains(&mb), "{mb} in {shown}");
     }
     let leader = snapshot.cluster.raft.leader.as_deref().expect("a leader");
     assert_eq!(after(&shown, "│ leader "), short(leader), "{shown}");

@@ -99,9 +99,18 @@ fn header_line(state: &TopState) -> Paragraph<'static> {
     ]))
 }
 
+/// Resident memory as `45 MB`; `-` from a node that does not report it.
+fn megabytes(bytes: u64) -> String {
+    if bytes == 0 {
+        "-".to_string()
+    } else {
+        format!("{} MB", bytes.div_ceil(1_000_000))
+    }
+}
+
 fn render_nodes(frame: &mut Frame, state: &TopState, rows: &[&Member], area: Rect) {
     let header = Row::new([
-        "node", "liveness", "slots", "running", "queued", "load", "executed", "api",
+        "node", "liveness", "slots", "running", "queued", "load", "executed", "cpu", "mem", "api",
     ])
     .style(Style::new().bold().underlined());
     let table_rows = rows.iter().map(|m| {
@@ -114,6 +123,8 @@ fn render_nodes(frame: &mut Frame, state: &TopState, rows: &[&Member], area: Rec
             Cell::from(m.queued.to_string()),
             load_bar(m.load()),
             Cell::from(m.executed.to_string()),
+            Cell::from(format!("{:.0}%", m.cpu_percent)),
+            Cell::from(megabytes(m.memory_bytes)),
             Cell::from(
                 m.api
                     .as_deref()
@@ -131,6 +142,9 @@ fn render_nodes(frame: &mut Frame, state: &TopState, rows: &[&Member], area: Rec
         // The bar, a space and up to `999%`.
         Constraint::Length(LOAD_BAR as u16 + 5),
         Constraint::Length(8),
+        // Up to `1600%` on 16 cores.
+        Constraint::Length(5),
+        Constraint::Length(7),
         Constraint::Fill(1),
     ];
     let title = format!(" nodes · sorted by {} ", state.sort.label());

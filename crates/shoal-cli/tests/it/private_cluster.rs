@@ -39,6 +39,23 @@ async fn only_nodes_with_the_secret_can_join() {
         log.contains("secret"),
         "the node's log says why it refused: {log}"
     );
+    // The same warnings are readable through the node's API.
+    let api = shoal_client::Client::new([&node.http]).unwrap();
+    let warnings = api.logs(shoal_client::LogLevel::Warn).await.unwrap();
+    assert!(
+        warnings
+            .iter()
+            .any(|line| line.level == shoal_client::LogLevel::Warn
+                && line.message.contains("does not have this cluster's secret")),
+        "GET /v1/logs?level=warn names the refusal: {warnings:?}"
+    );
+    let errors = api.logs(shoal_client::LogLevel::Error).await.unwrap();
+    assert!(
+        errors
+            .iter()
+            .all(|line| line.level == shoal_client::LogLevel::Error),
+        "{errors:?}"
+    );
 
     let member = driver(
         &node.addr,

@@ -4,6 +4,7 @@
 use crate::calls::Calls;
 use crate::calls::registry::Registry;
 use crate::queue::QueueStore;
+use crate::telemetry::usage::ProcessUsage;
 use libp2p::Multiaddr;
 use shoal_proto::Heartbeat;
 use shoal_proto::wire::PROTOCOL_VERSION;
@@ -22,6 +23,8 @@ pub struct OwnHeartbeat {
     pub api: Option<std::net::SocketAddr>,
     pub labels: BTreeMap<String, String>,
     pub resources: BTreeMap<String, u64>,
+    /// The process's CPU and memory, sampled before each heartbeat.
+    pub usage: ProcessUsage,
 }
 
 impl OwnHeartbeat {
@@ -29,6 +32,7 @@ impl OwnHeartbeat {
     pub fn describe(&self) -> Heartbeat {
         let load = self.calls.load();
         let backlog = u64::from(load.queued + load.busy);
+        let usage = self.usage.latest();
         Heartbeat {
             version: PROTOCOL_VERSION,
             seq: 0,
@@ -44,6 +48,8 @@ impl OwnHeartbeat {
             api: self.api.map(|addr| format!("http://{addr}")),
             labels: self.labels.clone().into_iter().collect(),
             resources: self.resources.clone().into_iter().collect(),
+            cpu_percent: usage.cpu_percent,
+            memory_bytes: usage.memory_bytes,
         }
     }
 }

@@ -70,7 +70,7 @@ impl ClusterTask {
                             }
                             continue;
                         }
-                        self.on_heartbeat(peer, load);
+                        self.on_heartbeat(peer, *load);
                     }
                     NetEvent::Connected(_) => {
                         greet_at.get_or_insert_with(|| tokio::time::Instant::now() + GREETING_DELAY);
@@ -128,6 +128,7 @@ impl ClusterTask {
     /// Publishes this node's heartbeat, numbered so each message is unique.
     fn publish_heartbeat(&self, seq: &mut u64) {
         *seq += 1;
+        self.own.usage.sample();
         let heartbeat = Heartbeat {
             seq: *seq,
             ..self.own.describe()

@@ -10,7 +10,7 @@ use axum::response::IntoResponse;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::{Stream, StreamExt};
 use serde::Deserialize;
-use shoal_proto::api::{self, ClusterView, NodeStatus};
+use shoal_proto::api::{self, ClusterView, LogLevel, LogLine, NodeStatus};
 use std::convert::Infallible;
 use tokio_stream::wrappers::BroadcastStream;
 use utoipa::IntoParams;
@@ -81,4 +81,41 @@ pub async fn metrics(State(node): State<Node>) -> impl IntoResponse {
         )],
         node.metrics_text(),
     )
+}
+
+/// Lines `GET /v1/logs` returns unless asked for fewer.
+const LOG_PAGE: usize = 200;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct LogParams {
+    /// The least severe level to return: `warn` (default) or `error`. A
+    /// node keeps only warnings and errors.
+    #[serde(default = "warn")]
+    #[param(value_type = String)]
+    level: LogLevel,
+    /// At most this many of the newest lines (default 200; a node keeps
+    /// its last 1000).
+    limit: Option<usize>,
+}
+
+fn warn() -> LogLevel {
+    LogLevel::Warn
+}
+
+/// This node's recent warnings and errors, oldest first: a bounded ring,
+/// so the oldest go when it is full (the sequence numbers show the gap).
+#[utoipa::path(
+    get,
+    path = "/v1/logs",
+    tag = "cluster",
+    params(LogParams),
+    responses((status = 200, body = Vec<LogLine>))
+)]
+pub async fn logs(
+    State(node): State<Node>,
+    Query(params): Query<LogParams>,
+) -> ApiResult<Vec<LogLine>> {
+    let limit = params.limit.unwrap_or(LOG_PAGE);
+    Ok(Json(node.logs().recent(params.level, limit)))
 }

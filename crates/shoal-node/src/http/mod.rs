@@ -6,7 +6,7 @@
 //!   POST /v1/batch               POST /v1/jobs, /v1/jobs/{id}/cancel
 //!   …/v1/db/{collection}[/…]     GET  /v1/cluster, /v1/status, /v1/events
 //!   …/v1/topics/{topic}[/events] …/v1/queues/{name}[/push|/pop|/close]
-//!   GET /metrics                 GET  /openapi.json
+//!   GET /metrics, /v1/logs       GET  /openapi.json
 //! ```
 //!
 //! The router is built from the handlers' OpenAPI annotations, so the
@@ -90,6 +90,7 @@ fn api() -> OpenApiRouter<Node> {
         .routes(routes!(cluster::status))
         .routes(routes!(cluster::events))
         .routes(routes!(cluster::metrics))
+        .routes(routes!(cluster::logs))
         .routes(routes!(topics::publish, topics::info))
         .routes(routes!(topics::subscribe))
         .routes(routes!(queues::push))

@@ -83,7 +83,7 @@ const TOPIC_CAPACITY: usize = 4096;
 /// Something the network saw that the node must know.
 #[derive(Debug)]
 pub enum NetEvent {
-    Heartbeat(PeerId, Heartbeat),
+    Heartbeat(PeerId, Box<Heartbeat>),
     Connected(PeerId),
     /// The last connection to the peer closed.
     Disconnected(PeerId),
@@ -496,7 +496,7 @@ impl EventLoop {
                 match Heartbeat::decode(&message.data) {
                     Ok(heartbeat) => {
                         self.heard_cluster = true;
-                        self.emit(NetEvent::Heartbeat(sender, heartbeat));
+                        self.emit(NetEvent::Heartbeat(sender, Box::new(heartbeat)));
                     }
                     Err(e) => {
                         tracing::debug!(peer = %sender, error = %e, "ignored undecodable heartbeat")

@@ -38,6 +38,8 @@ use crate::raft::consensus::{Consensus, ConsensusError};
 use crate::raft::network::RpcClient;
 use crate::telemetry::alerts::Alerts;
 use crate::telemetry::events::Events;
+use crate::telemetry::logs::LogRing;
+use crate::telemetry::usage::ProcessUsage;
 use crate::topics::TopicHub;
 use libp2p::{Multiaddr, PeerId};
 use serde_json::Value;
@@ -89,6 +91,7 @@ pub struct NodeBuilder {
     functions: Vec<Function>,
     memoized: HashSet<String>,
     scripts: Vec<shoal_js::Script>,
+    logs: Arc<LogRing>,
 }
 
 impl Node {
@@ -98,6 +101,7 @@ impl Node {
             functions: Vec::new(),
             memoized: HashSet::new(),
             scripts: Vec::new(),
+            logs: LogRing::warnings(),
         }
     }
 }
@@ -159,6 +163,14 @@ impl NodeBuilder {
         self
     }
 
+    /// Serves `logs` at `GET /v1/logs`. The ring fills only where its
+    /// [`layer`](LogRing::layer) is in the process's `tracing` subscriber;
+    /// without this the node serves an empty ring of its own.
+    pub fn logs(mut self, logs: Arc<LogRing>) -> Self {
+        self.logs = logs;
+        self
+    }
+
     /// Starts the node. Returns once it listens; it finds its peers after.
     pub async fn start(self) -> Result<Node, StartError> {
         let NodeBuilder {
@@ -166,6 +178,7 @@ impl NodeBuilder {
             functions,
             memoized,
             scripts,
+            logs,
         } = self;
         let lifetime = Lifetime {
             tasks: TaskTracker::new(),
@@ -188,6 +201,7 @@ impl NodeBuilder {
             calls,
             consensus,
             raft_dir,
+            logs,
             lifetime,
         };
         Ok(assembled.run(http))
@@ -364,6 +378,7 @@ struct Assembled {
     calls: CallsBuilt,
     consensus: Arc<Consensus>,
     raft_dir: Option<tempfile::TempDir>,
+    logs: Arc<LogRing>,
     lifetime: Lifetime,
 }
 
@@ -377,6 +392,7 @@ impl Assembled {
             calls,
             consensus,
             raft_dir,
+            logs,
             lifetime: Lifetime { tasks, shutdown },
         } = self;
         let me = network.me;
@@ -416,6 +432,7 @@ impl Assembled {
             api: api_addr,
             labels: config.labels.clone(),
             resources: config.resources.clone(),
+            usage: ProcessUsage::default(),
         });
         let events = Arc::new(Events::default());
         let cluster = ClusterTask {
@@ -466,6 +483,7 @@ impl Assembled {
                 own,
                 _raft_dir: raft_dir,
                 events,
+                logs,
                 started_at: Instant::now(),
                 api_addr,
                 net: network.handle,

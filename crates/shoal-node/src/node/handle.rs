@@ -11,6 +11,7 @@ use crate::net::NetHandle;
 use crate::queue::{DistQueue, QueueStore};
 use crate::raft::consensus::Consensus;
 use crate::telemetry::events::Events;
+use crate::telemetry::logs::LogRing;
 use crate::telemetry::metrics::CallMetrics;
 use crate::topics::TopicHub;
 use futures::{Stream, StreamExt};
@@ -43,6 +44,8 @@ pub(crate) struct NodeInner {
     /// when the node goes.
     pub(crate) _raft_dir: Option<tempfile::TempDir>,
     pub(crate) events: Arc<Events>,
+    /// Recent warnings and errors, for `GET /v1/logs`.
+    pub(crate) logs: Arc<LogRing>,
     pub(crate) started_at: Instant,
     pub(crate) api_addr: Option<std::net::SocketAddr>,
     pub(crate) net: NetHandle,
@@ -95,6 +98,11 @@ impl Node {
     /// What this node saw happen: joins, departures, leader changes, alerts.
     pub fn events(&self) -> &Events {
         &self.inner.events
+    }
+
+    /// This node's recent log lines (see [`NodeBuilder::logs`](crate::NodeBuilder::logs)).
+    pub fn logs(&self) -> &LogRing {
+        &self.inner.logs
     }
 
     pub fn config(&self) -> &NodeConfig {

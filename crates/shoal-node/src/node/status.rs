@@ -17,6 +17,7 @@ impl Node {
         let inner = &self.inner;
         let load = inner.calls.load();
         let stats = &inner.calls.stats;
+        let usage = inner.own.usage.latest();
         NodeStatus {
             peer_id: inner.me.to_base58(),
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -27,6 +28,8 @@ impl Node {
             running: load.busy,
             queued: load.queued,
             peers_alive: inner.peers.live_peers().len(),
+            cpu_percent: usage.cpu_percent,
+            memory_bytes: usage.memory_bytes,
             calls: CallCounters {
                 ok: inner.calls.metrics.ok(),
                 failed: inner.calls.metrics.failed(),
@@ -85,6 +88,8 @@ impl Node {
             stolen: status.calls.stolen,
             redispatched: status.calls.redispatched,
             peers_alive: status.peers_alive,
+            cpu_percent: status.cpu_percent,
+            memory_bytes: status.memory_bytes,
             jobs: status.jobs,
             raft: status.raft,
         };
@@ -114,5 +119,7 @@ fn member(
         mean_task_us: load.mean_task_us,
         drain_ms: load.drain_ms,
         silent_ms: silent.as_millis() as u64,
+        cpu_percent: load.cpu_percent,
+        memory_bytes: load.memory_bytes,
     }
 }

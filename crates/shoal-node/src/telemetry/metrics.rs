@@ -5,7 +5,7 @@
 //! nothing is counted twice and an idle node does no metrics work.
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeGaugeValue, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
@@ -77,6 +77,9 @@ pub struct Snapshot {
     pub stolen: u64,
     pub redispatched: u64,
     pub peers_alive: usize,
+    /// The process's CPU over the last heartbeat interval, percent of a core.
+    pub cpu_percent: f32,
+    pub memory_bytes: u64,
     pub jobs: BTreeMap<String, usize>,
     pub raft: RaftStatus,
 }
@@ -135,18 +138,30 @@ impl Collector for Scrape {
             "Calls sent again because the node running them was lost",
             s.redispatched,
         )?;
-        gauge(&mut encoder, "slots", "Worker slots", s.slots.into())?;
+        gauge(&mut encoder, "slots", "Worker slots", i64::from(s.slots))?;
         gauge(
             &mut encoder,
             "slots_busy",
             "Slots running a call",
-            s.busy.into(),
+            i64::from(s.busy),
         )?;
         gauge(
             &mut encoder,
             "queue_depth",
             "Calls waiting for a slot",
-            s.queued.into(),
+            i64::from(s.queued),
+        )?;
+        gauge(
+            &mut encoder,
+            "process_cpu_cores",
+            "CPU the node's process used over the last heartbeat interval, in cores",
+            f64::from(s.cpu_percent) / 100.0,
+        )?;
+        gauge(
+            &mut encoder,
+            "process_resident_memory_bytes",
+            "Resident memory of the node's process",
+            s.memory_bytes as i64,
         )?;
         gauge(
             &mut encoder,
@@ -211,7 +226,12 @@ fn counter(
     counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)
 }
 
-fn gauge(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: i64) -> std::fmt::Result {
+fn gauge<N: EncodeGaugeValue + std::fmt::Debug>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: N,
+) -> std::fmt::Result {
     let gauge = ConstGauge::new(value);
     gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)
 }
@@ -229,6 +249,8 @@ mod tests {
         let snapshot = Snapshot {
             slots: 4,
             queued: 7,
+            cpu_percent: 150.0,
+            memory_bytes: 31_000_000,
             jobs: [("succeeded".to_string(), 3)].into(),
             raft: RaftStatus {
                 term: 2,
@@ -248,6 +270,8 @@ mod tests {
             "shoal_jobs{state=\"queued\"} 0",
             "shoal_raft_term 2",
             "shoal_raft_apply_lag 2",
+            "shoal_process_cpu_cores 1.5",
+            "shoal_process_resident_memory_bytes 31000000",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
         }

@@ -96,3 +96,57 @@ async fn events_report_joins_overload_dead_letters_and_departures() {
     );
     watcher.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_reports_its_cpu_and_memory() {
+    let nodes = start_cluster(2, |_, builder| {
+        builtins::register(builder.config(test_config(1)))
+    })
+    .await;
+    // Keep a core busy until the figures show it. Both nodes live in this
+    // process, so both report its CPU.
+    let caller = nodes[0].clone();
+    let busy = tokio::spawn(async move {
+        for seed in 0.. {
+            let args = json!({"samples": 20_000_000, "seed": seed});
+            caller.call("pi.sample", args).await.expect("the call runs");
+        }
+    });
+    wait_until(
+        Duration::from_secs(20),
+        "both nodes to report a busy core and their memory",
+        async || {
+            let view = nodes[1].cluster_view();
+            let reported = view
+                .members
+                .iter()
+                .all(|m| m.memory_bytes > 1_000_000 && m.cpu_percent > 30.0);
+            let status = nodes[1].status();
+            if view.members.len() == 2 && reported && status.memory_bytes > 1_000_000 {
+                Ok(())
+            } else {
+                let figures: Vec<_> = view
+                    .members
+                    .iter()
+                    .map(|m| (m.cpu_percent, m.memory_bytes))
+                    .collect();
+                Err(format!("cpu %, memory: {figures:?}"))
+            }
+        },
+    )
+    .await;
+    busy.abort();
+    let metrics = nodes[0].metrics_text();
+    for name in [
+        "shoal_process_cpu_cores ",
+        "shoal_process_resident_memory_bytes ",
+    ] {
+        assert!(
+            metrics.lines().any(|line| line.starts_with(name)),
+            "{name} in\n{metrics}"
+        );
+    }
+    for node in &nodes {
+        node.shutdown().await;
+    }
+}

@@ -450,6 +450,13 @@ pub struct Member {
     pub drain_ms: u64,
     /// Time since its last heartbeat.
     pub silent_ms: u64,
+    /// CPU its process used over the last heartbeat interval, in percent
+    /// of one core (200 is two busy cores).
+    #[serde(default)]
+    pub cpu_percent: f32,
+    /// Resident memory of its process, in bytes.
+    #[serde(default)]
+    pub memory_bytes: u64,
 }
 
 impl Member {
@@ -491,10 +498,46 @@ pub struct NodeStatus {
     pub running: u32,
     pub queued: u32,
     pub peers_alive: usize,
+    /// CPU this node's process used over the last heartbeat interval, in
+    /// percent of one core.
+    #[serde(default)]
+    pub cpu_percent: f32,
+    /// Resident memory of this node's process, in bytes.
+    #[serde(default)]
+    pub memory_bytes: u64,
     pub calls: CallCounters,
     pub raft: RaftStatus,
     /// Jobs by state in this node's replica.
     pub jobs: BTreeMap<String, usize>,
+}
+
+// ---- logs ----
+
+/// How severe a log line is, least first.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+/// One line of a node's log, as `GET /v1/logs` returns it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LogLine {
+    /// Increases by one per line kept; a gap means older lines were dropped.
+    pub seq: u64,
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    pub level: LogLevel,
+    /// The module that logged it.
+    pub target: String,
+    /// The message, then its fields as `key=value`.
+    pub message: String,
 }
 
 // ---- events ----
