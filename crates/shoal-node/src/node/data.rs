@@ -246,10 +246,9 @@ impl Node {
         self.query(query, read).await
     }
 
-    /// Documents that match `filter` (the language of
-    /// [`Filter`](crate::store::Filter)), in `sort` order (id order when
-    /// empty); returns a page of at most `limit` and the cursor for the
-    /// next one, to pass as `after`.
+    /// Documents that match `filter` (the language of [`Filter`]), in
+    /// `sort` order (id order when empty); returns a page of at most
+    /// `limit` and the cursor for the next one, to pass as `after`.
     pub async fn db_find(
         &self,
         collection: &str,

@@ -30,6 +30,7 @@ use order::kind_name;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use shoal_proto::api::ApiError;
+use sort::check_id_cursor;
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
@@ -211,15 +212,18 @@ impl DocStore {
         limit: usize,
         after: Option<&str>,
     ) -> Result<(Vec<Document>, Option<String>), DocError> {
-        let filter = Filter::from_fields(filter).map_err(DocError::from)?;
+        let filter = Filter::from_fields(filter)?;
         let documents = self.collection(collection)?;
         if !sort.is_empty() {
             let order = SortOrder::parse(sort).map_err(FilterError::from)?;
             let matches = documents.values().filter(|doc| filter.matches(&doc.body));
-            return order.page(matches, limit, after).map_err(DocError::from);
+            return Ok(order.page(matches, limit, after)?);
         }
         let start = match after {
-            Some(id) => Bound::Excluded(id),
+            Some(id) => {
+                check_id_cursor(id)?;
+                Bound::Excluded(id)
+            }
             None => Bound::Unbounded,
         };
         let mut matches = documents
@@ -239,7 +243,7 @@ impl DocStore {
 
     /// How many documents of `collection` match `filter` (as in [`find`](Self::find)).
     pub fn count(&self, collection: &str, filter: &Map<String, Value>) -> Result<usize, DocError> {
-        let filter = Filter::from_fields(filter).map_err(DocError::from)?;
+        let filter = Filter::from_fields(filter)?;
         let documents = self.collection(collection)?;
         Ok(documents
             .values()

@@ -31,6 +31,26 @@ pub enum CursorError {
         "the cursor comes from a find sorted by [{given}], not [{wanted}]; page with the sort that gave it, or start again without a cursor"
     )]
     OtherSort { given: String, wanted: String },
+    #[error(
+        "the cursor comes from a find sorted by [{0}], but this find has no sort; page with the sort that gave it, or start again without a cursor"
+    )]
+    SortedCursorWithoutSort(String),
+}
+
+/// Refuses a sorted find's cursor given to a find without a sort, which
+/// pages by id: it would silently match nothing. Anything else may be an
+/// id, so it passes.
+pub fn check_id_cursor(after: &str) -> Result<(), CursorError> {
+    match decode_point(after) {
+        Some(point) => Err(CursorError::SortedCursorWithoutSort(point.sort.join(", "))),
+        None => Ok(()),
+    }
+}
+
+/// The point a cursor holds, if it is a sorted find's cursor at all.
+fn decode_point(cursor: &str) -> Option<CursorPoint> {
+    let json = URL_SAFE_NO_PAD.decode(cursor).ok()?;
+    serde_json::from_slice(&json).ok()
 }
 
 /// A parsed sort, ready to order many documents.
@@ -145,8 +165,7 @@ impl SortOrder {
 
     fn decode(&self, cursor: &str) -> Result<CursorPoint, CursorError> {
         let unreadable = || CursorError::Unreadable(cursor.chars().take(80).collect());
-        let json = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| unreadable())?;
-        let point: CursorPoint = serde_json::from_slice(&json).map_err(|_| unreadable())?;
+        let point = decode_point(cursor).ok_or_else(unreadable)?;
         if point.sort != self.spelled {
             return Err(CursorError::OtherSort {
                 given: point.sort.join(", "),

@@ -453,6 +453,16 @@ fn a_sorted_cursor_continues_after_its_point_despite_writes() {
         other_sort.message.contains("sorted by [age], not [-age]"),
         "{other_sort}"
     );
+    let unsorted = log
+        .store
+        .find("people", &everyone, &[], 2, Some(&cursor))
+        .unwrap_err();
+    assert!(
+        unsorted
+            .message
+            .contains("sorted by [age], but this find has no sort"),
+        "{unsorted}"
+    );
     let made_up = log
         .store
         .find("people", &everyone, &by_age, 2, Some("0000000000000003"))

@@ -49,7 +49,7 @@ pub(crate) async fn start_node(api_token: Option<&str>) -> (Node, Router) {
     (node, api)
 }
 
-pub(crate) fn request(method: Method, uri: &str, body: impl Into<Body>) -> Request<Body> {
+fn request(method: Method, uri: &str, body: impl Into<Body>) -> Request<Body> {
     Request::builder()
         .method(method)
         .uri(uri)
@@ -58,7 +58,7 @@ pub(crate) fn request(method: Method, uri: &str, body: impl Into<Body>) -> Reque
         .expect("a valid request")
 }
 
-pub(crate) async fn respond(api: &Router, request: Request<Body>) -> Response<Body> {
+async fn respond(api: &Router, request: Request<Body>) -> Response<Body> {
     api.clone()
         .oneshot(request)
         .await
