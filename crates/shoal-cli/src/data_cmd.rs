@@ -7,15 +7,19 @@ use clap::{Args, Subcommand};
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Map, Value, json};
-use shoal_client::{Client, Job, JobSpec, JobState, ScriptSource};
+use shoal_client::{Client, Collection, Job, JobSpec, JobState, ScriptSource, SortKey};
 use std::path::PathBuf;
 
-fn object_arg(text: Option<&str>) -> anyhow::Result<Map<String, Value>> {
+/// A filter from the command line: a JSON object, `@FILE` or `-`; none
+/// (for `find` and `count`) matches every document.
+fn filter_arg(text: Option<&str>) -> anyhow::Result<Map<String, Value>> {
     match text {
         None => Ok(Map::new()),
         Some(text) => match json_input(text, "the filter")? {
             Value::Object(map) => Ok(map),
-            other => anyhow::bail!("the filter must be a JSON object, got {other}"),
+            other => anyhow::bail!(
+                "the filter must be a JSON object such as '{{\"age\": {{\"$gte\": 18}}}}', got {other}"
+            ),
         },
     }
 }
@@ -199,17 +203,25 @@ async fn watch_job(client: &Client, id: u64) -> anyhow::Result<()> {
 }
 
 #[derive(Args)]
+#[command(after_help = "Filters are JSON objects of dotted field paths: \
+    '{\"address.city\": \"paris\", \"age\": {\"$gte\": 18}}'; operators: \
+    $eq $ne $gt $gte $lt $lte $in $nin $exists. Any JSON argument may be @FILE or - (standard input).")]
 pub struct DbArgs {
     #[command(flatten)]
     api: ApiArgs,
-    collection: String,
+    /// The collection; every command but `list` needs one.
+    collection: Option<String>,
     #[command(subcommand)]
     command: DbCommand,
 }
 
 #[derive(Subcommand)]
 enum DbCommand {
+    /// List the collections and how many documents each holds.
+    List,
+    /// Create the collection.
     Create,
+    /// Drop the collection and every document in it.
     Drop,
     /// Insert a JSON object; prints its id and version.
     Insert {
@@ -217,19 +229,27 @@ enum DbCommand {
         #[arg(allow_hyphen_values = true)]
         document: String,
     },
-    Get {
-        id: String,
-    },
-    /// Documents whose top-level fields equal the filter's.
+    /// One document as JSON.
+    Get { id: String },
+    /// Documents that match the filter (all without one), one JSON line each.
     Find {
+        /// JSON, `@FILE` or `-` (standard input).
+        #[arg(allow_hyphen_values = true)]
         filter: Option<String>,
+        /// Sort keys, most significant first, e.g. `age,-name` (`-`: descending);
+        /// ties by id. Without it, documents come in id (insert) order.
+        #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
+        sort: Vec<SortKey>,
         #[arg(long, default_value_t = 100)]
         limit: usize,
-        /// Start after this id (the cursor printed by the previous page).
+        /// Continue after this cursor (printed by the previous page).
         #[arg(long)]
         after: Option<String>,
     },
+    /// How many documents match the filter (all without one).
     Count {
+        /// JSON, `@FILE` or `-` (standard input).
+        #[arg(allow_hyphen_values = true)]
         filter: Option<String>,
     },
     /// Replace a document (or merge-patch it with --patch).
@@ -244,18 +264,49 @@ enum DbCommand {
         #[arg(long)]
         expect: Option<u64>,
     },
+    /// Merge-patch every document that matches the filter, in one write;
+    /// prints how many changed. `{}` matches every document.
+    UpdateWhere {
+        /// JSON, `@FILE` or `-` (standard input).
+        #[arg(allow_hyphen_values = true)]
+        filter: String,
+        /// A JSON merge patch: `null` removes a field.
+        #[arg(allow_hyphen_values = true)]
+        patch: String,
+    },
+    /// Delete one document.
     Delete {
         id: String,
         #[arg(long)]
         expect: Option<u64>,
     },
+    /// Delete every document that matches the filter, in one write; prints
+    /// how many were deleted. `{}` matches every document.
+    DeleteWhere {
+        /// JSON, `@FILE` or `-` (standard input).
+        #[arg(allow_hyphen_values = true)]
+        filter: String,
+    },
 }
 
 pub async fn db(args: DbArgs) -> anyhow::Result<()> {
     let client = args.api.client()?;
-    let collection = client.collection(&args.collection);
-    let name = &args.collection;
-    match args.command {
+    match (args.collection, args.command) {
+        (None, DbCommand::List) => list_collections(&client).await,
+        (Some(name), DbCommand::List) => {
+            anyhow::bail!("`shoal db list` lists every collection; leave out {name:?}")
+        }
+        (Some(name), command) => collection_command(&client, &name, command).await,
+        (None, _) => anyhow::bail!(
+            "name the collection first: shoal db COLLECTION COMMAND (`shoal db list` lists them)"
+        ),
+    }
+}
+
+async fn collection_command(client: &Client, name: &str, command: DbCommand) -> anyhow::Result<()> {
+    let collection = client.collection(name);
+    match command {
+        DbCommand::List => list_collections(client).await?,
         DbCommand::Create => {
             collection.create().await.map_err(explain)?;
             println!("created {name}");
@@ -275,23 +326,15 @@ pub async fn db(args: DbArgs) -> anyhow::Result<()> {
         },
         DbCommand::Find {
             filter,
+            sort,
             limit,
             after,
         } => {
-            let filter = object_arg(filter.as_deref())?;
-            let page = collection
-                .find(filter, Some(limit), after)
-                .await
-                .map_err(explain)?;
-            for document in page.documents {
-                println!("{}", serde_json::to_string(&document)?);
-            }
-            if let Some(next) = page.next {
-                eprintln!("more: --after {next}");
-            }
+            let filter = filter_arg(filter.as_deref())?;
+            find(&collection, filter, sort, limit, after).await?;
         }
         DbCommand::Count { filter } => {
-            let filter = object_arg(filter.as_deref())?;
+            let filter = filter_arg(filter.as_deref())?;
             println!("{}", collection.count(filter).await.map_err(explain)?);
         }
         DbCommand::Update {
@@ -308,10 +351,55 @@ pub async fn db(args: DbArgs) -> anyhow::Result<()> {
             };
             println!("{}", serde_json::to_string(&written.map_err(explain)?)?);
         }
+        DbCommand::UpdateWhere { filter, patch } => {
+            let filter = filter_arg(Some(&filter))?;
+            let patch = json_input(&patch, "the patch")?;
+            let updated = collection
+                .update_where(filter, patch)
+                .await
+                .map_err(explain)?;
+            println!("updated {updated}");
+        }
         DbCommand::Delete { id, expect } => {
             collection.delete(&id, expect).await.map_err(explain)?;
             println!("deleted {id}");
         }
+        DbCommand::DeleteWhere { filter } => {
+            let filter = filter_arg(Some(&filter))?;
+            let deleted = collection.delete_where(filter).await.map_err(explain)?;
+            println!("deleted {deleted}");
+        }
+    }
+    Ok(())
+}
+
+async fn list_collections(client: &Client) -> anyhow::Result<()> {
+    let collections = client.collections().await.map_err(explain)?;
+    println!("{:<32} {:>10}", "collection", "documents");
+    for info in collections {
+        println!("{:<32} {:>10}", info.name, info.documents);
+    }
+    Ok(())
+}
+
+/// Prints one page, a JSON line per document, and on standard error how
+/// to ask for the next.
+async fn find(
+    collection: &Collection,
+    filter: Map<String, Value>,
+    sort: Vec<SortKey>,
+    limit: usize,
+    after: Option<String>,
+) -> anyhow::Result<()> {
+    let page = collection
+        .find(filter, sort, Some(limit), after)
+        .await
+        .map_err(explain)?;
+    for document in page.documents {
+        println!("{}", serde_json::to_string(&document)?);
+    }
+    if let Some(next) = page.next {
+        eprintln!("more: --after {next}");
     }
     Ok(())
 }

@@ -59,7 +59,7 @@ enum Command {
     Submit(data_cmd::SubmitArgs),
     /// List, inspect, cancel and watch jobs.
     Jobs(data_cmd::JobsArgs),
-    /// The document store: shoal db <collection> create|insert|get|find|update|delete|drop.
+    /// The document store: shoal db list; shoal db <collection> create|insert|get|find|count|update|update-where|delete|delete-where|drop.
     Db(data_cmd::DbArgs),
     /// Members, Raft leader and voters, and jobs by state.
     Status(data_cmd::StatusArgs),

@@ -12,9 +12,9 @@ use futures::{Stream, StreamExt};
 use reqwest::{Method, Url};
 use serde_json::{Value, json};
 use shoal_proto::api::{
-    ApiError, BatchBody, BatchCall, BatchReply, CallBody, CallReply, ClusterView, Event, Job,
-    JobId, JobPage, JobSpec, JobState, LogLevel, LogLine, NodeStatus, Published, Submitted,
-    TopicInfo,
+    ApiError, BatchBody, BatchCall, BatchReply, CallBody, CallReply, ClusterView, CollectionInfo,
+    Collections, Event, Job, JobId, JobPage, JobSpec, JobState, LogLevel, LogLine, NodeStatus,
+    Published, Submitted, TopicInfo,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -270,6 +270,12 @@ impl Client {
     /// The collection `name` of the document store.
     pub fn collection(&self, name: &str) -> Collection {
         Collection::new(Arc::clone(&self.transport), name)
+    }
+
+    /// Every collection, in name order, with its number of documents.
+    pub async fn collections(&self) -> Result<Vec<CollectionInfo>, ClientError> {
+        let reply: Collections = self.transport.get("/v1/db".into(), &[]).await?;
+        Ok(reply.collections)
     }
 
     // ---- topics ----

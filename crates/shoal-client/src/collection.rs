@@ -10,7 +10,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 use shoal_proto::ErrorCode;
-use shoal_proto::api::{CountReply, Document, FindBody, FindReply, UpdateBody, Written};
+use shoal_proto::api::{
+    CountReply, DeleteWhereBody, Deleted, Document, FindBody, FindReply, SortKey, UpdateBody,
+    UpdateWhereBody, Updated, Written,
+};
 use std::sync::Arc;
 
 /// A collection of the document store.
@@ -91,15 +94,19 @@ impl Collection {
         self.write::<()>(Method::DELETE, path, &json!({})).await
     }
 
-    /// Documents whose top-level fields equal `filter`'s, a page at a time.
+    /// Documents that match `filter` (`{"address.city": "paris", "age":
+    /// {"$gte": 18}}`), in `sort` order (id order when empty), a page at a
+    /// time: pass the reply's `next` as `after` for the next page.
     pub async fn find(
         &self,
         filter: Map<String, Value>,
+        sort: Vec<SortKey>,
         limit: Option<usize>,
         after: Option<String>,
     ) -> Result<FindReply, ClientError> {
         let find = FindBody {
             filter,
+            sort,
             limit,
             after,
             stale: false,
@@ -114,6 +121,30 @@ impl Collection {
         };
         let reply: CountReply = self.read(format!("{}/count", self.path), &find).await?;
         Ok(reply.count)
+    }
+
+    /// Merge-patches every document that matches `filter`, all in one
+    /// write; returns how many changed. `{}` matches every document.
+    pub async fn update_where(
+        &self,
+        filter: Map<String, Value>,
+        patch: Value,
+    ) -> Result<usize, ClientError> {
+        let update = UpdateWhereBody { filter, patch };
+        let reply: Updated = self
+            .write(Method::POST, format!("{}/update", self.path), &update)
+            .await?;
+        Ok(reply.updated)
+    }
+
+    /// Deletes every document that matches `filter`, all in one write;
+    /// returns how many were deleted.
+    pub async fn delete_where(&self, filter: Map<String, Value>) -> Result<usize, ClientError> {
+        let delete = DeleteWhereBody { filter };
+        let reply: Deleted = self
+            .write(Method::POST, format!("{}/delete", self.path), &delete)
+            .await?;
+        Ok(reply.deleted)
     }
 
     fn doc(&self, id: &str) -> String {

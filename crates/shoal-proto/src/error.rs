@@ -53,10 +53,13 @@ pub enum ErrorCode {
     /// Every node that can run the function has a full queue, or the
     /// calling node waits for as many calls as it may; try again later.
     Overloaded,
+    /// A document filter that cannot be read: an unknown operator, an
+    /// operand of the wrong kind, a malformed field path.
+    InvalidFilter,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 23] = [
+    pub const ALL: [ErrorCode; 24] = [
         ErrorCode::UnknownFunction,
         ErrorCode::FunctionFailed,
         ErrorCode::FunctionPanicked,
@@ -80,6 +83,7 @@ impl ErrorCode {
         ErrorCode::Rejected,
         ErrorCode::OutcomeUnknown,
         ErrorCode::Overloaded,
+        ErrorCode::InvalidFilter,
     ];
 
     /// Its position in [`ErrorCode::ALL`], for per-code counters.
@@ -112,6 +116,7 @@ impl ErrorCode {
             ErrorCode::Rejected => "rejected",
             ErrorCode::OutcomeUnknown => "outcome_unknown",
             ErrorCode::Overloaded => "overloaded",
+            ErrorCode::InvalidFilter => "invalid_filter",
         }
     }
 }

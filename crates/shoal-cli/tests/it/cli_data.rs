@@ -103,6 +103,121 @@ fn documents_and_jobs_from_the_command_line() {
     );
 }
 
+/// `shoal` that must fail; returns its standard error.
+fn failure(output: &Output) -> String {
+    assert!(
+        !output.status.success(),
+        "should have failed: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    String::from_utf8_lossy(&output.stderr).to_string()
+}
+
+#[test]
+fn documents_are_queried_sorted_paged_and_written_by_filter() {
+    let node = NodeProcess::start(&["--slots", "1"]);
+    let db = |args: &[&str]| shoal(&node, &[&["db"], args].concat());
+    stdout(&db(&["people", "create"]));
+    stdout(&db(&["empty", "create"]));
+    let people = [
+        r#"{"name": "ada", "age": 36, "address": {"city": "paris"}}"#,
+        r#"{"name": "bob", "age": 25, "address": {"city": "rome"}}"#,
+        r#"{"name": "cy", "age": 36, "address": {"city": "paris"}}"#,
+        r#"{"name": "dee", "age": 52, "address": {"city": "paris"}}"#,
+        r#"{"name": "eve", "address": {"city": "paris"}}"#,
+        r#"{"name": "fay", "age": 19, "address": {"city": "rome"}}"#,
+    ];
+    for person in people {
+        stdout(&db(&["people", "insert", person]));
+    }
+
+    let listed = stdout(&db(&["list"]));
+    let rows: Vec<Vec<&str>> = listed
+        .lines()
+        .skip(1)
+        .map(|line| line.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows, [["empty", "0"], ["people", "6"]], "{listed}");
+
+    // Page through a sorted find, two at a time, following the cursor.
+    let filter = r#"{"address.city": "paris", "age": {"$gte": 20}}"#;
+    let mut names = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let mut args = vec![
+            "people",
+            "find",
+            filter,
+            "--sort",
+            "-age,name",
+            "--limit",
+            "2",
+        ];
+        if let Some(after) = &after {
+            args.extend(["--after", after]);
+        }
+        let page = db(&args);
+        for line in stdout(&page).lines() {
+            let document: serde_json::Value = serde_json::from_str(line).unwrap();
+            names.push(document["body"]["name"].as_str().unwrap().to_string());
+        }
+        let stderr = String::from_utf8_lossy(&page.stderr).to_string();
+        match stderr.trim().strip_prefix("more: --after ") {
+            Some(cursor) => after = Some(cursor.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(names, ["dee", "ada", "cy"]);
+
+    let ageless = r#"{"age": {"$exists": false}}"#;
+    assert_eq!(stdout(&db(&["people", "count", ageless])), "1");
+    assert_eq!(
+        stdout(&db(&[
+            "people",
+            "update-where",
+            r#"{"address.city": "rome"}"#,
+            r#"{"visited": true}"#
+        ])),
+        "updated 2"
+    );
+    assert_eq!(
+        stdout(&db(&["people", "count", r#"{"visited": true}"#])),
+        "2"
+    );
+    assert_eq!(
+        stdout(&db(&["people", "delete-where", r#"{"age": {"$lt": 30}}"#])),
+        "deleted 2"
+    );
+    assert_eq!(stdout(&db(&["people", "count"])), "4");
+
+    // A bad filter is refused with what was wrong, and nothing changes.
+    let refused = failure(&db(&[
+        "people",
+        "delete-where",
+        r#"{"age": {"$older": 30}}"#,
+    ]));
+    assert!(
+        refused.contains("unknown operator $older") && refused.contains("$exists"),
+        "{refused}"
+    );
+    let refused = failure(&db(&["people", "update-where", "{}", "[1]"]));
+    assert!(
+        refused.contains("merge patch must be a JSON object"),
+        "{refused}"
+    );
+    assert_eq!(stdout(&db(&["people", "count"])), "4");
+    let refused = failure(&db(&["people", "find", "--sort", "age..x"]));
+    assert!(refused.contains("not a field path"), "{refused}");
+    let refused = failure(&db(&["find", "{}"]));
+    assert!(refused.contains("name the collection first"), "{refused}");
+
+    // Documents keep their key order.
+    let written = stdout(&db(&["people", "insert", r#"{"b": 1, "a": 2}"#]));
+    let written: serde_json::Value = serde_json::from_str(&written).unwrap();
+    let read = stdout(&db(&["people", "get", written["id"].as_str().unwrap()]));
+    assert!(read.contains(r#""body":{"b":1,"a":2}"#), "{read}");
+}
+
 #[test]
 fn the_cli_says_when_a_node_is_unreachable_or_refuses() {
     let unreachable = Command::new(env!("CARGO_BIN_EXE_shoal"))

@@ -1,4 +1,5 @@
-//! The document store: collections of JSON documents with versions.
+//! The document store: collections of JSON documents with versions,
+//! queried and written by filter (the language of [`crate::store::Filter`]).
 
 use super::ReadParams;
 use super::error::{ApiResult, Body, HttpError, Path, Query};
@@ -11,10 +12,26 @@ use serde::Deserialize;
 use serde_json::Value;
 use shoal_proto::ErrorCode;
 use shoal_proto::api::{
-    ApiError, CountReply, DEFAULT_PAGE, Document, FindBody, FindReply, MAX_PAGE, UpdateBody,
-    Written,
+    ApiError, Collections, CountReply, DEFAULT_PAGE, DeleteWhereBody, Deleted, Document, FindBody,
+    FindReply, MAX_PAGE, UpdateBody, UpdateWhereBody, Updated, Written,
 };
 use utoipa::IntoParams;
+
+/// Every collection, in name order, with its number of documents.
+#[utoipa::path(
+    get,
+    path = "/v1/db",
+    tag = "documents",
+    params(ReadParams),
+    responses((status = 200, body = Collections))
+)]
+pub async fn list(
+    State(node): State<Node>,
+    Query(params): Query<ReadParams>,
+) -> ApiResult<Collections> {
+    let collections = node.db_collections(params.read()).await?;
+    Ok(Json(Collections { collections }))
+}
 
 /// Creates a collection.
 #[utoipa::path(
@@ -182,7 +199,8 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Documents whose top-level fields equal the filter's, in id order.
+/// Documents that match the filter, in the sort's order (id order without
+/// one), a page at a time.
 #[utoipa::path(
     post,
     path = "/v1/db/{collection}/find",
@@ -191,6 +209,7 @@ pub async fn delete(
     request_body = FindBody,
     responses(
         (status = 200, description = "A page and the cursor of the next", body = FindReply),
+        (status = 400, description = "`invalid_filter`, or `invalid_request` for a cursor from another sort", body = ApiError),
         (status = 404, description = "`no_such_collection`", body = ApiError),
     )
 )]
@@ -202,7 +221,7 @@ pub async fn find(
     let limit = find.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
     let read = Read::stale_if(find.stale);
     let (documents, next) = node
-        .db_find(&collection, find.filter, limit, find.after, read)
+        .db_find(&collection, find.filter, find.sort, limit, find.after, read)
         .await?;
     Ok(Json(FindReply { documents, next }))
 }
@@ -216,6 +235,7 @@ pub async fn find(
     request_body = FindBody,
     responses(
         (status = 200, body = CountReply),
+        (status = 400, description = "`invalid_filter`", body = ApiError),
         (status = 404, description = "`no_such_collection`", body = ApiError),
     )
 )]
@@ -227,4 +247,52 @@ pub async fn count(
     let read = Read::stale_if(find.stale);
     let count = node.db_count(&collection, find.filter, read).await?;
     Ok(Json(CountReply { count }))
+}
+
+/// Merge-patches every document that matches the filter, in one replicated
+/// write: all matches change (each one's version goes up by one), or on an
+/// error none does.
+#[utoipa::path(
+    post,
+    path = "/v1/db/{collection}/update",
+    tag = "documents",
+    params(("collection" = String, Path)),
+    request_body = UpdateWhereBody,
+    responses(
+        (status = 200, description = "How many documents changed", body = Updated),
+        (status = 400, description = "`invalid_filter`, or `invalid_document`: the patch is not an object", body = ApiError),
+        (status = 404, description = "`no_such_collection`", body = ApiError),
+    )
+)]
+pub async fn update_where(
+    State(node): State<Node>,
+    Path(collection): Path<String>,
+    Body(update): Body<UpdateWhereBody>,
+) -> ApiResult<Updated> {
+    let updated = node
+        .db_update_where(&collection, update.filter, update.patch)
+        .await?;
+    Ok(Json(Updated { updated }))
+}
+
+/// Deletes every document that matches the filter, in one replicated write.
+#[utoipa::path(
+    post,
+    path = "/v1/db/{collection}/delete",
+    tag = "documents",
+    params(("collection" = String, Path)),
+    request_body = DeleteWhereBody,
+    responses(
+        (status = 200, description = "How many documents were deleted", body = Deleted),
+        (status = 400, description = "`invalid_filter`", body = ApiError),
+        (status = 404, description = "`no_such_collection`", body = ApiError),
+    )
+)]
+pub async fn delete_where(
+    State(node): State<Node>,
+    Path(collection): Path<String>,
+    Body(delete): Body<DeleteWhereBody>,
+) -> ApiResult<Deleted> {
+    let deleted = node.db_delete_where(&collection, delete.filter).await?;
+    Ok(Json(Deleted { deleted }))
 }

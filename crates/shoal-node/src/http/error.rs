@@ -14,9 +14,10 @@ use shoal_proto::{CallError, ErrorCode};
 /// The HTTP status that goes with an error code.
 pub fn status_of(code: ErrorCode) -> StatusCode {
     match code {
-        ErrorCode::InvalidRequest | ErrorCode::InvalidArguments | ErrorCode::InvalidDocument => {
-            StatusCode::BAD_REQUEST
-        }
+        ErrorCode::InvalidRequest
+        | ErrorCode::InvalidArguments
+        | ErrorCode::InvalidDocument
+        | ErrorCode::InvalidFilter => StatusCode::BAD_REQUEST,
         ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
         ErrorCode::NotFound | ErrorCode::UnknownFunction | ErrorCode::NoSuchCollection => {
             StatusCode::NOT_FOUND

@@ -9,11 +9,11 @@ use crate::jobs::{Job, JobCommand, JobId, JobOutcome, JobSpec, JobState};
 use crate::raft::consensus::{ConsensusError, RaftStatus};
 use crate::raft::query::Query;
 use crate::raft::types::{Command, CommandResult};
-use crate::store::{DocCommand, DocOutcome, Document};
+use crate::store::{DocCommand, DocOutcome, Document, Filter, SortOrder, check_merge_patch};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use shoal_proto::ErrorCode;
-use shoal_proto::api::ApiError;
+use shoal_proto::api::{ApiError, CollectionInfo, SortKey};
 use std::collections::BTreeMap;
 
 /// How fresh a read must be.
@@ -246,12 +246,14 @@ impl Node {
         self.query(query, read).await
     }
 
-    /// Documents whose top-level fields equal `filter`'s, in id order;
-    /// returns a page and the cursor for the next one.
+    /// Documents that match `filter` (the language of [`Filter`]), in
+    /// `sort` order (id order when empty); returns a page of at most
+    /// `limit` and the cursor for the next one, to pass as `after`.
     pub async fn db_find(
         &self,
         collection: &str,
         filter: Map<String, Value>,
+        sort: Vec<SortKey>,
         limit: usize,
         after: Option<String>,
         read: Read,
@@ -261,9 +263,12 @@ impl Node {
             documents: Vec<Document>,
             next: Option<String>,
         }
+        check_filter(&filter)?;
+        SortOrder::parse(&sort).map_err(|e| refused(ErrorCode::InvalidFilter, e))?;
         let query = Query::Find {
             collection: collection.to_string(),
             filter,
+            sort,
             limit,
             after,
         };
@@ -271,17 +276,59 @@ impl Node {
         Ok((page.documents, page.next))
     }
 
+    /// How many documents match `filter`.
     pub async fn db_count(
         &self,
         collection: &str,
         filter: Map<String, Value>,
         read: Read,
     ) -> Result<usize, DataError> {
+        check_filter(&filter)?;
         let query = Query::Count {
             collection: collection.to_string(),
             filter,
         };
         self.query(query, read).await
+    }
+
+    /// Every collection in name order, with its number of documents.
+    pub async fn db_collections(&self, read: Read) -> Result<Vec<CollectionInfo>, DataError> {
+        self.query(Query::Collections, read).await
+    }
+
+    /// Merge-patches every document that matches `filter`, in one Raft
+    /// entry: all of them change, or (on an error) none. Returns how many
+    /// changed; each one's version went up by one.
+    pub async fn db_update_where(
+        &self,
+        collection: &str,
+        filter: Map<String, Value>,
+        patch: Value,
+    ) -> Result<usize, DataError> {
+        // Checked here too, so a bad request never reaches the log.
+        check_filter(&filter)?;
+        check_merge_patch(&patch).map_err(|e| DataError::Refused(e.into()))?;
+        let command = DocCommand::UpdateWhere {
+            collection: collection.to_string(),
+            filter: Value::Object(filter),
+            patch,
+        };
+        changed(self.doc_command(command).await?)
+    }
+
+    /// Deletes every document that matches `filter`, in one Raft entry.
+    /// Returns how many were deleted.
+    pub async fn db_delete_where(
+        &self,
+        collection: &str,
+        filter: Map<String, Value>,
+    ) -> Result<usize, DataError> {
+        check_filter(&filter)?;
+        let command = DocCommand::DeleteWhere {
+            collection: collection.to_string(),
+            filter: Value::Object(filter),
+        };
+        changed(self.doc_command(command).await?)
     }
 
     /// Raft as this node sees it: leader, term, voters.
@@ -307,6 +354,24 @@ impl Node {
             return Some(own);
         }
         self.query(Query::RaftStatus, Read::Stale).await.ok()
+    }
+}
+
+fn refused(code: ErrorCode, error: impl std::fmt::Display) -> DataError {
+    DataError::Refused(ApiError::new(code, error.to_string()))
+}
+
+/// Refuses a malformed filter before it costs a query or a log entry.
+fn check_filter(filter: &Map<String, Value>) -> Result<(), DataError> {
+    Filter::from_fields(filter)
+        .map(|_| ())
+        .map_err(|e| refused(ErrorCode::InvalidFilter, e))
+}
+
+fn changed(outcome: DocOutcome) -> Result<usize, DataError> {
+    match outcome {
+        DocOutcome::Changed { count } => Ok(count),
+        other => Err(unexpected(other)),
     }
 }
 

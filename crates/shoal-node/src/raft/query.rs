@@ -3,11 +3,10 @@
 
 use super::types::ShoalState;
 use crate::jobs::{JobId, JobState};
-use crate::store::DocErrorCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use shoal_proto::ErrorCode;
-use shoal_proto::api::ApiError;
+use shoal_proto::api::{ApiError, SortKey};
 
 /// Largest page a `Find` or `Jobs` query returns.
 pub const MAX_PAGE: usize = shoal_proto::api::MAX_PAGE;
@@ -31,6 +30,10 @@ pub enum Query {
     Find {
         collection: String,
         filter: Map<String, Value>,
+        /// Empty: id order. Defaulted so members of an older version that
+        /// send no sort are still understood.
+        #[serde(default)]
+        sort: Vec<SortKey>,
         limit: usize,
         after: Option<String>,
     },
@@ -38,6 +41,7 @@ pub enum Query {
         collection: String,
         filter: Map<String, Value>,
     },
+    /// Every collection with its number of documents.
     Collections,
     /// The answering member's view of Raft (leader, term, voters).
     RaftStatus,
@@ -69,30 +73,23 @@ pub fn answer(state: &ShoalState, query: &Query) -> Result<Value, ApiError> {
                 .collect();
             Ok(Value::Object(counts))
         }
-        Query::Doc { collection, id } => {
-            if !state.docs.collections().any(|c| c == collection) {
-                return Err(doc_error(DocErrorCode::NoSuchCollection, collection));
-            }
-            to_value(&state.docs.get(collection, id))
-        }
+        Query::Doc { collection, id } => to_value(&state.docs.document(collection, id)?),
         Query::Find {
             collection,
             filter,
+            sort,
             limit,
             after,
         } => {
-            let (documents, next) = state
-                .docs
-                .find(collection, filter, (*limit).min(MAX_PAGE), after.as_deref())
-                .map_err(|code| doc_error(code, collection))?;
+            let limit = (*limit).min(MAX_PAGE);
+            let (documents, next) =
+                state
+                    .docs
+                    .find(collection, filter, sort, limit, after.as_deref())?;
             Ok(json!({ "documents": documents, "next": next }))
         }
-        Query::Count { collection, filter } => state
-            .docs
-            .count(collection, filter)
-            .map(|n| json!(n))
-            .map_err(|code| doc_error(code, collection)),
-        Query::Collections => Ok(json!(state.docs.collections().collect::<Vec<_>>())),
+        Query::Count { collection, filter } => Ok(json!(state.docs.count(collection, filter)?)),
+        Query::Collections => to_value(&state.docs.collection_sizes()),
         Query::RaftStatus => Err(ApiError::new(
             ErrorCode::Internal,
             "Raft status is answered by the consensus module",
@@ -102,17 +99,4 @@ pub fn answer(state: &ShoalState, query: &Query) -> Result<Value, ApiError> {
 
 fn to_value<T: Serialize>(value: &T) -> Result<Value, ApiError> {
     serde_json::to_value(value).map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))
-}
-
-fn doc_error(code: DocErrorCode, collection: &str) -> ApiError {
-    match code {
-        DocErrorCode::NoSuchCollection => ApiError::new(
-            ErrorCode::NoSuchCollection,
-            format!("no collection named \"{collection}\"; create it first"),
-        ),
-        other => ApiError::new(
-            other.code(),
-            format!("{other:?} in collection \"{collection}\""),
-        ),
-    }
 }

@@ -4,13 +4,37 @@
 //! to a concurrent one: each document has a version, bumped by every write,
 //! and a write may name the version it expects — if another write came
 //! first, it fails with `version_conflict` instead of overwriting.
+//!
+//! Queries and writes by filter share the parts below; a write by filter
+//! is one command, so it changes every match or (refused) none:
+//!
+//! ```text
+//!   filter ──► Filter::matches ──┬─► count, update_where, delete_where
+//!   (filter.rs: path.rs, order.rs) └─► find ──► SortOrder::page (sort.rs)
+//! ```
+//!
+//! - `path`: dotted field paths (`address.city`, `items.0.name`);
+//! - `order`: one total order over JSON values, for sorts and comparisons;
+//! - `filter`: the filter language;
+//! - `sort`: sorted pages and their cursors.
 
+mod filter;
+mod order;
+mod path;
+mod sort;
+
+pub use filter::{Filter, FilterError};
+pub use sort::{CursorError, SortOrder};
+
+use order::kind_name;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use shoal_proto::api::ApiError;
+use sort::check_id_cursor;
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
-pub use shoal_proto::api::Document;
+pub use shoal_proto::api::{CollectionInfo, Document, SortKey};
 
 /// A change to the store.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -44,6 +68,19 @@ pub enum DocCommand {
         id: String,
         expected_version: Option<u64>,
     },
+    /// Merge-patches every document that matches `filter`, bumping each
+    /// one's version. The filter is parsed where the command is applied,
+    /// identically on every replica.
+    UpdateWhere {
+        collection: String,
+        filter: Value,
+        patch: Value,
+    },
+    /// Deletes every document that matches `filter`.
+    DeleteWhere {
+        collection: String,
+        filter: Value,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +91,9 @@ pub enum DocErrorCode {
     NotFound,
     VersionConflict,
     InvalidDocument,
+    InvalidFilter,
+    /// A page cursor that does not continue this query.
+    InvalidCursor,
 }
 
 impl DocErrorCode {
@@ -66,6 +106,8 @@ impl DocErrorCode {
             DocErrorCode::NotFound => ErrorCode::NotFound,
             DocErrorCode::VersionConflict => ErrorCode::VersionConflict,
             DocErrorCode::InvalidDocument => ErrorCode::InvalidDocument,
+            DocErrorCode::InvalidFilter => ErrorCode::InvalidFilter,
+            DocErrorCode::InvalidCursor => ErrorCode::InvalidRequest,
         }
     }
 }
@@ -74,8 +116,18 @@ impl DocErrorCode {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum DocOutcome {
     Done,
-    Written { id: String, version: u64 },
-    Error { code: DocErrorCode, message: String },
+    Written {
+        id: String,
+        version: u64,
+    },
+    /// A write by filter changed this many documents.
+    Changed {
+        count: usize,
+    },
+    Error {
+        code: DocErrorCode,
+        message: String,
+    },
 }
 
 /// All collections.
@@ -109,6 +161,12 @@ impl DocStore {
                 id,
                 expected_version,
             } => self.delete(collection, id, *expected_version),
+            DocCommand::UpdateWhere {
+                collection,
+                filter,
+                patch,
+            } => self.update_where(collection, filter, patch),
+            DocCommand::DeleteWhere { collection, filter } => self.delete_where(collection, filter),
         };
         applied.unwrap_or_else(DocOutcome::from)
     }
@@ -117,32 +175,61 @@ impl DocStore {
         self.collections.get(collection)?.get(id)
     }
 
+    /// The document, `None` if there is none with that id, or an error if
+    /// there is no such collection.
+    pub fn document(&self, collection: &str, id: &str) -> Result<Option<&Document>, DocError> {
+        Ok(self.collection(collection)?.get(id))
+    }
+
     /// Collection names in order.
     pub fn collections(&self) -> impl Iterator<Item = &str> {
         self.collections.keys().map(String::as_str)
     }
 
-    /// Up to `limit` documents of `collection`, in id order, whose top-level
-    /// fields equal every entry of `filter`, starting after the id `after`.
+    /// Every collection in name order, with its number of documents.
+    pub fn collection_sizes(&self) -> Vec<CollectionInfo> {
+        self.collections
+            .iter()
+            .map(|(name, documents)| CollectionInfo {
+                name: name.clone(),
+                documents: documents.len(),
+            })
+            .collect()
+    }
+
+    /// Up to `limit` documents of `collection` that match `filter`, and a
+    /// cursor to pass as `after` for the next page, present only when more
+    /// matches follow.
     ///
-    /// Also returns a cursor to pass as `after` for the next page: the last
-    /// id returned, present only when more matches follow.
+    /// Without a sort, documents come in id (insert) order and the cursor
+    /// is the last id returned, so any id works as `after`. With a sort,
+    /// the cursor is the opaque point in that order a [`SortOrder`] gives.
     pub fn find(
         &self,
         collection: &str,
         filter: &Map<String, Value>,
+        sort: &[SortKey],
         limit: usize,
         after: Option<&str>,
-    ) -> Result<(Vec<Document>, Option<String>), DocErrorCode> {
-        let documents = self.collection(collection).map_err(|error| error.code)?;
+    ) -> Result<(Vec<Document>, Option<String>), DocError> {
+        let filter = Filter::from_fields(filter)?;
+        let documents = self.collection(collection)?;
+        if !sort.is_empty() {
+            let order = SortOrder::parse(sort).map_err(FilterError::from)?;
+            let matches = documents.values().filter(|doc| filter.matches(&doc.body));
+            return Ok(order.page(matches, limit, after)?);
+        }
         let start = match after {
-            Some(id) => Bound::Excluded(id),
+            Some(id) => {
+                check_id_cursor(id)?;
+                Bound::Excluded(id)
+            }
             None => Bound::Unbounded,
         };
         let mut matches = documents
             .range::<str, _>((start, Bound::Unbounded))
             .map(|(_, document)| document)
-            .filter(|document| matches_filter(&document.body, filter));
+            .filter(|document| filter.matches(&document.body));
         let page: Vec<Document> = matches.by_ref().take(limit).cloned().collect();
         let cursor = match matches.next() {
             // With `limit` 0 nothing was returned, so the next page starts
@@ -155,15 +242,12 @@ impl DocStore {
     }
 
     /// How many documents of `collection` match `filter` (as in [`find`](Self::find)).
-    pub fn count(
-        &self,
-        collection: &str,
-        filter: &Map<String, Value>,
-    ) -> Result<usize, DocErrorCode> {
-        let documents = self.collection(collection).map_err(|error| error.code)?;
+    pub fn count(&self, collection: &str, filter: &Map<String, Value>) -> Result<usize, DocError> {
+        let filter = Filter::from_fields(filter)?;
+        let documents = self.collection(collection)?;
         Ok(documents
             .values()
-            .filter(|document| matches_filter(&document.body, filter))
+            .filter(|document| filter.matches(&document.body))
             .count())
     }
 
@@ -221,17 +305,7 @@ impl DocStore {
         patch: &Value,
         expected_version: Option<u64>,
     ) -> Applied {
-        // Merging an object patch into an object always leaves an object, so
-        // checking the patch up front keeps every document an object.
-        if !patch.is_object() {
-            return Err(DocError::new(
-                DocErrorCode::InvalidDocument,
-                format!(
-                    "a merge patch must be a JSON object, not {}; to replace the whole document, use replace",
-                    json_kind(patch)
-                ),
-            ));
-        }
+        check_merge_patch(patch)?;
         let document = self.writable(collection, id, expected_version)?;
         merge_patch(&mut document.body, patch);
         Ok(bump_version(document))
@@ -241,6 +315,32 @@ impl DocStore {
         self.writable(collection, id, expected_version)?;
         self.collection_mut(collection)?.remove(id);
         Ok(DocOutcome::Done)
+    }
+
+    /// Everything is checked before the first document changes, and
+    /// nothing after can fail: all matches change, or none.
+    fn update_where(&mut self, collection: &str, filter: &Value, patch: &Value) -> Applied {
+        let filter = Filter::parse(filter)?;
+        check_merge_patch(patch)?;
+        let mut count = 0;
+        for document in self.collection_mut(collection)?.values_mut() {
+            if filter.matches(&document.body) {
+                merge_patch(&mut document.body, patch);
+                bump_version(document);
+                count += 1;
+            }
+        }
+        Ok(DocOutcome::Changed { count })
+    }
+
+    fn delete_where(&mut self, collection: &str, filter: &Value) -> Applied {
+        let filter = Filter::parse(filter)?;
+        let documents = self.collection_mut(collection)?;
+        let before = documents.len();
+        documents.retain(|_, document| !filter.matches(&document.body));
+        Ok(DocOutcome::Changed {
+            count: before - documents.len(),
+        })
     }
 
     fn collection(&self, name: &str) -> Result<&BTreeMap<String, Document>, DocError> {
@@ -297,10 +397,13 @@ fn bump_version(document: &mut Document) -> DocOutcome {
 /// What applying one command gives: an outcome, or an error to report.
 type Applied = Result<DocOutcome, DocError>;
 
-/// A refused write, kept apart from [`DocOutcome`] so helpers can use `?`.
-struct DocError {
-    code: DocErrorCode,
-    message: String,
+/// A refused write or query: a code and a message for the user. Kept
+/// apart from [`DocOutcome`] so helpers can use `?`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct DocError {
+    pub code: DocErrorCode,
+    pub message: String,
 }
 
 impl DocError {
@@ -316,6 +419,24 @@ impl DocError {
     }
 }
 
+impl From<FilterError> for DocError {
+    fn from(error: FilterError) -> Self {
+        DocError::new(DocErrorCode::InvalidFilter, error.to_string())
+    }
+}
+
+impl From<CursorError> for DocError {
+    fn from(error: CursorError) -> Self {
+        DocError::new(DocErrorCode::InvalidCursor, error.to_string())
+    }
+}
+
+impl From<DocError> for ApiError {
+    fn from(error: DocError) -> Self {
+        ApiError::new(error.code.code(), error.message)
+    }
+}
+
 impl From<DocError> for DocOutcome {
     fn from(error: DocError) -> Self {
         DocOutcome::Error {
@@ -323,6 +444,22 @@ impl From<DocError> for DocOutcome {
             message: error.message,
         }
     }
+}
+
+/// Refuses a merge patch that is not an object: merging an object patch
+/// into an object always leaves an object, so this keeps every document
+/// an object.
+pub fn check_merge_patch(patch: &Value) -> Result<(), DocError> {
+    if patch.is_object() {
+        return Ok(());
+    }
+    Err(DocError::new(
+        DocErrorCode::InvalidDocument,
+        format!(
+            "a merge patch must be a JSON object, not {}; to replace the whole document, use replace",
+            kind_name(patch)
+        ),
+    ))
 }
 
 /// Documents are objects, so that filters and merge patches address fields.
@@ -334,28 +471,9 @@ fn check_is_object(body: &Value) -> Result<(), DocError> {
         DocErrorCode::InvalidDocument,
         format!(
             "a document must be a JSON object, not {}; wrap the value in an object such as {{\"value\": ...}}",
-            json_kind(body)
+            kind_name(body)
         ),
     ))
-}
-
-/// "an array", "a string", ...: a value's kind for error messages.
-fn json_kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-/// Whether every field named in `filter` is present in `body` with an equal value.
-fn matches_filter(body: &Value, filter: &Map<String, Value>) -> bool {
-    filter
-        .iter()
-        .all(|(field, wanted)| body.get(field) == Some(wanted))
 }
 
 /// Applies an RFC 7386 JSON merge patch to `target`: object fields merge

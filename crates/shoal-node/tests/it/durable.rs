@@ -235,12 +235,19 @@ async fn concurrent_updates_from_every_node_lose_nothing() {
         13
     );
     let (page, next) = nodes[1]
-        .db_find("counters", filter.clone(), 10, None, Read::Linearizable)
+        .db_find(
+            "counters",
+            filter.clone(),
+            Vec::new(),
+            10,
+            None,
+            Read::Linearizable,
+        )
         .await
         .unwrap();
     assert_eq!(page.len(), 10);
     let (rest, end) = nodes[1]
-        .db_find("counters", filter, 10, next, Read::Linearizable)
+        .db_find("counters", filter, Vec::new(), 10, next, Read::Linearizable)
         .await
         .unwrap();
     assert_eq!(rest.len(), 3);

@@ -26,7 +26,7 @@ const ANSWER_WITHIN: Duration = Duration::from_secs(30);
 
 /// Starts one node with the built-in functions and returns it with its API,
 /// once it has elected itself Raft leader (so writes need no retries).
-async fn start_node(api_token: Option<&str>) -> (Node, Router) {
+pub(crate) async fn start_node(api_token: Option<&str>) -> (Node, Router) {
     let config = NodeConfig {
         api_token: api_token.map(str::to_string),
         ..test_config(2)
@@ -86,28 +86,43 @@ async fn read_json(response: Response<Body>) -> (StatusCode, Value) {
 }
 
 /// Sends `body` as JSON, or no body at all.
-async fn send(api: &Router, method: Method, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
+pub(crate) async fn send(
+    api: &Router,
+    method: Method,
+    uri: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
     let body = body.map_or_else(Body::empty, |b| Body::from(b.to_string()));
     read_json(respond(api, request(method, uri, body)).await).await
 }
 
-async fn get(api: &Router, uri: &str) -> (StatusCode, Value) {
+pub(crate) async fn get(api: &Router, uri: &str) -> (StatusCode, Value) {
     send(api, Method::GET, uri, None).await
 }
 
-async fn post(api: &Router, uri: &str, body: Value) -> (StatusCode, Value) {
+pub(crate) async fn post(api: &Router, uri: &str, body: Value) -> (StatusCode, Value) {
     send(api, Method::POST, uri, Some(body)).await
 }
 
 /// Sends bytes as they are, for bodies that are not valid JSON.
-async fn send_raw(api: &Router, method: Method, uri: &str, body: Vec<u8>) -> (StatusCode, Value) {
+pub(crate) async fn send_raw(
+    api: &Router,
+    method: Method,
+    uri: &str,
+    body: Vec<u8>,
+) -> (StatusCode, Value) {
     read_json(respond(api, request(method, uri, body)).await).await
 }
 
 /// Asserts a reply is the documented error: status, code, and a message
 /// that mentions `mentions`.
 #[track_caller]
-fn assert_error(reply: &(StatusCode, Value), status: StatusCode, code: &str, mentions: &str) {
+pub(crate) fn assert_error(
+    reply: &(StatusCode, Value),
+    status: StatusCode,
+    code: &str,
+    mentions: &str,
+) {
     let (got_status, body) = reply;
     assert_eq!(*got_status, status, "{body}");
     assert_eq!(body["code"], code, "{body}");
@@ -119,7 +134,7 @@ fn assert_error(reply: &(StatusCode, Value), status: StatusCode, code: &str, men
 }
 
 #[track_caller]
-fn assert_ok(reply: &(StatusCode, Value)) -> &Value {
+pub(crate) fn assert_ok(reply: &(StatusCode, Value)) -> &Value {
     assert_eq!(reply.0, StatusCode::OK, "{}", reply.1);
     &reply.1
 }
@@ -782,6 +797,9 @@ async fn the_openapi_document_lists_every_route_and_every_listed_route_is_served
         ("DELETE", "/v1/db/{collection}/docs/{id}"),
         ("POST", "/v1/db/{collection}/find"),
         ("POST", "/v1/db/{collection}/count"),
+        ("POST", "/v1/db/{collection}/update"),
+        ("POST", "/v1/db/{collection}/delete"),
+        ("GET", "/v1/db"),
         ("GET", "/v1/cluster"),
         ("GET", "/v1/status"),
         ("GET", "/v1/events"),

@@ -4,6 +4,7 @@
 //!
 //! - [`bad_input`]: every kind of bad input, a clear error, nothing lost.
 //! - [`cluster`]: calls across nodes, the distributed queue, dying nodes.
+//! - [`doc_queries`]: the document store queried and written by filter.
 //! - [`durable`]: jobs and documents replicated with Raft.
 //! - [`http_api`]: every route of the HTTP API, through the router.
 //! - [`lifecycle`]: a full node's calls go elsewhere; shutdown leaves nothing.
@@ -19,6 +20,7 @@
 
 mod bad_input;
 mod cluster;
+mod doc_queries;
 mod durable;
 mod http_api;
 mod lifecycle;

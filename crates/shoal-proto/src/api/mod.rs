@@ -4,8 +4,14 @@
 //! Jobs and documents are the same types the replicated state machine
 //! stores, so what a client reads is exactly what the cluster agreed on.
 
+mod docs;
 mod queues;
 mod topics;
+
+pub use docs::{
+    CollectionInfo, Collections, CountReply, DeleteWhereBody, Deleted, Document, FindBody,
+    FindReply, SortKey, UpdateBody, UpdateWhereBody, Updated, Written,
+};
 
 pub use queues::{MAX_POP_TIMEOUT_MS, PopBody, Popped, PushBody, Pushed, QueueClosed, QueueSize};
 pub use topics::{
@@ -15,7 +21,7 @@ pub use topics::{
 
 use crate::error::{CallError, ErrorCode};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
 
@@ -353,62 +359,6 @@ pub struct Submitted {
 pub struct JobPage {
     pub jobs: Vec<Job>,
     pub next: Option<JobId>,
-}
-
-// ---- documents ----
-
-/// A stored document.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct Document {
-    pub id: String,
-    /// 1 after insert, +1 per replace or patch.
-    pub version: u64,
-    #[schema(value_type = Object)]
-    pub body: Value,
-}
-
-/// A write's outcome: the document's id and its new version.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct Written {
-    pub id: String,
-    pub version: u64,
-}
-
-/// `PUT` (replace) and `PATCH` (JSON merge patch) of a document.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct UpdateBody {
-    /// The new body (`PUT`) or the merge patch (`PATCH`).
-    #[schema(value_type = Object)]
-    pub body: Value,
-    /// Fails with `version_conflict` unless the document is at this version.
-    #[serde(default)]
-    pub expected_version: Option<u64>,
-}
-
-/// `POST /v1/db/{collection}/find` and `/count`: documents whose top-level
-/// fields equal the filter's.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(default, deny_unknown_fields)]
-pub struct FindBody {
-    #[schema(value_type = Object)]
-    pub filter: Map<String, Value>,
-    pub limit: Option<usize>,
-    /// The `next` of the previous page.
-    pub after: Option<String>,
-    /// Read this node's replica as it is instead of a linearizable read.
-    pub stale: bool,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct FindReply {
-    pub documents: Vec<Document>,
-    pub next: Option<String>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct CountReply {
-    pub count: usize,
 }
 
 // ---- cluster ----
