@@ -42,17 +42,16 @@ impl<M> Default for InOrder<M> {
 
 impl<M: Sequenced> InOrder<M> {
     /// Takes a message; returns those that can be delivered now, in order.
-    /// The first message seen from a publisher starts its stream (a
-    /// subscriber joins in the middle); one older than what was delivered
-    /// is a duplicate or too late, and is dropped.
+    /// A publisher's stream starts at 1: a first message with a later
+    /// number waits like any other for those before it (gossip may bring
+    /// the second before the first), and if they do not come — the
+    /// subscriber joined in the middle — the stream starts at the lowest
+    /// that came. One older than what was delivered is a duplicate or too
+    /// late, and is dropped.
     pub fn accept(&mut self, message: M, now: Instant) -> Vec<M> {
         let seq = message.seq();
         if seq <= self.delivered {
             return Vec::new();
-        }
-        if self.delivered == 0 && self.waiting.is_empty() {
-            self.delivered = seq;
-            return vec![message];
         }
         self.waiting.insert(seq, message);
         self.release(now)
@@ -111,10 +110,33 @@ mod tests {
     fn in_order_messages_pass_at_once() {
         let mut order = InOrder::default();
         let now = Instant::now();
-        assert_eq!(order.accept(5, now), vec![5], "a stream starts anywhere");
-        assert_eq!(order.accept(6, now), vec![6]);
-        assert_eq!(order.accept(6, now), Vec::<u64>::new(), "a duplicate");
-        assert_eq!(order.accept(4, now), Vec::<u64>::new(), "too late");
+        assert_eq!(order.accept(1, now), vec![1], "a stream starts at 1");
+        assert_eq!(order.accept(2, now), vec![2]);
+        assert_eq!(order.accept(2, now), Vec::<u64>::new(), "a duplicate");
+    }
+
+    #[test]
+    fn a_first_message_that_overtook_the_one_before_it_waits_for_it() {
+        let mut order = InOrder::default();
+        let now = Instant::now();
+        assert!(order.accept(2, now).is_empty());
+        assert_eq!(order.accept(1, now), vec![1, 2]);
+    }
+
+    #[test]
+    fn a_subscriber_that_joins_in_the_middle_starts_after_the_wait() {
+        let mut order = InOrder::default();
+        let start = Instant::now();
+        assert!(order.accept(6, start).is_empty());
+        assert!(order.accept(5, start).is_empty());
+        assert!(order.release(start + REORDER_WAIT / 2).is_empty());
+        assert_eq!(order.release(start + REORDER_WAIT), vec![5, 6]);
+        assert_eq!(order.accept(7, start + REORDER_WAIT), vec![7]);
+        assert_eq!(
+            order.accept(4, start + REORDER_WAIT),
+            Vec::<u64>::new(),
+            "too late"
+        );
     }
 
     #[test]
