@@ -14,6 +14,7 @@
 //! (what they are taken on); none reaches back into this file.
 
 mod calls;
+mod cluster;
 mod durable;
 mod http;
 mod js;
@@ -40,6 +41,9 @@ pub enum BenchCommand {
     Http(http::HttpArgs),
     /// Topics on 3 nodes: messages/s, delivery latency, fraction delivered.
     Pubsub(pubsub::PubsubArgs),
+    /// N node processes: forming, idle CPU and memory per node, detecting
+    /// deaths, fan-out efficiency, jobs/s.
+    Cluster(cluster::ClusterArgs),
 }
 
 pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
@@ -51,5 +55,6 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Db(args) => durable::db(args).await,
         BenchCommand::Http(args) => http::run(args).await,
         BenchCommand::Pubsub(args) => pubsub::run(args).await,
+        BenchCommand::Cluster(args) => cluster::run(args).await,
     }
 }

@@ -25,6 +25,8 @@ pub struct NodeProcess {
     child: Child,
     /// Its first listen address, for others to join.
     pub addr: Multiaddr,
+    /// Its HTTP API, `http://127.0.0.1:<port>`.
+    pub http: String,
 }
 
 impl NodeProcess {
@@ -42,13 +44,28 @@ impl NodeProcess {
         let stdout = child.stdout.take().expect("piped stdout");
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line)?;
-        let addr = line
-            .split_whitespace()
-            .find_map(|field| field.strip_prefix("listen="))
-            .and_then(|addrs| addrs.split(',').next())
-            .ok_or_else(|| anyhow::anyhow!("node did not print its address: {line:?}"))?
+        let field = |name: &str| {
+            line.split_whitespace()
+                .find_map(|field| field.strip_prefix(name))
+                .ok_or_else(|| anyhow::anyhow!("node did not print its {name} {line:?}"))
+        };
+        let addr = field("listen=")?
+            .split(',')
+            .next()
+            .unwrap_or_default()
             .parse()?;
-        Ok(NodeProcess { child, addr })
+        let http = field("http=")?.to_string();
+        Ok(NodeProcess { child, addr, http })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILLs it and waits for it to end.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Its resident memory now, in MB.
@@ -66,7 +83,6 @@ impl NodeProcess {
 
 impl Drop for NodeProcess {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }

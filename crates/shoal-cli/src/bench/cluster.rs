@@ -1,0 +1,211 @@
+//! `shoal bench cluster`: N real `shoal node` processes on this machine,
+//! and what a cluster of that size costs and does: how long it takes to
+//! form, each node's idle CPU and memory, how long a death takes to be
+//! known everywhere, how well a fan-out of short calls spreads, and
+//! durable jobs per second.
+
+use super::nodes::NodeProcess;
+use clap::Args;
+use futures::StreamExt;
+use serde_json::{Value, json};
+use shoal_client::{BatchCall, Client, JobSpec};
+use std::time::{Duration, Instant};
+use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
+
+/// Longest wait for a cluster to form or to see a death.
+const PATIENCE: Duration = Duration::from_secs(180);
+/// How often the nodes are asked how many peers they see.
+const POLL: Duration = Duration::from_millis(250);
+/// Job submissions in flight at once.
+const SUBMITTERS: usize = 32;
+
+#[derive(Args)]
+pub struct ClusterArgs {
+    /// Cluster sizes to measure, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "10,100")]
+    nodes: Vec<usize>,
+    /// Seconds the formed cluster idles while its CPU is measured.
+    #[arg(long, default_value_t = 10)]
+    idle_seconds: u64,
+    /// `sleep` calls in the fan-out (each node has 2 slots).
+    #[arg(long, default_value_t = 1000)]
+    calls: usize,
+    /// Milliseconds each of those calls sleeps.
+    #[arg(long, default_value_t = 50)]
+    sleep_ms: u64,
+    /// `noop` jobs submitted for the jobs/s figure.
+    #[arg(long, default_value_t = 500)]
+    jobs: usize,
+    /// Print the figures as one JSON object on the last line.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
+    let mut runs = Vec::new();
+    for &count in &args.nodes {
+        anyhow::ensure!(count >= 2, "cluster sizes must be at least 2");
+        eprintln!("starting {count} nodes…");
+        let run = measure(count, &args).await?;
+        println!(
+            "{count:>5} nodes: formed in {:.1} s; idle CPU {:.2} % of a core and {:.1} MB per node; \
+             a death known everywhere in {:.1} s; fan-out efficiency {:.2}; {:.0} jobs/s",
+            run["converge_s"].as_f64().unwrap_or(0.0),
+            run["idle_cpu_pct_per_node"].as_f64().unwrap_or(0.0),
+            run["rss_mb_per_node"].as_f64().unwrap_or(0.0),
+            run["detect_dead_s"].as_f64().unwrap_or(0.0),
+            run["fanout_efficiency"].as_f64().unwrap_or(0.0),
+            run["jobs_per_s"].as_f64().unwrap_or(0.0),
+        );
+        runs.push(run);
+    }
+    if args.json {
+        println!("{}", json!({ "runs": runs }));
+    }
+    Ok(())
+}
+
+/// One cluster of `count` nodes, started, measured and stopped.
+async fn measure(count: usize, args: &ClusterArgs) -> anyhow::Result<Value> {
+    let common = ["--slots".to_string(), "2".to_string()];
+    let first = NodeProcess::spawn(&common)?;
+    let join = ["--join".to_string(), first.addr.to_string()];
+    let mut nodes = vec![first];
+    for _ in 1..count {
+        nodes.push(NodeProcess::spawn(&[&common[..], &join[..]].concat())?);
+    }
+    let last_started = Instant::now();
+    let clients = nodes
+        .iter()
+        .map(|node| Client::new([&node.http]))
+        .collect::<Result<Vec<_>, _>>()?;
+    wait_until_all_see(&clients, count - 1).await?;
+    let converge_s = last_started.elapsed().as_secs_f64();
+
+    let (idle_cpu, rss_mb) = idle_figures(&nodes, Duration::from_secs(args.idle_seconds)).await;
+    let fanout_efficiency = fanout(&clients[0], count, args).await?;
+    let jobs_per_s = jobs_per_second(&clients[0], args.jobs).await?;
+
+    // SIGKILL 5 % of the nodes (at least one), never the one asked first.
+    let victims = count.div_ceil(20).min(count - 1);
+    let killed_at = Instant::now();
+    for node in nodes.iter_mut().skip(1).take(victims) {
+        node.kill();
+    }
+    wait_until_all_see(&clients[victims + 1..], count - 1 - victims).await?;
+    let detect_dead_s = killed_at.elapsed().as_secs_f64();
+
+    Ok(json!({
+        "nodes": count,
+        "converge_s": round(converge_s),
+        "idle_cpu_pct_per_node": round(idle_cpu),
+        "rss_mb_per_node": round(rss_mb),
+        "detect_dead_s": round(detect_dead_s),
+        "killed": victims,
+        "fanout_efficiency": round(fanout_efficiency),
+        "jobs_per_s": round(jobs_per_s),
+    }))
+}
+
+fn round(value: f64) -> f64 {
+    (value * 1000.0).round() / 1000.0
+}
+
+/// Waits until every one of `clients`' nodes sees exactly `alive` live peers.
+async fn wait_until_all_see(clients: &[Client], alive: usize) -> anyhow::Result<()> {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let seen = futures::future::join_all(clients.iter().map(|c| c.status())).await;
+        let counts: Vec<usize> = seen
+            .iter()
+            .map(|status| status.as_ref().map_or(usize::MAX, |s| s.peers_alive))
+            .collect();
+        if counts.iter().all(|&n| n == alive) {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "after {PATIENCE:?} the nodes see {counts:?} live peers, not {alive}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// The median node's CPU over `idle` (percent of one core) and its
+/// resident memory (MB).
+async fn idle_figures(nodes: &[NodeProcess], idle: Duration) -> (f64, f64) {
+    let pids: Vec<Pid> = nodes.iter().map(|n| Pid::from_u32(n.pid())).collect();
+    let what = ProcessRefreshKind::nothing().with_cpu().with_memory();
+    let mut system = System::new();
+    system.refresh_processes_specifics(ProcessesToUpdate::Some(&pids), true, what);
+    let cpu_ms = |system: &System| -> Vec<u64> {
+        pids.iter()
+            .map(|pid| system.process(*pid).map_or(0, |p| p.accumulated_cpu_time()))
+            .collect()
+    };
+    let before = cpu_ms(&system);
+    tokio::time::sleep(idle).await;
+    system.refresh_processes_specifics(ProcessesToUpdate::Some(&pids), true, what);
+    let after = cpu_ms(&system);
+    let mut cpu: Vec<f64> = before
+        .iter()
+        .zip(&after)
+        .map(|(b, a)| a.saturating_sub(*b) as f64 / idle.as_millis() as f64 * 100.0)
+        .collect();
+    let mut rss: Vec<f64> = pids
+        .iter()
+        .filter_map(|pid| system.process(*pid))
+        .map(|p| p.memory() as f64 / 1e6)
+        .collect();
+    (median(&mut cpu), median(&mut rss))
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// `calls` sleeps through one node: the ideal time (waves of 2 slots per
+/// node) over the time taken.
+async fn fanout(client: &Client, count: usize, args: &ClusterArgs) -> anyhow::Result<f64> {
+    let calls = (0..args.calls)
+        .map(|_| BatchCall {
+            function: "sleep".to_string(),
+            args: json!(args.sleep_ms),
+        })
+        .collect();
+    let started = Instant::now();
+    let results = client.batch(calls, Some(PATIENCE)).await?;
+    let took = started.elapsed().as_secs_f64();
+    let failed = results.iter().filter(|r| r.is_err()).count();
+    anyhow::ensure!(failed == 0, "{failed} of the fan-out's calls failed");
+    let waves = args.calls.div_ceil(2 * count);
+    Ok(waves as f64 * args.sleep_ms as f64 / 1000.0 / took)
+}
+
+/// `jobs` no-op jobs submitted through one node, until all succeeded.
+async fn jobs_per_second(client: &Client, jobs: usize) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let submitted: Vec<_> = futures::stream::iter(0..jobs)
+        .map(|_| client.submit(JobSpec::new("noop", Value::Null)))
+        .buffer_unordered(SUBMITTERS)
+        .collect()
+        .await;
+    let failed = submitted.iter().filter(|s| s.is_err()).count();
+    anyhow::ensure!(failed == 0, "{failed} job submissions failed");
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let done = client.status().await?.jobs.get("succeeded").copied();
+        if done.unwrap_or(0) >= jobs {
+            return Ok(jobs as f64 / started.elapsed().as_secs_f64());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "jobs did not finish in {PATIENCE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
