@@ -59,8 +59,33 @@ impl Heartbeat {
         postcard::to_stdvec(self).expect("heartbeat encodes")
     }
 
-    /// Decodes a whole message: bytes left over make it malformed.
+    /// Decodes a whole message: bytes left over make it malformed. A CPU
+    /// figure that is not a finite, non-negative number reads as 0.
     pub fn decode(bytes: &[u8]) -> Result<Heartbeat, postcard::Error> {
-        crate::wire::decode_exactly(bytes)
+        let mut heartbeat: Heartbeat = crate::wire::decode_exactly(bytes)?;
+        if !(heartbeat.cpu_percent.is_finite() && heartbeat.cpu_percent >= 0.0) {
+            heartbeat.cpu_percent = 0.0;
+        }
+        Ok(heartbeat)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cpu_figure_that_is_no_number_reads_as_zero() {
+        for cpu_percent in [f32::NAN, f32::INFINITY, -3.0] {
+            let sent = Heartbeat {
+                cpu_percent,
+                memory_bytes: 7,
+                ..Heartbeat::default()
+            };
+            let read = Heartbeat::decode(&sent.encode()).unwrap();
+            assert_eq!(read.cpu_percent, 0.0);
+            assert_eq!(read.memory_bytes, 7);
+            assert_eq!(Heartbeat::decode(&read.encode()).unwrap(), read);
+        }
     }
 }
