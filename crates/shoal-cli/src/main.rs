@@ -37,6 +37,7 @@ mod topics_cmd;
 
 use clap::{Parser, Subcommand};
 use shoal_node::telemetry::logs::LogRing;
+use std::io::IsTerminal;
 use std::sync::Arc;
 
 #[derive(Parser)]
@@ -91,7 +92,10 @@ fn init_logging(format: &str, default_level: &str, ring: &Arc<LogRing>) {
     use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let stderr = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Colours only for a person at a terminal, not in files or journald.
+    let stderr = tracing_subscriber::fmt::layer()
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
     let stderr = if format == "json" {
         stderr.json().with_filter(filter).boxed()
     } else {
@@ -109,7 +113,9 @@ fn init_logging(format: &str, default_level: &str, ring: &Arc<LogRing>) {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let default_level = match cli.command {
-        Command::Node(_) => "info",
+        // openraft's INFO lines (every election step, every membership
+        // change) would drown the node's own.
+        Command::Node(_) => "info,openraft=warn",
         _ => "error",
     };
     let logs = LogRing::warnings();

@@ -54,9 +54,14 @@ fn shoal_call_ships_a_script_to_a_cluster_that_never_saw_it() {
     let result: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(result["words"], json!(10));
     assert_eq!(result["top"], json!([["be", 2], ["to", 2]]));
+    let log = node.log_text();
     assert!(
-        node.log_text().contains("script loaded"),
+        log.contains("script loaded"),
         "the node loaded the shipped script"
+    );
+    assert!(
+        !log.contains('\x1b'),
+        "no colour codes in a log that is not a terminal: {log}"
     );
 }
 
