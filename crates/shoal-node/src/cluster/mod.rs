@@ -17,4 +17,6 @@
 
 pub mod heartbeat;
 pub mod peers;
+pub mod sim;
+pub mod swim;
 pub mod task;

@@ -1,0 +1,388 @@
+//! Who is alive, by SWIM (the `foca` crate): each node probes one random
+//! member per period, asks a few others to probe it indirectly when it does
+//! not answer, and spreads what it learns — joins, suspicions, deaths —
+//! piggybacked on those same messages. A suspected member that is alive
+//! hears of it and refutes; one that stays silent for the suspicion time is
+//! declared down everywhere. Messages per node per period do not grow with
+//! the cluster, and news reaches every node in O(log N) periods.
+//!
+//! This module does no I/O: [`Membership`] takes packets, the clock and
+//! hints in, and hands back [`Effects`] — packets to send and member
+//! changes. The cluster task wires it to libp2p; `shoal bench sim` runs
+//! thousands of them in simulated time.
+//!
+//! ```text
+//!   packet / clock / "connection to P broke" ─► Membership (foca) ─► Effects
+//!                                                                   ├ sends: (member, bytes)
+//!                                                                   └ changes: Up / Down
+//! ```
+
+pub use foca::State;
+use foca::{AccumulatingRuntime, Foca, Identity, Member, NoCustomBroadcast, OwnedNotification};
+use foca::{PostcardCodec, Timer};
+use libp2p::{Multiaddr, PeerId};
+use rand_swim::SeedableRng;
+use rand_swim::rngs::StdRng;
+use serde::{Deserialize, Serialize};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::num::{NonZeroU8, NonZeroUsize};
+use std::time::Duration;
+
+/// An identity carries at most this many addresses; enough for a node
+/// listening on a few interfaces, small enough that a packet still carries
+/// many membership updates.
+const MAX_ADDRS: usize = 4;
+/// The largest SWIM packet; packets travel on libp2p streams, not UDP, so
+/// they may be larger than a datagram and carry more updates each.
+pub const MAX_PACKET_BYTES: usize = 4096;
+
+/// A member as SWIM knows it: its peer id, where to dial it, and a
+/// generation that grows each time it (re)starts or is wrongly declared
+/// down, so the newest incarnation of a node always wins.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwimId {
+    #[serde(with = "peer_bytes")]
+    peer: PeerId,
+    #[serde(with = "addr_bytes")]
+    addrs: Vec<Multiaddr>,
+    generation: u64,
+}
+
+impl SwimId {
+    /// `generation` should grow across restarts (the start time in
+    /// milliseconds does); only the first [`MAX_ADDRS`] addresses are kept.
+    pub fn new(peer: PeerId, mut addrs: Vec<Multiaddr>, generation: u64) -> Self {
+        addrs.truncate(MAX_ADDRS);
+        SwimId {
+            peer,
+            addrs,
+            generation,
+        }
+    }
+
+    pub fn peer(&self) -> PeerId {
+        self.peer
+    }
+
+    pub fn addrs(&self) -> &[Multiaddr] {
+        &self.addrs
+    }
+}
+
+impl Identity for SwimId {
+    type Addr = PeerId;
+
+    /// Declared down while alive (a long pause, a partition): come back at
+    /// once under the next generation.
+    fn renew(&self) -> Option<Self> {
+        Some(SwimId {
+            generation: self.generation + 1,
+            ..self.clone()
+        })
+    }
+
+    fn addr(&self) -> PeerId {
+        self.peer
+    }
+
+    fn win_addr_conflict(&self, adversary: &Self) -> bool {
+        self.generation > adversary.generation
+    }
+}
+
+/// How fast membership reacts, for a node that expects `members` members.
+///
+/// A member is probed about once a `period`; one that fails a probe is
+/// suspected and declared down after `suspicion` unless it refutes. Updates
+/// are piggybacked about 4·log10(N) times each (foca's LAN rule), and three
+/// random members are gossiped to every period so news does not wait for
+/// probes.
+pub fn config(members: usize, period: Duration, suspicion: Duration) -> foca::Config {
+    let members = u32::try_from(members.max(2)).unwrap_or(u32::MAX);
+    let transmissions = ((f64::from(members) + 1.0).log10() * 4.0).clamp(2.0, 255.0) as u8;
+    let mut config = foca::Config::new_lan(members.try_into().expect("at least 2"));
+    config.probe_period = period;
+    config.probe_rtt = period * 2 / 5;
+    config.suspect_to_down_after = suspicion;
+    config.max_transmissions = NonZeroU8::new(transmissions).expect("at least 2");
+    config.max_packet_size = NonZeroUsize::new(MAX_PACKET_BYTES).expect("non-zero");
+    if let Some(gossip) = config.periodic_gossip.as_mut() {
+        gossip.frequency = period;
+    }
+    config
+}
+
+/// A member came up or went down.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change<I> {
+    /// A new member, or a new generation of one that restarted.
+    Up(I),
+    Down(I),
+}
+
+/// What one step of the protocol asks of its host.
+#[derive(Debug)]
+pub struct Effects<I> {
+    pub sends: Vec<(I, bytes::Bytes)>,
+    pub changes: Vec<Change<I>>,
+}
+
+impl<I> Default for Effects<I> {
+    fn default() -> Self {
+        Effects {
+            sends: Vec::new(),
+            changes: Vec::new(),
+        }
+    }
+}
+
+/// What a member's identity must be: a foca identity that travels as
+/// postcard. The node uses [`SwimId`]; the simulation a compact number.
+pub trait MemberId: Identity + Serialize + for<'de> Deserialize<'de> {}
+impl<I: Identity + Serialize + for<'de> Deserialize<'de>> MemberId for I {}
+
+/// One node's membership protocol, driven by a clock the host supplies
+/// (time since the host started, real or simulated).
+pub struct Membership<I: MemberId> {
+    foca: Foca<I, PostcardCodec, StdRng, NoCustomBroadcast>,
+    runtime: AccumulatingRuntime<I>,
+    /// Foca's timers, by when they are due.
+    timers: BinaryHeap<Reverse<Due<I>>>,
+    /// Ties between timers due at once break by submission order.
+    submitted: u64,
+    period: Duration,
+    suspicion: Duration,
+}
+
+/// A timer and when it is due; ordered by (at, order), which are unique,
+/// so the timer itself (not `Ord`) is never compared.
+#[derive(Debug)]
+struct Due<I> {
+    at: Duration,
+    order: u64,
+    timer: Timer<I>,
+}
+
+impl<I> PartialEq for Due<I> {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.order) == (other.at, other.order)
+    }
+}
+impl<I> Eq for Due<I> {}
+impl<I> PartialOrd for Due<I> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl<I> Ord for Due<I> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.order).cmp(&(other.at, other.order))
+    }
+}
+
+/// Why a packet was not taken in.
+pub type SwimError = foca::Error;
+
+impl<I: MemberId> Membership<I> {
+    /// A node that expects about `members` members, probing every `period`
+    /// and declaring a silent suspect down after `suspicion`.
+    pub fn new(me: I, members: usize, period: Duration, suspicion: Duration, seed: u64) -> Self {
+        let config = config(members, period, suspicion);
+        Membership {
+            foca: Foca::new(me, config, StdRng::seed_from_u64(seed), PostcardCodec),
+            runtime: AccumulatingRuntime::new(),
+            timers: BinaryHeap::new(),
+            submitted: 0,
+            period,
+            suspicion,
+        }
+    }
+
+    /// This node's current identity (its generation grows if it was ever
+    /// declared down while alive).
+    pub fn me(&self) -> &I {
+        self.foca.identity()
+    }
+
+    /// Asks `to` (any node of the cluster) to let this node in.
+    pub fn announce(&mut self, to: I, now: Duration) -> Effects<I> {
+        let result = self.foca.announce(to, &mut self.runtime);
+        self.effects(result, now)
+    }
+
+    /// Takes in a packet from another member.
+    pub fn receive(&mut self, packet: &[u8], now: Duration) -> Result<Effects<I>, SwimError> {
+        let result = self.foca.handle_data(packet, &mut self.runtime);
+        if let Err(error) = result {
+            self.drain(now);
+            return Err(error);
+        }
+        Ok(self.effects(Ok(()), now))
+    }
+
+    /// When the next timer is due, if any.
+    pub fn next_due(&self) -> Option<Duration> {
+        self.timers.peek().map(|Reverse(due)| due.at)
+    }
+
+    /// Runs every timer due by `now`.
+    pub fn advance(&mut self, now: Duration) -> Effects<I> {
+        let mut effects = Effects::default();
+        while let Some(Reverse(due)) = self.timers.peek()
+            && due.at <= now
+        {
+            let Reverse(due) = self.timers.pop().expect("peeked");
+            let result = self.foca.handle_timer(due.timer, &mut self.runtime);
+            let more = self.effects(result, now);
+            effects.sends.extend(more.sends);
+            effects.changes.extend(more.changes);
+        }
+        effects
+    }
+
+    /// Something outside SWIM suggests `peer` is gone (its connection broke):
+    /// suspect it now rather than wait for a probe. If it is alive it
+    /// refutes; if not, it is down after the suspicion time.
+    pub fn suspect(&mut self, peer: &I::Addr, now: Duration) -> Effects<I> {
+        let member = self
+            .foca
+            .iter_membership_state()
+            .find(|member| member.id().addr() == *peer && member.state() == State::Alive)
+            .map(|member| Member::new(member.id().clone(), member.incarnation(), State::Suspect));
+        let Some(member) = member else {
+            return Effects::default();
+        };
+        let result = self
+            .foca
+            .apply_many(std::iter::once(member), true, &mut self.runtime);
+        self.effects(result, now)
+    }
+
+    /// Tells the cluster this node is leaving, so it is not probed and
+    /// suspected first.
+    pub fn leave(mut self, now: Duration) -> Effects<I> {
+        let result = self.foca.leave_cluster(&mut self.runtime);
+        self.effects(result, now)
+    }
+
+    /// Members believed alive, this node excluded.
+    pub fn members(&self) -> impl Iterator<Item = &I> {
+        self.foca.iter_members().map(Member::id)
+    }
+
+    /// How many members are believed alive, this node excluded.
+    pub fn len(&self) -> usize {
+        self.foca.num_members()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every member SWIM holds, with its state (suspects and the recently
+    /// dead included).
+    pub fn states(&self) -> impl Iterator<Item = (&I, State)> {
+        self.foca
+            .iter_membership_state()
+            .map(|member| (member.id(), member.state()))
+    }
+
+    /// Retunes for a cluster of `members` (updates are piggybacked more
+    /// times as it grows); the period and suspicion time stay.
+    pub fn resize(&mut self, members: usize) {
+        let config = config(members, self.period, self.suspicion);
+        if let Err(error) = self.foca.set_config(config) {
+            tracing::debug!(%error, "membership config not changed");
+        }
+    }
+
+    /// Collects what foca asked for into `Effects`, scheduling its timers.
+    fn effects(&mut self, result: Result<(), SwimError>, now: Duration) -> Effects<I> {
+        if let Err(error) = result {
+            tracing::debug!(%error, "membership step failed");
+        }
+        self.drain(now)
+    }
+
+    fn drain(&mut self, now: Duration) -> Effects<I> {
+        let mut effects = Effects::default();
+        while let Some((after, timer)) = self.runtime.to_schedule() {
+            self.submitted += 1;
+            self.timers.push(Reverse(Due {
+                at: now + after,
+                order: self.submitted,
+                timer,
+            }));
+        }
+        while let Some(send) = self.runtime.to_send() {
+            effects.sends.push(send);
+        }
+        while let Some(notification) = self.runtime.to_notify() {
+            match notification {
+                OwnedNotification::MemberUp(id) => effects.changes.push(Change::Up(id)),
+                OwnedNotification::MemberDown(id) => effects.changes.push(Change::Down(id)),
+                OwnedNotification::Rename(_, id) => effects.changes.push(Change::Up(id)),
+                OwnedNotification::Rejoin(_) => {
+                    tracing::info!("declared down while alive; rejoined the cluster");
+                }
+                OwnedNotification::Defunct => {
+                    tracing::warn!("no member answers; membership is waiting for one to come back")
+                }
+                _ => {}
+            }
+        }
+        effects
+    }
+}
+
+mod peer_bytes {
+    use libp2p::PeerId;
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(peer: &PeerId, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(&peer.to_bytes())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<PeerId, D::Error> {
+        let bytes: &[u8] = Deserialize::deserialize(deserializer)?;
+        PeerId::from_bytes(bytes).map_err(D::Error::custom)
+    }
+}
+
+mod addr_bytes {
+    use libp2p::Multiaddr;
+    use serde::{Deserialize, Deserializer, Serializer, de::Error, ser::SerializeSeq};
+
+    pub fn serialize<S: Serializer>(addrs: &[Multiaddr], serializer: S) -> Result<S::Ok, S::Error> {
+        let mut seq = serializer.serialize_seq(Some(addrs.len()))?;
+        for addr in addrs {
+            seq.serialize_element(&Raw(addr.as_ref()))?;
+        }
+        seq.end()
+    }
+
+    /// Bytes that serialize as bytes, not as a sequence of numbers.
+    struct Raw<'a>(&'a [u8]);
+
+    impl serde::Serialize for Raw<'_> {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            serializer.serialize_bytes(self.0)
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<Multiaddr>, D::Error> {
+        let raw: Vec<&[u8]> = Deserialize::deserialize(deserializer)?;
+        if raw.len() > super::MAX_ADDRS {
+            return Err(D::Error::custom("too many addresses"));
+        }
+        raw.into_iter()
+            .map(|bytes| Multiaddr::try_from(bytes.to_vec()).map_err(D::Error::custom))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;

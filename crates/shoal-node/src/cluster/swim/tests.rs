@@ -1,0 +1,76 @@
+//! The protocol's promises, checked in simulated time (see `cluster::sim`).
+
+use super::*;
+use crate::cluster::sim::{Sim, SimSettings};
+
+const PERIOD: Duration = Duration::from_secs(1);
+const CHECK: Duration = Duration::from_millis(50);
+
+fn formed(nodes: usize, seed: u64) -> Sim {
+    let mut sim = Sim::new(SimSettings {
+        nodes,
+        seed,
+        ..SimSettings::default()
+    });
+    for node in 1..nodes as u32 {
+        sim.join(node, 0);
+    }
+    let took = sim.run_until(Duration::from_secs(60), CHECK, Sim::converged);
+    assert!(took.is_some(), "{nodes} nodes never learned of each other");
+    sim
+}
+
+#[test]
+fn a_cluster_forms_from_one_known_node() {
+    let sim = formed(50, 7);
+    assert_eq!(sim.view_size(17), Some(49));
+}
+
+#[test]
+fn a_killed_node_is_known_dead_everywhere_within_seconds() {
+    let mut sim = formed(100, 3);
+    sim.kill(42);
+    let took = sim
+        .run_until(Duration::from_secs(30), CHECK, Sim::converged)
+        .expect("the death was never known everywhere");
+    assert!(
+        took <= PERIOD * 3 + Duration::from_secs(3) + PERIOD * 2,
+        "took {took:?}"
+    );
+}
+
+#[test]
+fn a_late_joiner_is_known_everywhere() {
+    let mut sim = formed(60, 11);
+    let newcomer = sim.add_node();
+    sim.join(newcomer, 5);
+    let took = sim
+        .run_until(Duration::from_secs(30), CHECK, Sim::converged)
+        .expect("the newcomer was never known everywhere");
+    assert!(took <= Duration::from_secs(5), "took {took:?}");
+    assert_eq!(sim.view_size(newcomer), Some(60));
+}
+
+#[test]
+fn a_short_pause_leaves_the_node_a_member() {
+    let mut sim = formed(30, 5);
+    sim.pause(9, Duration::from_secs(2));
+    sim.run_for(Duration::from_secs(15));
+    assert!(sim.converged(), "a 2 s pause left the views apart");
+    assert_eq!(sim.view_size(9), Some(29));
+    assert_eq!(sim.view_size(0), Some(29));
+}
+
+#[test]
+fn identities_round_trip_and_reject_garbage() {
+    let peer = PeerId::random();
+    let addr: Multiaddr = "/ip4/10.0.0.7/tcp/4001".parse().unwrap();
+    let id = SwimId::new(peer, vec![addr.clone(); 9], 1234);
+    assert_eq!(id.addrs().len(), MAX_ADDRS);
+    let bytes = postcard::to_allocvec(&id).unwrap();
+    assert_eq!(postcard::from_bytes::<SwimId>(&bytes).unwrap(), id);
+    assert!(postcard::from_bytes::<SwimId>(&bytes[..bytes.len() / 2]).is_err());
+    assert!(postcard::from_bytes::<SwimId>(&[3, 1, 2, 3, 0, 0]).is_err());
+    let renewed = id.renew().unwrap();
+    assert!(renewed.win_addr_conflict(&id) && !id.win_addr_conflict(&renewed));
+}
