@@ -75,10 +75,10 @@ pub struct NodeArgs {
     /// Find peers with mDNS on the local network (multicast leaves this machine).
     #[arg(long)]
     mdns: bool,
-    /// Milliseconds between heartbeats.
+    /// Milliseconds between membership probes and load reports.
     #[arg(long, default_value_t = 1000)]
     heartbeat_ms: u64,
-    /// Heartbeats a peer may miss before it is declared dead.
+    /// Periods a suspected peer has to answer before it is declared dead.
     #[arg(long, default_value_t = 3)]
     heartbeat_misses: u32,
     /// Where to serve the HTTP API (host:port; port 0 picks one), or `off`.

@@ -21,13 +21,13 @@ pub struct NodeConfig {
     pub data_dir: Option<PathBuf>,
     /// The cluster secret (32 bytes); nodes without it cannot connect.
     pub secret: Option<[u8; 32]>,
-    /// Name of the cluster: the heartbeat topic and the DHT rendezvous key.
+    /// Name of the cluster: its membership protocol and DHT rendezvous key.
     pub cluster_name: String,
     /// Discover peers with mDNS. Off by default: multicast leaves the machine.
     pub mdns: bool,
-    /// How often a heartbeat is published.
+    /// How often a member is probed (SWIM's period) and a load report sent.
     pub heartbeat_interval: Duration,
-    /// Heartbeats a peer may miss before it is declared dead.
+    /// Periods a suspected member has to answer before it is declared dead.
     pub heartbeat_misses: u32,
     /// Deadline of a call when the caller gives none. Generous, because a
     /// call that legitimately runs long must not be cut short; every call

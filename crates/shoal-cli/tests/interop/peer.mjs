@@ -1,7 +1,7 @@
 // A foreign libp2p peer (js-libp2p, no cluster secret) meets a Shoal node:
-// it identifies, pings, and waits for a heartbeat on gossipsub, then prints
-// one JSON line with what it saw (the heartbeat as hex, for the Rust test
-// to decode).  Usage: node peer.mjs <node multiaddr> <heartbeat topic>
+// it identifies, pings, and waits for a message on a gossipsub topic, then
+// prints one JSON line with what it saw (the message as text, for the Rust
+// test to read).  Usage: node peer.mjs <node multiaddr> <gossip topic>
 
 // Node 20 lacks Promise.withResolvers, which these libp2p versions use.
 if (!Promise.withResolvers) {
@@ -27,11 +27,11 @@ const node = await createLibp2p({
   streamMuxers: [yamux()],
   services: { identify: identify(), ping: ping(), pubsub: gossipsub({ allowPublishToZeroTopicPeers: true }) }
 })
-const seen = { identified: null, rtt_ms: null, heartbeat_hex: null }
-const heartbeat = Promise.withResolvers()
+const seen = { identified: null, rtt_ms: null, message: null }
+const message = Promise.withResolvers()
 node.services.pubsub.subscribe(topic)
 node.services.pubsub.addEventListener('message', (e) => {
-  if (e.detail.topic === topic) heartbeat.resolve(Buffer.from(e.detail.data).toString("hex"))
+  if (e.detail.topic === topic) message.resolve(Buffer.from(e.detail.data).toString('utf8'))
 })
 const identified = Promise.withResolvers()
 node.addEventListener('peer:identify', (e) => identified.resolve(e.detail))
@@ -44,7 +44,9 @@ try {
   const info = await Promise.race([identified.promise, timeout(10000, 'identify')])
   seen.identified = { agent: info.agentVersion, protocols: info.protocols }
   seen.rtt_ms = await node.services.ping.ping(addr)
-  seen.heartbeat_hex = await Promise.race([heartbeat.promise, timeout(15000, 'heartbeat')])
+  // Says it is ready, so the test starts publishing.
+  console.error('subscribed')
+  seen.message = await Promise.race([message.promise, timeout(20000, 'a topic message')])
   console.log(JSON.stringify(seen))
 } catch (e) {
   console.log(JSON.stringify({ ...seen, error: String(e) }))

@@ -1,11 +1,11 @@
 //! Shoal speaks standard libp2p: a js-libp2p peer (`tests/interop/peer.mjs`)
 //! connects to a `shoal node` without a cluster secret, identifies, pings,
-//! and receives a heartbeat on gossipsub that decodes as one.
+//! and receives on gossipsub what `shoal pub` published to a topic.
 
 use crate::common::NodeProcess;
-use shoal_proto::Heartbeat;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 fn interop_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop")
@@ -25,16 +25,30 @@ fn install_packages(dir: &Path) {
 }
 
 #[test]
-fn a_js_libp2p_peer_identifies_pings_and_hears_heartbeats() {
+fn a_js_libp2p_peer_identifies_pings_and_hears_a_topic() {
     let dir = interop_dir();
     install_packages(&dir);
     let node = NodeProcess::start(&["--slots", "3"]);
-    let output = Command::new("node")
+    let peer = Command::new("node")
         .arg(dir.join("peer.mjs"))
         .arg(node.addr.to_string())
-        .arg("/shoal/shoal/heartbeat/1")
-        .output()
+        .arg("/shoal/shoal/topic/interop")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("node runs");
+    // Gossip reaches the peer once it is in the topic's mesh: publish until
+    // it has heard one (or gave up).
+    let started = Instant::now();
+    let mut peer = peer;
+    while peer.try_wait().unwrap().is_none() && started.elapsed() < Duration::from_secs(40) {
+        Command::new(env!("CARGO_BIN_EXE_shoal"))
+            .args(["pub", "--node", &node.http, "interop", r#""interop-hello""#])
+            .output()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let output = peer.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let line = stdout.lines().last().unwrap_or_default();
     let seen: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| {
@@ -61,16 +75,9 @@ fn a_js_libp2p_peer_identifies_pings_and_hears_heartbeats() {
     );
     assert!(seen["rtt_ms"].as_f64().is_some(), "ping answered: {seen}");
 
-    let hex = seen["heartbeat_hex"].as_str().unwrap();
-    let bytes: Vec<u8> = (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-        .collect();
-    let heartbeat = Heartbeat::decode(&bytes).expect("the message is a Shoal heartbeat");
-    assert_eq!(
-        heartbeat.slots, 3,
-        "the node's own heartbeat: {heartbeat:?}"
-    );
+    let message: serde_json::Value =
+        serde_json::from_str(seen["message"].as_str().unwrap()).expect("a JSON envelope");
+    assert_eq!(message["value"], "interop-hello", "{message}");
 
     // The foreign peer came and went; the node still serves calls.
     let call = Command::new(env!("CARGO_BIN_EXE_shoal"))

@@ -1,31 +1,36 @@
 //! Who is in the cluster and how loaded each member is.
 //!
-//! The [`PeerTable`] is plain state: heartbeats, disconnections and clock
-//! ticks go in, membership events come out. The cluster task owns it and is
-//! the only writer; every other part of the node reads it through a
-//! [`PeerView`], which always shows the table as the task last left it.
+//! The [`PeerTable`] is plain state: what membership (SWIM) decided, load
+//! reports and broken call streams go in, membership events come out. The
+//! cluster task owns it and is the only writer; every other part of the
+//! node reads it through a [`PeerView`], which always shows the table as
+//! the task last left it.
 //!
 //! ```text
-//!   heartbeat ──► Alive ──(missed 1 interval)──► Suspected
-//!                   ▲                                │ (missed `misses`)
-//!                   └──────── heartbeat ◄─── Dead ◄──┘ or all connections closed
+//!   up / heartbeat ──► Alive ──(SWIM suspects it)──► Suspected
+//!                        ▲  ◄──(it refuted)───────────┘  │
+//!                        │                               │ (SWIM: down)
+//!                        └── up / heartbeat ◄── Dead ◄───┘ or its call stream broke
 //! ```
+//!
+//! Liveness comes from SWIM, not from heartbeats: a member's load report
+//! arrives every few seconds in a large cluster, so its age says nothing.
 
 use libp2p::PeerId;
 use shoal_proto::Heartbeat;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 /// What the table knows about one peer.
 #[derive(Clone, Debug)]
 pub struct PeerInfo {
-    /// The latest heartbeat received.
+    /// The latest heartbeat received (all zeros until the first one).
     pub load: Heartbeat,
     /// The functions it offers, by name, with their memoize flag; built
     /// from the heartbeat so placement looks names up in O(1).
     pub functions: HashMap<String, bool>,
-    /// When that heartbeat arrived.
+    /// When the peer was last heard of (up, or a heartbeat).
     pub last_seen: Instant,
     pub liveness: Liveness,
 }
@@ -33,7 +38,7 @@ pub struct PeerInfo {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Liveness {
     Alive,
-    /// Late with its heartbeat; still used, but reported.
+    /// Suspected by SWIM (a probe failed); still used, but reported.
     Suspected,
     /// Gone: no call is placed there and its calls run elsewhere.
     Dead,
@@ -61,23 +66,60 @@ pub enum MemberEvent {
 }
 
 /// The membership view of one node.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct PeerTable {
     peers: HashMap<PeerId, PeerInfo>,
-    interval: Duration,
-    misses: u32,
+    /// Members SWIM reports up whose first heartbeat has not arrived:
+    /// not usable yet, since nobody knows what they offer.
+    undescribed: HashSet<PeerId>,
 }
 
 impl PeerTable {
-    pub fn new(interval: Duration, misses: u32) -> Self {
-        PeerTable {
-            peers: HashMap::new(),
-            interval,
-            misses: misses.max(1),
+    pub fn new() -> Self {
+        PeerTable::default()
+    }
+
+    /// Membership says the peer is up. A peer known before is back at once,
+    /// as it last described itself; a new one joins when its first
+    /// heartbeat says what it offers. Returns whether the peer is new to
+    /// this node (and so should hear this node's heartbeat).
+    pub fn on_up(&mut self, peer: PeerId, now: Instant) -> (bool, Option<MemberEvent>) {
+        match self.peers.get_mut(&peer) {
+            Some(info) if info.liveness != Liveness::Dead => (false, None),
+            Some(info) => {
+                info.liveness = Liveness::Alive;
+                info.last_seen = now;
+                (true, Some(MemberEvent::Joined(peer)))
+            }
+            None => (self.undescribed.insert(peer), None),
         }
     }
 
-    /// Records a heartbeat; a peer that was unknown or dead has (re)joined.
+    /// Membership declared the peer down.
+    pub fn on_down(&mut self, peer: PeerId) -> Option<MemberEvent> {
+        self.undescribed.remove(&peer);
+        self.mark_dead(peer, "declared down by the cluster (no answer to probes)")
+    }
+
+    /// Membership suspects the peer, or no longer does.
+    pub fn on_suspicion(&mut self, peer: PeerId, suspected: bool) -> Option<MemberEvent> {
+        let info = self.peers.get_mut(&peer)?;
+        match (info.liveness, suspected) {
+            (Liveness::Alive, true) => {
+                info.liveness = Liveness::Suspected;
+                Some(MemberEvent::Suspected(peer))
+            }
+            (Liveness::Suspected, false) => {
+                info.liveness = Liveness::Alive;
+                Some(MemberEvent::Recovered(peer))
+            }
+            _ => None,
+        }
+    }
+
+    /// Records a heartbeat; a peer that was unknown or dead is evidently
+    /// alive and has (re)joined. A suspected one stays suspected until
+    /// SWIM clears it.
     pub fn on_heartbeat(
         &mut self,
         peer: PeerId,
@@ -89,26 +131,24 @@ impl PeerTable {
             .iter()
             .map(|f| (f.name.clone(), f.memoize))
             .collect();
+        self.undescribed.remove(&peer);
+        let liveness = match self.peers.get(&peer).map(|info| info.liveness) {
+            Some(Liveness::Suspected) => Liveness::Suspected,
+            _ => Liveness::Alive,
+        };
         let previous = self.peers.insert(
             peer,
             PeerInfo {
                 functions,
                 load,
                 last_seen: now,
-                liveness: Liveness::Alive,
+                liveness,
             },
         );
         match previous.map(|info| info.liveness) {
-            Some(Liveness::Alive) => None,
-            Some(Liveness::Suspected) => Some(MemberEvent::Recovered(peer)),
+            Some(Liveness::Alive | Liveness::Suspected) => None,
             Some(Liveness::Dead) | None => Some(MemberEvent::Joined(peer)),
         }
-    }
-
-    /// All connections to the peer closed: a killed process shows up here
-    /// long before its heartbeats are missed.
-    pub fn on_disconnected(&mut self, peer: PeerId) -> Option<MemberEvent> {
-        self.mark_dead(peer, "all connections closed")
     }
 
     /// A call stream to the peer could not be opened or broke.
@@ -123,29 +163,6 @@ impl PeerTable {
         }
         info.liveness = Liveness::Dead;
         Some(MemberEvent::Died(peer, reason))
-    }
-
-    /// Ages every peer by the clock: late peers become suspected, then dead.
-    pub fn tick(&mut self, now: Instant) -> Vec<MemberEvent> {
-        let suspect_after = self.interval * 2;
-        let dead_after = self.interval * self.misses;
-        let mut events = Vec::new();
-        for (peer, info) in &mut self.peers {
-            let silent_for = now.saturating_duration_since(info.last_seen);
-            match info.liveness {
-                Liveness::Dead => {}
-                _ if silent_for > dead_after => {
-                    info.liveness = Liveness::Dead;
-                    events.push(MemberEvent::Died(*peer, "missed heartbeats"));
-                }
-                Liveness::Alive if silent_for > suspect_after => {
-                    info.liveness = Liveness::Suspected;
-                    events.push(MemberEvent::Suspected(*peer));
-                }
-                _ => {}
-            }
-        }
-        events
     }
 
     /// Peers that are not dead, with their latest load.
@@ -228,67 +245,73 @@ impl PeerView {
 mod tests {
     use super::*;
 
-    fn table() -> PeerTable {
-        PeerTable::new(Duration::from_secs(1), 3)
-    }
-
     #[test]
-    fn first_heartbeat_joins_and_later_ones_do_not() {
-        let mut table = table();
+    fn a_new_member_joins_with_its_first_heartbeat() {
+        let mut table = PeerTable::new();
         let peer = PeerId::random();
         let now = Instant::now();
+        assert_eq!(table.on_up(peer, now), (true, None));
+        assert_eq!(table.on_up(peer, now), (false, None));
         assert_eq!(
-            table.on_heartbeat(peer, Heartbeat::default(), now),
+            table.live().count(),
+            0,
+            "nothing is known of what it offers"
+        );
+        let load = Heartbeat {
+            slots: 4,
+            ..Heartbeat::default()
+        };
+        assert_eq!(
+            table.on_heartbeat(peer, load, now),
             Some(MemberEvent::Joined(peer))
         );
-        assert_eq!(table.on_heartbeat(peer, Heartbeat::default(), now), None);
+        assert_eq!(table.get(&peer).unwrap().load.slots, 4);
+        assert_eq!(table.on_up(peer, now), (false, None));
         assert_eq!(table.live().count(), 1);
     }
 
     #[test]
-    fn silent_peer_is_suspected_then_dead() {
-        let mut table = table();
+    fn a_heartbeat_from_an_unknown_peer_joins() {
+        let mut table = PeerTable::new();
         let peer = PeerId::random();
-        let start = Instant::now();
-        table.on_heartbeat(peer, Heartbeat::default(), start);
-        assert!(table.tick(start + Duration::from_millis(1500)).is_empty());
         assert_eq!(
-            table.tick(start + Duration::from_millis(2500)),
-            vec![MemberEvent::Suspected(peer)]
-        );
-        assert!(table.is_live(&peer), "a suspected peer is still used");
-        assert_eq!(
-            table.tick(start + Duration::from_millis(3500)),
-            vec![MemberEvent::Died(peer, "missed heartbeats")]
-        );
-        assert!(!table.is_live(&peer));
-        assert!(
-            table.tick(start + Duration::from_secs(10)).is_empty(),
-            "dies once"
-        );
-    }
-
-    #[test]
-    fn disconnection_kills_at_once_and_a_heartbeat_revives() {
-        let mut table = table();
-        let peer = PeerId::random();
-        let now = Instant::now();
-        table.on_heartbeat(peer, Heartbeat::default(), now);
-        assert_eq!(
-            table.on_disconnected(peer),
-            Some(MemberEvent::Died(peer, "all connections closed"))
-        );
-        assert_eq!(table.on_disconnected(peer), None);
-        assert_eq!(table.live().count(), 0);
-        assert_eq!(
-            table.on_heartbeat(peer, Heartbeat::default(), now),
+            table.on_heartbeat(peer, Heartbeat::default(), Instant::now()),
             Some(MemberEvent::Joined(peer))
         );
     }
 
     #[test]
-    fn a_broken_call_stream_kills_at_once() {
-        let mut table = table();
+    fn suspicion_is_reported_and_cleared_and_down_kills() {
+        let mut table = PeerTable::new();
+        let peer = PeerId::random();
+        let now = Instant::now();
+        table.on_heartbeat(peer, Heartbeat::default(), now);
+        assert_eq!(
+            table.on_suspicion(peer, true),
+            Some(MemberEvent::Suspected(peer))
+        );
+        assert!(table.is_live(&peer), "a suspected peer is still used");
+        assert_eq!(table.on_suspicion(peer, true), None);
+        assert_eq!(table.on_heartbeat(peer, Heartbeat::default(), now), None);
+        assert_eq!(
+            table.on_suspicion(peer, false),
+            Some(MemberEvent::Recovered(peer)),
+            "a heartbeat does not clear a suspicion; SWIM does"
+        );
+        assert!(matches!(table.on_down(peer), Some(MemberEvent::Died(p, _)) if p == peer));
+        assert!(!table.is_live(&peer));
+        assert_eq!(table.on_down(peer), None, "dies once");
+        assert_eq!(table.on_suspicion(peer, true), None);
+        assert_eq!(
+            table.on_up(peer, now),
+            (true, Some(MemberEvent::Joined(peer))),
+            "back as it last described itself"
+        );
+    }
+
+    #[test]
+    fn a_broken_call_stream_kills_at_once_and_a_heartbeat_revives() {
+        let mut table = PeerTable::new();
         let peer = PeerId::random();
         let now = Instant::now();
         table.on_heartbeat(peer, Heartbeat::default(), now);
@@ -297,17 +320,20 @@ mod tests {
             Some(MemberEvent::Died(peer, "unreachable"))
         );
         assert!(!table.is_live(&peer), "no call is placed on it meanwhile");
-        assert_eq!(table.on_disconnected(peer), None, "dies once");
-        assert!(table.tick(now).is_empty());
+        assert_eq!(table.on_down(peer), None, "dies once");
+        assert_eq!(
+            table.on_heartbeat(peer, Heartbeat::default(), now),
+            Some(MemberEvent::Joined(peer))
+        );
     }
 
     #[test]
     fn long_dead_peers_are_forgotten() {
-        let mut table = table();
+        let mut table = PeerTable::new();
         let peer = PeerId::random();
         let now = Instant::now();
         table.on_heartbeat(peer, Heartbeat::default(), now);
-        table.on_disconnected(peer);
+        table.on_down(peer);
         table.forget_dead(now + Duration::from_secs(600), Duration::from_secs(300));
         assert!(table.get(&peer).is_none());
     }

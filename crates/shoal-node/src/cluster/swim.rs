@@ -20,6 +20,7 @@
 pub use foca::State;
 use foca::{AccumulatingRuntime, Foca, Identity, Member, NoCustomBroadcast, OwnedNotification};
 use foca::{PostcardCodec, Timer};
+use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 use rand_swim::SeedableRng;
 use rand_swim::rngs::StdRng;
@@ -59,6 +60,27 @@ impl SwimId {
             addrs,
             generation,
         }
+    }
+
+    /// A node starting now, reachable at its listen addresses (routable
+    /// ones first; a trailing `/p2p/<id>` is dropped), whose generation is
+    /// the start time so a restart outranks the node's previous life.
+    pub fn for_node(peer: PeerId, listen: &[Multiaddr]) -> Self {
+        let mut addrs: Vec<Multiaddr> = listen
+            .iter()
+            .map(|addr| {
+                let mut addr = addr.clone();
+                if matches!(addr.iter().last(), Some(Protocol::P2p(_))) {
+                    addr.pop();
+                }
+                addr
+            })
+            .collect();
+        addrs.sort_by_key(is_loopback);
+        let generation = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_millis() as u64);
+        SwimId::new(peer, addrs, generation)
     }
 
     pub fn peer(&self) -> PeerId {
@@ -103,7 +125,7 @@ pub fn config(members: usize, period: Duration, suspicion: Duration) -> foca::Co
     let transmissions = ((f64::from(members) + 1.0).log10() * 4.0).clamp(2.0, 255.0) as u8;
     let mut config = foca::Config::new_lan(members.try_into().expect("at least 2"));
     config.probe_period = period;
-    config.probe_rtt = period * 2 / 5;
+    config.probe_rtt = period / 2;
     config.suspect_to_down_after = suspicion;
     config.max_transmissions = NonZeroU8::new(transmissions).expect("at least 2");
     config.max_packet_size = NonZeroUsize::new(MAX_PACKET_BYTES).expect("non-zero");
@@ -334,6 +356,14 @@ impl<I: MemberId> Membership<I> {
         }
         effects
     }
+}
+
+fn is_loopback(addr: &Multiaddr) -> bool {
+    addr.iter().any(|part| match part {
+        Protocol::Ip4(ip) => ip.is_loopback(),
+        Protocol::Ip6(ip) => ip.is_loopback(),
+        _ => false,
+    })
 }
 
 mod peer_bytes {

@@ -1,14 +1,17 @@
-//! The cluster task: the one writer of the peer table. It publishes this
-//! node's heartbeat, ages the table, and acts on what changes — a peer that
-//! died has its calls placed again and its own calls stopped here.
+//! The cluster task: the one writer of the peer table. It runs this node's
+//! membership protocol (SWIM), sends its load to a few members each period,
+//! and acts on what changes — a peer that died has its calls placed again
+//! and its own calls stopped here.
 
 use super::heartbeat::OwnHeartbeat;
 use super::peers::{MemberEvent, PeerTable};
+use super::swim::{Change, Effects, Membership, State, SwimId};
 use crate::calls::Calls;
 use crate::net::{NetEvent, NetHandle};
 use crate::raft::consensus::Consensus;
 use crate::telemetry::alerts::{Alerts, NodeLoad};
 use crate::telemetry::events::Events;
+use bytes::Bytes;
 use libp2p::PeerId;
 use shoal_proto::Heartbeat;
 use shoal_proto::api::EventKind;
@@ -21,10 +24,10 @@ use tokio_util::sync::CancellationToken;
 
 /// Dead peers are forgotten after this long, keeping the table bounded.
 const FORGET_DEAD_AFTER: Duration = Duration::from_secs(600);
-/// After a new connection, a heartbeat follows this soon so the peer learns
-/// about us without waiting a full interval (gossipsub needs a moment to
-/// exchange subscriptions first).
-const GREETING_DELAY: Duration = Duration::from_millis(150);
+/// Members a node sends its load to each period, besides those it has just
+/// met: constant, so the cost per node does not grow with the cluster; each
+/// member hears from every other about every N / 3 periods.
+const REPORTS_PER_PERIOD: usize = 3;
 /// Peers whose call stream broke, waiting for the task; a broken stream is
 /// rare and each notice is handled in microseconds.
 pub const UNREACHABLE_QUEUE: usize = 256;
@@ -41,63 +44,188 @@ pub struct ClusterTask {
     pub consensus: Arc<Consensus>,
     pub events: Arc<Events>,
     pub alerts: Alerts,
+    /// SWIM's probe period, and how often load is reported.
     pub heartbeat_interval: Duration,
+    /// How long a suspected member has to refute before it is dead.
+    pub suspicion: Duration,
+    /// This node as membership knows it.
+    pub me: SwimId,
+}
+
+/// Whom this node's load reports go to next.
+#[derive(Default)]
+struct Reports {
+    seq: u64,
+    /// Where the round-robin over members stands.
+    cursor: usize,
+    /// The part of the heartbeat that changes rarely (functions, labels,
+    /// addresses), as last sent; when it changes, every member is told.
+    card: Vec<u8>,
 }
 
 impl ClusterTask {
     /// Runs until `shutdown`.
     pub async fn run(mut self, shutdown: CancellationToken) {
+        let origin = tokio::time::Instant::now();
+        let mut swim = Membership::new(
+            self.me.clone(),
+            2,
+            self.heartbeat_interval,
+            self.suspicion,
+            rand::random(),
+        );
         let mut tick = tokio::time::interval(self.heartbeat_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut seq = 0u64;
-        let mut greet_at: Option<tokio::time::Instant> = None;
+        let mut reports = Reports::default();
         let mut warned_versions = HashSet::new();
+        let mut sized_for = 0;
         loop {
-            let greeting = async {
-                match greet_at {
+            let due = swim.next_due().map(|at| origin + at);
+            let timer = async {
+                match due {
                     Some(at) => tokio::time::sleep_until(at).await,
                     None => std::future::pending().await,
                 }
             };
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                Some(event) = self.net_events.recv() => match event {
-                    NetEvent::Heartbeat(peer, load) => {
-                        if load.version != PROTOCOL_VERSION {
-                            if warned_versions.insert(peer) {
-                                tracing::warn!(%peer, theirs = load.version, ours = PROTOCOL_VERSION,
-                                    "peer speaks another protocol version; run the same shoal version on every node");
+                Some(event) = self.net_events.recv() => {
+                    let now = origin.elapsed();
+                    match event {
+                        NetEvent::Swim(peer, packet) => match swim.receive(&packet, now) {
+                            Ok(effects) => self.apply(effects),
+                            Err(error) => tracing::debug!(%peer, %error, "ignored a membership packet"),
+                        },
+                        NetEvent::Heartbeat(peer, load) => {
+                            if load.version != PROTOCOL_VERSION {
+                                if warned_versions.insert(peer) {
+                                    tracing::warn!(%peer, theirs = load.version, ours = PROTOCOL_VERSION,
+                                        "peer speaks another protocol version; run the same shoal version on every node");
+                                }
+                                continue;
                             }
-                            continue;
+                            self.on_heartbeat(peer, *load);
                         }
-                        self.on_heartbeat(peer, *load);
+                        // A node we just connected to may be a member we do
+                        // not know yet (a join address, a DHT find): ask it
+                        // in. A node of another cluster does not answer.
+                        NetEvent::Connected(peer) if !self.table.borrow().is_live(&peer) => {
+                            let effects = swim.announce(SwimId::new(peer, Vec::new(), 0), now);
+                            self.apply(effects);
+                        }
+                        NetEvent::Connected(_) => {}
+                        NetEvent::ConnectionLost(peer) => self.apply(swim.suspect(&peer, now)),
                     }
-                    NetEvent::Connected(_) => {
-                        greet_at.get_or_insert_with(|| tokio::time::Instant::now() + GREETING_DELAY);
-                    }
-                    NetEvent::Disconnected(peer) => {
-                        let event = self.write(|table| table.on_disconnected(peer));
-                        self.on_member_events(event.into_iter().collect());
-                    }
-                },
-                Some(peer) = self.unreachable.recv() => self.on_unreachable(peer),
-                () = greeting => {
-                    greet_at = None;
-                    self.publish_heartbeat(&mut seq);
                 }
+                Some(peer) = self.unreachable.recv() => {
+                    self.on_unreachable(peer);
+                    self.apply(swim.suspect(&peer, origin.elapsed()));
+                }
+                () = timer => self.apply(swim.advance(origin.elapsed())),
                 _ = tick.tick() => {
-                    self.publish_heartbeat(&mut seq);
+                    self.report_load(&swim, &mut reports);
+                    self.follow_suspicions(&swim);
                     let now = Instant::now();
-                    let events = self.write(|table| {
-                        table.forget_dead(now, FORGET_DEAD_AFTER);
-                        table.tick(now)
-                    });
-                    self.on_member_events(events);
+                    self.write(|table| table.forget_dead(now, FORGET_DEAD_AFTER));
+                    let members = swim.len() + 1;
+                    if members != sized_for {
+                        swim.resize(members);
+                        self.net.set_lonely(swim.is_empty());
+                        sized_for = members;
+                    }
                     let loads = self.loads();
                     self.alerts.look(&self.events, &self.consensus, loads);
                 }
             }
         }
+    }
+
+    /// Acts on one step of the membership protocol: members that came up
+    /// are dialable and hear this node's load at once; members that went
+    /// down are dead; packets go out.
+    fn apply(&self, effects: Effects<SwimId>) {
+        let mut met = Vec::new();
+        for change in effects.changes {
+            let event = match change {
+                Change::Up(id) => {
+                    self.net.add_addresses(id.peer(), id.addrs().to_vec());
+                    let (new, joined) = self.write(|table| table.on_up(id.peer(), Instant::now()));
+                    if new {
+                        met.push(id.peer());
+                    }
+                    joined
+                }
+                Change::Down(id) => self.write(|table| table.on_down(id.peer())),
+            };
+            self.on_member_events(event.into_iter().collect());
+        }
+        for (to, packet) in effects.sends {
+            self.net.datagrams().send_swim(to.peer(), packet);
+        }
+        if !met.is_empty() {
+            let heartbeat = self.encode_heartbeat(0);
+            for peer in met {
+                self.net.datagrams().send_heartbeat(peer, heartbeat.clone());
+            }
+        }
+    }
+
+    /// Mirrors SWIM's suspicions in the table, so they show in the events
+    /// and the status.
+    fn follow_suspicions(&self, swim: &Membership<SwimId>) {
+        let suspected: HashSet<PeerId> = swim
+            .states()
+            .filter(|(_, state)| *state == State::Suspect)
+            .map(|(id, _)| id.peer())
+            .collect();
+        let events = self.write(|table| {
+            let peers: Vec<PeerId> = table.live().map(|(peer, _)| *peer).collect();
+            peers
+                .into_iter()
+                .filter_map(|peer| table.on_suspicion(peer, suspected.contains(&peer)))
+                .collect()
+        });
+        self.on_member_events(events);
+    }
+
+    /// Sends this node's load to the next few members in turn, or to every
+    /// member when its functions, labels or addresses changed.
+    fn report_load(&self, swim: &Membership<SwimId>, reports: &mut Reports) {
+        reports.seq += 1;
+        self.own.usage.sample();
+        let heartbeat = Heartbeat {
+            seq: reports.seq,
+            ..self.own.describe()
+        };
+        let card = card_of(&heartbeat);
+        // SWIM's members, not the table's: a member whose own report was
+        // lost is missing from the table until it hears from this node.
+        let mut live: Vec<PeerId> = swim.members().map(SwimId::peer).collect();
+        if live.is_empty() {
+            return;
+        }
+        live.sort_unstable();
+        let targets: Vec<PeerId> = if card == reports.card {
+            (0..REPORTS_PER_PERIOD.min(live.len()))
+                .map(|i| live[(reports.cursor + i) % live.len()])
+                .collect()
+        } else {
+            reports.card = card;
+            live.clone()
+        };
+        reports.cursor = (reports.cursor + targets.len()) % live.len();
+        let bytes = Bytes::from(heartbeat.encode());
+        for peer in targets {
+            self.net.datagrams().send_heartbeat(peer, bytes.clone());
+        }
+    }
+
+    fn encode_heartbeat(&self, seq: u64) -> Bytes {
+        let heartbeat = Heartbeat {
+            seq,
+            ..self.own.describe()
+        };
+        Bytes::from(heartbeat.encode())
     }
 
     /// Changes the table; readers see the change at once.
@@ -123,17 +251,6 @@ impl ClusterTask {
             // Not a member we knew alive; its calls still move.
             None => self.calls.redispatch_from(peer),
         }
-    }
-
-    /// Publishes this node's heartbeat, numbered so each message is unique.
-    fn publish_heartbeat(&self, seq: &mut u64) {
-        *seq += 1;
-        self.own.usage.sample();
-        let heartbeat = Heartbeat {
-            seq: *seq,
-            ..self.own.describe()
-        };
-        self.net.publish(heartbeat.encode());
     }
 
     /// Every live node's load, this one included, for the alerts.
@@ -185,4 +302,28 @@ impl ClusterTask {
             self.events.emit(kind, Some(peer.to_base58()), message);
         }
     }
+}
+
+/// The rarely changing part of a heartbeat, encoded: what every member
+/// must hear at once when it changes.
+fn card_of(heartbeat: &Heartbeat) -> Vec<u8> {
+    Heartbeat {
+        seq: 0,
+        queued: 0,
+        running: 0,
+        mean_task_us: 0,
+        drain_ms: 0,
+        executed: 0,
+        cpu_percent: 0.0,
+        memory_bytes: 0,
+        // Which queues hold items, not how many: a pop elsewhere needs to
+        // know where items are, and counts change with every push.
+        queue_items: heartbeat
+            .queue_items
+            .iter()
+            .map(|(queue, items)| (queue.clone(), (*items).min(1)))
+            .collect(),
+        ..heartbeat.clone()
+    }
+    .encode()
 }

@@ -3,30 +3,39 @@
 //! One task owns the [`Swarm`]; the rest of the node holds a cloneable
 //! [`NetHandle`] that sends it commands, and receives [`NetEvent`]s on a
 //! bounded channel. Call traffic does not pass through this task: it flows on
-//! long-lived streams (see [`links`]) opened through `libp2p-stream`, so the
-//! swarm loop only handles discovery, heartbeats and connection bookkeeping.
+//! long-lived streams (see [`links`]) opened through `libp2p-stream`, and
+//! membership messages on short ones (see [`datagrams`]), so the swarm loop
+//! only handles discovery, user topics and connection bookkeeping.
 //! [`transport`] builds the swarm: TCP, noise, yamux, `pnet`, and the
 //! behaviours.
 //!
 //! ```text
 //!   NetHandle ──NetCommand──► event loop (owns Swarm) ──NetEvent──► node
-//!                                 │  identify → kad addresses
-//!                                 │  kad providers / mdns → dial members
-//!                                 └─ gossipsub ← → heartbeats
+//!       │                         │  identify → kad addresses
+//!       │                         │  kad providers / mdns → dial a member
+//!       │                         │  peer store ← members' addresses
+//!       │                         └─ gossipsub ← → user topics
+//!       └─ Datagrams ═ one stream per message ═► peer ──NetEvent──► node
 //! ```
 //!
 //! Nodes find their cluster by its name: each announces itself in the
-//! Kademlia DHT as a provider of the key `/shoal/cluster/<name>` and asks
-//! the DHT for the other providers, so a node that knows any DHT peer —
-//! a member, or a node of another cluster — finds the members and dials
-//! them. It dials no other DHT peer.
+//! Kademlia DHT as a provider of the key `/shoal/cluster/<name>`, and a
+//! node that knows no member yet asks the DHT for the other providers and
+//! dials a few, so a node that knows any DHT peer — a member, or a node of
+//! another cluster — finds the members. Once it is a member, membership
+//! (SWIM) tells it of the others, and it connects to a member only to talk
+//! to it.
 
+pub mod datagrams;
 pub mod links;
 pub mod transport;
 
 use crate::config::NodeConfig;
+use bytes::Bytes;
+use datagrams::Datagrams;
 use futures::StreamExt;
 use libp2p::identity::Keypair;
+use libp2p::swarm::ConnectionError;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, identify, kad, mdns};
 use shoal_proto::Heartbeat;
@@ -40,23 +49,26 @@ use transport::{Behaviour, BehaviourEvent};
 /// Commands queued for the event loop; a small bound is enough because each
 /// is handled in microseconds.
 const COMMAND_CAPACITY: usize = 256;
-/// Events queued for the node; heartbeats from a large cluster arrive in
-/// bursts, and a full queue drops heartbeats (the next one comes a second
-/// later) rather than stalling the swarm.
+/// Events queued for the node; a full queue drops membership messages and
+/// heartbeats (lost packets, as far as SWIM is concerned) rather than
+/// stalling the network.
 const EVENT_CAPACITY: usize = 4096;
 /// While a node has no peer at all it re-dials its `--join` addresses this often.
 const REJOIN_INTERVAL: Duration = Duration::from_secs(2);
 /// A DHT walk refreshes the routing table, and the node announces itself
-/// and looks for its cluster's members again, this often.
+/// as a member again, this often.
 const BOOTSTRAP_INTERVAL: Duration = Duration::from_secs(30);
+/// A node that knows no member dials at most this many of the members the
+/// DHT names; membership introduces it to the rest.
+const MEMBERS_TO_DIAL: usize = 3;
 
 /// Why the network could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
     #[error("cannot build the libp2p swarm: {0}")]
     Swarm(#[from] std::io::Error),
-    #[error("cannot subscribe to the heartbeat topic: {0}")]
-    Subscribe(#[from] gossipsub::SubscriptionError),
+    #[error("the membership protocol is registered twice")]
+    Membership(#[from] libp2p_stream::AlreadyRegistered),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: Multiaddr,
@@ -83,15 +95,22 @@ const TOPIC_CAPACITY: usize = 4096;
 /// Something the network saw that the node must know.
 #[derive(Debug)]
 pub enum NetEvent {
+    /// A member's load report.
     Heartbeat(PeerId, Box<Heartbeat>),
+    /// A membership (SWIM) packet.
+    Swim(PeerId, Bytes),
     Connected(PeerId),
-    /// The last connection to the peer closed.
-    Disconnected(PeerId),
+    /// The last connection to the peer broke (not closed for being idle):
+    /// a hint that it may be gone.
+    ConnectionLost(PeerId),
 }
 
 enum NetCommand {
-    Publish(Vec<u8>),
     Dial(Multiaddr),
+    /// Where a member can be dialed.
+    AddAddresses(PeerId, Vec<Multiaddr>),
+    /// Whether the node knows no member (and so looks for them).
+    SetLonely(bool),
     ConnectedPeers(oneshot::Sender<Vec<PeerId>>),
     Subscribe(String),
     Unsubscribe(String),
@@ -110,13 +129,27 @@ enum NetCommand {
 #[derive(Clone)]
 pub struct NetHandle {
     commands: mpsc::Sender<NetCommand>,
+    datagrams: Datagrams,
 }
 
 impl NetHandle {
-    /// Publishes a heartbeat; dropped if the loop is behind (the next one
-    /// follows within a heartbeat interval).
-    pub fn publish(&self, heartbeat: Vec<u8>) {
-        let _ = self.commands.try_send(NetCommand::Publish(heartbeat));
+    /// Sends membership messages and load reports to members.
+    pub fn datagrams(&self) -> &Datagrams {
+        &self.datagrams
+    }
+
+    /// Remembers where `peer` can be dialed; dropped if the loop is behind
+    /// (membership repeats itself).
+    pub fn add_addresses(&self, peer: PeerId, addrs: Vec<Multiaddr>) {
+        let _ = self
+            .commands
+            .try_send(NetCommand::AddAddresses(peer, addrs));
+    }
+
+    /// Tells the network whether the node knows no member, so it looks for
+    /// them through its join addresses and the DHT.
+    pub fn set_lonely(&self, lonely: bool) {
+        let _ = self.commands.try_send(NetCommand::SetLonely(lonely));
     }
 
     pub async fn dial(&self, addr: Multiaddr) {
@@ -212,8 +245,6 @@ pub async fn start(
 ) -> Result<Started, NetError> {
     let local_peer = keypair.public().to_peer_id();
     let mut swarm = transport::build_swarm(keypair, config)?;
-    let topic = gossipsub::IdentTopic::new(format!("/shoal/{}/heartbeat/1", config.cluster_name));
-    swarm.behaviour_mut().gossipsub.subscribe(&topic)?;
     for addr in &config.listen {
         swarm
             .listen_on(addr.clone())
@@ -242,13 +273,19 @@ pub async fn start(
     let (command_tx, command_rx) = mpsc::channel(COMMAND_CAPACITY);
     let (event_tx, event_rx) = mpsc::channel(EVENT_CAPACITY);
     let (topic_tx, topic_rx) = mpsc::channel(TOPIC_CAPACITY);
+    let datagrams = Datagrams::start(
+        control.clone(),
+        &config.cluster_name,
+        event_tx.clone(),
+        tasks,
+        shutdown.clone(),
+    )?;
     let event_loop = EventLoop {
         swarm,
         local_peer,
-        topic,
         user_topic_prefix: user_topic_prefix(&config.cluster_name),
         rendezvous: rendezvous_key(&config.cluster_name),
-        heard_cluster: false,
+        lonely: true,
         join: config.join.clone(),
         has_secret: config.secret.is_some(),
         connected: HashSet::new(),
@@ -260,6 +297,7 @@ pub async fn start(
     Ok(Started {
         handle: NetHandle {
             commands: command_tx,
+            datagrams,
         },
         control,
         listen_addrs,
@@ -268,8 +306,7 @@ pub async fn start(
     })
 }
 
-/// The gossip topic names of user topics start with this; Shoal's own
-/// (`/shoal/<cluster>/heartbeat/1`) cannot collide with any of them.
+/// The gossip topic names of user topics start with this.
 fn user_topic_prefix(cluster: &str) -> String {
     format!("/shoal/{cluster}/topic/")
 }
@@ -282,16 +319,13 @@ fn rendezvous_key(cluster: &str) -> kad::RecordKey {
 struct EventLoop {
     swarm: Swarm<Behaviour>,
     local_peer: PeerId,
-    /// The heartbeat topic.
-    topic: gossipsub::IdentTopic,
     user_topic_prefix: String,
     /// The key this node provides in the DHT, and looks up, to meet its
     /// cluster.
     rendezvous: kad::RecordKey,
-    /// Whether a member's heartbeat has arrived; until then the node looks
-    /// for members every [`REJOIN_INTERVAL`] instead of every
-    /// [`BOOTSTRAP_INTERVAL`].
-    heard_cluster: bool,
+    /// Whether the node knows no member; while it does not, it looks for
+    /// them every [`REJOIN_INTERVAL`].
+    lonely: bool,
     join: Vec<Multiaddr>,
     /// Whether this node uses a cluster secret: handshake failures then
     /// most likely mean a peer with another secret, and the log says so.
@@ -316,14 +350,14 @@ impl EventLoop {
                         for addr in self.join.clone() {
                             let _ = self.swarm.dial(addr);
                         }
-                    } else if !self.heard_cluster {
+                    } else if self.lonely {
                         self.meet_cluster();
                     }
                 }
                 _ = bootstrap.tick() => {
                     if !self.connected.is_empty() {
                         let _ = self.swarm.behaviour_mut().kad.bootstrap();
-                        self.meet_cluster();
+                        self.announce_membership();
                     }
                 }
             }
@@ -333,14 +367,13 @@ impl EventLoop {
 
     fn on_command(&mut self, command: NetCommand) {
         match command {
-            NetCommand::Publish(data) => {
-                // With no peers yet there is nobody to tell; not an error.
-                let _ = self
-                    .swarm
-                    .behaviour_mut()
-                    .gossipsub
-                    .publish(self.topic.clone(), data);
+            NetCommand::AddAddresses(peer, addrs) => {
+                let store = self.swarm.behaviour_mut().peer_store.store_mut();
+                for addr in addrs {
+                    store.add_address(&peer, &addr);
+                }
             }
+            NetCommand::SetLonely(lonely) => self.lonely = lonely,
             NetCommand::Dial(addr) => {
                 if let Err(e) = self.swarm.dial(addr.clone()) {
                     tracing::warn!(%addr, error = %e, "cannot dial");
@@ -386,13 +419,20 @@ impl EventLoop {
     }
 
     /// Announces this node under its cluster's key and asks the DHT who
-    /// else did; the answers are dialed as they come.
+    /// else did; a few of the answers are dialed as they come.
     fn meet_cluster(&mut self) {
+        self.announce_membership();
+        self.swarm
+            .behaviour_mut()
+            .kad
+            .get_providers(self.rendezvous.clone());
+    }
+
+    fn announce_membership(&mut self) {
         let kad = &mut self.swarm.behaviour_mut().kad;
         if let Err(error) = kad.start_providing(self.rendezvous.clone()) {
             tracing::warn!(%error, "cannot announce this node in the DHT");
         }
-        kad.get_providers(self.rendezvous.clone());
     }
 
     fn user_topic(&self, name: &str) -> gossipsub::IdentTopic {
@@ -435,9 +475,12 @@ impl EventLoop {
             SwarmEvent::ConnectionClosed {
                 peer_id,
                 num_established: 0,
+                cause,
                 ..
             } if self.connected.remove(&peer_id) => {
-                self.emit(NetEvent::Disconnected(peer_id));
+                if matches!(cause, Some(ConnectionError::IO(_))) {
+                    self.emit(NetEvent::ConnectionLost(peer_id));
+                }
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 if is_handshake_failure(&error.to_string()) {
@@ -490,18 +533,7 @@ impl EventLoop {
                 ..
             }) => {
                 let sender = message.source.unwrap_or(propagation_source);
-                if message.topic != self.topic.hash() {
-                    return self.deliver_topic_message(sender, message);
-                }
-                match Heartbeat::decode(&message.data) {
-                    Ok(heartbeat) => {
-                        self.heard_cluster = true;
-                        self.emit(NetEvent::Heartbeat(sender, Box::new(heartbeat)));
-                    }
-                    Err(e) => {
-                        tracing::debug!(peer = %sender, error = %e, "ignored undecodable heartbeat")
-                    }
-                }
+                self.deliver_topic_message(sender, message);
             }
             BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
                 let kad = &mut self.swarm.behaviour_mut().kad;
@@ -516,9 +548,9 @@ impl EventLoop {
                         ..
                     })),
                 ..
-            }) => {
+            }) if self.lonely => {
                 // While the query runs, kad knows the addresses it was told.
-                for peer in providers {
+                for peer in providers.into_iter().take(MEMBERS_TO_DIAL) {
                     self.dial_if_new(peer, Vec::new());
                 }
             }

@@ -9,7 +9,8 @@ use libp2p::identity::Keypair;
 use libp2p::pnet::{PnetConfig, PreSharedKey};
 use libp2p::swarm::{NetworkBehaviour, behaviour::toggle::Toggle};
 use libp2p::{
-    PeerId, StreamProtocol, Swarm, gossipsub, identify, kad, mdns, noise, ping, tcp, yamux,
+    PeerId, StreamProtocol, Swarm, gossipsub, identify, kad, mdns, noise, peer_store, ping, tcp,
+    yamux,
 };
 use std::io;
 use std::time::Duration;
@@ -22,8 +23,10 @@ const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/shoal/kad/1");
 /// 10 s default, so a cluster that is quiet between bursts keeps its links.
 const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// Heartbeats list function names, so allow more than gossipsub's 64 KiB.
+/// A topic message is at most 64 KiB of value plus its envelope.
 const MAX_GOSSIP_BYTES: usize = 256 * 1024;
+/// Members whose addresses a node remembers; far more than it talks to.
+const PEER_STORE_CAPACITY: usize = 100_000;
 
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
@@ -33,6 +36,9 @@ pub struct Behaviour {
     pub gossipsub: gossipsub::Behaviour,
     pub mdns: Toggle<mdns::tokio::Behaviour>,
     pub stream: libp2p_stream::Behaviour,
+    /// Members' addresses from membership, so a stream to any member dials
+    /// it when no connection is open.
+    pub peer_store: peer_store::Behaviour<peer_store::memory_store::MemoryStore>,
 }
 
 /// Builds the swarm for `keypair` with the settings of `config`.
@@ -138,5 +144,10 @@ fn behaviour(
         gossipsub,
         mdns: mdns.into(),
         stream: libp2p_stream::Behaviour::new(),
+        peer_store: peer_store::Behaviour::new(peer_store::memory_store::MemoryStore::new(
+            peer_store::memory_store::Config::default().set_peer_capacity(
+                std::num::NonZeroUsize::new(PEER_STORE_CAPACITY).expect("non-zero"),
+            ),
+        )),
     })
 }

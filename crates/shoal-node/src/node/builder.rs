@@ -26,6 +26,7 @@ use crate::calls::scripts::Scripts;
 use crate::calls::{Calls, CallsParts, StealAnswers, steal};
 use crate::cluster::heartbeat::OwnHeartbeat;
 use crate::cluster::peers::{PeerTable, PeerView};
+use crate::cluster::swim::SwimId;
 use crate::cluster::task::{ClusterTask, UNREACHABLE_QUEUE};
 use crate::config::NodeConfig;
 use crate::identity::IdentityError;
@@ -55,6 +56,10 @@ use tokio_util::task::TaskTracker;
 
 /// How long HTTP requests under way may take to finish once the node stops.
 const HTTP_SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// A suspected member has at least this long to refute: a node that was
+/// merely slow to answer a probe (a busy machine, a short pause) hears of
+/// the suspicion and clears it well within it.
+const MIN_SUSPICION: Duration = Duration::from_secs(1);
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -272,10 +277,7 @@ async fn start_network(
         lifetime.tasks.clone(),
         lifetime.shutdown.clone(),
     )?;
-    let (table, peers) = PeerView::new(PeerTable::new(
-        config.heartbeat_interval,
-        config.heartbeat_misses,
-    ));
+    let (table, peers) = PeerView::new(PeerTable::new());
     let network = Network {
         me,
         handle: started.handle,
@@ -424,6 +426,7 @@ impl Assembled {
         let api_addr = http
             .as_ref()
             .and_then(|listener| listener.local_addr().ok());
+        let swim_id = SwimId::for_node(me, &network.listen_addrs);
         let own = Arc::new(OwnHeartbeat {
             calls: Arc::clone(&calls.calls),
             registry: Arc::clone(&functions.registry),
@@ -446,6 +449,9 @@ impl Assembled {
             events: Arc::clone(&events),
             alerts: Alerts::new(config.alert_load),
             heartbeat_interval: config.heartbeat_interval,
+            suspicion: (config.heartbeat_interval * config.heartbeat_misses.max(1))
+                .max(MIN_SUSPICION),
+            me: swim_id,
         };
         tasks.spawn(cluster.run(shutdown.clone()));
         // Every member runs one: a node without slots leases nothing, but

@@ -97,6 +97,9 @@ impl NodeProcess {
 
 impl Drop for NodeProcess {
     fn drop(&mut self) {
+        if std::thread::panicking() && std::env::var_os("SHOAL_TEST_LOGS").is_some() {
+            eprintln!("---- log of {} ----\n{}", self.http, self.log_text());
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
