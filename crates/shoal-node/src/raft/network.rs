@@ -7,7 +7,13 @@
 //!                  ─► Frame::RaftRequest{id} ══ stream ══► peer: Consensus::handle
 //!   RpcClient::on_response(id) ◄── Frame::RaftResponse{id} ◄══════┘
 //! ```
+//!
+//! A snapshot goes as a series of chunks, one request each (see
+//! [`snapshot_transfer`](super::snapshot_transfer)), so it is never one
+//! frame, however large it is.
 
+use super::snapshot_store::SnapshotData;
+use super::snapshot_transfer::SnapshotChunk;
 use super::types::{Command, CommandResult, RaftPeer, TypeConfig};
 use crate::net::links::Links;
 use bytes::Bytes;
@@ -22,7 +28,6 @@ use serde::{Deserialize, Serialize};
 use shoal_proto::Frame;
 use std::collections::HashMap;
 use std::future::Future;
-use std::io::Cursor;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -34,11 +39,9 @@ pub enum RaftRpc {
     Append(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<TypeConfig>),
     PreVote(VoteRequest<TypeConfig>),
-    Snapshot {
-        vote: VoteOf<TypeConfig>,
-        meta: SnapshotMetaOf<TypeConfig>,
-        data: Vec<u8>,
-    },
+    /// A piece of a snapshot; the last one is answered once the snapshot
+    /// is installed.
+    SnapshotChunk(SnapshotChunk),
     /// A write forwarded to the leader.
     Write(Command),
     /// Asks the leader for a read index: once the asker has applied up to
@@ -64,7 +67,10 @@ pub enum RaftRpc {
 pub enum RaftReply {
     Append(AppendEntriesResponse<TypeConfig>),
     Vote(VoteResponse<TypeConfig>),
+    /// A snapshot was installed (or refused for a newer vote).
     Snapshot(SnapshotResponse<TypeConfig>),
+    /// A snapshot chunk was stored; send the next.
+    ChunkStored,
     Written(CommandResult),
     ReadIndex(u64),
     Answer(Result<serde_json::Value, shoal_proto::api::ApiError>),
@@ -199,6 +205,16 @@ pub struct RaftClient {
 
 /// How long a Raft message may take when openraft gives no deadline.
 const DEFAULT_RPC_TIMEOUT: Duration = Duration::from_secs(5);
+/// Snapshot chunk size when openraft names none.
+const DEFAULT_CHUNK_BYTES: usize = 1024 * 1024;
+/// Chunk sizes are kept within these bounds: a chunk far below the frame
+/// limit even as base64 (a third larger), and never so small that a large
+/// snapshot becomes millions of round trips.
+const CHUNK_BYTES: std::ops::RangeInclusive<usize> = 4 * 1024..=4 * 1024 * 1024;
+/// The slowest a follower is expected to decode and store a snapshot: the
+/// answer to the last chunk, which waits for that, gets this much time per
+/// byte of the snapshot beyond a chunk's deadline.
+const INSTALL_BYTES_PER_SEC: u64 = 8 * 1024 * 1024;
 
 impl RaftClient {
     async fn call(
@@ -241,7 +257,7 @@ fn ttl(option: &RPCOption) -> Duration {
 }
 
 impl RaftNetworkV2<TypeConfig> for RaftClient {
-    type SnapshotData = Cursor<Vec<u8>>;
+    type SnapshotData = SnapshotData;
 
     async fn append_entries(
         &mut self,
@@ -276,30 +292,107 @@ impl RaftNetworkV2<TypeConfig> for RaftClient {
         }
     }
 
+    /// Sends the snapshot a chunk at a time, each with the deadline
+    /// openraft gives (the last one more, as the follower installs the
+    /// snapshot before it answers); stops at once when openraft cancels.
     async fn full_snapshot(
         &mut self,
         vote: VoteOf<TypeConfig>,
-        snapshot: SnapshotOf<TypeConfig, Cursor<Vec<u8>>>,
-        _cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        snapshot: SnapshotOf<TypeConfig, SnapshotData>,
+        cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        let rpc = RaftRpc::Snapshot {
-            vote,
-            meta: snapshot.meta,
-            data: snapshot.snapshot.into_inner(),
-        };
-        let reply = self
-            .call(rpc, ttl(&option).max(Duration::from_secs(30)))
-            .await;
-        match reply {
-            Ok(RaftReply::Snapshot(response)) => Ok(response),
-            Ok(other) => Err(StreamingError::Unreachable(Unreachable::from_string(
-                format!("unexpected reply to a snapshot: {other:?}"),
-            ))),
-            Err(RPCError::Unreachable(e)) => Err(StreamingError::Unreachable(e)),
-            Err(e) => Err(StreamingError::Unreachable(Unreachable::from_string(e))),
+        let mut cancel = std::pin::pin!(cancel);
+        let chunk_bytes = option
+            .snapshot_chunk_size()
+            .unwrap_or(DEFAULT_CHUNK_BYTES)
+            .clamp(*CHUNK_BYTES.start(), *CHUNK_BYTES.end());
+        let SnapshotOf::<TypeConfig, SnapshotData> { meta, snapshot } = snapshot;
+        let mut data = snapshot;
+        let total = data.len();
+        let transfer = rand::random::<u64>();
+        let started = std::time::Instant::now();
+        tracing::debug!(target = self.target, bytes = total, "sending a snapshot");
+        let mut offset = 0;
+        loop {
+            let bytes;
+            (data, bytes) = read_chunk(data, offset, chunk_bytes).await;
+            let bytes = bytes.map_err(|e| unreadable(&meta, &e))?;
+            let chunk = SnapshotChunk {
+                vote,
+                meta: meta.clone(),
+                transfer,
+                total,
+                offset,
+                data: bytes,
+            };
+            let (last, len) = (chunk.is_last(), chunk.data.len() as u64);
+            if len == 0 && !last {
+                let short = std::io::Error::other(format!(
+                    "the snapshot file ended at byte {offset} of {total}"
+                ));
+                return Err(unreadable(&meta, &short));
+            }
+            let deadline = if last {
+                ttl(&option) + Duration::from_secs(total / INSTALL_BYTES_PER_SEC)
+            } else {
+                ttl(&option)
+            };
+            let reply = tokio::select! {
+                closed = &mut cancel => return Err(StreamingError::Closed(closed)),
+                reply = self.call(RaftRpc::SnapshotChunk(chunk), deadline) => reply,
+            };
+            match reply {
+                Ok(RaftReply::ChunkStored) if !last => offset += len,
+                // The last chunk's answer, or an early one (a newer vote).
+                Ok(RaftReply::Snapshot(response)) => {
+                    let elapsed = started.elapsed();
+                    tracing::info!(
+                        target = self.target,
+                        bytes = total,
+                        ?elapsed,
+                        "sent a snapshot"
+                    );
+                    return Ok(response);
+                }
+                Ok(other) => {
+                    return Err(StreamingError::Network(NetworkError::from_string(format!(
+                        "unexpected reply to a snapshot chunk: {other:?}"
+                    ))));
+                }
+                Err(RPCError::Unreachable(e)) => return Err(StreamingError::Unreachable(e)),
+                Err(RPCError::Network(e)) => return Err(StreamingError::Network(e)),
+                Err(e) => return Err(StreamingError::Unreachable(Unreachable::from_string(e))),
+            }
         }
     }
+}
+
+/// A snapshot that could not be read to send it.
+fn unreadable(
+    meta: &SnapshotMetaOf<TypeConfig>,
+    error: &std::io::Error,
+) -> StreamingError<TypeConfig> {
+    use openraft::type_config::TypeConfigExt;
+    let source = TypeConfig::err_from_error(error);
+    StreamingError::StorageError(openraft::StorageError::read_snapshot(
+        Some(meta.signature()),
+        source,
+    ))
+}
+
+/// Reads a chunk of `data` off the async threads; hands `data` back.
+async fn read_chunk(
+    mut data: SnapshotData,
+    offset: u64,
+    max: usize,
+) -> (SnapshotData, std::io::Result<Vec<u8>>) {
+    tokio::task::spawn_blocking(move || {
+        let chunk = data.read_chunk(offset, max);
+        (data, chunk)
+    })
+    .await
+    .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))
 }
 
 #[cfg(test)]
