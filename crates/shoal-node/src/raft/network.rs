@@ -13,7 +13,7 @@
 //! frame, however large it is.
 
 use super::snapshot_store::SnapshotData;
-use super::snapshot_transfer::SnapshotChunk;
+use super::snapshot_transfer::{OutgoingSnapshot, SnapshotChunk};
 use super::types::{Command, CommandResult, RaftPeer, TypeConfig};
 use crate::net::links::Links;
 use bytes::Bytes;
@@ -307,34 +307,16 @@ impl RaftNetworkV2<TypeConfig> for RaftClient {
             .snapshot_chunk_size()
             .unwrap_or(DEFAULT_CHUNK_BYTES)
             .clamp(*CHUNK_BYTES.start(), *CHUNK_BYTES.end());
-        let SnapshotOf::<TypeConfig, SnapshotData> { meta, snapshot } = snapshot;
-        let mut data = snapshot;
-        let total = data.len();
-        let transfer = rand::random::<u64>();
+        let mut outgoing = OutgoingSnapshot::new(vote, snapshot, chunk_bytes);
         let started = std::time::Instant::now();
-        tracing::debug!(target = self.target, bytes = total, "sending a snapshot");
-        let mut offset = 0;
         loop {
-            let bytes;
-            (data, bytes) = read_chunk(data, offset, chunk_bytes).await;
-            let bytes = bytes.map_err(|e| unreadable(&meta, &e))?;
-            let chunk = SnapshotChunk {
-                vote,
-                meta: meta.clone(),
-                transfer,
-                total,
-                offset,
-                data: bytes,
-            };
-            let (last, len) = (chunk.is_last(), chunk.data.len() as u64);
-            if len == 0 && !last {
-                let short = std::io::Error::other(format!(
-                    "the snapshot file ended at byte {offset} of {total}"
-                ));
-                return Err(unreadable(&meta, &short));
-            }
+            let chunk = outgoing
+                .next_chunk()
+                .await
+                .map_err(|e| unreadable(outgoing.meta(), &e))?;
+            let (last, len) = (chunk.is_last(), chunk.data.len());
             let deadline = if last {
-                ttl(&option) + Duration::from_secs(total / INSTALL_BYTES_PER_SEC)
+                ttl(&option) + Duration::from_secs(outgoing.total() / INSTALL_BYTES_PER_SEC)
             } else {
                 ttl(&option)
             };
@@ -342,29 +324,31 @@ impl RaftNetworkV2<TypeConfig> for RaftClient {
                 closed = &mut cancel => return Err(StreamingError::Closed(closed)),
                 reply = self.call(RaftRpc::SnapshotChunk(chunk), deadline) => reply,
             };
-            match reply {
-                Ok(RaftReply::ChunkStored) if !last => offset += len,
+            match reply.map_err(streaming_error)? {
+                RaftReply::ChunkStored if !last => outgoing.stored(len),
                 // The last chunk's answer, or an early one (a newer vote).
-                Ok(RaftReply::Snapshot(response)) => {
-                    let elapsed = started.elapsed();
-                    tracing::info!(
-                        target = self.target,
-                        bytes = total,
-                        ?elapsed,
-                        "sent a snapshot"
-                    );
+                RaftReply::Snapshot(response) => {
+                    let (bytes, elapsed) = (outgoing.total(), started.elapsed());
+                    tracing::info!(target = self.target, bytes, ?elapsed, "sent a snapshot");
                     return Ok(response);
                 }
-                Ok(other) => {
+                other => {
                     return Err(StreamingError::Network(NetworkError::from_string(format!(
                         "unexpected reply to a snapshot chunk: {other:?}"
                     ))));
                 }
-                Err(RPCError::Unreachable(e)) => return Err(StreamingError::Unreachable(e)),
-                Err(RPCError::Network(e)) => return Err(StreamingError::Network(e)),
-                Err(e) => return Err(StreamingError::Unreachable(Unreachable::from_string(e))),
             }
         }
+    }
+}
+
+/// A failed chunk as openraft takes it: a refusal or a timeout is retried
+/// at once (with a new transfer), an unreachable follower after a backoff.
+fn streaming_error(error: RPCError<TypeConfig>) -> StreamingError<TypeConfig> {
+    match error {
+        RPCError::Unreachable(e) => StreamingError::Unreachable(e),
+        RPCError::Network(e) => StreamingError::Network(e),
+        e => StreamingError::Unreachable(Unreachable::from_string(e)),
     }
 }
 
@@ -379,20 +363,6 @@ fn unreadable(
         Some(meta.signature()),
         source,
     ))
-}
-
-/// Reads a chunk of `data` off the async threads; hands `data` back.
-async fn read_chunk(
-    mut data: SnapshotData,
-    offset: u64,
-    max: usize,
-) -> (SnapshotData, std::io::Result<Vec<u8>>) {
-    tokio::task::spawn_blocking(move || {
-        let chunk = data.read_chunk(offset, max);
-        (data, chunk)
-    })
-    .await
-    .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))
 }
 
 #[cfg(test)]

@@ -166,10 +166,6 @@ impl SnapshotStore {
         Ok(store)
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     pub fn file(&self) -> &Arc<Path> {
         &self.file
     }
@@ -261,49 +257,49 @@ impl SnapshotStore {
     /// file) into the snapshot file, then removes the old database; without
     /// this, a node upgraded after purging its log would lose its state.
     fn migrate_legacy(&self) -> Result<(), BoxError> {
-        const SNAPSHOT: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("snapshot");
         let legacy = self.dir.join(LEGACY_FILE);
         if !legacy.exists() {
             return Ok(());
         }
-        if !self.file.exists() {
-            let db = redb::Database::open(&legacy)?;
-            let txn = redb::ReadableDatabase::begin_read(&db)?;
-            let table = match txn.open_table(SNAPSHOT) {
-                Ok(table) => Some(table),
-                Err(redb::TableError::TableDoesNotExist(_)) => None,
-                Err(e) => return Err(e.into()),
-            };
-            if let Some(table) = table
-                && let (Some(meta), Some(data)) = (table.get("meta")?, table.get("data")?)
-            {
-                let mut partial = partial_file(&self.dir)?;
-                let file = partial.as_file_mut();
-                file.write_all(meta.value())?;
-                file.write_all(b"\n")?;
-                file.write_all(data.value())?;
-                let mut data = SnapshotData::from_partial(partial)?;
-                let path = data.temporary.take().expect("a partial file");
-                path.persist(&self.file)?;
-                sync_dir(&self.dir)?;
-            }
+        // With the file there, an earlier move finished but the removal not.
+        if !self.file.exists()
+            && let Some(snapshot) = read_legacy(&legacy)?
+        {
+            let mut partial = partial_file(&self.dir)?;
+            partial.as_file_mut().write_all(&snapshot)?;
+            partial.as_file().sync_all()?;
+            partial.into_temp_path().persist(&self.file)?;
+            sync_dir(&self.dir)?;
+            tracing::info!(file = %self.file.display(), "moved the Raft snapshot out of {LEGACY_FILE}");
         }
         std::fs::remove_file(&legacy)?;
-        tracing::info!(file = %self.file.display(), "moved the Raft snapshot out of {LEGACY_FILE}");
         Ok(())
     }
+}
+
+/// The snapshot in `raft-state.redb` (its metadata and state records) as
+/// the snapshot file holds it.
+fn read_legacy(legacy: &Path) -> Result<Option<Vec<u8>>, BoxError> {
+    const SNAPSHOT: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("snapshot");
+    let db = redb::Database::open(legacy)?;
+    let txn = redb::ReadableDatabase::begin_read(&db)?;
+    let table = match txn.open_table(SNAPSHOT) {
+        Ok(table) => table,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let (Some(meta), Some(state)) = (table.get("meta")?, table.get("data")?) else {
+        return Ok(None);
+    };
+    Ok(Some([meta.value(), b"\n", state.value()].concat()))
 }
 
 /// Removes the partial files in `dir`: builds and transfers a crash cut short.
 fn remove_partial_files(dir: &Path) -> io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        if entry
-            .file_name()
-            .to_string_lossy()
-            .starts_with(PARTIAL_PREFIX)
-        {
-            std::fs::remove_file(entry.path())?;
+        let path = entry?.path();
+        if is_partial(&path) {
+            std::fs::remove_file(path)?;
         }
     }
     Ok(())

@@ -4,24 +4,25 @@
 //!
 //! ```text
 //!  leader: RaftClient::full_snapshot ── SnapshotChunk{transfer, offset, data} ─► follower
-//!          (one chunk in flight; the next     │ SnapshotInbox::receive
-//!           after its answer)                 ▼
-//!                      chunk at the expected offset? ─no─► error: the leader starts over
-//!                                             │yes
-//!                                             ▼
-//!                   appended to .raft-snapshot-partial-XXXX in the Raft directory
-//!                                             │ last byte
-//!                                             ▼
-//!                   Raft::install_full_snapshot ─► StateMachine::install_snapshot
+//!          OutgoingSnapshot: one chunk     │ SnapshotInbox::receive
+//!          in flight, the next after       ▼
+//!          its answer        chunk at the expected offset? ─no─► error: the leader starts over
+//!                                          │yes
+//!                                          ▼
+//!                appended to .raft-snapshot-partial-XXXX in the Raft directory
+//!                                          │ last byte
+//!                                          ▼
+//!                Raft::install_full_snapshot ─► StateMachine::install_snapshot
 //! ```
 //!
-//! A follower keeps one transfer under way per leader; a transfer's first
-//! chunk (offset 0) replaces whatever that leader sent before. A chunk at
-//! any other offset than the next byte is refused, and the leader (openraft
-//! retries a failed snapshot) begins a new transfer from byte 0: simpler
-//! than resuming, and a retry is rare. Memory per transfer is one chunk on
-//! each side; the bytes wait on disk. A transfer that stops arriving is
-//! dropped after [`ABANDONED_AFTER`], its partial file with it.
+//! A follower keeps one transfer under way per leader (and at most
+//! [`MAX_TRANSFERS`]); a transfer's first chunk (offset 0) replaces whatever
+//! that leader sent before. A chunk at any other offset than the next byte
+//! is refused, and the leader (openraft retries a failed snapshot) begins a
+//! new transfer from byte 0: simpler than resuming, and a retry is rare.
+//! Memory per transfer is about one chunk on each side; the bytes wait on
+//! disk. A transfer that stops arriving is dropped after
+//! [`ABANDONED_AFTER`], its partial file with it.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -39,6 +40,10 @@ use super::types::TypeConfig;
 /// A transfer that has received nothing for this long is abandoned: its
 /// sender gave up long ago (each chunk has seconds, not minutes).
 pub const ABANDONED_AFTER: Duration = Duration::from_secs(60);
+/// Transfers a follower keeps under way at once. One leader sends at a
+/// time; a few more cover leaders that just lost office, and the bound
+/// caps the disk that partial files can take at this many snapshots.
+pub const MAX_TRANSFERS: usize = 4;
 
 /// One piece of a snapshot, from the leader to a follower.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -82,6 +87,81 @@ mod base64_bytes {
         STANDARD
             .decode(text.as_bytes())
             .map_err(serde::de::Error::custom)
+    }
+}
+
+/// The leader's side of a transfer: the snapshot cut into chunks, each
+/// read from its file when it is due.
+pub struct OutgoingSnapshot {
+    vote: VoteOf<TypeConfig>,
+    meta: SnapshotMetaOf<TypeConfig>,
+    /// Away (`None`) only while a chunk is read off the async threads.
+    data: Option<SnapshotData>,
+    transfer: u64,
+    total: u64,
+    /// Bytes the follower has stored.
+    sent: u64,
+    chunk_bytes: usize,
+}
+
+impl OutgoingSnapshot {
+    /// A new transfer of `snapshot`, with an id of its own.
+    pub fn new(
+        vote: VoteOf<TypeConfig>,
+        snapshot: SnapshotOf<TypeConfig, SnapshotData>,
+        chunk_bytes: usize,
+    ) -> Self {
+        Self {
+            vote,
+            meta: snapshot.meta,
+            total: snapshot.snapshot.len(),
+            data: Some(snapshot.snapshot),
+            transfer: rand::random(),
+            sent: 0,
+            chunk_bytes: chunk_bytes.max(1),
+        }
+    }
+
+    pub fn meta(&self) -> &SnapshotMetaOf<TypeConfig> {
+        &self.meta
+    }
+
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// The chunk after the bytes sent so far (empty only for an empty
+    /// snapshot).
+    pub async fn next_chunk(&mut self) -> std::io::Result<SnapshotChunk> {
+        let mut data = self.data.take().expect("no read under way");
+        let (offset, max) = (self.sent, self.chunk_bytes);
+        let (data, bytes) = tokio::task::spawn_blocking(move || {
+            let bytes = data.read_chunk(offset, max);
+            (data, bytes)
+        })
+        .await
+        .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()));
+        self.data = Some(data);
+        let bytes = bytes?;
+        if bytes.is_empty() && offset < self.total {
+            return Err(std::io::Error::other(format!(
+                "the snapshot file ended at byte {offset} of {}",
+                self.total
+            )));
+        }
+        Ok(SnapshotChunk {
+            vote: self.vote,
+            meta: self.meta.clone(),
+            transfer: self.transfer,
+            total: self.total,
+            offset,
+            data: bytes,
+        })
+    }
+
+    /// The follower stored `chunk`.
+    pub fn stored(&mut self, chunk_len: usize) {
+        self.sent += chunk_len as u64;
     }
 }
 
@@ -248,8 +328,16 @@ impl SnapshotInbox {
             .get(&leader)
             .is_none_or(|under_way| under_way.transfer != chunk.transfer);
         if chunk.offset == 0 && new_transfer {
-            // A first chunk: a new transfer replaces the leader's last one.
+            // A first chunk: a new transfer replaces the leader's last one,
+            // and the longest idle of others if there are too many.
             transfers.remove(&leader);
+            if transfers.len() >= MAX_TRANSFERS {
+                let idlest = transfers
+                    .iter()
+                    .min_by_key(|(_, incoming)| incoming.last_chunk_at)
+                    .map(|(leader, _)| *leader);
+                transfers.remove(&idlest.expect("a full map has an entry"));
+            }
             transfers.insert(
                 leader,
                 IncomingSnapshot::begin(&chunk, &self.dir, self.limit)?,

@@ -246,3 +246,31 @@ fn chunks_survive_their_json_encoding() {
     assert_eq!(back.data, chunk.data);
     assert!(back.is_last());
 }
+
+#[tokio::test]
+async fn too_many_leaders_at_once_drop_the_longest_idle_transfer() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let inbox = SnapshotInbox::new(dir.path(), LIMIT);
+    let bytes = [4u8; 200];
+    let first_of = |leader: u64| {
+        let mut chunk = chunks(leader, &bytes, 100).remove(0);
+        chunk.vote = VoteOf::<TypeConfig>::new_committed(leader, leader);
+        chunk
+    };
+    for leader in 1..=MAX_TRANSFERS as u64 + 1 {
+        stored(&inbox, first_of(leader)).await;
+    }
+    assert_eq!(inbox.under_way().await, MAX_TRANSFERS);
+    assert_eq!(partial_files(dir.path()), MAX_TRANSFERS);
+    let mut second = chunks(1, &bytes, 100).remove(1);
+    second.vote = VoteOf::<TypeConfig>::new_committed(1, 1);
+    let error = inbox
+        .receive(second)
+        .await
+        .err()
+        .expect("leader 1's transfer is gone");
+    assert!(
+        matches!(error, TransferError::NotUnderWay { .. }),
+        "{error}"
+    );
+}
