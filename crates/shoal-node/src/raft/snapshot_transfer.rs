@@ -25,7 +25,7 @@
 //! [`ABANDONED_AFTER`], its partial file with it.
 
 use std::collections::HashMap;
-use std::io::Write;
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -320,7 +320,10 @@ impl SnapshotInbox {
     }
 
     /// Stores `chunk`; returns the snapshot once its last chunk is in. A
-    /// refused chunk ends its transfer, partial file and all.
+    /// refused chunk ends its transfer, partial file and all. Dropped while
+    /// writing, it leaves the transfer as if the chunk had not arrived;
+    /// dropped after the last chunk, the transfer is lost (the leader's next
+    /// attempt starts over).
     pub async fn receive(&self, chunk: SnapshotChunk) -> Result<Received, TransferError> {
         let leader = *chunk.vote.leader_id().node_id();
         let mut transfers = self.transfers.lock().await;
@@ -349,7 +352,7 @@ impl SnapshotInbox {
             });
         };
         let stored = match incoming.check(&chunk) {
-            Ok(()) => self.append(incoming, chunk.data).await,
+            Ok(()) => self.append(incoming, chunk.offset, chunk.data).await,
             Err(e) => Err(e),
         };
         if let Err(e) = stored {
@@ -375,10 +378,14 @@ impl SnapshotInbox {
         })
     }
 
-    /// Appends `data` to the transfer's file, off the async threads.
+    /// Writes `data` at `offset` of the transfer's file, off the async
+    /// threads. At its offset, not at the file's end: if this future is
+    /// dropped mid-write, the bytes are counted as not received, and the
+    /// same chunk sent again lands on the same place.
     async fn append(
         &self,
         incoming: &mut IncomingSnapshot,
+        offset: u64,
         data: Vec<u8>,
     ) -> Result<(), TransferError> {
         let len = data.len();
@@ -387,10 +394,13 @@ impl SnapshotInbox {
             source,
         };
         let mut file = incoming.partial.as_file().try_clone().map_err(io_error)?;
-        tokio::task::spawn_blocking(move || file.write_all(&data))
-            .await
-            .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))
-            .map_err(io_error)?;
+        tokio::task::spawn_blocking(move || {
+            file.seek(SeekFrom::Start(offset))?;
+            file.write_all(&data)
+        })
+        .await
+        .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))
+        .map_err(io_error)?;
         incoming.advance(len);
         Ok(())
     }

@@ -15,8 +15,6 @@ use shoal_node::{Node, NodeConfig, Read};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::own_process::run_alone;
-
 const COLLECTION: &str = "pages";
 
 /// A node with its data in `dir` (so its snapshot can be inspected) that
@@ -171,78 +169,135 @@ fn rss_bytes() -> u64 {
     kib * 1024
 }
 
-/// ~200 MB of documents reach a new node by snapshot, in default-sized
-/// chunks. Prints the rate and this process's memory (both nodes live in
-/// it). Run it with:
-/// `cargo test --release -p shoal-node --test it -- --ignored --nocapture snapshot_benchmark`
-/// (`SHOAL_SNAPSHOT_BENCH_MB=1024` for a 1 GB store).
-#[test]
-#[ignore = "a benchmark: minutes and a few GB of memory"]
-fn snapshot_benchmark() {
-    run_alone("raft_snapshots::snapshot_benchmark", || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(4)
-            .enable_all()
-            .build()
-            .expect("a runtime");
-        runtime.block_on(benchmark());
-    });
+/// Samples this process's resident memory until dropped; the highest seen.
+struct PeakMemory {
+    peak: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    sampler: tokio::task::JoinHandle<()>,
 }
 
-async fn benchmark() {
+impl PeakMemory {
+    fn start() -> PeakMemory {
+        let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(rss_bytes()));
+        let sampling = std::sync::Arc::clone(&peak);
+        let sampler = tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_millis(10));
+            loop {
+                every.tick().await;
+                sampling.fetch_max(rss_bytes(), std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+        PeakMemory { peak, sampler }
+    }
+
+    fn stop(self) -> u64 {
+        self.sampler.abort();
+        let peak = self.peak.load(std::sync::atomic::Ordering::Relaxed);
+        peak.max(rss_bytes())
+    }
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// Set in the benchmark's child process: the leader's address to join.
+const BENCH_JOIN: &str = "SHOAL_SNAPSHOT_BENCH_JOIN";
+/// Set in the benchmark's child process: the pages to wait for.
+const BENCH_PAGES: &str = "SHOAL_SNAPSHOT_BENCH_PAGES";
+
+/// ~200 MB of documents reach a new node by snapshot, in default-sized
+/// chunks. The new node runs in a child process (this test again), so that
+/// each side's memory is its own; both print the rate and their memory:
+/// `cargo test --release -p shoal-node --test it -- --ignored --exact --nocapture raft_snapshots::snapshot_benchmark`
+/// (`SHOAL_SNAPSHOT_BENCH_MB=1024` for a 1 GB store).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a benchmark: minutes and a few GB of memory"]
+async fn snapshot_benchmark() {
+    if let Ok(leader) = std::env::var(BENCH_JOIN) {
+        let pages = std::env::var(BENCH_PAGES).expect("pages to wait for");
+        return join_and_measure(&leader, pages.parse().expect("a count")).await;
+    }
     let megabytes: usize = std::env::var("SHOAL_SNAPSHOT_BENCH_MB")
         .ok()
         .and_then(|mb| mb.parse().ok())
         .unwrap_or(200);
     let leader_dir = tempfile::tempdir().expect("temporary directory");
-    let joiner_dir = tempfile::tempdir().expect("temporary directory");
     // One snapshot, taken once every page is written; no log behind it.
     let snapshots = RaftSnapshotConfig {
         every_entries: megabytes as u64,
         keep_entries: 0,
         ..RaftSnapshotConfig::default()
     };
-    let leader = start_node(leader_dir.path(), snapshots.clone(), None).await;
-    let pages = write_pages(&leader, megabytes, 1024 * 1024).await;
-    let snapshot_bytes = wait_for_snapshot(
-        leader_dir.path(),
-        (megabytes as u64).saturating_sub(5) << 20,
-    )
-    .await;
+    let leader = start_node(leader_dir.path(), snapshots, None).await;
+    write_pages(&leader, megabytes, 1024 * 1024).await;
+    let least = (megabytes as u64).saturating_sub(5) << 20;
+    let snapshot_bytes = wait_for_snapshot(leader_dir.path(), least).await;
+    println!("leader: snapshot of {:.0} MiB", mib(snapshot_bytes));
 
     let before = rss_bytes();
-    let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(before));
-    let sampler = {
-        let peak = std::sync::Arc::clone(&peak);
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_millis(20));
-            loop {
-                every.tick().await;
-                peak.fetch_max(rss_bytes(), std::sync::atomic::Ordering::Relaxed);
-            }
-        })
-    };
-    let started = Instant::now();
-    let joiner = start_node(joiner_dir.path(), snapshots, Some(&leader)).await;
-    wait_for_pages(&joiner, pages.len(), Duration::from_secs(1800)).await;
-    let elapsed = started.elapsed();
-    sampler.abort();
-    let after = rss_bytes();
-    let peak = peak.load(std::sync::atomic::Ordering::Relaxed).max(after);
-    let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+    let peak = PeakMemory::start();
+    let joiner = tokio::process::Command::new(std::env::current_exe().expect("this binary"))
+        .args(["raft_snapshots::snapshot_benchmark", "--exact", "--ignored"])
+        .args(["--nocapture", "--test-threads=1"])
+        .env(BENCH_JOIN, leader.listen_addrs()[0].to_string())
+        .env(BENCH_PAGES, megabytes.to_string())
+        .output()
+        .await
+        .expect("the new node's process runs");
+    let peak = peak.stop();
+    let stdout = String::from_utf8_lossy(&joiner.stdout);
+    // libtest writes the test's name on the line its first output starts.
+    for line in stdout
+        .lines()
+        .filter_map(|line| line.find("new node:").map(|at| &line[at..]))
+    {
+        println!("{line}");
+    }
+    assert!(joiner.status.success(), "the new node failed: {stdout}");
     println!(
-        "snapshot of {:.0} MiB: joined, sent, installed in {elapsed:.1?} = {:.1} MiB/s",
-        mib(snapshot_bytes),
-        mib(snapshot_bytes) / elapsed.as_secs_f64()
+        "leader: {:.0} MiB before the transfer, peak {:.0} MiB during it (+{:.0} MiB)",
+        mib(before),
+        mib(peak),
+        mib(peak.saturating_sub(before))
+    );
+    leader.shutdown().await;
+}
+
+/// The benchmark's new node: joins, waits for every page, reports.
+async fn join_and_measure(leader: &str, pages: usize) {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let idle = rss_bytes();
+    let peak = PeakMemory::start();
+    let started = Instant::now();
+    let config = NodeConfig {
+        data_dir: Some(dir.path().to_path_buf()),
+        join: vec![leader.parse().expect("the leader's address")],
+        ..test_config(1)
+    };
+    let node = Node::builder()
+        .config(config)
+        .start()
+        .await
+        .expect("node starts");
+    wait_for_pages(&node, pages, Duration::from_secs(1800)).await;
+    let elapsed = started.elapsed();
+    let peak = peak.stop();
+    let after = rss_bytes();
+    let snapshot = std::fs::metadata(raft_dir(dir.path()).join(SNAPSHOT_FILE))
+        .expect("the installed snapshot")
+        .len();
+    println!(
+        "new node: joined, received and installed {:.0} MiB in {elapsed:.1?} = {:.1} MiB/s",
+        mib(snapshot),
+        mib(snapshot) / elapsed.as_secs_f64()
     );
     println!(
-        "process memory (both nodes): {:.0} MiB before the join, {:.0} MiB after, peak {:.0} \
-         MiB: {:.0} MiB above the state that stays",
-        mib(before),
+        "new node: {:.0} MiB before, {:.0} MiB with the state, peak {:.0} MiB: {:.0} MiB \
+         above the state it keeps",
+        mib(idle),
         mib(after),
         mib(peak),
         mib(peak.saturating_sub(after))
     );
-    joiner.shutdown().await;
-    leader.shutdown().await;
+    node.shutdown().await;
 }
