@@ -49,6 +49,8 @@ pub struct NodeConfig {
     /// Whether this node keeps a replica of jobs and documents and may vote.
     /// Off for nodes that only call into a cluster (like `shoal call`).
     pub raft: bool,
+    /// When Raft snapshots are taken and how they travel to followers.
+    pub raft_snapshots: RaftSnapshotConfig,
     /// Labels jobs may require (`--label printer=color`).
     pub labels: BTreeMap<String, String>,
     /// Resources jobs may require (`--resource gpu=1`).
@@ -83,11 +85,46 @@ impl Default for NodeConfig {
             js_memory_limit: 256 * 1024 * 1024,
             js_time_limit: Duration::from_secs(60),
             raft: true,
+            raft_snapshots: RaftSnapshotConfig::default(),
             labels: BTreeMap::new(),
             resources: BTreeMap::new(),
             http: None,
             api_token: None,
             alert_load: 4.0,
+        }
+    }
+}
+
+/// When Raft snapshots are taken and how they travel. The defaults suit
+/// real clusters; tests shrink them to exercise snapshots with little data.
+#[derive(Clone, Debug)]
+pub struct RaftSnapshotConfig {
+    /// Log entries applied between two snapshots. Each snapshot writes the
+    /// whole state, so not too often; it lets the log before it be purged.
+    pub every_entries: u64,
+    /// Entries kept in the log behind the snapshot, so that a follower
+    /// lagging by fewer catches up from the log, not a whole snapshot.
+    pub keep_entries: u64,
+    /// Bytes of snapshot per message to a follower. Each chunk is one frame
+    /// on the call stream, with Raft's other messages flowing in between;
+    /// kept between 4 KiB and 4 MiB, far below the frame limit.
+    pub chunk_bytes: usize,
+    /// The largest snapshot this node accepts from a leader: a larger one
+    /// is refused, with an error naming this setting, before it fills the
+    /// disk. A snapshot is about the size of the state as JSON.
+    pub max_bytes: u64,
+}
+
+impl Default for RaftSnapshotConfig {
+    fn default() -> Self {
+        RaftSnapshotConfig {
+            every_entries: 20_000,
+            keep_entries: 1_000,
+            // Large enough that the round trip per chunk costs little, small
+            // enough that a chunk delays a heartbeat behind it by
+            // milliseconds.
+            chunk_bytes: 1024 * 1024,
+            max_bytes: 64 * 1024 * 1024 * 1024,
         }
     }
 }

@@ -564,6 +564,8 @@ async fn start_consensus(
         path: dir.clone(),
         source,
     })?;
-    let consensus = Consensus::start(&dir, me, rpc, peers, config.join.is_empty()).await?;
+    let bootstrap = config.join.is_empty();
+    let consensus =
+        Consensus::start(&dir, me, rpc, peers, bootstrap, &config.raft_snapshots).await?;
     Ok((consensus, temporary))
 }

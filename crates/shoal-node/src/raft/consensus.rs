@@ -15,9 +15,11 @@ use super::log_store::LogStore;
 use super::membership;
 use super::network::{NetworkFactory, RaftReply, RaftRpc, RpcClient, RpcFailure};
 use super::query::{Query, answer};
+use super::snapshot_transfer::{Received, SnapshotChunk, SnapshotInbox};
 use super::state_machine::{StateMachine, StateReader};
 use super::types::{Command, CommandResult, RaftPeer, ShoalState, TypeConfig, raft_id};
 use crate::cluster::peers::PeerView;
+use crate::config::RaftSnapshotConfig;
 use libp2p::PeerId;
 use openraft::async_runtime::WatchReceiver;
 use openraft::{ChangeMembers, Raft, ReadPolicy, ServerState};
@@ -25,7 +27,6 @@ use shoal_proto::ErrorCode;
 use shoal_proto::api::ApiError;
 pub use shoal_proto::api::RaftStatus;
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Cursor;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,6 +39,34 @@ const LEADER_WAIT: Duration = Duration::from_secs(10);
 const RPC_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the leader reviews the voter set and a joiner retries.
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// openraft's settings for this node.
+fn raft_config(
+    snapshots: &RaftSnapshotConfig,
+) -> Result<Arc<openraft::Config>, openraft::ConfigError> {
+    let config = openraft::Config {
+        cluster_name: "shoal".to_string(),
+        // Leader heartbeats four times a second: cheap when idle, and a
+        // dead leader is replaced within about two seconds.
+        heartbeat_interval: 250,
+        election_timeout_min: 1000,
+        election_timeout_max: 2000,
+        max_payload_entries: 1000,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(snapshots.every_entries),
+        max_in_snapshot_log_to_keep: snapshots.keep_entries,
+        snapshot_max_chunk_size: snapshots.chunk_bytes as u64,
+        // The deadline of each snapshot chunk (its default, 200 ms, is for
+        // a whole small snapshot on a fast network).
+        install_snapshot_timeout: RPC_TIMEOUT.as_millis() as u64,
+        // openraft preallocates its channels; its defaults (65,536
+        // slots) cost an idle node ~30 MB. These still absorb bursts of
+        // thousands of writes, and a full channel only makes writers wait.
+        api_channel_size: Some(4096),
+        notification_channel_size: Some(4096),
+        ..Default::default()
+    };
+    Ok(Arc::new(config.validate()?))
+}
 
 /// Why a replicated write or read failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -60,6 +89,8 @@ pub struct Consensus {
     /// `None` on nodes that only talk to the cluster (e.g. `shoal call`).
     raft: Option<RaftNode>,
     state: Option<StateReader<ShoalState>>,
+    /// Snapshots on their way here from a leader; `None` with `raft`.
+    incoming_snapshots: Option<SnapshotInbox>,
     me: u64,
     me_peer: PeerId,
     rpc: Arc<RpcClient>,
@@ -75,26 +106,10 @@ impl Consensus {
         rpc: Arc<RpcClient>,
         peers: PeerView,
         bootstrap: bool,
+        snapshots: &RaftSnapshotConfig,
     ) -> Result<Arc<Consensus>, ConsensusError> {
         let failed = |e: &dyn std::fmt::Display| ConsensusError::Failed(e.to_string());
-        let config = openraft::Config {
-            cluster_name: "shoal".to_string(),
-            // Leader heartbeats four times a second: cheap when idle, and a
-            // dead leader is replaced within about two seconds.
-            heartbeat_interval: 250,
-            election_timeout_min: 1000,
-            election_timeout_max: 2000,
-            max_payload_entries: 1000,
-            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(20_000),
-            // openraft preallocates its channels; its defaults (65,536
-            // slots) cost an idle node ~30 MB. These still absorb bursts of
-            // thousands of writes, and a full channel only makes writers wait.
-            api_channel_size: Some(4096),
-            notification_channel_size: Some(4096),
-            ..Default::default()
-        }
-        .validate()
-        .map_err(|e| failed(&e))?;
+        let config = raft_config(snapshots).map_err(|e| failed(&e))?;
         let log = LogStore::open(dir).map_err(|e| failed(&e))?;
         let machine = StateMachine::open(dir).map_err(|e| failed(&e))?;
         let state = machine.reader();
@@ -102,7 +117,7 @@ impl Consensus {
         let network = NetworkFactory {
             rpc: Arc::clone(&rpc),
         };
-        let raft = Raft::new(me, Arc::new(config), network, log, machine)
+        let raft = Raft::new(me, config, network, log, machine)
             .await
             .map_err(|e| failed(&e))?;
         if bootstrap && !raft.is_initialized().await.map_err(|e| failed(&e))? {
@@ -118,6 +133,7 @@ impl Consensus {
         Ok(Arc::new(Consensus {
             raft: Some(raft),
             state: Some(state),
+            incoming_snapshots: Some(SnapshotInbox::new(dir, snapshots.max_bytes)),
             me,
             me_peer,
             rpc,
@@ -131,6 +147,7 @@ impl Consensus {
         Arc::new(Consensus {
             raft: None,
             state: None,
+            incoming_snapshots: None,
             me: raft_id(&me_peer),
             me_peer,
             rpc,
@@ -356,16 +373,7 @@ impl Consensus {
                 Ok(response) => RaftReply::Vote(response),
                 Err(e) => failed(&e),
             },
-            RaftRpc::Snapshot { vote, meta, data } => {
-                let snapshot = openraft::Snapshot {
-                    meta,
-                    snapshot: Cursor::new(data),
-                };
-                match raft.install_full_snapshot(vote, snapshot).await {
-                    Ok(response) => RaftReply::Snapshot(response),
-                    Err(e) => failed(&e),
-                }
-            }
+            RaftRpc::SnapshotChunk(chunk) => self.receive_snapshot_chunk(raft, chunk).await,
             RaftRpc::Write(command) if self.is_leader() => match raft.client_write(command).await {
                 Ok(response) => RaftReply::Written(response.data),
                 Err(e) if e.forward_to_leader().is_some() => RaftReply::NotLeader {
@@ -408,6 +416,31 @@ impl Consensus {
         }
     }
 
+    /// Stores a chunk of a snapshot from the leader; installs the snapshot
+    /// once its last chunk is in.
+    async fn receive_snapshot_chunk(&self, raft: &RaftNode, chunk: SnapshotChunk) -> RaftReply {
+        let Some(inbox) = &self.incoming_snapshots else {
+            return RaftReply::Failed("this node takes no part in Raft".to_string());
+        };
+        match inbox.receive(chunk).await {
+            Ok(Received::Stored) => RaftReply::ChunkStored,
+            Ok(Received::Complete { vote, snapshot }) => {
+                let bytes = snapshot.snapshot.len();
+                match raft.install_full_snapshot(vote, snapshot).await {
+                    Ok(response) => {
+                        tracing::info!(bytes, "installed a snapshot from the leader");
+                        RaftReply::Snapshot(response)
+                    }
+                    Err(e) => RaftReply::Failed(e.to_string()),
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "snapshot chunk refused");
+                RaftReply::Failed(e.to_string())
+            }
+        }
+    }
+
     /// Whether this node is in the Raft membership (voter or learner).
     fn is_member(&self) -> bool {
         let Some(raft) = &self.raft else {
@@ -433,6 +466,9 @@ impl Consensus {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(UPKEEP_INTERVAL) => {}
+            }
+            if let Some(inbox) = &self.incoming_snapshots {
+                inbox.drop_abandoned(std::time::Instant::now());
             }
             let metrics = raft.metrics().borrow_watched().clone();
             let voters: BTreeSet<u64> =

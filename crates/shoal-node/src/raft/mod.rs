@@ -1,11 +1,13 @@
 //! Consensus: openraft with a redb log store and an in-memory state machine
-//! snapshotted into redb, networked over the nodes' call streams.
+//! snapshotted into a file, networked over the nodes' call streams.
 //!
 //! [`consensus`] is the module the rest of the node talks to (writes,
 //! reads, the voter set); [`network`] carries Raft messages as frames and
-//! [`server`] answers them; [`log_store`] and [`state_machine`] keep the
-//! log and the state in redb; [`types`] and [`query`] are what is
-//! replicated and what can be asked of it.
+//! [`server`] answers them; [`log_store`] keeps the log in redb,
+//! [`state_machine`] the state in memory and its snapshot in a file
+//! ([`snapshot_store`]), which [`snapshot_transfer`] sends to followers in
+//! chunks; [`types`] and [`query`] are what is replicated and what can be
+//! asked of it.
 //!
 //! ```text
 //!   Node::submit_job / db ops ──► leader? ──no──► forward to the leader
@@ -23,5 +25,7 @@ pub mod membership;
 pub mod network;
 pub mod query;
 pub mod server;
+pub mod snapshot_store;
+pub mod snapshot_transfer;
 pub mod state_machine;
 pub mod types;

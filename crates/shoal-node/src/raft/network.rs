@@ -7,7 +7,13 @@
 //!                  ─► Frame::RaftRequest{id} ══ stream ══► peer: Consensus::handle
 //!   RpcClient::on_response(id) ◄── Frame::RaftResponse{id} ◄══════┘
 //! ```
+//!
+//! A snapshot goes as a series of chunks, one request each (see
+//! [`snapshot_transfer`](super::snapshot_transfer)), so it is never one
+//! frame, however large it is.
 
+use super::snapshot_store::SnapshotData;
+use super::snapshot_transfer::{OutgoingSnapshot, SnapshotChunk};
 use super::types::{Command, CommandResult, RaftPeer, TypeConfig};
 use crate::net::links::Links;
 use bytes::Bytes;
@@ -22,7 +28,6 @@ use serde::{Deserialize, Serialize};
 use shoal_proto::Frame;
 use std::collections::HashMap;
 use std::future::Future;
-use std::io::Cursor;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -34,11 +39,9 @@ pub enum RaftRpc {
     Append(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<TypeConfig>),
     PreVote(VoteRequest<TypeConfig>),
-    Snapshot {
-        vote: VoteOf<TypeConfig>,
-        meta: SnapshotMetaOf<TypeConfig>,
-        data: Vec<u8>,
-    },
+    /// A piece of a snapshot; the last one is answered once the snapshot
+    /// is installed.
+    SnapshotChunk(SnapshotChunk),
     /// A write forwarded to the leader.
     Write(Command),
     /// Asks the leader for a read index: once the asker has applied up to
@@ -64,7 +67,10 @@ pub enum RaftRpc {
 pub enum RaftReply {
     Append(AppendEntriesResponse<TypeConfig>),
     Vote(VoteResponse<TypeConfig>),
+    /// A snapshot was installed (or refused for a newer vote).
     Snapshot(SnapshotResponse<TypeConfig>),
+    /// A snapshot chunk was stored; send the next.
+    ChunkStored,
     Written(CommandResult),
     ReadIndex(u64),
     Answer(Result<serde_json::Value, shoal_proto::api::ApiError>),
@@ -199,6 +205,16 @@ pub struct RaftClient {
 
 /// How long a Raft message may take when openraft gives no deadline.
 const DEFAULT_RPC_TIMEOUT: Duration = Duration::from_secs(5);
+/// Snapshot chunk size when openraft names none.
+const DEFAULT_CHUNK_BYTES: usize = 1024 * 1024;
+/// Chunk sizes are kept within these bounds: a chunk far below the frame
+/// limit even as base64 (a third larger), and never so small that a large
+/// snapshot becomes millions of round trips.
+const CHUNK_BYTES: std::ops::RangeInclusive<usize> = 4 * 1024..=4 * 1024 * 1024;
+/// The slowest a follower is expected to decode and store a snapshot: the
+/// answer to the last chunk, which waits for that, gets this much time per
+/// byte of the snapshot beyond a chunk's deadline.
+const INSTALL_BYTES_PER_SEC: u64 = 8 * 1024 * 1024;
 
 impl RaftClient {
     async fn call(
@@ -241,7 +257,7 @@ fn ttl(option: &RPCOption) -> Duration {
 }
 
 impl RaftNetworkV2<TypeConfig> for RaftClient {
-    type SnapshotData = Cursor<Vec<u8>>;
+    type SnapshotData = SnapshotData;
 
     async fn append_entries(
         &mut self,
@@ -276,30 +292,77 @@ impl RaftNetworkV2<TypeConfig> for RaftClient {
         }
     }
 
+    /// Sends the snapshot a chunk at a time, each with the deadline
+    /// openraft gives (the last one more, as the follower installs the
+    /// snapshot before it answers); stops at once when openraft cancels.
     async fn full_snapshot(
         &mut self,
         vote: VoteOf<TypeConfig>,
-        snapshot: SnapshotOf<TypeConfig, Cursor<Vec<u8>>>,
-        _cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        snapshot: SnapshotOf<TypeConfig, SnapshotData>,
+        cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        let rpc = RaftRpc::Snapshot {
-            vote,
-            meta: snapshot.meta,
-            data: snapshot.snapshot.into_inner(),
-        };
-        let reply = self
-            .call(rpc, ttl(&option).max(Duration::from_secs(30)))
-            .await;
-        match reply {
-            Ok(RaftReply::Snapshot(response)) => Ok(response),
-            Ok(other) => Err(StreamingError::Unreachable(Unreachable::from_string(
-                format!("unexpected reply to a snapshot: {other:?}"),
-            ))),
-            Err(RPCError::Unreachable(e)) => Err(StreamingError::Unreachable(e)),
-            Err(e) => Err(StreamingError::Unreachable(Unreachable::from_string(e))),
+        let mut cancel = std::pin::pin!(cancel);
+        let chunk_bytes = option
+            .snapshot_chunk_size()
+            .unwrap_or(DEFAULT_CHUNK_BYTES)
+            .clamp(*CHUNK_BYTES.start(), *CHUNK_BYTES.end());
+        let mut outgoing = OutgoingSnapshot::new(vote, snapshot, chunk_bytes);
+        let started = std::time::Instant::now();
+        loop {
+            let chunk = outgoing
+                .next_chunk()
+                .await
+                .map_err(|e| unreadable(outgoing.meta(), &e))?;
+            let (last, len) = (chunk.is_last(), chunk.data.len());
+            let deadline = if last {
+                ttl(&option) + Duration::from_secs(outgoing.total() / INSTALL_BYTES_PER_SEC)
+            } else {
+                ttl(&option)
+            };
+            let reply = tokio::select! {
+                closed = &mut cancel => return Err(StreamingError::Closed(closed)),
+                reply = self.call(RaftRpc::SnapshotChunk(chunk), deadline) => reply,
+            };
+            match reply.map_err(streaming_error)? {
+                RaftReply::ChunkStored if !last => outgoing.stored(len),
+                // The last chunk's answer, or an early one (a newer vote).
+                RaftReply::Snapshot(response) => {
+                    let (bytes, elapsed) = (outgoing.total(), started.elapsed());
+                    tracing::info!(target = self.target, bytes, ?elapsed, "sent a snapshot");
+                    return Ok(response);
+                }
+                other => {
+                    return Err(StreamingError::Network(NetworkError::from_string(format!(
+                        "unexpected reply to a snapshot chunk: {other:?}"
+                    ))));
+                }
+            }
         }
     }
+}
+
+/// A failed chunk as openraft takes it: a refusal or a timeout is retried
+/// at once (with a new transfer), an unreachable follower after a backoff.
+fn streaming_error(error: RPCError<TypeConfig>) -> StreamingError<TypeConfig> {
+    match error {
+        RPCError::Unreachable(e) => StreamingError::Unreachable(e),
+        RPCError::Network(e) => StreamingError::Network(e),
+        e => StreamingError::Unreachable(Unreachable::from_string(e)),
+    }
+}
+
+/// A snapshot that could not be read to send it.
+fn unreadable(
+    meta: &SnapshotMetaOf<TypeConfig>,
+    error: &std::io::Error,
+) -> StreamingError<TypeConfig> {
+    use openraft::type_config::TypeConfigExt;
+    let source = TypeConfig::err_from_error(error);
+    StreamingError::StorageError(openraft::StorageError::read_snapshot(
+        Some(meta.signature()),
+        source,
+    ))
 }
 
 #[cfg(test)]

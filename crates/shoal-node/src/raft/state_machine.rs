@@ -1,5 +1,5 @@
 //! The replicated state machine: the state in memory, its snapshot on disk in
-//! `<dir>/raft-state.redb`.
+//! `<dir>/raft-snapshot.json` (see [`snapshot_store`](super::snapshot_store)).
 //!
 //! [`StateMachine`] implements openraft's [`RaftStateMachine`] for any
 //! [`StateLogic`] (Shoal's is `ShoalState`). Committed entries are applied in
@@ -9,22 +9,22 @@
 //!
 //! ```text
 //!   committed entries ──► apply ──► S (in memory) ◄── StateReader::read (node)
-//!                                   │ build_snapshot: clone, JSON
+//!                                   │ build_snapshot: clone, JSON to a file
 //!                                   ▼
-//!          raft-state.redb: the current snapshot (meta + data, one record each)
+//!          raft-snapshot.json: the current snapshot (meta line + state)
 //!                                   │ open(): restore
 //!                                   ▼
 //!   restart ──► S as of the snapshot ──► openraft re-applies the log after it
 //! ```
 //!
-//! A snapshot's data is the JSON of `(last_applied, last_membership, S)`; it
-//! names its own log position so a snapshot can be checked against the
-//! metadata it is installed with. The snapshot has its own file, apart from
-//! the log, so that writing a large snapshot never holds up a log append
-//! behind redb's single writer.
+//! A snapshot's state is the JSON of `(last_applied, last_membership, S)`;
+//! it names its own log position so a snapshot can be checked against the
+//! metadata it is installed with. Snapshots are files, streamed to and from
+//! JSON, so neither building nor installing one holds its bytes in memory;
+//! and the snapshot has its own file, apart from the log, so that writing a
+//! large one never holds up a log append behind redb's single writer.
 
-use std::io::{self, Cursor};
-use std::marker::PhantomData;
+use std::io;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
@@ -35,10 +35,10 @@ use openraft::type_config::alias::{
     CommittedLeaderIdOf, EntryPayloadOf, LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf,
 };
 use openraft::{Entry, EntryPayload, OptionalSend, RaftTypeConfig, StoredMembership};
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use super::log_store::{BoxError, Corrupt, RaftStorageError, open_database, run_blocking};
+use super::log_store::{BoxError, Corrupt, RaftStorageError, run_blocking};
+use super::snapshot_store::{SnapshotData, SnapshotStore, mismatch};
 
 /// The replicated state's rules: apply one committed command.
 pub trait StateLogic<C: openraft::RaftTypeConfig>:
@@ -56,15 +56,8 @@ pub trait StateLogic<C: openraft::RaftTypeConfig>:
     fn empty_response() -> C::R;
 }
 
-/// The file the snapshot lives in, inside the node's data directory.
-const STATE_FILE: &str = "raft-state.redb";
-/// The current snapshot: one `META` and one `DATA` record, written together.
-const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshot");
-const META: &str = "meta";
-const DATA: &str = "data";
-
-/// A snapshot as openraft handles it: metadata and JSON bytes.
-type JsonSnapshot<C> = SnapshotOf<C, Cursor<Vec<u8>>>;
+/// A snapshot as openraft handles it: metadata and a file.
+type FileSnapshot<C> = SnapshotOf<C, SnapshotData>;
 
 /// Where the state stands in the log.
 #[derive(Clone, Serialize, Deserialize)]
@@ -125,97 +118,24 @@ fn poisoned() -> BoxError {
     .into()
 }
 
-/// The current snapshot in `raft-state.redb`.
-struct SnapshotFile<C> {
-    db: Arc<Database>,
-    /// Named in every error.
-    file: Arc<Path>,
-    _config: PhantomData<fn() -> C>,
-}
-
-impl<C> Clone for SnapshotFile<C> {
-    fn clone(&self) -> Self {
-        Self {
-            db: Arc::clone(&self.db),
-            file: Arc::clone(&self.file),
-            _config: PhantomData,
-        }
-    }
-}
-
-impl<C: RaftTypeConfig> SnapshotFile<C> {
-    /// The stored snapshot, if one was ever written.
-    fn load(&self) -> Result<Option<JsonSnapshot<C>>, BoxError> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(SNAPSHOT)?;
-        let (Some(meta), Some(data)) = (table.get(META)?, table.get(DATA)?) else {
-            return Ok(None);
-        };
-        Ok(Some(JsonSnapshot::<C> {
-            meta: serde_json::from_slice(meta.value())?,
-            snapshot: Cursor::new(data.value().to_vec()),
-        }))
-    }
-
-    /// Replaces the stored snapshot, durably: a restarted node restores from
-    /// it, and openraft may purge the log it covers once this returns.
-    ///
-    /// With `only_if_newer`, a snapshot older than the stored one is dropped
-    /// instead: a build that raced with an install must not roll it back.
-    fn store(
-        &self,
-        meta: &SnapshotMetaOf<C>,
-        data: &[u8],
-        only_if_newer: bool,
-    ) -> Result<(), BoxError> {
-        let meta_bytes = serde_json::to_vec(meta)?;
-        let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::Immediate)?;
-        {
-            let mut table = txn.open_table(SNAPSHOT)?;
-            if only_if_newer {
-                let stored: Option<SnapshotMetaOf<C>> = match table.get(META)? {
-                    Some(bytes) => Some(serde_json::from_slice(bytes.value())?),
-                    None => None,
-                };
-                if stored.is_some_and(|stored| stored.last_log_id > meta.last_log_id) {
-                    return Ok(());
-                }
-            }
-            table.insert(META, meta_bytes.as_slice())?;
-            table.insert(DATA, data)?;
-        }
-        txn.commit()?;
-        Ok(())
-    }
-}
-
 /// The Raft state machine of one node; see the module docs.
-///
-/// redb locks its file, so a second `open` of the same directory fails until
-/// this machine and its snapshot builders have been dropped.
 pub struct StateMachine<C: RaftTypeConfig, S> {
     shared: Arc<Shared<C, S>>,
-    snapshots: SnapshotFile<C>,
+    snapshots: SnapshotStore,
 }
 
 impl<C: RaftTypeConfig, S: StateLogic<C>> StateMachine<C, S> {
-    /// Opens the state machine in `dir` (`<dir>/raft-state.redb`), with the
+    /// Opens the state machine in `dir` (`<dir>/raft-snapshot.json`), with the
     /// state of the stored snapshot if there is one and `S::default()` if
     /// not. openraft then re-applies the committed log after that point.
     pub fn open(dir: &Path) -> io::Result<Self> {
-        let (db, file) = open_database(dir, STATE_FILE, |txn| {
-            txn.open_table(SNAPSHOT)?;
-            Ok(())
+        let snapshots = SnapshotStore::open(dir).map_err(|e| {
+            let file = super::snapshot_store::SNAPSHOT_FILE;
+            RaftStorageError::into_io(&dir.join(file), "open the snapshot store", e)
         })?;
-        let snapshots = SnapshotFile {
-            db,
-            file,
-            _config: PhantomData,
-        };
         let restore = || -> Result<SnapshotBody<C, S>, BoxError> {
-            match snapshots.load()? {
-                Some(snapshot) => decode_snapshot(&snapshot.meta, snapshot.snapshot.get_ref()),
+            match snapshots.current::<C>()? {
+                Some((meta, mut data)) => decode_snapshot(&meta, &mut data),
                 None => Ok(SnapshotBody {
                     position: Position::default(),
                     state: S::default(),
@@ -223,7 +143,7 @@ impl<C: RaftTypeConfig, S: StateLogic<C>> StateMachine<C, S> {
             }
         };
         let body = restore().map_err(|e| {
-            RaftStorageError::into_io(&snapshots.file, "restore the state from its snapshot", e)
+            RaftStorageError::into_io(snapshots.file(), "restore the state from its snapshot", e)
         })?;
         Ok(Self {
             shared: Arc::new(Shared {
@@ -252,7 +172,7 @@ impl<C: RaftTypeConfig, S: StateLogic<C>> StateMachine<C, S> {
         let Ok(mut state) = self.shared.state.write() else {
             let action = format!("apply log entry {index}");
             return Err(RaftStorageError::into_io(
-                &self.snapshots.file,
+                self.snapshots.file(),
                 action,
                 poisoned(),
             ));
@@ -278,18 +198,17 @@ impl<C: RaftTypeConfig, S: StateLogic<C>> StateMachine<C, S> {
 /// Decodes snapshot data and checks it is the snapshot `meta` describes.
 fn decode_snapshot<C: RaftTypeConfig, S: StateLogic<C>>(
     meta: &SnapshotMetaOf<C>,
-    data: &[u8],
+    data: &mut SnapshotData,
 ) -> Result<SnapshotBody<C, S>, BoxError> {
-    let body: SnapshotBody<C, S> = serde_json::from_slice(data)?;
+    let body: SnapshotBody<C, S> = data.decode::<C, _>(meta)?;
     if body.position.last_applied != meta.last_log_id
         || body.position.last_membership != meta.last_membership
     {
-        let data_at = body.position.last_applied.as_ref().map(|id| id.to_string());
-        let meta_at = meta.last_log_id.as_ref().map(|id| id.to_string());
-        return Err(Corrupt(format!(
-            "snapshot data (applied up to {data_at:?}) does not match its metadata (applied up to {meta_at:?})"
-        ))
-        .into());
+        let position = SnapshotMetaOf::<C> {
+            last_log_id: body.position.last_applied,
+            last_membership: body.position.last_membership,
+        };
+        return Err(mismatch::<C>(&position, meta));
     }
     Ok(body)
 }
@@ -322,7 +241,7 @@ impl<S> StateReader<S> {
 /// [`RaftStateMachine::get_snapshot_builder`].
 pub struct SnapshotBuilder<C: RaftTypeConfig, S> {
     shared: Arc<Shared<C, S>>,
-    snapshots: SnapshotFile<C>,
+    snapshots: SnapshotStore,
 }
 
 impl<C, S> RaftSnapshotBuilder<C> for SnapshotBuilder<C, S>
@@ -330,12 +249,12 @@ where
     C: RaftTypeConfig,
     S: StateLogic<C>,
 {
-    type SnapshotData = Cursor<Vec<u8>>;
+    type SnapshotData = SnapshotData;
 
-    async fn build_snapshot(&mut self) -> io::Result<JsonSnapshot<C>> {
+    async fn build_snapshot(&mut self) -> io::Result<FileSnapshot<C>> {
         let shared = Arc::clone(&self.shared);
         let snapshots = self.snapshots.clone();
-        let file = Arc::clone(&self.snapshots.file);
+        let file = Arc::clone(self.snapshots.file());
         run_blocking(&file, "build and store a snapshot", move || {
             // Clone under the lock and encode outside it: applying waits for
             // the clone only, not for the (slower) JSON encoding.
@@ -347,15 +266,15 @@ where
                     state: state.clone(),
                 }
             };
-            let data = serde_json::to_vec(&body)?;
             let meta = SnapshotMetaOf::<C> {
-                last_log_id: body.position.last_applied,
-                last_membership: body.position.last_membership,
+                last_log_id: body.position.last_applied.clone(),
+                last_membership: body.position.last_membership.clone(),
             };
-            snapshots.store(&meta, &data, true)?;
-            Ok(JsonSnapshot::<C> {
+            let data = snapshots.write::<C>(&meta, &body)?;
+            let data = snapshots.keep::<C>(&meta, data, true)?;
+            Ok(FileSnapshot::<C> {
                 meta,
-                snapshot: Cursor::new(data),
+                snapshot: data,
             })
         })
         .await
@@ -367,7 +286,7 @@ where
     C: RaftTypeConfig<Entry = Entry<CommittedLeaderIdOf<C>, EntryPayloadOf<C>>>,
     S: StateLogic<C>,
 {
-    type SnapshotData = Cursor<Vec<u8>>;
+    type SnapshotData = SnapshotData;
     type SnapshotBuilder = SnapshotBuilder<C, S>;
 
     async fn applied_state(&mut self) -> io::Result<(Option<LogIdOf<C>>, StoredMembershipOf<C>)> {
@@ -403,7 +322,7 @@ where
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMetaOf<C>,
-        snapshot: Cursor<Vec<u8>>,
+        mut snapshot: SnapshotData,
     ) -> io::Result<()> {
         let shared = Arc::clone(&self.shared);
         let snapshots = self.snapshots.clone();
@@ -414,11 +333,10 @@ where
                 .as_ref()
                 .map_or_else(|| "the start".to_string(), |id| id.to_string())
         );
-        run_blocking(&self.snapshots.file, action, move || {
-            let data = snapshot.into_inner();
-            let body: SnapshotBody<C, S> = decode_snapshot(&meta, &data)?;
+        run_blocking(self.snapshots.file(), action, move || {
+            let body: SnapshotBody<C, S> = decode_snapshot(&meta, &mut snapshot)?;
             // Stored first: if storing fails, the state is left as it was.
-            snapshots.store(&meta, &data, false)?;
+            snapshots.keep::<C>(&meta, snapshot, false)?;
             {
                 // The whole state is replaced, so a poisoned one is fine here.
                 let mut state = shared.state.write().unwrap_or_else(PoisonError::into_inner);
@@ -431,12 +349,15 @@ where
         .await
     }
 
-    async fn get_current_snapshot(&mut self) -> io::Result<Option<JsonSnapshot<C>>> {
+    async fn get_current_snapshot(&mut self) -> io::Result<Option<FileSnapshot<C>>> {
         let snapshots = self.snapshots.clone();
         run_blocking(
-            &self.snapshots.file,
+            self.snapshots.file(),
             "read the current snapshot",
-            move || snapshots.load(),
+            move || {
+                let current = snapshots.current::<C>()?;
+                Ok(current.map(|(meta, snapshot)| FileSnapshot::<C> { meta, snapshot }))
+            },
         )
         .await
     }

@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::Cursor;
 
 use openraft::entry::RaftEntry;
 use openraft::storage::{
@@ -18,6 +17,7 @@ use openraft::vote::RaftLeaderIdExt;
 use openraft::{Membership, StorageError, StoredMembership};
 use serde::{Deserialize, Serialize};
 use shoal_node::raft::log_store::LogStore;
+use shoal_node::raft::snapshot_store::{SNAPSHOT_FILE, SnapshotData};
 use shoal_node::raft::state_machine::{StateLogic, StateMachine};
 use tempfile::TempDir;
 
@@ -200,12 +200,13 @@ async fn installed_snapshot_replaces_the_state_and_is_kept() {
     let mut leader = Machine::open(leader_dir.path()).expect("open the leader's state machine");
     let stream = futures::stream::iter([Ok((put(1, 1, "k", serde_json::json!("leader")), None))]);
     leader.apply(stream).await.expect("apply");
-    let snapshot = leader
+    let mut snapshot = leader
         .get_snapshot_builder()
         .await
         .build_snapshot()
         .await
         .expect("build");
+    let leader_bytes = snapshot.snapshot.read_all().expect("read the snapshot");
 
     {
         let mut follower =
@@ -214,7 +215,7 @@ async fn installed_snapshot_replaces_the_state_and_is_kept() {
         follower.apply(stale).await.expect("apply");
         let reader = follower.reader();
         follower
-            .install_snapshot(&snapshot.meta, snapshot.snapshot.clone())
+            .install_snapshot(&snapshot.meta, snapshot.snapshot)
             .await
             .expect("install");
         assert_eq!(
@@ -229,15 +230,15 @@ async fn installed_snapshot_replaces_the_state_and_is_kept() {
 
     let mut follower =
         Machine::open(follower_dir.path()).expect("reopen the follower's state machine");
-    let current = follower
+    let mut current = follower
         .get_current_snapshot()
         .await
         .expect("read")
         .expect("a stored snapshot");
     assert_eq!(current.meta, snapshot.meta);
     assert_eq!(
-        current.snapshot.into_inner(),
-        snapshot.snapshot.into_inner()
+        current.snapshot.read_all().expect("read the snapshot"),
+        leader_bytes
     );
 }
 
@@ -256,15 +257,12 @@ async fn snapshot_that_contradicts_its_metadata_is_refused() {
     snapshot.meta.last_log_id = Some(log_id(1, 7));
 
     let error = machine
-        .install_snapshot(&snapshot.meta, Cursor::new(snapshot.snapshot.into_inner()))
+        .install_snapshot(&snapshot.meta, snapshot.snapshot)
         .await
         .expect_err("a mismatched snapshot must not be installed");
     assert_eq!(error.kind(), std::io::ErrorKind::InvalidData);
     let message = error.to_string();
-    assert!(
-        message.contains("raft-state.redb"),
-        "names the file: {message}"
-    );
+    assert!(message.contains(SNAPSHOT_FILE), "names the file: {message}");
     assert!(
         message.contains("does not match its metadata"),
         "says why: {message}"
@@ -274,6 +272,51 @@ async fn snapshot_that_contradicts_its_metadata_is_refused() {
         1,
         "the state is unchanged"
     );
+}
+
+/// Before snapshots had a file, they were two records in `raft-state.redb`
+/// (the metadata and the state's JSON). A node upgraded over such a
+/// directory restores from it, and the old database is gone afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_kept_by_an_older_version_is_moved_into_its_file() {
+    let built_dir = tempfile::tempdir().expect("temporary directory");
+    let (meta_json, state_json) = {
+        let mut machine = Machine::open(built_dir.path()).expect("open the state machine");
+        let stream = futures::stream::iter([Ok((put(1, 1, "k", serde_json::json!("old")), None))]);
+        machine.apply(stream).await.expect("apply");
+        let mut snapshot = machine
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .expect("build");
+        // The file is the old records joined by a newline.
+        let bytes = snapshot.snapshot.read_all().expect("read the snapshot");
+        let newline = bytes.iter().position(|b| *b == b'\n').expect("a meta line");
+        (bytes[..newline].to_vec(), bytes[newline + 1..].to_vec())
+    };
+    let old_dir = tempfile::tempdir().expect("temporary directory");
+    {
+        let table = redb::TableDefinition::<&str, &[u8]>::new("snapshot");
+        let db = redb::Database::create(old_dir.path().join("raft-state.redb")).expect("create");
+        let txn = db.begin_write().expect("write");
+        {
+            let mut records = txn.open_table(table).expect("table");
+            records.insert("meta", meta_json.as_slice()).expect("meta");
+            records.insert("data", state_json.as_slice()).expect("data");
+        }
+        txn.commit().expect("commit");
+    }
+
+    let mut machine = Machine::open(old_dir.path()).expect("open over the old layout");
+    assert_eq!(
+        machine.reader().read(|state| state.0.clone()),
+        BTreeMap::from([("k".to_string(), serde_json::json!("old"))])
+    );
+    let (last_applied, _) = machine.applied_state().await.expect("applied state");
+    assert_eq!(last_applied, Some(log_id(1, 1)));
+    assert!(!old_dir.path().join("raft-state.redb").exists());
+    assert!(old_dir.path().join(SNAPSHOT_FILE).exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -330,7 +373,7 @@ impl openraft::network::RaftNetworkFactory<KvConfig> for NoPeers {
 }
 
 impl openraft::network::v2::RaftNetworkV2<KvConfig> for NoPeers {
-    type SnapshotData = Cursor<Vec<u8>>;
+    type SnapshotData = SnapshotData;
 
     async fn append_entries(
         &mut self,
@@ -352,7 +395,7 @@ impl openraft::network::v2::RaftNetworkV2<KvConfig> for NoPeers {
     async fn full_snapshot(
         &mut self,
         _vote: VoteOf<KvConfig>,
-        _snapshot: openraft::type_config::alias::SnapshotOf<KvConfig, Cursor<Vec<u8>>>,
+        _snapshot: openraft::type_config::alias::SnapshotOf<KvConfig, SnapshotData>,
         _cancel: impl std::future::Future<Output = openraft::errors::ReplicationClosed> + Send + 'static,
         _option: openraft::network::RPCOption,
     ) -> Result<
