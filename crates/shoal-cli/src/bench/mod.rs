@@ -8,6 +8,8 @@
 //!   jobs, db (durable.rs)  durable jobs and documents on three fsync'ing voters
 //!   http     (http.rs)     calls through one node's HTTP API
 //!   pubsub   (pubsub.rs)   topics: a publisher and a subscriber on each of 3 nodes
+//!   cluster  (cluster.rs)  N node processes: forming, idle cost, deaths, fan-out, jobs
+//!   sim      (sim.rs)      membership of 1,000s of nodes in simulated time
 //! ```
 //!
 //! Every command builds on `measure` (how figures are taken) and `nodes`
@@ -22,6 +24,7 @@ mod measure;
 mod nodes;
 mod pubsub;
 mod scale;
+mod sim;
 
 use clap::Subcommand;
 
@@ -44,6 +47,9 @@ pub enum BenchCommand {
     /// N node processes: forming, idle CPU and memory per node, detecting
     /// deaths, fan-out efficiency, jobs/s.
     Cluster(cluster::ClusterArgs),
+    /// Membership of thousands of virtual nodes in simulated time: messages
+    /// per node, how fast joins and deaths are known everywhere.
+    Sim(sim::SimArgs),
 }
 
 pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
@@ -56,5 +62,6 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Http(args) => http::run(args).await,
         BenchCommand::Pubsub(args) => pubsub::run(args).await,
         BenchCommand::Cluster(args) => cluster::run(args).await,
+        BenchCommand::Sim(args) => sim::run(&args),
     }
 }

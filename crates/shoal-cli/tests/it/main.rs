@@ -6,6 +6,8 @@
 //! - [`chat_tmux`]: `shoal chat` in tmux, two nodes, history for latecomers.
 //! - [`cli_data`]: `shoal db`, `submit`, `jobs`, `status`; clear refusals.
 //! - [`cluster_processes`]: calls survive a killed process.
+//! - [`cluster_twenty`]: twenty processes: calls spread, a kill is known
+//!   everywhere, a labelled job runs where it may.
 //! - [`demo`]: `shoal demo`, the README's first command.
 //! - [`durable_processes`]: jobs survive a killed Raft leader.
 //! - [`http_failover`]: the Rust client moves off a killed node.
@@ -30,6 +32,7 @@ mod chaos;
 mod chat_tmux;
 mod cli_data;
 mod cluster_processes;
+mod cluster_twenty;
 mod common;
 mod demo;
 mod durable_processes;

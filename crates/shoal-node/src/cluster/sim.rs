@@ -7,7 +7,7 @@
 //! the protocol's promises (a join and a death are known everywhere, a
 //! short pause is survived) at sizes no test could start as processes.
 
-use super::swim::Membership;
+use super::swim::{MAX_FULL_STATE_BYTES, Membership};
 use foca::Identity;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -79,6 +79,16 @@ enum What {
     Rejoin {
         node: u32,
         via: u32,
+    },
+    /// A newcomer asks the node it joined through for the member list…
+    StateRequest {
+        from: u32,
+        to: u32,
+    },
+    /// …and gets it.
+    State {
+        to: u32,
+        state: Vec<u8>,
     },
 }
 
@@ -185,8 +195,22 @@ impl Sim {
         {
             let effects = membership.announce(to, now);
             self.apply(node, effects.sends);
+            let delay = self.delay();
+            self.push(
+                now + delay,
+                What::StateRequest {
+                    from: node,
+                    to: via,
+                },
+            );
             self.push(now + self.settings.period, What::Rejoin { node, via });
         }
+    }
+
+    /// Node `node` asks `via` to let it in `after` from now (a cluster
+    /// whose nodes start over a few seconds rather than at one instant).
+    pub fn join_after(&mut self, node: u32, via: u32, after: Duration) {
+        self.push(self.now + after, What::Rejoin { node, via });
     }
 
     /// Kills `node` at once, as SIGKILL would.
@@ -253,6 +277,8 @@ impl Sim {
                 What::Deliver { to, packet } => self.deliver(to, &packet),
                 What::Wake(node) => self.wake(node),
                 What::Rejoin { node, via } => self.join(node, via),
+                What::StateRequest { from, to } => self.send_state(from, to),
+                What::State { to, state } => self.merge_state(to, &state),
             }
         }
         self.now = end;
@@ -270,6 +296,40 @@ impl Sim {
         if let Ok(effects) = membership.receive(packet, now) {
             self.apply(to, effects.sends);
         }
+    }
+
+    fn send_state(&mut self, from: u32, to: u32) {
+        let Some(membership) = self.awake(to) else {
+            return;
+        };
+        let state = membership.full_state(MAX_FULL_STATE_BYTES);
+        self.packets += 1;
+        self.bytes += state.len() as u64;
+        let at = self.now + self.delay();
+        self.push(at, What::State { to: from, state });
+    }
+
+    fn merge_state(&mut self, to: u32, state: &[u8]) {
+        let now = self.now;
+        let Some(membership) = self.awake(to) else {
+            return;
+        };
+        if let Ok(effects) = membership.merge(state, now) {
+            self.apply(to, effects.sends);
+        }
+    }
+
+    /// The node's protocol, if it is alive and not paused.
+    fn awake(&mut self, node: u32) -> Option<&mut Membership<SimId>> {
+        let target = &mut self.nodes[node as usize];
+        if target.paused_until > self.now {
+            return None;
+        }
+        target.membership.as_mut()
+    }
+
+    fn delay(&mut self) -> Duration {
+        self.settings.delay.mul_f64(self.rng.random_range(0.5..1.5))
     }
 
     fn wake(&mut self, node: u32) {
@@ -298,7 +358,7 @@ impl Sim {
             if self.rng.random_bool(self.settings.loss.clamp(0.0, 1.0)) {
                 continue;
             }
-            let delay = self.settings.delay.mul_f64(self.rng.random_range(0.5..1.5));
+            let delay = self.delay();
             self.push(
                 self.now + delay,
                 What::Deliver {

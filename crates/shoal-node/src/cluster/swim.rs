@@ -37,6 +37,9 @@ const MAX_ADDRS: usize = 4;
 /// The largest SWIM packet; packets travel on libp2p streams, not UDP, so
 /// they may be larger than a datagram and carry more updates each.
 pub const MAX_PACKET_BYTES: usize = 4096;
+/// The largest member list sent to a newcomer: ~4,000 members of a real
+/// cluster (an identity with an address is ~100 bytes).
+pub const MAX_FULL_STATE_BYTES: usize = 448 * 1024;
 
 /// A member as SWIM knows it: its peer id, where to dial it, and a
 /// generation that grows each time it (re)starts or is wrongly declared
@@ -241,6 +244,34 @@ impl<I: MemberId> Membership<I> {
             return Err(error);
         }
         Ok(self.effects(Ok(()), now))
+    }
+
+    /// Every member this node knows, with its state, encoded for a node
+    /// that just joined (at most `max_bytes`; only some members if more). An
+    /// announcement only brings back the members that fit in one packet,
+    /// and SWIM spreads changes, not old news, so without this a newcomer
+    /// would learn of most members only as they happened to contact it.
+    pub fn full_state(&self, max_bytes: usize) -> Vec<u8> {
+        let mut members: Vec<&Member<I>> = self.foca.iter_membership_state().collect();
+        loop {
+            let encoded = postcard::to_allocvec(&members).unwrap_or_default();
+            if encoded.len() <= max_bytes || members.is_empty() {
+                return encoded;
+            }
+            let keep = members.len() * max_bytes / encoded.len();
+            members.truncate(keep.min(members.len() - 1));
+        }
+    }
+
+    /// Takes in another member's [`Membership::full_state`]; the news is
+    /// not gossiped on (everyone else knows it already).
+    pub fn merge(&mut self, state: &[u8], now: Duration) -> Result<Effects<I>, SwimError> {
+        let members: Vec<Member<I>> =
+            postcard::from_bytes(state).map_err(|error| foca::Error::Decode(Box::new(error)))?;
+        let result = self
+            .foca
+            .apply_many(members.into_iter(), false, &mut self.runtime);
+        Ok(self.effects(result, now))
     }
 
     /// When the next timer is due, if any.

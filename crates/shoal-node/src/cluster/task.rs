@@ -5,7 +5,7 @@
 
 use super::heartbeat::OwnHeartbeat;
 use super::peers::{MemberEvent, PeerTable};
-use super::swim::{Change, Effects, Membership, State, SwimId};
+use super::swim::{Change, Effects, MAX_FULL_STATE_BYTES, Membership, State, SwimId};
 use crate::calls::Calls;
 use crate::net::{NetEvent, NetHandle};
 use crate::raft::consensus::Consensus;
@@ -28,6 +28,9 @@ const FORGET_DEAD_AFTER: Duration = Duration::from_secs(600);
 /// met: constant, so the cost per node does not grow with the cluster; each
 /// member hears from every other about every N / 3 periods.
 const REPORTS_PER_PERIOD: usize = 3;
+/// A node that knows no member yet keeps asking this many of the nodes it
+/// connected to (its join addresses, DHT finds) to let it in.
+const MAX_INTRODUCERS: usize = 8;
 /// Peers whose call stream broke, waiting for the task; a broken stream is
 /// rare and each notice is handled in microseconds.
 pub const UNREACHABLE_QUEUE: usize = 256;
@@ -79,6 +82,7 @@ impl ClusterTask {
         let mut reports = Reports::default();
         let mut warned_versions = HashSet::new();
         let mut sized_for = 0;
+        let mut introducers: Vec<PeerId> = Vec::new();
         loop {
             let due = swim.next_due().map(|at| origin + at);
             let timer = async {
@@ -96,6 +100,14 @@ impl ClusterTask {
                             Ok(effects) => self.apply(effects),
                             Err(error) => tracing::debug!(%peer, %error, "ignored a membership packet"),
                         },
+                        NetEvent::StateRequest(peer) => {
+                            let state = swim.full_state(MAX_FULL_STATE_BYTES);
+                            self.net.datagrams().send_state(peer, Bytes::from(state));
+                        }
+                        NetEvent::State(peer, state) => match swim.merge(&state, now) {
+                            Ok(effects) => self.apply(effects),
+                            Err(error) => tracing::debug!(%peer, %error, "ignored a member list"),
+                        },
                         NetEvent::Heartbeat(peer, load) => {
                             if load.version != PROTOCOL_VERSION {
                                 if warned_versions.insert(peer) {
@@ -110,8 +122,10 @@ impl ClusterTask {
                         // not know yet (a join address, a DHT find): ask it
                         // in. A node of another cluster does not answer.
                         NetEvent::Connected(peer) if !self.table.borrow().is_live(&peer) => {
-                            let effects = swim.announce(SwimId::new(peer, Vec::new(), 0), now);
-                            self.apply(effects);
+                            if swim.is_empty() && introducers.len() < MAX_INTRODUCERS {
+                                introducers.push(peer);
+                            }
+                            self.introduce(&mut swim, peer, now);
                         }
                         NetEvent::Connected(_) => {}
                         NetEvent::ConnectionLost(peer) => self.apply(swim.suspect(&peer, now)),
@@ -123,6 +137,14 @@ impl ClusterTask {
                 }
                 () = timer => self.apply(swim.advance(origin.elapsed())),
                 _ = tick.tick() => {
+                    if swim.is_empty() {
+                        // The first announcements may have been lost.
+                        for peer in introducers.clone() {
+                            self.introduce(&mut swim, peer, origin.elapsed());
+                        }
+                    } else {
+                        introducers.clear();
+                    }
                     self.report_load(&swim, &mut reports);
                     self.follow_suspicions(&swim);
                     let now = Instant::now();
@@ -138,6 +160,17 @@ impl ClusterTask {
                 }
             }
         }
+    }
+
+    /// Asks `peer` to let this node in, and, while this node knows no
+    /// member, for the member list (an announcement brings back only the
+    /// members that fit in one packet).
+    fn introduce(&self, swim: &mut Membership<SwimId>, peer: PeerId, now: Duration) {
+        if swim.is_empty() {
+            self.net.datagrams().request_state(peer);
+        }
+        let effects = swim.announce(SwimId::new(peer, Vec::new(), 0), now);
+        self.apply(effects);
     }
 
     /// Acts on one step of the membership protocol: members that came up

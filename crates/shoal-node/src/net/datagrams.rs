@@ -1,5 +1,6 @@
-//! Small, loss-tolerant messages between members: SWIM packets and load
-//! reports, one message per stream on `/shoal/<cluster>/members/1`.
+//! Small, loss-tolerant messages between members: SWIM packets, load
+//! reports and a newcomer's copy of the member list, one message per
+//! stream on `/shoal/<cluster>/members/1`.
 //!
 //! A stream costs one yamux frame to open on a connection that exists, and
 //! libp2p dials the peer (from the addresses its membership identity
@@ -37,6 +38,8 @@ const REDIAL_AFTER: Duration = Duration::from_millis(100);
 
 const SWIM: u8 = 1;
 const HEARTBEAT: u8 = 2;
+const STATE_REQUEST: u8 = 3;
+const STATE: u8 = 4;
 
 /// Sends membership messages; cheap to clone.
 #[derive(Clone)]
@@ -84,6 +87,16 @@ impl Datagrams {
     /// Sends this node's encoded heartbeat to `peer`.
     pub fn send_heartbeat(&self, peer: PeerId, heartbeat: Bytes) {
         self.send(peer, HEARTBEAT, heartbeat);
+    }
+
+    /// Asks `peer` for every member it knows (this node just joined).
+    pub fn request_state(&self, peer: PeerId) {
+        self.send(peer, STATE_REQUEST, Bytes::new());
+    }
+
+    /// Sends a newcomer the member list.
+    pub fn send_state(&self, peer: PeerId, state: Bytes) {
+        self.send(peer, STATE, state);
     }
 
     fn send(&self, peer: PeerId, kind: u8, body: Bytes) {
@@ -180,6 +193,8 @@ fn decode(peer: PeerId, mut body: Vec<u8>) -> Option<NetEvent> {
     let rest = body.split_off(1);
     match kind {
         SWIM => Some(NetEvent::Swim(peer, Bytes::from(rest))),
+        STATE_REQUEST => Some(NetEvent::StateRequest(peer)),
+        STATE => Some(NetEvent::State(peer, Bytes::from(rest))),
         HEARTBEAT => match Heartbeat::decode(&rest) {
             Ok(heartbeat) => Some(NetEvent::Heartbeat(peer, Box::new(heartbeat))),
             Err(error) => {

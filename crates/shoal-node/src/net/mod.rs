@@ -99,6 +99,10 @@ pub enum NetEvent {
     Heartbeat(PeerId, Box<Heartbeat>),
     /// A membership (SWIM) packet.
     Swim(PeerId, Bytes),
+    /// A newcomer asks for the member list.
+    StateRequest(PeerId),
+    /// The member list, for this node that just joined.
+    State(PeerId, Bytes),
     Connected(PeerId),
     /// The last connection to the peer broke (not closed for being idle):
     /// a hint that it may be gone.

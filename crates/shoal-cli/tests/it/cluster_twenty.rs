@@ -1,0 +1,89 @@
+//! Twenty real `shoal node` processes on this machine, the short version of
+//! `shoal bench cluster`: the cluster forms through one join address, calls
+//! sent to one node run across many, a SIGKILLed node is known dead by
+//! every survivor, and a job that needs a label runs on the one node that
+//! has it.
+
+use crate::common::{ProcessCluster, WAIT, wait_for_finished_jobs, wait_until};
+use serde_json::json;
+use shoal_client::{BatchCall, Client, JobSpec, JobState};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+const NODES: usize = 20;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_processes_spread_calls_survive_a_kill_and_place_a_job() {
+    let mut own: Vec<&[&str]> = vec![&["--slots", "2"]; NODES];
+    own[NODES - 1] = &["--slots", "2", "--label", "place=far"];
+    let mut cluster = ProcessCluster::start_each(&[], &own).await;
+    let far = cluster.nodes[NODES - 1].peer_id();
+
+    // Calls through one node's API: it has two slots, so most run elsewhere.
+    let entry = Client::new([&cluster.nodes[0].http]).unwrap();
+    let calls: Vec<BatchCall> = (0..60)
+        .map(|_| BatchCall {
+            function: "sleep".to_string(),
+            args: json!(200),
+        })
+        .collect();
+    for outcome in entry.batch(calls, None).await.unwrap() {
+        assert_eq!(outcome.unwrap(), json!(200), "sleep answers its argument");
+    }
+    let mut ran_somewhere = 0;
+    for node in &cluster.nodes[1..] {
+        let status = Client::new([&node.http]).unwrap().status().await.unwrap();
+        if status.calls.executed > 0 {
+            ran_somewhere += 1;
+        }
+    }
+    assert!(
+        ran_somewhere >= 5,
+        "60 calls through one node ran on only {ran_somewhere} of the other 19"
+    );
+
+    // SIGKILL one node: every survivor learns it is gone.
+    let victim = cluster.nodes[7].peer_id();
+    cluster.nodes.remove(7).kill();
+    for node in &cluster.nodes {
+        let client = Client::new([&node.http]).unwrap();
+        let what = format!("{} to see {victim} dead", node.http);
+        wait_until(WAIT, &what, async || {
+            let view = client.cluster().await.map_err(|e| e.to_string())?;
+            let alive = view
+                .members
+                .iter()
+                .filter(|m| m.liveness == "alive")
+                .count();
+            let victim_alive = view
+                .members
+                .iter()
+                .any(|m| m.peer_id == victim && m.liveness != "dead");
+            if alive == NODES - 1 && !victim_alive {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{alive} alive, the killed node alive: {victim_alive}"
+                ))
+            }
+        })
+        .await;
+    }
+
+    // A job that needs the label runs where it is, submitted anywhere.
+    let anywhere = Client::new(cluster.urls()).unwrap();
+    let spec = JobSpec {
+        labels: BTreeMap::from([("place".to_string(), "far".to_string())]),
+        idempotency_key: Some("far-job".to_string()),
+        ..JobSpec::new("pi.sample", json!({"samples": 1000, "seed": 1}))
+    };
+    let id = anywhere.submit(spec).await.unwrap();
+    let jobs = wait_for_finished_jobs(&anywhere, 1, Duration::from_secs(60)).await;
+    let job = jobs.iter().find(|job| job.id == id).expect("the job");
+    assert_eq!(job.state, JobState::Succeeded, "{job:?}");
+    let result = job.result.clone().expect("a result");
+    assert_eq!(
+        result["node"], far,
+        "ran on a node without the label: {result}"
+    );
+}
