@@ -79,7 +79,7 @@ pub struct NodeArgs {
     #[arg(long, default_value_t = 1000)]
     heartbeat_ms: u64,
     /// Periods a suspected peer has to answer before it is declared dead.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 2)]
     heartbeat_misses: u32,
     /// Where to serve the HTTP API (host:port; port 0 picks one), or `off`.
     #[arg(long, default_value = "127.0.0.1:7070", value_parser = parse_http)]

@@ -75,7 +75,7 @@ impl Default for NodeConfig {
             cluster_name: "shoal".to_string(),
             mdns: false,
             heartbeat_interval: Duration::from_secs(1),
-            heartbeat_misses: 3,
+            heartbeat_misses: 2,
             default_deadline: Duration::from_secs(300),
             memo_capacity: 10_000,
             // Far above any backlog that still makes sense to queue (minutes

@@ -81,18 +81,25 @@ impl PeerTable {
 
     /// Membership says the peer is up. A peer known before is back at once,
     /// as it last described itself; a new one joins when its first
-    /// heartbeat says what it offers. Returns whether the peer is new to
-    /// this node (and so should hear this node's heartbeat).
-    pub fn on_up(&mut self, peer: PeerId, now: Instant) -> (bool, Option<MemberEvent>) {
+    /// heartbeat says what it offers.
+    pub fn on_up(&mut self, peer: PeerId, now: Instant) -> Option<MemberEvent> {
         match self.peers.get_mut(&peer) {
-            Some(info) if info.liveness != Liveness::Dead => (false, None),
+            Some(info) if info.liveness != Liveness::Dead => None,
             Some(info) => {
                 info.liveness = Liveness::Alive;
                 info.last_seen = now;
-                (true, Some(MemberEvent::Joined(peer)))
+                Some(MemberEvent::Joined(peer))
             }
-            None => (self.undescribed.insert(peer), None),
+            None => {
+                self.undescribed.insert(peer);
+                None
+            }
         }
+    }
+
+    /// Members SWIM reports up whose first heartbeat has not arrived.
+    pub fn undescribed(&self) -> impl Iterator<Item = &PeerId> {
+        self.undescribed.iter()
     }
 
     /// Membership declared the peer down.
@@ -250,8 +257,8 @@ mod tests {
         let mut table = PeerTable::new();
         let peer = PeerId::random();
         let now = Instant::now();
-        assert_eq!(table.on_up(peer, now), (true, None));
-        assert_eq!(table.on_up(peer, now), (false, None));
+        assert_eq!(table.on_up(peer, now), None);
+        assert_eq!(table.on_up(peer, now), None);
         assert_eq!(
             table.live().count(),
             0,
@@ -266,7 +273,7 @@ mod tests {
             Some(MemberEvent::Joined(peer))
         );
         assert_eq!(table.get(&peer).unwrap().load.slots, 4);
-        assert_eq!(table.on_up(peer, now), (false, None));
+        assert_eq!(table.on_up(peer, now), None);
         assert_eq!(table.live().count(), 1);
     }
 
@@ -304,7 +311,7 @@ mod tests {
         assert_eq!(table.on_suspicion(peer, true), None);
         assert_eq!(
             table.on_up(peer, now),
-            (true, Some(MemberEvent::Joined(peer))),
+            Some(MemberEvent::Joined(peer)),
             "back as it last described itself"
         );
     }

@@ -7,7 +7,7 @@
 //! the protocol's promises (a join and a death are known everywhere, a
 //! short pause is survived) at sizes no test could start as processes.
 
-use super::swim::{MAX_FULL_STATE_BYTES, Membership};
+use super::swim::{COMPARE_EVERY_PERIODS, MAX_FULL_STATE_BYTES, Membership};
 use foca::Identity;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -80,11 +80,15 @@ enum What {
         node: u32,
         via: u32,
     },
-    /// A newcomer asks the node it joined through for the member list…
+    /// A newcomer asks the node it joined through for the member list (no
+    /// digest), or a member compares views with another (its digest)…
     StateRequest {
         from: u32,
         to: u32,
+        digest: Option<u64>,
     },
+    /// A node's turn to compare views with a random member.
+    Compare(u32),
     /// …and gets it.
     State {
         to: u32,
@@ -179,6 +183,8 @@ impl Sim {
             paused_until: Duration::ZERO,
             wake: None,
         });
+        let first_compare = self.now + self.settings.period * COMPARE_EVERY_PERIODS;
+        self.push(first_compare, What::Compare(node));
         node
     }
 
@@ -201,6 +207,7 @@ impl Sim {
                 What::StateRequest {
                     from: node,
                     to: via,
+                    digest: None,
                 },
             );
             self.push(now + self.settings.period, What::Rejoin { node, via });
@@ -277,7 +284,8 @@ impl Sim {
                 What::Deliver { to, packet } => self.deliver(to, &packet),
                 What::Wake(node) => self.wake(node),
                 What::Rejoin { node, via } => self.join(node, via),
-                What::StateRequest { from, to } => self.send_state(from, to),
+                What::StateRequest { from, to, digest } => self.send_state(from, to, digest),
+                What::Compare(node) => self.compare(node),
                 What::State { to, state } => self.merge_state(to, &state),
             }
         }
@@ -298,15 +306,48 @@ impl Sim {
         }
     }
 
-    fn send_state(&mut self, from: u32, to: u32) {
+    fn send_state(&mut self, from: u32, to: u32, digest: Option<u64>) {
         let Some(membership) = self.awake(to) else {
             return;
         };
+        if digest == Some(membership.digest()) {
+            return;
+        }
         let state = membership.full_state(MAX_FULL_STATE_BYTES);
         self.packets += 1;
         self.bytes += state.len() as u64;
         let at = self.now + self.delay();
         self.push(at, What::State { to: from, state });
+    }
+
+    /// As a node does every few periods: asks a random member for its list
+    /// if their views differ.
+    fn compare(&mut self, node: u32) {
+        let pick = self.rng.random::<u64>() as usize;
+        if let Some(membership) = self.awake(node)
+            && !membership.is_empty()
+        {
+            let to = membership
+                .members()
+                .nth(pick % membership.len())
+                .map(|id| id.node);
+            let digest = Some(membership.digest());
+            if let Some(to) = to {
+                self.packets += 1;
+                self.bytes += 8;
+                let at = self.now + self.delay();
+                let request = What::StateRequest {
+                    from: node,
+                    to,
+                    digest,
+                };
+                self.push(at, request);
+            }
+        }
+        if self.is_alive(node) {
+            let next = self.now + self.settings.period * COMPARE_EVERY_PERIODS;
+            self.push(next, What::Compare(node));
+        }
     }
 
     fn merge_state(&mut self, to: u32, state: &[u8]) {

@@ -25,6 +25,7 @@ use libp2p::{Multiaddr, PeerId};
 use rand_swim::SeedableRng;
 use rand_swim::rngs::StdRng;
 use serde::{Deserialize, Serialize};
+use sha2::Digest;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::num::{NonZeroU8, NonZeroUsize};
@@ -37,6 +38,9 @@ const MAX_ADDRS: usize = 4;
 /// The largest SWIM packet; packets travel on libp2p streams, not UDP, so
 /// they may be larger than a datagram and carry more updates each.
 pub const MAX_PACKET_BYTES: usize = 4096;
+/// Every this many periods a node compares its view with a random
+/// member's (by [`Membership::digest`]) and takes its list if they differ.
+pub const COMPARE_EVERY_PERIODS: u32 = 10;
 /// The largest member list sent to a newcomer: ~4,000 members of a real
 /// cluster (an identity with an address is ~100 bytes).
 pub const MAX_FULL_STATE_BYTES: usize = 448 * 1024;
@@ -120,9 +124,9 @@ impl Identity for SwimId {
 ///
 /// A member is probed about once a `period`; one that fails a probe is
 /// suspected and declared down after `suspicion` unless it refutes. Updates
-/// are piggybacked about 4·log10(N) times each (foca's LAN rule), and three
-/// random members are gossiped to every period so news does not wait for
-/// probes.
+/// are piggybacked about 4·log10(N) times each (foca's LAN rule), and while
+/// there is news, three random members hear it five times a period, so it
+/// does not wait for probes.
 pub fn config(members: usize, period: Duration, suspicion: Duration) -> foca::Config {
     let members = u32::try_from(members.max(2)).unwrap_or(u32::MAX);
     let transmissions = ((f64::from(members) + 1.0).log10() * 4.0).clamp(2.0, 255.0) as u8;
@@ -133,7 +137,8 @@ pub fn config(members: usize, period: Duration, suspicion: Duration) -> foca::Co
     config.max_transmissions = NonZeroU8::new(transmissions).expect("at least 2");
     config.max_packet_size = NonZeroUsize::new(MAX_PACKET_BYTES).expect("non-zero");
     if let Some(gossip) = config.periodic_gossip.as_mut() {
-        gossip.frequency = period;
+        // Only sent while there is news, so an idle cluster pays nothing.
+        gossip.frequency = period / 5;
     }
     config
 }
@@ -261,6 +266,23 @@ impl<I: MemberId> Membership<I> {
             let keep = members.len() * max_bytes / encoded.len();
             members.truncate(keep.min(members.len() - 1));
         }
+    }
+
+    /// A fingerprint of who is alive (this node included): two nodes with
+    /// the same view have the same digest. Nodes compare digests now and
+    /// then and swap member lists when they differ, which repairs what
+    /// SWIM alone leaves wrong — a node that joined just after news of
+    /// another's join had died down learns of it only when that one
+    /// happens to contact it.
+    pub fn digest(&self) -> u64 {
+        let me = std::iter::once(self.foca.identity());
+        me.chain(self.members())
+            .map(|id| {
+                let bytes = postcard::to_allocvec(id).unwrap_or_default();
+                let hash = sha2::Sha256::digest(&bytes);
+                u64::from_le_bytes(hash[..8].try_into().expect("8 bytes"))
+            })
+            .fold(0, |digest, hash| digest ^ hash)
     }
 
     /// Takes in another member's [`Membership::full_state`]; the news is

@@ -5,7 +5,8 @@
 
 use super::heartbeat::OwnHeartbeat;
 use super::peers::{MemberEvent, PeerTable};
-use super::swim::{Change, Effects, MAX_FULL_STATE_BYTES, Membership, State, SwimId};
+use super::swim::{COMPARE_EVERY_PERIODS, Change, Effects, MAX_FULL_STATE_BYTES};
+use super::swim::{Membership, State, SwimId};
 use crate::calls::Calls;
 use crate::net::{NetEvent, NetHandle};
 use crate::raft::consensus::Consensus;
@@ -31,6 +32,8 @@ const REPORTS_PER_PERIOD: usize = 3;
 /// A node that knows no member yet keeps asking this many of the nodes it
 /// connected to (its join addresses, DHT finds) to let it in.
 const MAX_INTRODUCERS: usize = 8;
+/// At most this many missing heartbeats are asked for each period.
+const MAX_HEARTBEAT_REQUESTS: usize = 16;
 /// Peers whose call stream broke, waiting for the task; a broken stream is
 /// rare and each notice is handled in microseconds.
 pub const UNREACHABLE_QUEUE: usize = 256;
@@ -83,6 +86,7 @@ impl ClusterTask {
         let mut warned_versions = HashSet::new();
         let mut sized_for = 0;
         let mut introducers: Vec<PeerId> = Vec::new();
+        let mut periods = 0u32;
         loop {
             let due = swim.next_due().map(|at| origin + at);
             let timer = async {
@@ -100,9 +104,15 @@ impl ClusterTask {
                             Ok(effects) => self.apply(effects),
                             Err(error) => tracing::debug!(%peer, %error, "ignored a membership packet"),
                         },
-                        NetEvent::StateRequest(peer) => {
-                            let state = swim.full_state(MAX_FULL_STATE_BYTES);
-                            self.net.datagrams().send_state(peer, Bytes::from(state));
+                        NetEvent::HeartbeatRequest(peer) => {
+                            let heartbeat = self.encode_heartbeat(0);
+                            self.net.datagrams().send_heartbeat(peer, heartbeat);
+                        }
+                        NetEvent::StateRequest(peer, digest) => {
+                            if digest != Some(swim.digest()) {
+                                let state = swim.full_state(MAX_FULL_STATE_BYTES);
+                                self.net.datagrams().send_state(peer, Bytes::from(state));
+                            }
                         }
                         NetEvent::State(peer, state) => match swim.merge(&state, now) {
                             Ok(effects) => self.apply(effects),
@@ -144,8 +154,13 @@ impl ClusterTask {
                         }
                     } else {
                         introducers.clear();
+                        periods += 1;
+                        if periods.is_multiple_of(COMPARE_EVERY_PERIODS) {
+                            self.compare_views(&swim);
+                        }
                     }
                     self.report_load(&swim, &mut reports);
+                    self.ask_undescribed();
                     self.follow_suspicions(&swim);
                     let now = Instant::now();
                     self.write(|table| table.forget_dead(now, FORGET_DEAD_AFTER));
@@ -167,10 +182,35 @@ impl ClusterTask {
     /// members that fit in one packet).
     fn introduce(&self, swim: &mut Membership<SwimId>, peer: PeerId, now: Duration) {
         if swim.is_empty() {
-            self.net.datagrams().request_state(peer);
+            self.net.datagrams().request_state(peer, None);
         }
         let effects = swim.announce(SwimId::new(peer, Vec::new(), 0), now);
         self.apply(effects);
+    }
+
+    /// Asks members whose first heartbeat never came (lost, or sent before
+    /// their address reached this node's network) for one.
+    fn ask_undescribed(&self) {
+        let peers: Vec<PeerId> = self
+            .table
+            .borrow()
+            .undescribed()
+            .take(MAX_HEARTBEAT_REQUESTS)
+            .copied()
+            .collect();
+        for peer in peers {
+            self.net.datagrams().request_heartbeat(peer);
+        }
+    }
+
+    /// Asks a random member for its member list if their views differ.
+    fn compare_views(&self, swim: &Membership<SwimId>) {
+        let pick = rand::random::<u64>() as usize % swim.len().max(1);
+        if let Some(member) = swim.members().nth(pick) {
+            self.net
+                .datagrams()
+                .request_state(member.peer(), Some(swim.digest()));
+        }
     }
 
     /// Acts on one step of the membership protocol: members that came up
@@ -182,11 +222,10 @@ impl ClusterTask {
             let event = match change {
                 Change::Up(id) => {
                     self.net.add_addresses(id.peer(), id.addrs().to_vec());
-                    let (new, joined) = self.write(|table| table.on_up(id.peer(), Instant::now()));
-                    if new {
-                        met.push(id.peer());
-                    }
-                    joined
+                    // New to SWIM, so maybe new to it: its heartbeat may
+                    // have reached this node first, but not this node's it.
+                    met.push(id.peer());
+                    self.write(|table| table.on_up(id.peer(), Instant::now()))
                 }
                 Change::Down(id) => self.write(|table| table.on_down(id.peer())),
             };

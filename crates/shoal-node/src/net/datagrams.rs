@@ -40,6 +40,7 @@ const SWIM: u8 = 1;
 const HEARTBEAT: u8 = 2;
 const STATE_REQUEST: u8 = 3;
 const STATE: u8 = 4;
+const HEARTBEAT_REQUEST: u8 = 5;
 
 /// Sends membership messages; cheap to clone.
 #[derive(Clone)]
@@ -89,9 +90,16 @@ impl Datagrams {
         self.send(peer, HEARTBEAT, heartbeat);
     }
 
-    /// Asks `peer` for every member it knows (this node just joined).
-    pub fn request_state(&self, peer: PeerId) {
-        self.send(peer, STATE_REQUEST, Bytes::new());
+    /// Asks `peer` for its heartbeat (its first one did not arrive).
+    pub fn request_heartbeat(&self, peer: PeerId) {
+        self.send(peer, HEARTBEAT_REQUEST, Bytes::new());
+    }
+
+    /// Asks `peer` for every member it knows: this node just joined (no
+    /// digest), or their views may differ (this node's digest).
+    pub fn request_state(&self, peer: PeerId, digest: Option<u64>) {
+        let body = digest.map_or_else(Bytes::new, |d| Bytes::copy_from_slice(&d.to_le_bytes()));
+        self.send(peer, STATE_REQUEST, body);
     }
 
     /// Sends a newcomer the member list.
@@ -193,8 +201,12 @@ fn decode(peer: PeerId, mut body: Vec<u8>) -> Option<NetEvent> {
     let rest = body.split_off(1);
     match kind {
         SWIM => Some(NetEvent::Swim(peer, Bytes::from(rest))),
-        STATE_REQUEST => Some(NetEvent::StateRequest(peer)),
+        STATE_REQUEST => {
+            let digest = <[u8; 8]>::try_from(rest.as_slice()).ok();
+            Some(NetEvent::StateRequest(peer, digest.map(u64::from_le_bytes)))
+        }
         STATE => Some(NetEvent::State(peer, Bytes::from(rest))),
+        HEARTBEAT_REQUEST => Some(NetEvent::HeartbeatRequest(peer)),
         HEARTBEAT => match Heartbeat::decode(&rest) {
             Ok(heartbeat) => Some(NetEvent::Heartbeat(peer, Box::new(heartbeat))),
             Err(error) => {

@@ -97,10 +97,13 @@ const TOPIC_CAPACITY: usize = 4096;
 pub enum NetEvent {
     /// A member's load report.
     Heartbeat(PeerId, Box<Heartbeat>),
+    /// A member asks for this node's load report.
+    HeartbeatRequest(PeerId),
     /// A membership (SWIM) packet.
     Swim(PeerId, Bytes),
-    /// A newcomer asks for the member list.
-    StateRequest(PeerId),
+    /// A member asks for the member list: a newcomer (no digest), or one
+    /// whose view may differ from this node's (its digest).
+    StateRequest(PeerId, Option<u64>),
     /// The member list, for this node that just joined.
     State(PeerId, Bytes),
     Connected(PeerId),
