@@ -19,7 +19,7 @@
 
 pub use foca::State;
 use foca::{AccumulatingRuntime, Foca, Identity, Member, NoCustomBroadcast, OwnedNotification};
-use foca::{PostcardCodec, Timer};
+use foca::{PostcardCodec, Timer, TimerToken};
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 use rand_swim::SeedableRng;
@@ -183,6 +183,9 @@ pub struct Membership<I: MemberId> {
     submitted: u64,
     period: Duration,
     suspicion: Duration,
+    /// Foca's current timer token, as last seen on a timer it set: a timer
+    /// set by this module must carry it to be honoured.
+    token: Option<TimerToken>,
 }
 
 /// A timer and when it is due; ordered by (at, order), which are unique,
@@ -226,6 +229,7 @@ impl<I: MemberId> Membership<I> {
             submitted: 0,
             period,
             suspicion,
+            token: None,
         }
     }
 
@@ -328,9 +332,23 @@ impl<I: MemberId> Membership<I> {
         let Some(member) = member else {
             return Effects::default();
         };
+        let (member_id, incarnation) = (member.id().clone(), member.incarnation());
         let result = self
             .foca
             .apply_many(std::iter::once(member), true, &mut self.runtime);
+        // Foca starts the countdown to "down" only for its own failed
+        // probes; start it for this suspicion too, or the member would stay
+        // suspected until some probe of it happened to fail.
+        if let Some(token) = self.token {
+            self.schedule(
+                now + self.suspicion,
+                Timer::ChangeSuspectToDown {
+                    member_id,
+                    incarnation,
+                    token,
+                },
+            );
+        }
         self.effects(result, now)
     }
 
@@ -380,15 +398,28 @@ impl<I: MemberId> Membership<I> {
         self.drain(now)
     }
 
+    fn schedule(&mut self, at: Duration, timer: Timer<I>) {
+        if let Timer::ProbeRandomMember(token)
+        | Timer::SendIndirectProbe { token, .. }
+        | Timer::ChangeSuspectToDown { token, .. }
+        | Timer::PeriodicAnnounce(token)
+        | Timer::PeriodicAnnounceDown(token)
+        | Timer::PeriodicGossip(token) = &timer
+        {
+            self.token = Some(*token);
+        }
+        self.submitted += 1;
+        self.timers.push(Reverse(Due {
+            at,
+            order: self.submitted,
+            timer,
+        }));
+    }
+
     fn drain(&mut self, now: Duration) -> Effects<I> {
         let mut effects = Effects::default();
         while let Some((after, timer)) = self.runtime.to_schedule() {
-            self.submitted += 1;
-            self.timers.push(Reverse(Due {
-                at: now + after,
-                order: self.submitted,
-                timer,
-            }));
+            self.schedule(now + after, timer);
         }
         while let Some(send) = self.runtime.to_send() {
             effects.sends.push(send);

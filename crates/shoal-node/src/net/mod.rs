@@ -485,6 +485,7 @@ impl EventLoop {
                 cause,
                 ..
             } if self.connected.remove(&peer_id) => {
+                tracing::debug!(peer = %peer_id, ?cause, "disconnected");
                 if matches!(cause, Some(ConnectionError::IO(_))) {
                     self.emit(NetEvent::ConnectionLost(peer_id));
                 }
