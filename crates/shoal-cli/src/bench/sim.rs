@@ -26,7 +26,7 @@ pub struct SimArgs {
     #[arg(long, default_value_t = 1000)]
     period_ms: u64,
     /// How long a suspect has to refute, in milliseconds.
-    #[arg(long, default_value_t = 3000)]
+    #[arg(long, default_value_t = 2000)]
     suspicion_ms: u64,
     /// Fraction of packets the network loses.
     #[arg(long, default_value_t = 0.01)]
