@@ -121,9 +121,25 @@ async fn kill_a_node_while_its_jobs_run(victim: Victim) {
     let last_leased = rerun.iter().map(|j| last_leased_ms(j)).max().unwrap();
     let last_rerun_finished = rerun.iter().filter_map(|j| j.finished_ms).max().unwrap();
     let all_finished = jobs.iter().filter_map(|j| j.finished_ms).max().unwrap();
+    let late: Vec<String> = rerun
+        .iter()
+        .filter(|j| {
+            j.finished_ms
+                .is_some_and(|at| since_kill(at) >= RERUN_WITHIN_MS)
+        })
+        .map(|j| {
+            format!(
+                "job {} attempt {} leased {} ms after the kill, finished {} ms after",
+                j.id,
+                j.attempt,
+                since_kill(last_leased_ms(j)),
+                since_kill(j.finished_ms.unwrap_or_default())
+            )
+        })
+        .collect();
     assert!(
         since_kill(last_rerun_finished) < RERUN_WITHIN_MS,
-        "the killed node's jobs finished {} ms after the kill; their lease is {} ms",
+        "the killed node's jobs finished {} ms after the kill; their lease is {} ms; late: {late:?}",
         since_kill(last_rerun_finished),
         JobSpec::default().lease_ms
     );
