@@ -69,26 +69,52 @@ struct Reports {
     card: Vec<u8>,
 }
 
+/// What the cluster task keeps between events, besides the table.
+struct Local {
+    swim: Membership<SwimId>,
+    /// SWIM's clock starts here.
+    origin: tokio::time::Instant,
+    reports: Reports,
+    /// Peers whose protocol version differs, warned about once each.
+    warned_versions: HashSet<PeerId>,
+    /// The cluster size SWIM was last tuned for.
+    sized_for: usize,
+    /// While this node knows no member: whom it asked to let it in.
+    introducers: Vec<PeerId>,
+    /// Periods since it first knew a member.
+    periods: u32,
+}
+
+impl Local {
+    /// SWIM's time.
+    fn now(&self) -> Duration {
+        self.origin.elapsed()
+    }
+}
+
 impl ClusterTask {
     /// Runs until `shutdown`.
     pub async fn run(mut self, shutdown: CancellationToken) {
-        let origin = tokio::time::Instant::now();
-        let mut swim = Membership::new(
+        let swim = Membership::new(
             self.me.clone(),
             2,
             self.heartbeat_interval,
             self.suspicion,
             rand::random(),
         );
+        let mut local = Local {
+            swim,
+            origin: tokio::time::Instant::now(),
+            reports: Reports::default(),
+            warned_versions: HashSet::new(),
+            sized_for: 0,
+            introducers: Vec::new(),
+            periods: 0,
+        };
         let mut tick = tokio::time::interval(self.heartbeat_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut reports = Reports::default();
-        let mut warned_versions = HashSet::new();
-        let mut sized_for = 0;
-        let mut introducers: Vec<PeerId> = Vec::new();
-        let mut periods = 0u32;
         loop {
-            let due = swim.next_due().map(|at| origin + at);
+            let due = local.swim.next_due().map(|at| local.origin + at);
             let timer = async {
                 match due {
                     Some(at) => tokio::time::sleep_until(at).await,
@@ -97,84 +123,94 @@ impl ClusterTask {
             };
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                Some(event) = self.net_events.recv() => {
-                    let now = origin.elapsed();
-                    match event {
-                        NetEvent::Swim(peer, packet) => match swim.receive(&packet, now) {
-                            Ok(effects) => self.apply(effects),
-                            Err(error) => tracing::debug!(%peer, %error, "ignored a membership packet"),
-                        },
-                        NetEvent::HeartbeatRequest(peer) => {
-                            let heartbeat = self.encode_heartbeat(0);
-                            self.net.datagrams().send_heartbeat(peer, heartbeat);
-                        }
-                        NetEvent::StateRequest(peer, digest) => {
-                            if digest != Some(swim.digest()) {
-                                let state = swim.full_state(MAX_FULL_STATE_BYTES);
-                                self.net.datagrams().send_state(peer, Bytes::from(state));
-                            }
-                        }
-                        NetEvent::State(peer, state) => match swim.merge(&state, now) {
-                            Ok(effects) => self.apply(effects),
-                            Err(error) => tracing::debug!(%peer, %error, "ignored a member list"),
-                        },
-                        NetEvent::Heartbeat(peer, load) => {
-                            if load.version != PROTOCOL_VERSION {
-                                if warned_versions.insert(peer) {
-                                    tracing::warn!(%peer, theirs = load.version, ours = PROTOCOL_VERSION,
-                                        "peer speaks another protocol version; run the same shoal version on every node");
-                                }
-                                continue;
-                            }
-                            self.on_heartbeat(peer, *load);
-                        }
-                        // A node we just connected to may be a member we do
-                        // not know yet (a join address, a DHT find): ask it
-                        // in. A node of another cluster does not answer.
-                        NetEvent::Connected(peer) if !self.table.borrow().is_live(&peer) => {
-                            if swim.is_empty() && introducers.len() < MAX_INTRODUCERS {
-                                introducers.push(peer);
-                            }
-                            self.introduce(&mut swim, peer, now);
-                        }
-                        NetEvent::Connected(_) => {}
-                        NetEvent::ConnectionLost(peer) => self.apply(swim.suspect(&peer, now)),
-                    }
-                }
+                Some(event) = self.net_events.recv() => self.on_net_event(&mut local, event),
                 Some(peer) = self.unreachable.recv() => {
                     self.on_unreachable(peer);
-                    self.apply(swim.suspect(&peer, origin.elapsed()));
+                    let now = local.now();
+                    self.apply(local.swim.suspect(&peer, now));
                 }
-                () = timer => self.apply(swim.advance(origin.elapsed())),
-                _ = tick.tick() => {
-                    if swim.is_empty() {
-                        // The first announcements may have been lost.
-                        for peer in introducers.clone() {
-                            self.introduce(&mut swim, peer, origin.elapsed());
-                        }
-                    } else {
-                        introducers.clear();
-                        periods += 1;
-                        if periods.is_multiple_of(COMPARE_EVERY_PERIODS) {
-                            self.compare_views(&swim);
-                        }
-                    }
-                    self.report_load(&swim, &mut reports);
-                    self.ask_undescribed();
-                    self.follow_suspicions(&swim);
-                    let now = Instant::now();
-                    self.write(|table| table.forget_dead(now, FORGET_DEAD_AFTER));
-                    let members = swim.len() + 1;
-                    if members != sized_for {
-                        swim.resize(members);
-                        self.net.set_lonely(swim.is_empty());
-                        sized_for = members;
-                    }
-                    let loads = self.loads();
-                    self.alerts.look(&self.events, &self.consensus, loads);
+                () = timer => {
+                    let now = local.now();
+                    self.apply(local.swim.advance(now));
                 }
+                _ = tick.tick() => self.on_period(&mut local),
             }
         }
+    }
+
+    fn on_net_event(&self, local: &mut Local, event: NetEvent) {
+        let now = local.now();
+        let swim = &mut local.swim;
+        match event {
+            NetEvent::Swim(peer, packet) => match swim.receive(&packet, now) {
+                Ok(effects) => self.apply(effects),
+                Err(error) => tracing::debug!(%peer, %error, "ignored a membership packet"),
+            },
+            NetEvent::HeartbeatRequest(peer) => {
+                let heartbeat = self.encode_heartbeat(0);
+                self.net.datagrams().send_heartbeat(peer, heartbeat);
+            }
+            NetEvent::StateRequest(peer, digest) => {
+                if digest != Some(swim.digest()) {
+                    let state = swim.full_state(MAX_FULL_STATE_BYTES);
+                    self.net.datagrams().send_state(peer, Bytes::from(state));
+                }
+            }
+            NetEvent::State(peer, state) => match swim.merge(&state, now) {
+                Ok(effects) => self.apply(effects),
+                Err(error) => tracing::debug!(%peer, %error, "ignored a member list"),
+            },
+            NetEvent::Heartbeat(peer, load) if load.version != PROTOCOL_VERSION => {
+                if local.warned_versions.insert(peer) {
+                    tracing::warn!(%peer, theirs = load.version, ours = PROTOCOL_VERSION,
+                        "peer speaks another protocol version; run the same shoal version on every node");
+                }
+            }
+            NetEvent::Heartbeat(peer, load) => self.on_heartbeat(peer, *load),
+            // A node we just connected to may be a member we do not know
+            // yet (a join address, a DHT find): ask it in. A node of
+            // another cluster does not answer.
+            NetEvent::Connected(peer) if !self.table.borrow().is_live(&peer) => {
+                if swim.is_empty() && local.introducers.len() < MAX_INTRODUCERS {
+                    local.introducers.push(peer);
+                }
+                self.introduce(swim, peer, now);
+            }
+            NetEvent::Connected(_) => {}
+            NetEvent::ConnectionLost(peer) => self.apply(swim.suspect(&peer, now)),
+        }
+    }
+
+    /// Once a period: keep asking to be let in while alone, compare views
+    /// now and then, report load, ask for missing heartbeats, follow
+    /// suspicions, retune SWIM to the cluster's size, look for alerts.
+    fn on_period(&mut self, local: &mut Local) {
+        if local.swim.is_empty() {
+            // The first announcements may have been lost.
+            for peer in local.introducers.clone() {
+                let now = local.now();
+                self.introduce(&mut local.swim, peer, now);
+            }
+        } else {
+            local.introducers.clear();
+            local.periods += 1;
+            if local.periods.is_multiple_of(COMPARE_EVERY_PERIODS) {
+                self.compare_views(&local.swim);
+            }
+        }
+        self.report_load(&local.swim, &mut local.reports);
+        self.ask_undescribed();
+        self.follow_suspicions(&local.swim);
+        let now = Instant::now();
+        self.write(|table| table.forget_dead(now, FORGET_DEAD_AFTER));
+        let members = local.swim.len() + 1;
+        if members != local.sized_for {
+            local.swim.resize(members);
+            self.net.set_lonely(local.swim.is_empty());
+            local.sized_for = members;
+        }
+        let loads = self.loads();
+        self.alerts.look(&self.events, &self.consensus, loads);
     }
 
     /// Asks `peer` to let this node in, and, while this node knows no
