@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::num::{NonZeroU8, NonZeroUsize};
+use std::num::NonZeroUsize;
 use std::time::Duration;
 
 /// An identity carries at most this many addresses; enough for a node
@@ -129,12 +129,10 @@ impl Identity for SwimId {
 /// does not wait for probes.
 pub fn config(members: usize, period: Duration, suspicion: Duration) -> foca::Config {
     let members = u32::try_from(members.max(2)).unwrap_or(u32::MAX);
-    let transmissions = ((f64::from(members) + 1.0).log10() * 4.0).clamp(2.0, 255.0) as u8;
     let mut config = foca::Config::new_lan(members.try_into().expect("at least 2"));
     config.probe_period = period;
     config.probe_rtt = period / 2;
     config.suspect_to_down_after = suspicion;
-    config.max_transmissions = NonZeroU8::new(transmissions).expect("at least 2");
     config.max_packet_size = NonZeroUsize::new(MAX_PACKET_BYTES).expect("non-zero");
     if let Some(gossip) = config.periodic_gossip.as_mut() {
         // Only sent while there is news, so an idle cluster pays nothing.
@@ -231,12 +229,6 @@ impl<I: MemberId> Membership<I> {
             suspicion,
             token: None,
         }
-    }
-
-    /// This node's current identity (its generation grows if it was ever
-    /// declared down while alive).
-    pub fn me(&self) -> &I {
-        self.foca.identity()
     }
 
     /// Asks `to` (any node of the cluster) to let this node in.
@@ -349,13 +341,6 @@ impl<I: MemberId> Membership<I> {
                 },
             );
         }
-        self.effects(result, now)
-    }
-
-    /// Tells the cluster this node is leaving, so it is not probed and
-    /// suspected first.
-    pub fn leave(mut self, now: Duration) -> Effects<I> {
-        let result = self.foca.leave_cluster(&mut self.runtime);
         self.effects(result, now)
     }
 
