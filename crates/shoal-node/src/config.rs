@@ -51,6 +51,9 @@ pub struct NodeConfig {
     pub raft: bool,
     /// When Raft snapshots are taken and how they travel to followers.
     pub raft_snapshots: RaftSnapshotConfig,
+    /// Learners the Raft leader keeps beside the voters, ready to take a
+    /// dead voter's place; the other nodes hold no replica.
+    pub raft_standbys: usize,
     /// Labels jobs may require (`--label printer=color`).
     pub labels: BTreeMap<String, String>,
     /// Resources jobs may require (`--resource gpu=1`).
@@ -86,6 +89,7 @@ impl Default for NodeConfig {
             js_time_limit: Duration::from_secs(60),
             raft: true,
             raft_snapshots: RaftSnapshotConfig::default(),
+            raft_standbys: 2,
             labels: BTreeMap::new(),
             resources: BTreeMap::new(),
             http: None,

@@ -44,6 +44,35 @@ pub struct Heartbeat {
     pub cpu_percent: f32,
     /// Resident memory of its process, in bytes.
     pub memory_bytes: u64,
+    /// Its part in Raft: who holds the log, and where writes go.
+    pub raft: RaftRole,
+    /// Set by the Raft leader while jobs wait to be leased, so nodes that
+    /// keep no replica know when to ask for work.
+    pub jobs_waiting: bool,
+}
+
+/// A node's part in Raft, as its heartbeat tells it.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub enum RaftRole {
+    /// Takes no part: a node that only calls into the cluster.
+    #[default]
+    None,
+    /// Could hold a replica but holds none now; reads and writes through
+    /// the members.
+    Standby,
+    /// Holds a replica and does not vote.
+    Learner,
+    Voter,
+    Leader,
+}
+
+impl RaftRole {
+    /// Whether a node in this role answers reads from its own replica.
+    pub fn holds_replica(self) -> bool {
+        matches!(self, RaftRole::Learner | RaftRole::Voter | RaftRole::Leader)
+    }
 }
 
 /// A function a node offers.

@@ -19,6 +19,6 @@ pub mod ids;
 pub mod wire;
 
 pub use error::{CallError, ErrorCode};
-pub use heartbeat::{FunctionInfo, Heartbeat};
+pub use heartbeat::{FunctionInfo, Heartbeat, RaftRole};
 pub use ids::{CallId, CallKey, NodeId};
 pub use wire::{CallRequest, Frame, FrameError, JobRef, Outcome, StolenCall};

@@ -48,10 +48,11 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
         eprintln!("starting {count} nodes…");
         let run = measure(count, &args).await?;
         println!(
-            "{count:>5} nodes: formed in {:.1} s; idle CPU {:.2} % of a core and {:.1} MB per node; \
+            "{count:>5} nodes: formed in {:.1} s; idle CPU {:.2} % of a core (busiest {:.2} %) and {:.1} MB per node; \
              a death known everywhere in {:.1} s; fan-out efficiency {:.2}; {:.0} jobs/s",
             run["converge_s"].as_f64().unwrap_or(0.0),
             run["idle_cpu_pct_per_node"].as_f64().unwrap_or(0.0),
+            run["idle_cpu_pct_max"].as_f64().unwrap_or(0.0),
             run["rss_mb_per_node"].as_f64().unwrap_or(0.0),
             run["detect_dead_s"].as_f64().unwrap_or(0.0),
             run["fanout_efficiency"].as_f64().unwrap_or(0.0),
@@ -82,7 +83,8 @@ async fn measure(count: usize, args: &ClusterArgs) -> anyhow::Result<Value> {
     wait_until_all_see(&clients, count - 1).await?;
     let converge_s = last_started.elapsed().as_secs_f64();
 
-    let (idle_cpu, rss_mb) = idle_figures(&nodes, Duration::from_secs(args.idle_seconds)).await;
+    let (idle_cpu, idle_cpu_max, rss_mb) =
+        idle_figures(&nodes, Duration::from_secs(args.idle_seconds)).await;
     let fanout_efficiency = fanout(&clients[0], count, args).await?;
     let jobs_per_s = jobs_per_second(&clients[0], args.jobs).await?;
 
@@ -99,6 +101,7 @@ async fn measure(count: usize, args: &ClusterArgs) -> anyhow::Result<Value> {
         "nodes": count,
         "converge_s": round(converge_s),
         "idle_cpu_pct_per_node": round(idle_cpu),
+        "idle_cpu_pct_max": round(idle_cpu_max),
         "rss_mb_per_node": round(rss_mb),
         "detect_dead_s": round(detect_dead_s),
         "killed": victims,
@@ -131,9 +134,10 @@ async fn wait_until_all_see(clients: &[Client], alive: usize) -> anyhow::Result<
     }
 }
 
-/// The median node's CPU over `idle` (percent of one core) and its
-/// resident memory (MB).
-async fn idle_figures(nodes: &[NodeProcess], idle: Duration) -> (f64, f64) {
+/// The median and the busiest node's CPU over `idle` (percent of one
+/// core; the busiest is the Raft leader), and the median resident memory
+/// (MB).
+async fn idle_figures(nodes: &[NodeProcess], idle: Duration) -> (f64, f64, f64) {
     let pids: Vec<Pid> = nodes.iter().map(|n| Pid::from_u32(n.pid())).collect();
     let what = ProcessRefreshKind::nothing().with_cpu().with_memory();
     let mut system = System::new();
@@ -157,7 +161,8 @@ async fn idle_figures(nodes: &[NodeProcess], idle: Duration) -> (f64, f64) {
         .filter_map(|pid| system.process(*pid))
         .map(|p| p.memory() as f64 / 1e6)
         .collect();
-    (median(&mut cpu), median(&mut rss))
+    let busiest = cpu.iter().copied().fold(0.0, f64::max);
+    (median(&mut cpu), busiest, median(&mut rss))
 }
 
 fn median(values: &mut [f64]) -> f64 {

@@ -4,6 +4,7 @@
 use crate::calls::Calls;
 use crate::calls::registry::Registry;
 use crate::queue::QueueStore;
+use crate::raft::consensus::Consensus;
 use crate::telemetry::usage::ProcessUsage;
 use libp2p::Multiaddr;
 use shoal_proto::Heartbeat;
@@ -25,6 +26,8 @@ pub struct OwnHeartbeat {
     pub resources: BTreeMap<String, u64>,
     /// The process's CPU and memory, sampled before each heartbeat.
     pub usage: ProcessUsage,
+    /// Its part in Raft, and whether jobs wait (on the leader).
+    pub consensus: Arc<Consensus>,
 }
 
 impl OwnHeartbeat {
@@ -50,6 +53,8 @@ impl OwnHeartbeat {
             resources: self.resources.clone().into_iter().collect(),
             cpu_percent: usage.cpu_percent,
             memory_bytes: usage.memory_bytes,
+            raft: self.consensus.role(),
+            jobs_waiting: self.consensus.jobs_waiting(),
         }
     }
 }

@@ -17,7 +17,7 @@
 //! arrives every few seconds in a large cluster, so its age says nothing.
 
 use libp2p::PeerId;
-use shoal_proto::Heartbeat;
+use shoal_proto::{Heartbeat, RaftRole};
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -235,6 +235,42 @@ impl PeerView {
 
     pub fn is_live(&self, peer: &PeerId) -> bool {
         self.read(|table| table.is_live(peer))
+    }
+
+    /// Live peers that hold a replica, as their heartbeats say: the leader
+    /// first, then voters, then learners. Where a node without a replica
+    /// sends its reads and writes.
+    pub fn raft_members(&self) -> Vec<PeerId> {
+        let mut members: Vec<(RaftRole, PeerId)> = self.read(|table| {
+            table
+                .live()
+                .filter(|(_, info)| info.load.raft.holds_replica())
+                .map(|(peer, info)| (info.load.raft, *peer))
+                .collect()
+        });
+        // `RaftRole` orders Leader last: reversed, it comes first.
+        members.sort_unstable_by(|a, b| b.cmp(a));
+        members.into_iter().map(|(_, peer)| peer).collect()
+    }
+
+    /// Live peers that could hold a replica (any role but `None`).
+    pub fn raft_capable(&self) -> Vec<PeerId> {
+        self.read(|table| {
+            table
+                .live()
+                .filter(|(_, info)| info.load.raft != RaftRole::None)
+                .map(|(peer, _)| *peer)
+                .collect()
+        })
+    }
+
+    /// Whether a live leader says jobs wait to be leased.
+    pub fn leader_has_jobs_waiting(&self) -> bool {
+        self.read(|table| {
+            table
+                .live()
+                .any(|(_, info)| info.load.raft == RaftRole::Leader && info.load.jobs_waiting)
+        })
     }
 
     /// Waits until `done` holds for the table, or `timeout` passes;

@@ -243,6 +243,12 @@ impl Sim {
             .map(Membership::len)
     }
 
+    /// A live node's membership, for tests that look inside.
+    #[cfg(test)]
+    pub fn membership(&self, node: u32) -> Option<&Membership<SimId>> {
+        self.nodes[node as usize].membership.as_ref()
+    }
+
     /// Live nodes whose view is exactly the other live nodes, by count.
     pub fn converged(&self) -> bool {
         let live = self.nodes.iter().filter(|n| n.membership.is_some()).count();

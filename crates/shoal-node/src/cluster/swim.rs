@@ -27,7 +27,7 @@ use rand_swim::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
@@ -184,6 +184,11 @@ pub struct Membership<I: MemberId> {
     /// Foca's current timer token, as last seen on a timer it set: a timer
     /// set by this module must carry it to be honoured.
     token: Option<TimerToken>,
+    /// The hash of each live member's identity, by address, and the XOR of
+    /// them all: the [`Membership::digest`] kept up to date as members come
+    /// and go, so comparing views costs O(1), not a hash of every member.
+    live_hashes: HashMap<I::Addr, u64>,
+    live_digest: u64,
 }
 
 /// A timer and when it is due; ordered by (at, order), which are unique,
@@ -228,6 +233,8 @@ impl<I: MemberId> Membership<I> {
             period,
             suspicion,
             token: None,
+            live_hashes: HashMap::new(),
+            live_digest: 0,
         }
     }
 
@@ -271,14 +278,26 @@ impl<I: MemberId> Membership<I> {
     /// another's join had died down learns of it only when that one
     /// happens to contact it.
     pub fn digest(&self) -> u64 {
+        self.live_digest ^ id_hash(self.foca.identity())
+    }
+
+    /// The digest computed from scratch, to check the kept one.
+    #[cfg(test)]
+    pub fn digest_from_scratch(&self) -> u64 {
         let me = std::iter::once(self.foca.identity());
-        me.chain(self.members())
-            .map(|id| {
-                let bytes = postcard::to_allocvec(id).unwrap_or_default();
-                let hash = sha2::Sha256::digest(&bytes);
-                u64::from_le_bytes(hash[..8].try_into().expect("8 bytes"))
-            })
-            .fold(0, |digest, hash| digest ^ hash)
+        me.chain(self.members()).map(id_hash).fold(0, |d, h| d ^ h)
+    }
+
+    /// Follows foca's live set (one member per address) in the digest.
+    fn follow(&mut self, id: &I, live: bool) {
+        if let Some(old) = self.live_hashes.remove(&id.addr()) {
+            self.live_digest ^= old;
+        }
+        if live {
+            let hash = id_hash(id);
+            self.live_hashes.insert(id.addr(), hash);
+            self.live_digest ^= hash;
+        }
     }
 
     /// Takes in another member's [`Membership::full_state`]; the news is
@@ -411,9 +430,21 @@ impl<I: MemberId> Membership<I> {
         }
         while let Some(notification) = self.runtime.to_notify() {
             match notification {
-                OwnedNotification::MemberUp(id) => effects.changes.push(Change::Up(id)),
-                OwnedNotification::MemberDown(id) => effects.changes.push(Change::Down(id)),
-                OwnedNotification::Rename(_, id) => effects.changes.push(Change::Up(id)),
+                OwnedNotification::MemberUp(id) => {
+                    self.follow(&id, true);
+                    effects.changes.push(Change::Up(id));
+                }
+                OwnedNotification::MemberDown(id) => {
+                    self.follow(&id, false);
+                    effects.changes.push(Change::Down(id));
+                }
+                OwnedNotification::Rename(_, id) => {
+                    // The new identity takes the old one's place, live or not.
+                    if self.live_hashes.contains_key(&id.addr()) {
+                        self.follow(&id, true);
+                    }
+                    effects.changes.push(Change::Up(id));
+                }
                 OwnedNotification::Rejoin(_) => {
                     tracing::info!("declared down while alive; rejoined the cluster");
                 }
@@ -425,6 +456,14 @@ impl<I: MemberId> Membership<I> {
         }
         effects
     }
+}
+
+/// A member's part of the digest: the first 8 bytes of the SHA-256 of its
+/// identity as it travels.
+fn id_hash<I: Serialize>(id: &I) -> u64 {
+    let bytes = postcard::to_allocvec(id).unwrap_or_default();
+    let hash = sha2::Sha256::digest(&bytes);
+    u64::from_le_bytes(hash[..8].try_into().expect("8 bytes"))
 }
 
 fn is_loopback(addr: &Multiaddr) -> bool {

@@ -134,6 +134,8 @@ impl ClusterTask {
                     self.apply(local.swim.advance(now));
                 }
                 _ = tick.tick() => self.on_period(&mut local),
+                // A new role, or jobs waiting: tell the members now.
+                () = self.consensus.news() => self.report_load(&local.swim, &mut local.reports),
             }
         }
     }

@@ -2,6 +2,7 @@
 //! telemetry events and Prometheus metrics.
 
 use super::error::{ApiResult, Query};
+use crate::node::Read;
 use crate::node::handle::Node;
 use axum::Json;
 use axum::extract::State;
@@ -19,13 +20,18 @@ use utoipa::IntoParams;
 /// resources, load and liveness, and the Raft leader, term and voters.
 #[utoipa::path(get, path = "/v1/cluster", tag = "cluster", responses((status = 200, body = ClusterView)))]
 pub async fn cluster(State(node): State<Node>) -> ApiResult<ClusterView> {
-    Ok(Json(node.cluster_view()))
+    Ok(Json(node.cluster_view().await))
 }
 
-/// This node: load, call counters, Raft, jobs in its replica.
+/// This node: load, call counters, Raft, and jobs by state (from its
+/// replica, or a member's on a node that holds none).
 #[utoipa::path(get, path = "/v1/status", tag = "cluster", responses((status = 200, body = NodeStatus)))]
 pub async fn status(State(node): State<Node>) -> ApiResult<NodeStatus> {
-    Ok(Json(node.status()))
+    let mut status = node.status();
+    if !status.raft.member {
+        status.jobs = node.job_counts(Read::Stale).await.unwrap_or_default();
+    }
+    Ok(Json(status))
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]

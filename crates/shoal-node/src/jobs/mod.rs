@@ -232,6 +232,11 @@ impl JobTable {
         self.last_applied
     }
 
+    /// Whether any job waits to be leased, by anyone.
+    pub fn has_queued(&self) -> bool {
+        self.jobs.values().any(|job| job.state == JobState::Queued)
+    }
+
     /// Whether a `Lease` with `offer` at `now_ms` would hand out a job: a
     /// local read, so a runner proposes a lease only when it does something.
     pub fn has_leasable(&self, offer: &Capabilities, now_ms: u64) -> bool {

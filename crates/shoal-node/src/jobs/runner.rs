@@ -10,8 +10,11 @@
 //!       Complete / Fail (carrying the attempt: a stale one is refused)
 //! ```
 //!
-//! The leader also proposes a `Tick` when a lease has run out or finished
-//! jobs are due for garbage collection, so lost leases return to the queue.
+//! A runner on a node that holds a replica looks for work there; one on a
+//! node without a replica asks a member, only while the leader's heartbeat
+//! says jobs wait. The leader also proposes a `Tick` when a lease has run
+//! out or finished jobs are due for garbage collection, so lost leases
+//! return to the queue.
 
 use super::{Capabilities, Job, JobCommand, JobOutcome, runs_where_leased};
 use crate::calls::scripts::Scripts;
@@ -19,13 +22,14 @@ use crate::calls::{CallOptions, Calls};
 use crate::clock::now_ms;
 use crate::cluster::peers::{Liveness, PeerView};
 use crate::raft::consensus::Consensus;
+use crate::raft::query::{Leasable, Query};
 use crate::raft::types::{Command, CommandResult};
 use libp2p::PeerId;
 use serde_json::Value;
 use shoal_proto::{CallError, ErrorCode, JobRef};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -33,6 +37,12 @@ use tokio_util::task::TaskTracker;
 /// How often an idle runner looks at its replica for work. Looking is a
 /// local read, so it costs nothing on the network.
 const POLL: Duration = Duration::from_millis(50);
+/// Jobs queued this long tell the cluster through the leader's heartbeat:
+/// work the members take at once disturbs nobody else.
+const WAITING_AFTER: Duration = Duration::from_millis(100);
+/// The longest a runner without a replica waits between questions while
+/// jobs it cannot lease sit in the queue.
+const MAX_ASK_GAP: Duration = Duration::from_secs(2);
 /// How long finished jobs are kept.
 pub const RETENTION: Duration = Duration::from_secs(24 * 3600);
 
@@ -139,6 +149,8 @@ pub async fn run(runner: JobRunner, tasks: TaskTracker, shutdown: CancellationTo
     ));
     let mut last_empty_lease_at: Option<u64> = None;
     let mut leased_last_time = false;
+    let mut queued_since: Option<Instant> = None;
+    let mut asking = Asking::default();
     loop {
         // Right after a lease that found work there may be more: look again
         // at once; otherwise wait a poll interval.
@@ -152,6 +164,13 @@ pub async fn run(runner: JobRunner, tasks: TaskTracker, shutdown: CancellationTo
         if consensus.is_leader() {
             tick_if_due(&consensus).await;
             release_dead_holders(&consensus, &peers).await;
+            let queued = consensus
+                .read_local(|state| state.jobs.has_queued())
+                .unwrap_or(false);
+            queued_since = queued.then(|| queued_since.unwrap_or_else(Instant::now));
+            consensus.set_jobs_waiting(queued_since.is_some_and(|t| t.elapsed() >= WAITING_AFTER));
+        } else {
+            consensus.set_jobs_waiting(false);
         }
         let free = max_jobs.saturating_sub(running.load(Ordering::Relaxed));
         if free == 0 {
@@ -160,16 +179,23 @@ pub async fn run(runner: JobRunner, tasks: TaskTracker, shutdown: CancellationTo
         let now = now_ms();
         let runners =
             1 + peers.read(|peers| peers.live().filter(|(_, p)| p.load.slots > 0).count());
-        let Some((leasable, applied)) = consensus.read_local(|state| {
-            (
-                state.jobs.leasable(&offer, now, free * runners),
-                state.jobs.applied_index(),
-            )
-        }) else {
+        let up_to = free * runners;
+        let found = match consensus.read_local(|state| Leasable {
+            leasable: state.jobs.leasable(&offer, now, up_to),
+            applied: state.jobs.applied_index(),
+        }) {
+            Some(found) => Some(found),
+            None if asking.due(peers.leader_has_jobs_waiting()) => {
+                ask_for_work(&consensus, &offer, now, up_to).await
+            }
+            None => None,
+        };
+        let Some(Leasable { leasable, applied }) = found else {
             continue;
         };
         // An empty lease changes nothing; do not repeat it until the table does.
         if leasable == 0 || last_empty_lease_at == Some(applied) {
+            asking.found_nothing();
             continue;
         }
         // A fair share of what waits, so the other runners take the rest
@@ -202,6 +228,11 @@ pub async fn run(runner: JobRunner, tasks: TaskTracker, shutdown: CancellationTo
             }
         };
         last_empty_lease_at = jobs.is_empty().then_some(applied);
+        if jobs.is_empty() {
+            asking.found_nothing();
+        } else {
+            asking.found_work();
+        }
         // Look again at once only when this runner's own room, not its
         // share, limited the lease.
         leased_last_time = !jobs.is_empty() && max == free;
@@ -227,6 +258,58 @@ pub async fn run(runner: JobRunner, tasks: TaskTracker, shutdown: CancellationTo
                     running_local.fetch_sub(1, Ordering::Relaxed);
                 }
             });
+        }
+    }
+}
+
+/// How a runner without a replica paces its questions to the members:
+/// at once when the leader starts saying jobs wait, then less and less
+/// often while it finds none it can lease.
+#[derive(Default)]
+struct Asking {
+    leader_said_waiting: bool,
+    gap: Duration,
+    next_at: Option<Instant>,
+}
+
+impl Asking {
+    fn due(&mut self, leader_says_waiting: bool) -> bool {
+        let rising = leader_says_waiting && !self.leader_said_waiting;
+        self.leader_said_waiting = leader_says_waiting;
+        if rising {
+            self.found_work();
+        }
+        leader_says_waiting && self.next_at.is_none_or(|at| Instant::now() >= at)
+    }
+
+    fn found_nothing(&mut self) {
+        self.gap = (self.gap * 2).clamp(POLL, MAX_ASK_GAP);
+        self.next_at = Some(Instant::now() + self.gap);
+    }
+
+    fn found_work(&mut self) {
+        self.gap = Duration::ZERO;
+        self.next_at = None;
+    }
+}
+
+/// Asks a member how many jobs this node could lease.
+async fn ask_for_work(
+    consensus: &Consensus,
+    offer: &Capabilities,
+    now_ms: u64,
+    up_to: usize,
+) -> Option<Leasable> {
+    let query = Query::Leasable {
+        offer: offer.clone(),
+        now_ms,
+        up_to,
+    };
+    match consensus.query(query, false).await {
+        Ok(answer) => serde_json::from_value(answer).ok(),
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot ask a member for work");
+            None
         }
     }
 }

@@ -436,6 +436,7 @@ impl Assembled {
             labels: config.labels.clone(),
             resources: config.resources.clone(),
             usage: ProcessUsage::default(),
+            consensus: Arc::clone(&consensus),
         });
         let events = Arc::new(Events::default());
         let cluster = ClusterTask {
@@ -565,7 +566,15 @@ async fn start_consensus(
         source,
     })?;
     let bootstrap = config.join.is_empty();
-    let consensus =
-        Consensus::start(&dir, me, rpc, peers, bootstrap, &config.raft_snapshots).await?;
+    let consensus = Consensus::start(
+        &dir,
+        me,
+        rpc,
+        peers,
+        bootstrap,
+        &config.raft_snapshots,
+        config.raft_standbys,
+    )
+    .await?;
     Ok((consensus, temporary))
 }

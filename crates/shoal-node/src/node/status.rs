@@ -56,8 +56,9 @@ impl Node {
             .unwrap_or_default()
     }
 
-    /// Every node this one knows, itself first, and Raft as it sees it.
-    pub fn cluster_view(&self) -> ClusterView {
+    /// Every node this one knows, itself first, and Raft as a member sees
+    /// it (this node, if it holds a replica).
+    pub async fn cluster_view(&self) -> ClusterView {
         let own = self.inner.own.describe();
         let mut members = vec![member(
             self.inner.me,
@@ -71,10 +72,11 @@ impl Node {
                 .iter()
                 .map(|p| member(p.peer_id, &p.load, p.liveness, p.silent_for, false)),
         );
-        ClusterView {
-            members,
-            raft: self.inner.consensus.status(),
-        }
+        let raft = match self.raft_status_of_cluster().await {
+            Some(raft) => raft,
+            None => self.raft_status(),
+        };
+        ClusterView { members, raft }
     }
 
     /// The node's metrics in the Prometheus text format.

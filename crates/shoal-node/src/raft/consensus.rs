@@ -1,72 +1,51 @@
 //! A node's consensus module: its Raft instance (if it takes part), writes
-//! forwarded to the leader, linearizable reads, joining, and the leader's
-//! upkeep of the voter set.
+//! forwarded to the leader, linearizable reads, and reads through a member
+//! on nodes that hold no replica. The leader's upkeep of who holds the log
+//! is in [`super::upkeep`].
 //!
 //! ```text
 //!  write(cmd) ─► leader here? ─yes─► Raft::client_write ─► applied ─► result
 //!                    │no
-//!                    └─► RaftRpc::Write to the leader (or any peer, which
+//!                    └─► RaftRpc::Write to the leader (or a member, which
 //!                        forwards it once) ─► result
-//!  query(q, linearizable) ─► read index from the leader ─► wait until
-//!                             applied here ─► answer from local state
+//!  query(q) ─► replica here? ─yes─► (linearizable: read index from the
+//!                  │                 leader, wait until applied here)
+//!                  │                 ─► answer from local state
+//!                  └no─► RaftRpc::Query to a member
 //! ```
 
 use super::log_store::LogStore;
-use super::membership;
 use super::network::{NetworkFactory, RaftReply, RaftRpc, RpcClient, RpcFailure};
 use super::query::{Query, answer};
 use super::snapshot_transfer::{Received, SnapshotChunk, SnapshotInbox};
 use super::state_machine::{StateMachine, StateReader};
-use super::types::{Command, CommandResult, RaftPeer, ShoalState, TypeConfig, raft_id};
+use super::types::{Command, CommandResult, RPC_TIMEOUT, RaftPeer, ShoalState, TypeConfig};
+use super::types::{raft_config, raft_id};
+use crate::clock::now_ms;
 use crate::cluster::peers::PeerView;
 use crate::config::RaftSnapshotConfig;
 use libp2p::PeerId;
+use openraft::Raft;
+use openraft::ReadPolicy;
 use openraft::async_runtime::WatchReceiver;
-use openraft::{ChangeMembers, Raft, ReadPolicy, ServerState};
-use shoal_proto::ErrorCode;
 use shoal_proto::api::ApiError;
 pub use shoal_proto::api::RaftStatus;
-use std::collections::{BTreeMap, BTreeSet};
+use shoal_proto::{ErrorCode, RaftRole};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+use tokio::sync::Notify;
 
-type RaftNode = Raft<TypeConfig, StateMachine<TypeConfig, ShoalState>>;
+pub(super) type RaftNode = Raft<TypeConfig, StateMachine<TypeConfig, ShoalState>>;
 
 /// How long a write or a read waits for a leader before giving up.
-const LEADER_WAIT: Duration = Duration::from_secs(10);
-/// Raft messages get this long before the sender retries.
-const RPC_TIMEOUT: Duration = Duration::from_secs(5);
-/// How often the leader reviews the voter set and a joiner retries.
-const UPKEEP_INTERVAL: Duration = Duration::from_secs(1);
-
-/// openraft's settings for this node.
-fn raft_config(
-    snapshots: &RaftSnapshotConfig,
-) -> Result<Arc<openraft::Config>, openraft::ConfigError> {
-    let config = openraft::Config {
-        cluster_name: "shoal".to_string(),
-        // Leader heartbeats four times a second: cheap when idle, and a
-        // dead leader is replaced within about two seconds.
-        heartbeat_interval: 250,
-        election_timeout_min: 1000,
-        election_timeout_max: 2000,
-        max_payload_entries: 1000,
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(snapshots.every_entries),
-        max_in_snapshot_log_to_keep: snapshots.keep_entries,
-        snapshot_max_chunk_size: snapshots.chunk_bytes as u64,
-        // The deadline of each snapshot chunk (its default, 200 ms, is for
-        // a whole small snapshot on a fast network).
-        install_snapshot_timeout: RPC_TIMEOUT.as_millis() as u64,
-        // openraft preallocates its channels; its defaults (65,536
-        // slots) cost an idle node ~30 MB. These still absorb bursts of
-        // thousands of writes, and a full channel only makes writers wait.
-        api_channel_size: Some(4096),
-        notification_channel_size: Some(4096),
-        ..Default::default()
-    };
-    Ok(Arc::new(config.validate()?))
-}
+pub(super) const LEADER_WAIT: Duration = Duration::from_secs(10);
+/// A member that has heard nothing from a leader for this long answers no
+/// reads of its own: it may have been removed without being told (a leader
+/// stops replicating to a node as soon as it proposes its removal).
+const REPLICA_FRESH: Duration = Duration::from_secs(5);
 
 /// Why a replicated write or read failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -87,14 +66,25 @@ pub enum ConsensusError {
 
 pub struct Consensus {
     /// `None` on nodes that only talk to the cluster (e.g. `shoal call`).
-    raft: Option<RaftNode>,
+    pub(super) raft: Option<RaftNode>,
     state: Option<StateReader<ShoalState>>,
     /// Snapshots on their way here from a leader; `None` with `raft`.
-    incoming_snapshots: Option<SnapshotInbox>,
-    me: u64,
+    pub(super) incoming_snapshots: Option<SnapshotInbox>,
+    pub(super) me: u64,
     me_peer: PeerId,
     rpc: Arc<RpcClient>,
-    peers: PeerView,
+    pub(super) peers: PeerView,
+    /// Learners the leader keeps beside the voters.
+    pub(super) standbys: usize,
+    /// When a leader's entries last arrived here (ms since the epoch).
+    leader_heard_ms: AtomicU64,
+    /// Spreads the reads of a node without a replica over the members.
+    next_member: AtomicUsize,
+    /// See [`Consensus::set_jobs_waiting`].
+    jobs_waiting: AtomicBool,
+    /// Told when this node's role or the jobs-waiting flag changes, so the
+    /// cluster hears of it before the next heartbeat period.
+    pub(super) news: Notify,
 }
 
 impl Consensus {
@@ -107,6 +97,7 @@ impl Consensus {
         peers: PeerView,
         bootstrap: bool,
         snapshots: &RaftSnapshotConfig,
+        standbys: usize,
     ) -> Result<Arc<Consensus>, ConsensusError> {
         let failed = |e: &dyn std::fmt::Display| ConsensusError::Failed(e.to_string());
         let config = raft_config(snapshots).map_err(|e| failed(&e))?;
@@ -138,6 +129,11 @@ impl Consensus {
             me_peer,
             rpc,
             peers,
+            standbys,
+            leader_heard_ms: AtomicU64::new(0),
+            next_member: AtomicUsize::new(0),
+            jobs_waiting: AtomicBool::new(false),
+            news: Notify::new(),
         }))
     }
 
@@ -152,6 +148,11 @@ impl Consensus {
             me_peer,
             rpc,
             peers,
+            standbys: 0,
+            leader_heard_ms: AtomicU64::new(0),
+            next_member: AtomicUsize::new(0),
+            jobs_waiting: AtomicBool::new(false),
+            news: Notify::new(),
         })
     }
 
@@ -159,18 +160,92 @@ impl Consensus {
         &self.rpc
     }
 
-    /// Reads the local replica (possibly behind the leader).
+    /// Reads the local replica (possibly behind the leader); `None` on a
+    /// node that holds none.
     pub fn read_local<T>(&self, read: impl FnOnce(&ShoalState) -> T) -> Option<T> {
+        if !self.holds_replica() {
+            return None;
+        }
         self.state.as_ref().map(|state| state.read(read))
     }
 
-    fn leader(&self) -> Option<u64> {
+    pub(super) fn leader(&self) -> Option<u64> {
         let raft = self.raft.as_ref()?;
         raft.metrics().borrow_watched().current_leader
     }
 
     pub fn is_leader(&self) -> bool {
         self.leader() == Some(self.me)
+    }
+
+    /// Whether this node keeps an up-to-date replica: it is a member (voter
+    /// or learner) and leads or has heard from the leader lately.
+    pub fn holds_replica(&self) -> bool {
+        let Some(raft) = &self.raft else {
+            return false;
+        };
+        let metrics = raft.metrics();
+        let metrics = metrics.borrow_watched();
+        if metrics
+            .membership_config
+            .membership()
+            .get_node(&self.me)
+            .is_none()
+        {
+            return false;
+        }
+        metrics.current_leader == Some(self.me)
+            || now_ms().saturating_sub(self.leader_heard_ms.load(Ordering::Relaxed))
+                < REPLICA_FRESH.as_millis() as u64
+    }
+
+    /// This node's part in Raft, for its heartbeat.
+    pub fn role(&self) -> RaftRole {
+        let Some(raft) = &self.raft else {
+            return RaftRole::None;
+        };
+        if !self.holds_replica() {
+            return RaftRole::Standby;
+        }
+        let metrics = raft.metrics();
+        let metrics = metrics.borrow_watched();
+        if metrics.current_leader == Some(self.me) {
+            RaftRole::Leader
+        } else if metrics
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|id| id == self.me)
+        {
+            RaftRole::Voter
+        } else {
+            RaftRole::Learner
+        }
+    }
+
+    /// On the leader: whether jobs have waited to be leased for a while,
+    /// as its job runner last found; for its heartbeat.
+    pub fn jobs_waiting(&self) -> bool {
+        self.jobs_waiting.load(Ordering::Relaxed)
+    }
+
+    /// Records whether jobs wait; the cluster hears at once when they start
+    /// to (when they stop, the next heartbeat period says so).
+    pub fn set_jobs_waiting(&self, waiting: bool) {
+        if !self.jobs_waiting.swap(waiting, Ordering::Relaxed) && waiting {
+            self.announce();
+        }
+    }
+
+    /// Resolves when this node's role or its jobs-waiting flag may have
+    /// changed.
+    pub async fn news(&self) {
+        self.news.notified().await
+    }
+
+    /// Tells the cluster task that this node's heartbeat changed.
+    pub fn announce(&self) {
+        self.news.notify_one();
     }
 
     /// The peer id of a Raft member, from the membership config.
@@ -190,13 +265,28 @@ impl Consensus {
         self.peers.live_peers()
     }
 
-    /// Where to send a request meant for the leader.
+    /// Where to send a request meant for the leader: the leader a member
+    /// follows, or else the members as their heartbeats tell, the leader
+    /// first (a member passes a request on to the leader once).
     fn leader_route(&self) -> Vec<PeerId> {
-        match self.leader().and_then(|id| self.peer_of(id)) {
-            Some(peer) => vec![peer],
-            None if self.raft.is_none() => self.any_live_peers(),
-            None => Vec::new(),
+        if self.holds_replica() {
+            return self
+                .leader()
+                .and_then(|id| self.peer_of(id))
+                .into_iter()
+                .collect();
         }
+        self.member_route()
+    }
+
+    /// Members to ask, the leader first; any live peer for a node that
+    /// knows of no member yet and takes no part in Raft.
+    fn member_route(&self) -> Vec<PeerId> {
+        let members = self.peers.raft_members();
+        if members.is_empty() && self.raft.is_none() {
+            return self.any_live_peers();
+        }
+        members
     }
 
     /// Replicates `command` and returns what applying it returned.
@@ -298,7 +388,7 @@ impl Consensus {
         query: Query,
         linearizable: bool,
     ) -> Result<serde_json::Value, ApiError> {
-        if self.state.is_some() {
+        if self.holds_replica() {
             if query == Query::RaftStatus {
                 return serde_json::to_value(self.status())
                     .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()));
@@ -317,7 +407,12 @@ impl Consensus {
             linearizable,
         };
         let mut last_error = "no member of the cluster is reachable".to_string();
-        for peer in self.any_live_peers() {
+        let mut members = self.member_route();
+        if !members.is_empty() {
+            let start = self.next_member.fetch_add(1, Ordering::Relaxed) % members.len();
+            members.rotate_left(start);
+        }
+        for peer in members {
             match self.rpc.request(peer, &rpc, RPC_TIMEOUT).await {
                 Ok(RaftReply::Answer(answer)) => return answer,
                 Ok(other) => last_error = format!("unexpected reply {other:?}"),
@@ -362,7 +457,10 @@ impl Consensus {
         let failed = |e: &dyn std::fmt::Display| RaftReply::Failed(e.to_string());
         match rpc {
             RaftRpc::Append(request) => match raft.append_entries(request).await {
-                Ok(response) => RaftReply::Append(response),
+                Ok(response) => {
+                    self.heard_from_leader();
+                    RaftReply::Append(response)
+                }
                 Err(e) => failed(&e),
             },
             RaftRpc::Vote(request) => match raft.vote(request).await {
@@ -373,7 +471,10 @@ impl Consensus {
                 Ok(response) => RaftReply::Vote(response),
                 Err(e) => failed(&e),
             },
-            RaftRpc::SnapshotChunk(chunk) => self.receive_snapshot_chunk(raft, chunk).await,
+            RaftRpc::SnapshotChunk(chunk) => {
+                self.heard_from_leader();
+                self.receive_snapshot_chunk(raft, chunk).await
+            }
             RaftRpc::Write(command) if self.is_leader() => match raft.client_write(command).await {
                 Ok(response) => RaftReply::Written(response.data),
                 Err(e) if e.forward_to_leader().is_some() => RaftReply::NotLeader {
@@ -387,25 +488,21 @@ impl Consensus {
                     Err(e) => failed(&e),
                 }
             }
-            RaftRpc::Join { raft_id, peer } if self.is_leader() => {
-                match raft.add_learner(raft_id, peer, false).await {
-                    Ok(_) => RaftReply::Joined,
-                    Err(e) => failed(&e),
-                }
-            }
             RaftRpc::Forwarded(_) => {
                 RaftReply::Failed("a forwarded request was forwarded again".to_string())
             }
+            // Only a member answers, so a read never travels further.
             RaftRpc::Query {
                 query,
                 linearizable,
-            } => RaftReply::Answer(self.query(query, linearizable).await),
+            } if self.holds_replica() => RaftReply::Answer(self.query(query, linearizable).await),
+            RaftRpc::Query { .. } => RaftReply::Failed("this node holds no replica".to_string()),
             // Not the leader: pass it on once, so a client that reached any
             // member still gets an answer.
-            rpc @ (RaftRpc::Write(_) | RaftRpc::ReadIndex | RaftRpc::Join { .. }) => {
+            rpc @ (RaftRpc::Write(_) | RaftRpc::ReadIndex) => {
                 let leader = self.leader();
-                match (forwarded_once, leader.and_then(|id| self.peer_of(id))) {
-                    (false, Some(peer)) if peer != self.me_peer => self
+                match (forwarded_once, self.leader_route().first()) {
+                    (false, Some(&peer)) if peer != self.me_peer => self
                         .rpc
                         .request(peer, &RaftRpc::Forwarded(Box::new(rpc)), RPC_TIMEOUT)
                         .await
@@ -441,111 +538,8 @@ impl Consensus {
         }
     }
 
-    /// Whether this node is in the Raft membership (voter or learner).
-    fn is_member(&self) -> bool {
-        let Some(raft) = &self.raft else {
-            return false;
-        };
-        let metrics = raft.metrics().borrow_watched().clone();
-        metrics
-            .membership_config
-            .membership()
-            .get_node(&self.me)
-            .is_some()
-    }
-
-    /// Background upkeep, once a second: a non-member asks to join; the
-    /// leader adjusts the voter set to the live members.
-    pub async fn upkeep(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
-        let Some(raft) = self.raft.clone() else {
-            return;
-        };
-        let mut seen_leader = None;
-        let mut seen_voters = BTreeSet::new();
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(UPKEEP_INTERVAL) => {}
-            }
-            if let Some(inbox) = &self.incoming_snapshots {
-                inbox.drop_abandoned(std::time::Instant::now());
-            }
-            let metrics = raft.metrics().borrow_watched().clone();
-            let voters: BTreeSet<u64> =
-                metrics.membership_config.membership().voter_ids().collect();
-            if metrics.current_leader != seen_leader || voters != seen_voters {
-                tracing::info!(term = metrics.current_term, leader = ?metrics.current_leader, ?voters, "raft membership");
-                seen_leader = metrics.current_leader;
-                seen_voters = voters.clone();
-            }
-            if !self.is_member() {
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = self.ask_to_join() => {}
-                }
-                continue;
-            }
-            if metrics.state != ServerState::Leader {
-                continue;
-            }
-            let live = self.live_members(&metrics);
-            // Without a live majority of the current voters no change can
-            // commit; proposing one would only wait forever.
-            let live_voters = voters.iter().filter(|id| live.contains(id)).count();
-            if live_voters * 2 <= voters.len() {
-                continue;
-            }
-            if let Some(next) = membership::next_voters(&voters, &live, self.me) {
-                tracing::info!(from = ?voters, to = ?next, "changing the voter set");
-                let change = raft.change_membership(ChangeMembers::ReplaceAllVoters(next), true);
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    result = tokio::time::timeout(LEADER_WAIT, change) => match result {
-                        Ok(Ok(_)) => {}
-                        Ok(Err(e)) => tracing::warn!(error = %e, "voter change failed; will retry"),
-                        Err(_) => tracing::warn!("voter change not committed in time; will retry"),
-                    },
-                }
-            }
-        }
-    }
-
-    /// Members (voters and learners) that are alive, by Raft id.
-    fn live_members(&self, metrics: &openraft::RaftMetrics<TypeConfig>) -> BTreeSet<u64> {
-        self.peers.read(|peers| {
-            metrics
-                .membership_config
-                .membership()
-                .nodes()
-                .filter(|(id, node)| {
-                    **id == self.me
-                        || node
-                            .peer_id
-                            .parse::<PeerId>()
-                            .is_ok_and(|peer| peers.is_live(&peer))
-                })
-                .map(|(id, _)| *id)
-                .collect()
-        })
-    }
-
-    async fn ask_to_join(&self) {
-        let join = RaftRpc::Join {
-            raft_id: self.me,
-            peer: RaftPeer {
-                peer_id: self.me_peer.to_base58(),
-            },
-        };
-        for peer in self.any_live_peers() {
-            match self.rpc.request(peer, &join, RPC_TIMEOUT).await {
-                Ok(RaftReply::Joined) => {
-                    tracing::info!(via = %peer, "joined the Raft group as a learner");
-                    return;
-                }
-                Ok(other) => tracing::debug!(via = %peer, reply = ?other, "join not accepted yet"),
-                Err(e) => tracing::debug!(via = %peer, error = %e, "join request failed"),
-            }
-        }
+    fn heard_from_leader(&self) {
+        self.leader_heard_ms.store(now_ms(), Ordering::Relaxed);
     }
 
     /// Raft as this node sees it, for `shoal status`.
@@ -561,7 +555,7 @@ impl Consensus {
                 .map_or_else(|| id.to_string(), |node| node.peer_id.clone())
         };
         RaftStatus {
-            member: membership.get_node(&self.me).is_some(),
+            member: self.holds_replica(),
             state: format!("{:?}", metrics.state),
             term: metrics.current_term,
             leader: metrics.current_leader.as_ref().map(name),

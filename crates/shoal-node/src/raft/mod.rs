@@ -1,8 +1,9 @@
 //! Consensus: openraft with a redb log store and an in-memory state machine
 //! snapshotted into a file, networked over the nodes' call streams.
 //!
-//! [`consensus`] is the module the rest of the node talks to (writes,
-//! reads, the voter set); [`network`] carries Raft messages as frames and
+//! [`consensus`] is the module the rest of the node talks to (writes and
+//! reads); [`upkeep`] is the leader's care of who holds the log and who
+//! votes, by the rules in [`membership`]; [`network`] carries Raft messages as frames and
 //! [`server`] answers them; [`log_store`] keeps the log in redb,
 //! [`state_machine`] the state in memory and its snapshot in a file
 //! ([`snapshot_store`]), which [`snapshot_transfer`] sends to followers in
@@ -29,3 +30,4 @@ pub mod snapshot_store;
 pub mod snapshot_transfer;
 pub mod state_machine;
 pub mod types;
+pub mod upkeep;

@@ -52,11 +52,6 @@ pub enum RaftRpc {
         query: super::query::Query,
         linearizable: bool,
     },
-    /// A node asks the leader to add it to the Raft group as a learner.
-    Join {
-        raft_id: u64,
-        peer: RaftPeer,
-    },
     /// A request a member passed on towards the leader; not passed on again,
     /// so a confused view of who leads cannot make requests circle.
     Forwarded(Box<RaftRpc>),
@@ -74,7 +69,6 @@ pub enum RaftReply {
     Written(CommandResult),
     ReadIndex(u64),
     Answer(Result<serde_json::Value, shoal_proto::api::ApiError>),
-    Joined,
     /// The receiver is not the leader; `leader` is whom it believes leads.
     NotLeader {
         leader: Option<u64>,

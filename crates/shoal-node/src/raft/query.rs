@@ -2,7 +2,7 @@
 //! keeps no replica sends its query to a member.
 
 use super::types::ShoalState;
-use crate::jobs::{JobId, JobState};
+use crate::jobs::{Capabilities, JobId, JobState};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use shoal_proto::ErrorCode;
@@ -45,6 +45,21 @@ pub enum Query {
     Collections,
     /// The answering member's view of Raft (leader, term, voters).
     RaftStatus,
+    /// How many queued jobs a node offering `offer` could lease at
+    /// `now_ms` (counting no further than `up_to`), and the index of the
+    /// last job command applied: how a node without a replica finds work.
+    Leasable {
+        offer: Capabilities,
+        now_ms: u64,
+        up_to: usize,
+    },
+}
+
+/// The answer to [`Query::Leasable`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Leasable {
+    pub leasable: usize,
+    pub applied: u64,
 }
 
 /// Answers `query` from `state`; errors are for the user.
@@ -90,6 +105,14 @@ pub fn answer(state: &ShoalState, query: &Query) -> Result<Value, ApiError> {
         }
         Query::Count { collection, filter } => Ok(json!(state.docs.count(collection, filter)?)),
         Query::Collections => to_value(&state.docs.collection_sizes()),
+        Query::Leasable {
+            offer,
+            now_ms,
+            up_to,
+        } => to_value(&Leasable {
+            leasable: state.jobs.leasable(offer, *now_ms, *up_to),
+            applied: state.jobs.applied_index(),
+        }),
         Query::RaftStatus => Err(ApiError::new(
             ErrorCode::Internal,
             "Raft status is answered by the consensus module",

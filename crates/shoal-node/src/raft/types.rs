@@ -83,3 +83,34 @@ pub fn raft_id(peer: &libp2p::PeerId) -> u64 {
     let digest = sha2::Sha256::digest(peer.to_bytes());
     u64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
 }
+
+/// Raft messages get this long before the sender retries.
+pub const RPC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// openraft's settings for this node.
+pub fn raft_config(
+    snapshots: &crate::config::RaftSnapshotConfig,
+) -> Result<std::sync::Arc<openraft::Config>, openraft::ConfigError> {
+    let config = openraft::Config {
+        cluster_name: "shoal".to_string(),
+        // Leader heartbeats four times a second: cheap when idle, and a
+        // dead leader is replaced within about two seconds.
+        heartbeat_interval: 250,
+        election_timeout_min: 1000,
+        election_timeout_max: 2000,
+        max_payload_entries: 1000,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(snapshots.every_entries),
+        max_in_snapshot_log_to_keep: snapshots.keep_entries,
+        snapshot_max_chunk_size: snapshots.chunk_bytes as u64,
+        // The deadline of each snapshot chunk (its default, 200 ms, is for
+        // a whole small snapshot on a fast network).
+        install_snapshot_timeout: RPC_TIMEOUT.as_millis() as u64,
+        // openraft preallocates its channels; its defaults (65,536
+        // slots) cost an idle node ~30 MB. These still absorb bursts of
+        // thousands of writes, and a full channel only makes writers wait.
+        api_channel_size: Some(4096),
+        notification_channel_size: Some(4096),
+        ..Default::default()
+    };
+    Ok(std::sync::Arc::new(config.validate()?))
+}

@@ -8,6 +8,7 @@
 //! - [`durable`]: jobs and documents replicated with Raft.
 //! - [`http_api`]: every route of the HTTP API, through the router.
 //! - [`lifecycle`]: a full node's calls go elsewhere; shutdown leaves nothing.
+//! - [`raft_members`]: Raft on a few nodes; the others go through them.
 //! - [`raft_snapshots`]: snapshots sent in chunks to a node that joins late.
 //! - [`raft_storage`]: the Raft log and state machine on disk.
 //! - [`scripts`]: JavaScript functions, loaded or shipped with calls.
@@ -26,6 +27,7 @@ mod durable;
 mod http_api;
 mod lifecycle;
 mod own_process;
+mod raft_members;
 mod raft_snapshots;
 mod raft_storage;
 mod scripts;

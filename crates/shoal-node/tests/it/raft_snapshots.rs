@@ -78,8 +78,13 @@ async fn wait_for_snapshot(data_dir: &Path, bytes: u64) -> u64 {
 }
 
 /// Waits until `node`'s own replica holds `count` pages.
+/// Waits until `node` holds a replica with `count` pages in it (a node
+/// without a replica would answer from a member's).
 async fn wait_for_pages(node: &Node, count: usize, within: Duration) {
     wait_until(within, "every page on the new node", async || {
+        if !node.raft_status().member {
+            return Err("not a Raft member yet".to_string());
+        }
         let stored = node
             .db_count(COLLECTION, Default::default(), Read::Stale)
             .await

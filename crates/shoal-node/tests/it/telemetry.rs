@@ -116,7 +116,7 @@ async fn every_node_reports_its_cpu_and_memory() {
         Duration::from_secs(20),
         "both nodes to report a busy core and their memory",
         async || {
-            let view = nodes[1].cluster_view();
+            let view = nodes[1].cluster_view().await;
             let reported = view
                 .members
                 .iter()

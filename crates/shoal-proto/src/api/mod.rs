@@ -366,7 +366,8 @@ pub struct JobPage {
 /// Raft as one node sees it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct RaftStatus {
-    /// Whether this node takes part in Raft.
+    /// Whether this node holds a replica (a voter or learner in touch with
+    /// the leader).
     pub member: bool,
     pub state: String,
     pub term: u64,

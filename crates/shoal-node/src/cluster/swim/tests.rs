@@ -70,6 +70,32 @@ fn a_short_pause_leaves_the_node_a_member() {
 }
 
 #[test]
+fn the_kept_digest_follows_joins_deaths_and_rejoins() {
+    let mut sim = formed(40, 13);
+    sim.kill(3);
+    // Long enough to be declared down: it rejoins under a new identity.
+    sim.pause(7, Duration::from_secs(8));
+    let newcomer = sim.add_node();
+    sim.join(newcomer, 11);
+    sim.run_for(Duration::from_secs(30));
+    assert!(sim.converged(), "the views never came together again");
+    let mut views = std::collections::BTreeSet::new();
+    for node in (0..=newcomer).filter(|&n| n != 3) {
+        let membership = sim.membership(node).expect("alive");
+        assert_eq!(
+            membership.digest(),
+            membership.digest_from_scratch(),
+            "node {node}"
+        );
+        let mut view: Vec<u32> = membership.members().map(|id| id.addr()).collect();
+        view.push(node);
+        view.sort_unstable();
+        views.insert(view);
+    }
+    assert_eq!(views.len(), 1, "every live node sees the same members");
+}
+
+#[test]
 fn a_member_list_too_large_for_its_limit_is_cut_not_refused() {
     let peer = |n: u64| SwimId::new(PeerId::random(), Vec::new(), n);
     let mut big = Membership::new(peer(0), 500, PERIOD, PERIOD * 3, 1);

@@ -1,0 +1,127 @@
+//! The leader's upkeep of the membership, once a second: it adds learners
+//! from the live nodes, promotes caught-up ones to voters in place of dead
+//! ones, and drops learners that died or are no longer needed (the rules
+//! are [`membership::View::next_step`]). Every node also notices here when
+//! its own role changes, so its heartbeat tells the cluster at once.
+
+use super::consensus::{Consensus, LEADER_WAIT};
+use super::membership::{self, Step};
+use super::types::{RaftPeer, TypeConfig, raft_id};
+use libp2p::PeerId;
+use openraft::async_runtime::WatchReceiver;
+use openraft::{ChangeMembers, RaftMetrics, ServerState};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// How often the leader reviews the membership.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// A learner this close to the leader's last entry may become a voter: it
+/// catches up on the rest within a heartbeat or two.
+const CAUGHT_UP_ENTRIES: u64 = 1000;
+
+impl Consensus {
+    /// Runs until `shutdown` on every node with a Raft instance.
+    pub async fn upkeep(self: Arc<Self>, shutdown: CancellationToken) {
+        let Some(raft) = self.raft.clone() else {
+            return;
+        };
+        let mut seen_leader = None;
+        let mut seen_voters = BTreeSet::new();
+        let mut role = self.role();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(UPKEEP_INTERVAL) => {}
+            }
+            if let Some(inbox) = &self.incoming_snapshots {
+                inbox.drop_abandoned(std::time::Instant::now());
+            }
+            if self.role() != role {
+                role = self.role();
+                tracing::info!(?role, "this node's part in Raft changed");
+                self.announce();
+            }
+            let metrics = raft.metrics().borrow_watched().clone();
+            let voters: BTreeSet<u64> =
+                metrics.membership_config.membership().voter_ids().collect();
+            if metrics.current_leader != seen_leader || voters != seen_voters {
+                tracing::info!(term = metrics.current_term, leader = ?metrics.current_leader, ?voters, "raft membership");
+                seen_leader = metrics.current_leader;
+                seen_voters = voters;
+            }
+            if metrics.state != ServerState::Leader {
+                continue;
+            }
+            let (view, peers) = self.membership_view(&metrics);
+            let Some(step) = view.next_step() else {
+                continue;
+            };
+            tracing::info!(?step, "changing the Raft membership");
+            let change = match step {
+                Step::AddLearners(ids) => ChangeMembers::AddNodes(
+                    ids.into_iter()
+                        .filter_map(|id| {
+                            let peer = peers.get(&id)?;
+                            Some((
+                                id,
+                                RaftPeer {
+                                    peer_id: peer.to_base58(),
+                                },
+                            ))
+                        })
+                        .collect(),
+                ),
+                Step::ReplaceVoters(ids) => ChangeMembers::ReplaceAllVoters(ids),
+                Step::RemoveLearners(ids) => ChangeMembers::RemoveNodes(ids),
+            };
+            let change = raft.change_membership(change, true);
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                result = tokio::time::timeout(LEADER_WAIT, change) => match result {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e, "membership change failed; will retry"),
+                    Err(_) => tracing::warn!("membership change not committed in time; will retry"),
+                },
+            }
+        }
+    }
+
+    /// The membership as the leader sees it, and the peer of each live
+    /// node by Raft id.
+    fn membership_view(
+        &self,
+        metrics: &RaftMetrics<TypeConfig>,
+    ) -> (membership::View, BTreeMap<u64, PeerId>) {
+        let membership = metrics.membership_config.membership();
+        let peers: BTreeMap<u64, PeerId> = self
+            .peers
+            .raft_capable()
+            .into_iter()
+            .map(|peer| (raft_id(&peer), peer))
+            .collect();
+        let mut live: BTreeSet<u64> = peers.keys().copied().collect();
+        live.insert(self.me);
+        let last = metrics.last_log_index.unwrap_or(0);
+        let mut caught_up: BTreeSet<u64> = metrics
+            .replication
+            .iter()
+            .flatten()
+            .filter(|(_, matched)| {
+                matched.as_ref().map_or(0, |log_id| log_id.index) + CAUGHT_UP_ENTRIES >= last
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        caught_up.insert(self.me);
+        let view = membership::View {
+            leader: self.me,
+            voters: membership.voter_ids().collect(),
+            learners: membership.learner_ids().collect(),
+            live,
+            caught_up,
+            standbys: self.standbys,
+        };
+        (view, peers)
+    }
+}
