@@ -48,12 +48,13 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
         eprintln!("starting {count} nodes…");
         let run = measure(count, &args).await?;
         println!(
-            "{count:>5} nodes: formed in {:.1} s; idle CPU {:.2} % of a core (busiest {:.2} %) and {:.1} MB per node; \
+            "{count:>5} nodes: formed in {:.1} s; idle CPU {:.2} % of a core (busiest {:.2} %), {:.1} MB and {} sockets per node; \
              a death known everywhere in {:.1} s; fan-out efficiency {:.2}; {:.0} jobs/s",
             run["converge_s"].as_f64().unwrap_or(0.0),
             run["idle_cpu_pct_per_node"].as_f64().unwrap_or(0.0),
             run["idle_cpu_pct_max"].as_f64().unwrap_or(0.0),
             run["rss_mb_per_node"].as_f64().unwrap_or(0.0),
+            run["sockets_per_node"].as_f64().unwrap_or(0.0),
             run["detect_dead_s"].as_f64().unwrap_or(0.0),
             run["fanout_efficiency"].as_f64().unwrap_or(0.0),
             run["jobs_per_s"].as_f64().unwrap_or(0.0),
@@ -85,6 +86,8 @@ async fn measure(count: usize, args: &ClusterArgs) -> anyhow::Result<Value> {
 
     let (idle_cpu, idle_cpu_max, rss_mb) =
         idle_figures(&nodes, Duration::from_secs(args.idle_seconds)).await;
+    let mut sockets: Vec<f64> = nodes.iter().map(|n| open_sockets(n.pid()) as f64).collect();
+    let sockets = median(&mut sockets);
     let fanout_efficiency = fanout(&clients[0], count, args).await?;
     let jobs_per_s = jobs_per_second(&clients[0], args.jobs).await?;
 
@@ -103,6 +106,7 @@ async fn measure(count: usize, args: &ClusterArgs) -> anyhow::Result<Value> {
         "idle_cpu_pct_per_node": round(idle_cpu),
         "idle_cpu_pct_max": round(idle_cpu_max),
         "rss_mb_per_node": round(rss_mb),
+        "sockets_per_node": sockets,
         "detect_dead_s": round(detect_dead_s),
         "killed": victims,
         "fanout_efficiency": round(fanout_efficiency),
@@ -163,6 +167,19 @@ async fn idle_figures(nodes: &[NodeProcess], idle: Duration) -> (f64, f64, f64) 
         .collect();
     let busiest = cpu.iter().copied().fold(0.0, f64::max);
     (median(&mut cpu), busiest, median(&mut rss))
+}
+
+/// Sockets a process holds open: its connections, and its few listeners
+/// (libp2p's and the HTTP API's). 0 where `/proc` cannot tell.
+fn open_sockets(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|fds| {
+            fds.filter_map(Result::ok)
+                .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+                .filter(|target| target.to_string_lossy().starts_with("socket:"))
+                .count()
+        })
+        .unwrap_or(0)
 }
 
 fn median(values: &mut [f64]) -> f64 {

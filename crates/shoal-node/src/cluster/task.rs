@@ -14,9 +14,9 @@ use crate::telemetry::alerts::{Alerts, NodeLoad};
 use crate::telemetry::events::Events;
 use bytes::Bytes;
 use libp2p::PeerId;
-use shoal_proto::Heartbeat;
 use shoal_proto::api::EventKind;
 use shoal_proto::wire::PROTOCOL_VERSION;
+use shoal_proto::{Heartbeat, RaftRole};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -348,6 +348,9 @@ impl ClusterTask {
     fn on_heartbeat(&self, peer: PeerId, load: Heartbeat) {
         if load.queued > 0 {
             self.calls.peer_has_work();
+        }
+        if load.raft == RaftRole::Leader && load.jobs_waiting {
+            self.consensus.leader_says_jobs_wait();
         }
         let event = self.write(|table| table.on_heartbeat(peer, load, Instant::now()));
         self.on_member_events(event.into_iter().collect());

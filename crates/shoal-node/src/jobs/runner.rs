@@ -34,9 +34,13 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// How often an idle runner looks at its replica for work. Looking is a
+/// How often a runner looks for work while there is some. Looking is a
 /// local read, so it costs nothing on the network.
 const POLL: Duration = Duration::from_millis(50);
+/// How often a runner looks when there is none: news of jobs (an applied
+/// entry, the leader saying jobs wait) wakes it sooner. The leader also
+/// expires leases and releases dead nodes' leases at this pace.
+const IDLE_POLL: Duration = Duration::from_secs(1);
 /// Jobs queued this long tell the cluster through the leader's heartbeat:
 /// work the members take at once disturbs nobody else.
 const WAITING_AFTER: Duration = Duration::from_millis(100);
@@ -151,15 +155,26 @@ pub async fn run(runner: JobRunner, tasks: TaskTracker, shutdown: CancellationTo
     let mut leased_last_time = false;
     let mut queued_since: Option<Instant> = None;
     let mut asking = Asking::default();
+    let mut active = false;
+    let mut last_look = Instant::now();
     loop {
         // Right after a lease that found work there may be more: look again
-        // at once; otherwise wait a poll interval.
+        // at once. Otherwise wait a poll interval while there is work, or
+        // for news of some; never look more often than every POLL.
         if !leased_last_time {
+            if !active {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    () = consensus.job_news() => {}
+                    _ = tokio::time::sleep(IDLE_POLL) => {}
+                }
+            }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(POLL) => {}
+                _ = tokio::time::sleep_until((last_look + POLL).into()) => {}
             }
         }
+        last_look = Instant::now();
         leased_last_time = false;
         if consensus.is_leader() {
             tick_if_due(&consensus).await;
@@ -170,8 +185,10 @@ pub async fn run(runner: JobRunner, tasks: TaskTracker, shutdown: CancellationTo
             queued_since = queued.then(|| queued_since.unwrap_or_else(Instant::now));
             consensus.set_jobs_waiting(queued_since.is_some_and(|t| t.elapsed() >= WAITING_AFTER));
         } else {
+            queued_since = None;
             consensus.set_jobs_waiting(false);
         }
+        active = queued_since.is_some();
         let free = max_jobs.saturating_sub(running.load(Ordering::Relaxed));
         if free == 0 {
             continue;
@@ -185,14 +202,20 @@ pub async fn run(runner: JobRunner, tasks: TaskTracker, shutdown: CancellationTo
             applied: state.jobs.applied_index(),
         }) {
             Some(found) => Some(found),
-            None if asking.due(peers.leader_has_jobs_waiting()) => {
-                ask_for_work(&consensus, &offer, now, up_to).await
+            None => {
+                let waiting = peers.leader_has_jobs_waiting();
+                active |= waiting;
+                if asking.due(waiting) {
+                    ask_for_work(&consensus, &offer, now, up_to).await
+                } else {
+                    None
+                }
             }
-            None => None,
         };
         let Some(Leasable { leasable, applied }) = found else {
             continue;
         };
+        active |= leasable > 0;
         // An empty lease changes nothing; do not repeat it until the table does.
         if leasable == 0 || last_empty_lease_at == Some(applied) {
             asking.found_nothing();

@@ -82,6 +82,8 @@ pub struct Consensus {
     next_member: AtomicUsize,
     /// See [`Consensus::set_jobs_waiting`].
     jobs_waiting: AtomicBool,
+    /// See [`Consensus::job_news`].
+    job_news: Notify,
     /// Told when this node's role or the jobs-waiting flag changes, so the
     /// cluster hears of it before the next heartbeat period.
     pub(super) news: Notify,
@@ -133,6 +135,7 @@ impl Consensus {
             leader_heard_ms: AtomicU64::new(0),
             next_member: AtomicUsize::new(0),
             jobs_waiting: AtomicBool::new(false),
+            job_news: Notify::new(),
             news: Notify::new(),
         }))
     }
@@ -152,6 +155,7 @@ impl Consensus {
             leader_heard_ms: AtomicU64::new(0),
             next_member: AtomicUsize::new(0),
             jobs_waiting: AtomicBool::new(false),
+            job_news: Notify::new(),
             news: Notify::new(),
         })
     }
@@ -235,6 +239,24 @@ impl Consensus {
         if !self.jobs_waiting.swap(waiting, Ordering::Relaxed) && waiting {
             self.announce();
         }
+    }
+
+    /// Resolves when jobs may have changed: entries were applied to this
+    /// node's replica, or the leader's heartbeat says jobs started to wait.
+    /// For one waiter, the job runner.
+    pub async fn job_news(&self) {
+        match &self.state {
+            Some(state) => tokio::select! {
+                () = state.applied() => {}
+                () = self.job_news.notified() => {}
+            },
+            None => self.job_news.notified().await,
+        }
+    }
+
+    /// The leader's heartbeat says jobs wait (see [`Consensus::job_news`]).
+    pub fn leader_says_jobs_wait(&self) {
+        self.job_news.notify_one();
     }
 
     /// Resolves when this node's role or its jobs-waiting flag may have

@@ -27,6 +27,7 @@
 use std::io;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use tokio::sync::Notify;
 
 use futures::{Stream, TryStreamExt};
 use openraft::entry::RaftEntry;
@@ -100,6 +101,8 @@ struct SnapshotBody<C: RaftTypeConfig, S> {
 struct Shared<C: RaftTypeConfig, S> {
     state: Arc<RwLock<S>>,
     position: Mutex<Position<C>>,
+    /// Told after entries are applied or a snapshot installed.
+    applied: Arc<Notify>,
 }
 
 impl<C: RaftTypeConfig, S> Shared<C, S> {
@@ -149,6 +152,7 @@ impl<C: RaftTypeConfig, S: StateLogic<C>> StateMachine<C, S> {
             shared: Arc::new(Shared {
                 state: Arc::new(RwLock::new(body.state)),
                 position: Mutex::new(body.position),
+                applied: Arc::new(Notify::new()),
             }),
             snapshots,
         })
@@ -158,6 +162,7 @@ impl<C: RaftTypeConfig, S: StateLogic<C>> StateMachine<C, S> {
     pub fn reader(&self) -> StateReader<S> {
         StateReader {
             state: Arc::clone(&self.shared.state),
+            applied: Arc::clone(&self.shared.applied),
         }
     }
 
@@ -216,12 +221,14 @@ fn decode_snapshot<C: RaftTypeConfig, S: StateLogic<C>>(
 /// Reads the applied state; cheap to clone.
 pub struct StateReader<S> {
     state: Arc<RwLock<S>>,
+    applied: Arc<Notify>,
 }
 
 impl<S> Clone for StateReader<S> {
     fn clone(&self) -> Self {
         Self {
             state: Arc::clone(&self.state),
+            applied: Arc::clone(&self.applied),
         }
     }
 }
@@ -234,6 +241,12 @@ impl<S> StateReader<S> {
         // `Shared`); readers still get an answer rather than a panic.
         let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
         read(&state)
+    }
+
+    /// Resolves once entries were applied (or a snapshot installed) since
+    /// the last call returned; meant for one waiter, the job runner.
+    pub async fn applied(&self) {
+        self.applied.notified().await
     }
 }
 
@@ -309,6 +322,7 @@ where
                 responder.send(response);
             }
         }
+        self.shared.applied.notify_one();
         Ok(())
     }
 
@@ -344,6 +358,7 @@ where
                 *shared.position() = body.position;
             }
             shared.state.clear_poison();
+            shared.applied.notify_one();
             Ok(())
         })
         .await

@@ -2,7 +2,8 @@
 //! from the live nodes, promotes caught-up ones to voters in place of dead
 //! ones, and drops learners that died or are no longer needed (the rules
 //! are [`membership::View::next_step`]). Every node also notices here when
-//! its own role changes, so its heartbeat tells the cluster at once.
+//! its own role changes, so its heartbeat tells the cluster at once, and
+//! stops openraft's ticker unless it votes.
 
 use super::consensus::{Consensus, LEADER_WAIT};
 use super::membership::{self, Step};
@@ -46,6 +47,9 @@ impl Consensus {
             let metrics = raft.metrics().borrow_watched().clone();
             let voters: BTreeSet<u64> =
                 metrics.membership_config.membership().voter_ids().collect();
+            // openraft's ticker (every 50 ms) serves elections and the
+            // leader's heartbeats: nodes that do not vote let it sleep.
+            raft.runtime_config().tick(voters.contains(&self.me));
             if metrics.current_leader != seen_leader || voters != seen_voters {
                 tracing::info!(term = metrics.current_term, leader = ?metrics.current_leader, ?voters, "raft membership");
                 seen_leader = metrics.current_leader;

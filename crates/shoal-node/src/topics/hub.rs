@@ -146,7 +146,8 @@ impl TopicState {
     }
 
     /// Delivers messages whose gap waited too long.
-    fn release_gaps(&mut self, now: Instant) {
+    /// Hands out what waited past its time; returns whether a gap is left.
+    fn release_gaps(&mut self, now: Instant) -> bool {
         let ready: Vec<Arc<TopicMessage>> = self
             .publishers
             .values_mut()
@@ -156,6 +157,9 @@ impl TopicState {
         for message in ready {
             self.hand_out(message);
         }
+        self.publishers
+            .values()
+            .any(|stream| stream.order.has_gap())
     }
 
     fn hand_out(&mut self, message: Arc<TopicMessage>) {
@@ -474,15 +478,18 @@ impl TopicHub {
     }
 
     /// Delivers the messages whose gaps waited too long.
-    fn release_gaps(&self, now: Instant) {
+    /// Gives up on gaps past their time; returns whether any is left.
+    fn release_gaps(&self, now: Instant) -> bool {
+        let mut left = false;
         for state in self.topics().values_mut() {
-            state.release_gaps(now);
+            left |= state.release_gaps(now);
         }
+        left
     }
 }
 
 /// Delivers gossip's topic messages to the hub until the node stops, and
-/// gives up on gaps in time.
+/// gives up on gaps in time; a node with no gap to watch does not wake.
 pub async fn receive(
     hub: Arc<TopicHub>,
     mut deliveries: mpsc::Receiver<TopicDelivery>,
@@ -490,14 +497,19 @@ pub async fn receive(
 ) {
     let mut gaps = tokio::time::interval(REORDER_WAIT / 4);
     gaps.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A delivery may open a gap; the next tick looks.
+    let mut maybe_gaps = false;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             delivery = deliveries.recv() => match delivery {
-                Some(delivery) => hub.receive(delivery),
+                Some(delivery) => {
+                    hub.receive(delivery);
+                    maybe_gaps = true;
+                }
                 None => return,
             },
-            _ = gaps.tick() => hub.release_gaps(Instant::now()),
+            _ = gaps.tick(), if maybe_gaps => maybe_gaps = hub.release_gaps(Instant::now()),
         }
     }
 }
