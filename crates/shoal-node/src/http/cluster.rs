@@ -2,7 +2,6 @@
 //! telemetry events and Prometheus metrics.
 
 use super::error::{ApiResult, Query};
-use crate::node::Read;
 use crate::node::handle::Node;
 use axum::Json;
 use axum::extract::State;
@@ -28,9 +27,7 @@ pub async fn cluster(State(node): State<Node>) -> ApiResult<ClusterView> {
 #[utoipa::path(get, path = "/v1/status", tag = "cluster", responses((status = 200, body = NodeStatus)))]
 pub async fn status(State(node): State<Node>) -> ApiResult<NodeStatus> {
     let mut status = node.status();
-    if !status.raft.member {
-        status.jobs = node.job_counts(Read::Stale).await.unwrap_or_default();
-    }
+    status.jobs = node.job_counts_for_status().await;
     Ok(Json(status))
 }
 

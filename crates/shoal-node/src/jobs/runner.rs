@@ -50,6 +50,9 @@ const MAX_ASK_GAP: Duration = Duration::from_secs(2);
 /// How long finished jobs are kept.
 pub const RETENTION: Duration = Duration::from_secs(24 * 3600);
 
+/// What waits is shared among at most this many runners at a time.
+const MAX_SHARES: usize = 8;
+
 /// Jobs one node runs at once, per worker slot. A job mostly waits for its
 /// call (which takes a slot only while it executes, possibly elsewhere), so
 /// a node holds many more jobs than it has slots.
@@ -194,8 +197,9 @@ pub async fn run(runner: JobRunner, tasks: TaskTracker, shutdown: CancellationTo
             continue;
         }
         let now = now_ms();
-        let runners =
-            1 + peers.read(|peers| peers.live().filter(|(_, p)| p.load.slots > 0).count());
+        let runners = (1 + peers
+            .read(|peers| peers.live().filter(|(_, p)| p.load.slots > 0).count()))
+        .min(MAX_SHARES);
         let up_to = free * runners;
         let found = match consensus.read_local(|state| Leasable {
             leasable: state.jobs.leasable(&offer, now, up_to),
@@ -223,7 +227,9 @@ pub async fn run(runner: JobRunner, tasks: TaskTracker, shutdown: CancellationTo
         }
         // A fair share of what waits, so the other runners take the rest
         // and a node that dies takes only its share of the cluster's jobs
-        // with it.
+        // with it. Shares are of at most MAX_SHARES: in a large cluster
+        // each lease still takes a useful batch (a job's call runs
+        // wherever placement puts it, not where it was leased).
         let share = leasable.div_ceil(runners);
         let max = free.min(share);
         let free_local = max_local_jobs.saturating_sub(running_local.load(Ordering::Relaxed));

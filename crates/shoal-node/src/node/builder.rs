@@ -492,6 +492,7 @@ impl Assembled {
                 events,
                 logs,
                 started_at: Instant::now(),
+                member_job_counts: Mutex::default(),
                 api_addr,
                 net: network.handle,
                 shutdown: shutdown.clone(),

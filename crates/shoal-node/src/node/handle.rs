@@ -18,7 +18,7 @@ use futures::{Stream, StreamExt};
 use libp2p::{Multiaddr, PeerId};
 use serde_json::Value;
 use shoal_proto::{CallError, ErrorCode, Heartbeat, NodeId};
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -47,6 +47,9 @@ pub(crate) struct NodeInner {
     /// Recent warnings and errors, for `GET /v1/logs`.
     pub(crate) logs: Arc<LogRing>,
     pub(crate) started_at: Instant,
+    /// Job counts a member gave this node (which holds no replica), and
+    /// when; see `Node::job_counts_for_status`.
+    pub(crate) member_job_counts: Mutex<Option<(Instant, BTreeMap<String, usize>)>>,
     pub(crate) api_addr: Option<std::net::SocketAddr>,
     pub(crate) net: NetHandle,
     pub(crate) shutdown: CancellationToken,

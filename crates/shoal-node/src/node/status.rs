@@ -1,6 +1,7 @@
 //! What a node reports about itself and the cluster: `shoal status`,
 //! `GET /v1/cluster` and `GET /metrics`.
 
+use super::Read;
 use super::handle::Node;
 use crate::cluster::peers::Liveness;
 use crate::telemetry::metrics;
@@ -9,7 +10,10 @@ use shoal_proto::Heartbeat;
 use shoal_proto::api::{CallCounters, ClusterView, Member, NodeStatus};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// How long job counts asked of a member serve a node's status.
+const STATUS_JOB_COUNTS_EVERY: Duration = Duration::from_secs(1);
 
 impl Node {
     /// This node: load, call counters, Raft, jobs in its replica.
@@ -40,6 +44,28 @@ impl Node {
             raft: inner.consensus.status(),
             jobs: self.local_job_counts(),
         }
+    }
+
+    /// Jobs by state, for `shoal status`: from this node's replica, or on a
+    /// node without one from a member, asked at most once a second so that
+    /// something polling every node's status does not flood the members.
+    pub async fn job_counts_for_status(&self) -> BTreeMap<String, usize> {
+        if self.inner.consensus.holds_replica() {
+            return self.local_job_counts();
+        }
+        let fresh = |cached: &Option<(Instant, BTreeMap<String, usize>)>| {
+            cached
+                .as_ref()
+                .filter(|(at, _)| at.elapsed() < STATUS_JOB_COUNTS_EVERY)
+                .map(|(_, counts)| counts.clone())
+        };
+        if let Some(counts) = fresh(&self.inner.member_job_counts.lock().expect("lock")) {
+            return counts;
+        }
+        let counts = self.job_counts(Read::Stale).await.unwrap_or_default();
+        *self.inner.member_job_counts.lock().expect("lock") =
+            Some((Instant::now(), counts.clone()));
+        counts
     }
 
     /// Jobs by state in this node's replica (empty on non-members).
