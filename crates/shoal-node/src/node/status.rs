@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 /// How long job counts asked of a member serve a node's status.
 const STATUS_JOB_COUNTS_EVERY: Duration = Duration::from_secs(1);
+/// How long a node's status waits for a member's job counts.
+const STATUS_JOB_COUNTS_WAIT: Duration = Duration::from_millis(500);
 
 impl Node {
     /// This node: load, call counters, Raft, jobs in its replica.
@@ -62,7 +64,11 @@ impl Node {
         if let Some(counts) = fresh(&self.inner.member_job_counts.lock().expect("lock")) {
             return counts;
         }
-        let counts = self.job_counts(Read::Stale).await.unwrap_or_default();
+        // A member that died a moment ago must not hold the status up.
+        let asked = tokio::time::timeout(STATUS_JOB_COUNTS_WAIT, self.job_counts(Read::Stale));
+        let Ok(Ok(counts)) = asked.await else {
+            return BTreeMap::new();
+        };
         *self.inner.member_job_counts.lock().expect("lock") =
             Some((Instant::now(), counts.clone()));
         counts
