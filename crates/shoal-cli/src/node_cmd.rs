@@ -94,6 +94,10 @@ pub struct NodeArgs {
     /// per slot reach this.
     #[arg(long, default_value_t = 4.0)]
     alert_load: f64,
+    /// Learners the Raft leader keeps beside the voters (2 + ln N of them),
+    /// ready to take a dead voter's place; other nodes hold no replica.
+    #[arg(long, default_value_t = 2)]
+    raft_standbys: usize,
 }
 
 /// `--http`: an address, or `off`.
@@ -127,6 +131,7 @@ impl NodeArgs {
             http: self.http.0,
             api_token: read_token(self.api_token.as_deref(), self.api_token_file.as_deref())?,
             alert_load: self.alert_load,
+            raft_standbys: self.raft_standbys,
             ..defaults
         })
     }
