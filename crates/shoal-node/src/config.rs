@@ -54,6 +54,11 @@ pub struct NodeConfig {
     /// Learners the Raft leader keeps beside the voters, ready to take a
     /// dead voter's place; the other nodes hold no replica.
     pub raft_standbys: usize,
+    /// A call stream with no traffic for this long is closed cleanly, and a
+    /// connection with no stream for this long too: a node holds
+    /// connections to the peers it works with now, not to every peer it
+    /// ever reached (SWIM reaches every member in turn).
+    pub idle_timeout: Duration,
     /// Labels jobs may require (`--label printer=color`).
     pub labels: BTreeMap<String, String>,
     /// Resources jobs may require (`--resource gpu=1`).
@@ -90,6 +95,7 @@ impl Default for NodeConfig {
             raft: true,
             raft_snapshots: RaftSnapshotConfig::default(),
             raft_standbys: 2,
+            idle_timeout: Duration::from_secs(30),
             labels: BTreeMap::new(),
             resources: BTreeMap::new(),
             http: None,

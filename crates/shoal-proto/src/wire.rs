@@ -91,6 +91,9 @@ pub enum Frame {
     RaftRequest { id: u64, body: Bytes },
     /// The answer to the `RaftRequest` with the same id.
     RaftResponse { id: u64, body: Bytes },
+    /// The sender closes this stream because it was idle: not a failure.
+    /// Nothing more comes on it; the next frame either way opens a new one.
+    Bye,
 }
 
 /// Why bytes could not become a frame, or a frame could not be sent.

@@ -35,8 +35,8 @@ impl FrameHandler for CallFrames {
             },
             Frame::Steal { max } => calls.give_stolen(peer, max),
             Frame::Stolen { calls: stolen } => calls.take_stolen(peer, stolen),
-            Frame::RaftRequest { .. } | Frame::RaftResponse { .. } => {
-                tracing::warn!(%peer, "a Raft frame reached the calls; dropped");
+            Frame::RaftRequest { .. } | Frame::RaftResponse { .. } | Frame::Bye => {
+                tracing::warn!(%peer, "a link frame reached the calls; dropped");
             }
         }
     }

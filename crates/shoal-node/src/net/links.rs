@@ -23,13 +23,19 @@
 //! last stream to a peer ends, the handler hears
 //! [`on_link_lost`](FrameHandler::on_link_lost) after every frame that
 //! stream carried.
+//!
+//! A stream with no frame either way for the link's idle time is closed
+//! cleanly, so that a node does not hold a stream (and with it a
+//! connection) to every peer it ever called: it leaves the table, says
+//! [`Frame::Bye`], and reads on until the other side has closed too. A
+//! stream that ends after a Bye either way is no loss.
 
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::{PeerId, StreamProtocol};
 use shoal_proto::wire::{CALL_PROTOCOL, frame_len};
 use shoal_proto::{Frame, FrameError};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -53,6 +59,8 @@ const RAFT_INBOX: usize = 1024;
 /// Requests to open a stream waiting for the driver; each is handled in
 /// microseconds (the opening itself runs in its own task).
 const OPEN_REQUESTS: usize = 256;
+/// After a Bye, how long a stream waits for the other side to close.
+const LINGER: Duration = Duration::from_secs(5);
 
 /// Receives the call frames that arrive on any stream. It is called on the
 /// stream's reader task, so it must not block: take a lock for a moment,
@@ -100,8 +108,32 @@ struct Shared {
     open_requests: mpsc::Sender<(PeerId, OpenReply)>,
     next_stream_id: AtomicU64,
     to_raft: mpsc::Sender<(PeerId, Frame)>,
+    /// A stream with no frame either way for this long is closed.
+    idle: Duration,
     tasks: TaskTracker,
     shutdown: CancellationToken,
+}
+
+/// What a stream's reader, writer and idle watch share.
+struct StreamLife {
+    /// When a frame last went either way (ms since the epoch).
+    last_frame_ms: AtomicU64,
+    /// A Bye went one way or the other: the end is no loss.
+    said_bye: AtomicBool,
+    /// The other side said Bye.
+    heard_bye: tokio::sync::Notify,
+}
+
+impl StreamLife {
+    fn touch(&self) {
+        self.last_frame_ms
+            .store(crate::clock::now_ms(), Ordering::Relaxed);
+    }
+
+    fn idle_for(&self) -> Duration {
+        let last = self.last_frame_ms.load(Ordering::Relaxed);
+        Duration::from_millis(crate::clock::now_ms().saturating_sub(last))
+    }
 }
 
 fn protocol() -> StreamProtocol {
@@ -113,6 +145,7 @@ impl Links {
     /// read, and the inbox of Raft frames.
     pub fn new(
         control: libp2p_stream::Control,
+        idle: Duration,
         tasks: TaskTracker,
         shutdown: CancellationToken,
     ) -> Result<(Links, LinkDriver, RaftInbox), LinkError> {
@@ -127,6 +160,7 @@ impl Links {
             open_requests,
             next_stream_id: AtomicU64::new(0),
             to_raft,
+            idle,
             tasks,
             shutdown,
         }));
@@ -207,18 +241,35 @@ impl Links {
                 queue: queue.clone(),
             });
         let links = self.clone();
+        let bye = queue.clone();
         self.0.tasks.spawn(async move {
             let (reader, writer) = stream.split();
             let shutdown = links.0.shutdown.clone();
+            let life = StreamLife {
+                last_frame_ms: AtomicU64::new(crate::clock::now_ms()),
+                said_bye: AtomicBool::new(false),
+                heard_bye: tokio::sync::Notify::new(),
+            };
+            let life = &life;
+            let writing = async {
+                let written = write_frames(writer, outgoing, life).await;
+                if written.is_ok() && life.said_bye.load(Ordering::Relaxed) {
+                    // Our side is closed; the reader takes what still comes.
+                    tokio::time::sleep(LINGER).await;
+                }
+                written
+            };
             let result = tokio::select! {
                 _ = shutdown.cancelled() => Ok(()),
-                r = links.read_frames(reader, peer, handler.as_ref()) => r,
-                r = write_frames(writer, outgoing) => r,
+                r = links.read_frames(reader, peer, id, handler.as_ref(), life) => r,
+                r = writing => r,
+                () = links.close_when_idle(peer, id, bye, life) => Ok(()),
             };
             if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "call stream ended");
             }
-            if links.detach(peer, id) && !shutdown.is_cancelled() {
+            let lost = !life.said_bye.load(Ordering::Relaxed);
+            if links.detach(peer, id) && lost && !shutdown.is_cancelled() {
                 handler.on_link_lost(peer);
             }
         });
@@ -239,13 +290,46 @@ impl Links {
         empty
     }
 
+    /// Once the stream has carried no frame for the idle time: takes it
+    /// out of the table and says Bye. Either way, once one side said Bye,
+    /// lets go of the stream's queue so the writer closes its half; the
+    /// reader reads until the other side has closed too. Never returns:
+    /// the stream's other halves end it.
+    async fn close_when_idle(&self, peer: PeerId, id: u64, bye: Queue, life: &StreamLife) {
+        loop {
+            let idle = life.idle_for();
+            if idle >= self.0.idle {
+                break;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.0.idle - idle) => {}
+                () = life.heard_bye.notified() => {
+                    drop(bye);
+                    return std::future::pending().await;
+                }
+            }
+        }
+        life.said_bye.store(true, Ordering::Relaxed);
+        self.detach(peer, id);
+        let mut frame = Vec::new();
+        if Frame::Bye.encode_into(&mut frame).is_ok() {
+            let _ = bye.send(frame).await;
+        }
+        drop(bye);
+        tracing::debug!(%peer, "idle call stream closed");
+        std::future::pending().await
+    }
+
     /// Reads frames until the stream ends: call frames to the handler,
-    /// Raft frames to their inbox.
+    /// Raft frames to their inbox. After the other side's Bye, the stream
+    /// leaves the table and its end is no loss.
     async fn read_frames(
         &self,
         reader: futures::io::ReadHalf<libp2p::Stream>,
         peer: PeerId,
+        id: u64,
         handler: &dyn FrameHandler,
+        life: &StreamLife,
     ) -> Result<(), LinkError> {
         let mut reader = futures::io::BufReader::with_capacity(64 * 1024, reader);
         let mut body = Vec::new();
@@ -264,7 +348,13 @@ impl Links {
             if body.capacity() > MAX_KEPT_BODY_BYTES {
                 body = Vec::new();
             }
+            life.touch();
             match frame {
+                Frame::Bye => {
+                    life.said_bye.store(true, Ordering::Relaxed);
+                    self.detach(peer, id);
+                    life.heard_bye.notify_one();
+                }
                 Frame::RaftRequest { .. } | Frame::RaftResponse { .. } => {
                     if self.0.to_raft.send((peer, frame)).await.is_err() {
                         return Ok(()); // the node is stopping
@@ -371,6 +461,7 @@ async fn read_body(
 async fn write_frames(
     mut writer: futures::io::WriteHalf<libp2p::Stream>,
     mut outgoing: mpsc::Receiver<Vec<u8>>,
+    life: &StreamLife,
 ) -> Result<(), LinkError> {
     let mut batch = Vec::with_capacity(64 * 1024);
     while let Some(first) = outgoing.recv().await {
@@ -381,6 +472,7 @@ async fn write_frames(
                 Err(_) => break,
             }
         }
+        life.touch();
         writer.write_all(&batch).await?;
         writer.flush().await?;
         batch.clear();

@@ -19,9 +19,9 @@ use std::time::Duration;
 /// IPFS DHT so Shoal nodes only ever route among themselves.
 const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/shoal/kad/1");
 
-/// Connections stay open this long without traffic. Well above libp2p's
-/// 10 s default, so a cluster that is quiet between bursts keeps its links.
-const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(300);
+/// Each connection is pinged this often (libp2p's default is 15 s). SWIM
+/// finds dead members; pings are kept so other libp2p peers get answers.
+const PING_INTERVAL: Duration = Duration::from_secs(60);
 
 /// A topic message is at most 64 KiB of value plus its envelope.
 const MAX_GOSSIP_BYTES: usize = 256 * 1024;
@@ -46,6 +46,7 @@ pub fn build_swarm(keypair: Keypair, config: &NodeConfig) -> io::Result<Swarm<Be
     let psk = config.secret.map(PreSharedKey::new);
     let mdns_on = config.mdns;
     let heartbeat_interval = config.heartbeat_interval;
+    let idle_timeout = config.idle_timeout;
     let transport = transport(&keypair, psk)?;
     let Ok(builder) = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
@@ -56,7 +57,7 @@ pub fn build_swarm(keypair: Keypair, config: &NodeConfig) -> io::Result<Swarm<Be
             behaviour(key, peer_id, mdns_on, heartbeat_interval)
         })
         .map_err(io::Error::other)?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
+        .with_swarm_config(|c| c.with_idle_connection_timeout(idle_timeout))
         .build();
     Ok(swarm)
 }
@@ -139,7 +140,7 @@ fn behaviour(
             "/shoal/1".to_string(),
             key.public(),
         )),
-        ping: ping::Behaviour::new(ping::Config::new()),
+        ping: ping::Behaviour::new(ping::Config::new().with_interval(PING_INTERVAL)),
         kad,
         gossipsub,
         mdns: mdns.into(),

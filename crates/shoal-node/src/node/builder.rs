@@ -274,6 +274,7 @@ async fn start_network(
     let started = net::start(keypair, config, &lifetime.tasks, lifetime.shutdown.clone()).await?;
     let (links, link_driver, raft_inbox) = Links::new(
         started.control,
+        config.idle_timeout,
         lifetime.tasks.clone(),
         lifetime.shutdown.clone(),
     )?;

@@ -364,3 +364,44 @@ async fn nodes_that_know_only_a_stranger_find_their_cluster_by_name() {
         node.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_call_stream_closes_without_anyone_taking_it_for_a_death() {
+    use shoal_node::NodeConfig;
+    use shoal_proto::api::EventKind;
+    // No Raft traffic between the two (one voter, no standby), so the call
+    // stream is idle whenever no call frame travels. The caller closes it:
+    // the worker waits far longer, so it learns of the close by the Bye.
+    let nodes = start_cluster(2, |i, builder| {
+        let idle = [Duration::from_millis(300), Duration::from_secs(60)][i];
+        builtins::register(builder.config(NodeConfig {
+            idle_timeout: idle,
+            raft_standbys: 0,
+            ..test_config(if i == 0 { 0 } else { 1 })
+        }))
+    })
+    .await;
+    let caller = &nodes[0];
+    // The stream idles while the call runs and is closed; the result comes
+    // back on a new one.
+    let slept = caller.call("sleep", json!(1_500)).await;
+    assert!(slept.is_ok(), "{slept:?}");
+    let again = caller.call("echo", json!({"again": true})).await.unwrap();
+    assert_eq!(again, json!({"again": true}));
+    for node in &nodes {
+        let deaths: Vec<_> = node
+            .events()
+            .since(0)
+            .into_iter()
+            .filter(|event| event.kind == EventKind::NodeLeft)
+            .collect();
+        assert!(
+            deaths.is_empty(),
+            "a clean close taken for a death: {deaths:?}"
+        );
+        assert_eq!(node.peers().len(), 1);
+    }
+    for node in &nodes {
+        node.shutdown().await;
+    }
+}
