@@ -98,6 +98,10 @@ pub struct NodeArgs {
     /// ready to take a dead voter's place; other nodes hold no replica.
     #[arg(long, default_value_t = 2)]
     raft_standbys: usize,
+    /// Milliseconds after which an idle call stream, and a connection with
+    /// no stream, is closed.
+    #[arg(long, default_value_t = 30_000)]
+    idle_timeout_ms: u64,
 }
 
 /// `--http`: an address, or `off`.
@@ -132,6 +136,7 @@ impl NodeArgs {
             api_token: read_token(self.api_token.as_deref(), self.api_token_file.as_deref())?,
             alert_load: self.alert_load,
             raft_standbys: self.raft_standbys,
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms.max(100)),
             ..defaults
         })
     }
