@@ -268,8 +268,9 @@ impl Links {
             if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "call stream ended");
             }
-            let lost = !life.said_bye.load(Ordering::Relaxed);
-            if links.detach(peer, id) && lost && !shutdown.is_cancelled() {
+            // After a Bye either way the stream already left the table, so
+            // its end is no loss.
+            if links.detach(peer, id) && !shutdown.is_cancelled() {
                 handler.on_link_lost(peer);
             }
         });

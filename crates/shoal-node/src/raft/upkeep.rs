@@ -39,8 +39,9 @@ impl Consensus {
             if let Some(inbox) = &self.incoming_snapshots {
                 inbox.drop_abandoned(std::time::Instant::now());
             }
-            if self.role() != role {
-                role = self.role();
+            let now = self.role();
+            if now != role {
+                role = now;
                 tracing::info!(?role, "this node's part in Raft changed");
                 self.announce();
             }
