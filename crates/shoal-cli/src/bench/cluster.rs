@@ -18,6 +18,9 @@ const PATIENCE: Duration = Duration::from_secs(180);
 const POLL: Duration = Duration::from_millis(250);
 /// Job submissions in flight at once.
 const SUBMITTERS: usize = 32;
+/// The nodes close connections idle this long (the default is 30 s), so
+/// that the sockets counted after the idle period are those a node keeps.
+const IDLE_TIMEOUT_MS: &str = "5000";
 
 #[derive(Args)]
 pub struct ClusterArgs {
@@ -69,7 +72,7 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
 
 /// One cluster of `count` nodes, started, measured and stopped.
 async fn measure(count: usize, args: &ClusterArgs) -> anyhow::Result<Value> {
-    let common = ["--slots".to_string(), "2".to_string()];
+    let common = ["--slots", "2", "--idle-timeout-ms", IDLE_TIMEOUT_MS].map(String::from);
     let first = NodeProcess::spawn(&common)?;
     let join = ["--join".to_string(), first.addr.to_string()];
     let mut nodes = vec![first];
@@ -97,6 +100,10 @@ async fn measure(count: usize, args: &ClusterArgs) -> anyhow::Result<Value> {
     // not what this measures).
     let victims = count.div_ceil(20).min(count - 1);
     let doomed: Vec<usize> = (1..=victims).map(|k| k * count / (victims + 1)).collect();
+    let mut doomed_ids = Vec::new();
+    for &index in &doomed {
+        doomed_ids.push(clients[index].status().await?.peer_id);
+    }
     let killed_at = Instant::now();
     for &index in &doomed {
         nodes[index].kill();
@@ -105,7 +112,7 @@ async fn measure(count: usize, args: &ClusterArgs) -> anyhow::Result<Value> {
         .filter(|i| !doomed.contains(i))
         .map(|i| clients[i].clone())
         .collect();
-    wait_until_all_see(&survivors, count - 1 - victims).await?;
+    wait_until_all_know_dead(&survivors, &doomed_ids).await?;
     let detect_dead_s = killed_at.elapsed().as_secs_f64();
 
     Ok(json!({
@@ -141,6 +148,33 @@ async fn wait_until_all_see(clients: &[Client], alive: usize) -> anyhow::Result<
         anyhow::ensure!(
             Instant::now() < deadline,
             "after {PATIENCE:?} the nodes see {counts:?} live peers, not {alive}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Waits until every one of `clients`' nodes holds each of `dead` for dead
+/// (or has forgotten it).
+async fn wait_until_all_know_dead(clients: &[Client], dead: &[String]) -> anyhow::Result<()> {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let views = futures::future::join_all(clients.iter().map(|c| c.cluster())).await;
+        let unaware = views
+            .iter()
+            .filter(|view| {
+                view.as_ref().map_or(true, |view| {
+                    view.members
+                        .iter()
+                        .any(|m| dead.contains(&m.peer_id) && m.liveness != "dead")
+                })
+            })
+            .count();
+        if unaware == 0 {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "after {PATIENCE:?} {unaware} nodes still hold a killed node for alive"
         );
         tokio::time::sleep(POLL).await;
     }

@@ -12,11 +12,12 @@
 //! thousands of them in simulated time.
 //!
 //! ```text
-//!   packet / clock / "connection to P broke" ─► Membership (foca) ─► Effects
+//!   packet / clock / "call stream to P broke" ─► Membership (foca) ─► Effects
 //!                                                                   ├ sends: (member, bytes)
 //!                                                                   └ changes: Up / Down
 //! ```
 
+use crate::net::datagrams::{udp_addr, udp_multiaddr};
 pub use foca::State;
 use foca::{AccumulatingRuntime, Foca, Identity, Member, NoCustomBroadcast, OwnedNotification};
 use foca::{PostcardCodec, Timer, TimerToken};
@@ -28,16 +29,16 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
 /// An identity carries at most this many addresses; enough for a node
-/// listening on a few interfaces, small enough that a packet still carries
-/// many membership updates.
+/// listening on a few interfaces and its UDP socket, small enough that a
+/// packet still carries several membership updates.
 const MAX_ADDRS: usize = 4;
-/// The largest SWIM packet; packets travel on libp2p streams, not UDP, so
-/// they may be larger than a datagram and carry more updates each.
-pub const MAX_PACKET_BYTES: usize = 4096;
+/// The largest SWIM packet: one sealed datagram (see `net::datagrams`).
+pub const MAX_PACKET_BYTES: usize = crate::net::datagrams::MAX_DATAGRAM_BODY;
 /// Every this many periods a node compares its view with a random
 /// member's (by [`Membership::digest`]) and takes its list if they differ.
 pub const COMPARE_EVERY_PERIODS: u32 = 10;
@@ -70,9 +71,10 @@ impl SwimId {
     }
 
     /// A node starting now, reachable at its listen addresses (routable
-    /// ones first; a trailing `/p2p/<id>` is dropped), whose generation is
-    /// the start time so a restart outranks the node's previous life.
-    pub fn for_node(peer: PeerId, listen: &[Multiaddr]) -> Self {
+    /// ones first; a trailing `/p2p/<id>` is dropped) and, for membership
+    /// datagrams, at `udp`; its generation is the start time so a restart
+    /// outranks the node's previous life.
+    pub fn for_node(peer: PeerId, listen: &[Multiaddr], udp: Option<SocketAddr>) -> Self {
         let mut addrs: Vec<Multiaddr> = listen
             .iter()
             .map(|addr| {
@@ -84,6 +86,10 @@ impl SwimId {
             })
             .collect();
         addrs.sort_by_key(is_loopback);
+        if let Some(udp) = udp {
+            addrs.truncate(MAX_ADDRS - 1);
+            addrs.push(udp_multiaddr(udp));
+        }
         let generation = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |since| since.as_millis() as u64);
@@ -94,8 +100,18 @@ impl SwimId {
         self.peer
     }
 
+    /// Every address, the UDP one included.
     pub fn addrs(&self) -> &[Multiaddr] {
         &self.addrs
+    }
+
+    /// The addresses libp2p dials: all but the UDP one.
+    pub fn dialable_addrs(&self) -> Vec<Multiaddr> {
+        self.addrs
+            .iter()
+            .filter(|addr| udp_addr(std::slice::from_ref(addr)).is_none())
+            .cloned()
+            .collect()
     }
 }
 
@@ -331,7 +347,7 @@ impl<I: MemberId> Membership<I> {
         effects
     }
 
-    /// Something outside SWIM suggests `peer` is gone (its connection broke):
+    /// Something outside SWIM suggests `peer` is gone (its call stream broke):
     /// suspect it now rather than wait for a probe. If it is alive it
     /// refutes; if not, it is down after the suspicion time.
     pub fn suspect(&mut self, peer: &I::Addr, now: Duration) -> Effects<I> {

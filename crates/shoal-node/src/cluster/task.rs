@@ -125,6 +125,7 @@ impl ClusterTask {
                 _ = shutdown.cancelled() => break,
                 Some(event) = self.net_events.recv() => self.on_net_event(&mut local, event),
                 Some(peer) = self.unreachable.recv() => {
+                    self.consensus.rpc().on_link_lost(peer);
                     self.on_unreachable(peer);
                     let now = local.now();
                     self.apply(local.swim.suspect(&peer, now));
@@ -179,7 +180,6 @@ impl ClusterTask {
                 self.introduce(swim, peer, now);
             }
             NetEvent::Connected(_) => {}
-            NetEvent::ConnectionLost(peer) => self.apply(swim.suspect(&peer, now)),
         }
     }
 
@@ -259,7 +259,8 @@ impl ClusterTask {
         for change in effects.changes {
             let event = match change {
                 Change::Up(id) => {
-                    self.net.add_addresses(id.peer(), id.addrs().to_vec());
+                    self.net.add_addresses(id.peer(), id.dialable_addrs());
+                    self.net.datagrams().learn(id.peer(), id.addrs());
                     // New to SWIM, so maybe new to it: its heartbeat may
                     // have reached this node first, but not this node's it.
                     met.push(id.peer());

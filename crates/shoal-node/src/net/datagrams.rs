@@ -1,24 +1,37 @@
 //! Small, loss-tolerant messages between members: SWIM packets, load
-//! reports and a newcomer's copy of the member list, one message per
-//! stream on `/shoal/<cluster>/members/1`.
+//! reports and a newcomer's copy of the member list.
 //!
-//! A stream costs one yamux frame to open on a connection that exists, and
-//! libp2p dials the peer (from the addresses its membership identity
-//! carries) when none does, so a node talks to any member without holding a
-//! connection to every one. The protocol name holds the cluster's name: a
-//! node of another cluster does not speak it, and never becomes a member.
+//! A message goes as one UDP datagram, sealed with the cluster's key (see
+//! [`sealed`](super::sealed)), when this node knows the member's UDP
+//! address and the message fits in one; membership messages are small, so
+//! that is nearly always. Probing a random member each period therefore
+//! opens no connection, and a node holds TCP connections only to the
+//! members it calls or replicates to. A member's UDP address comes from its
+//! membership identity, and from the source of each packet it sends.
 //!
-//! Sending never waits: a message that finds every sending slot busy is
-//! dropped, as a lost packet would be, and SWIM and the next load report
-//! make up for it.
+//! Anything else — a member list, a message to a node known only by its
+//! peer id (a join address) or to a member without UDP — goes as one message
+//! per stream on `/shoal/<cluster>/members/1`, which libp2p dials when no
+//! connection is open. The protocol name holds the cluster's name: a node
+//! of another cluster does not speak it, and never becomes a member.
+//!
+//! Sending never waits: a message that finds every sending slot busy, or
+//! the socket's buffer full, is dropped, as a lost packet would be, and
+//! SWIM and the next load report make up for it.
 
 use super::NetEvent;
+use super::sealed::{OVERHEAD_BYTES, Sealer};
+use crate::config::NodeConfig;
 use bytes::Bytes;
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
-use libp2p::{PeerId, StreamProtocol};
+use libp2p::multiaddr::Protocol;
+use libp2p::{Multiaddr, PeerId, StreamProtocol};
 use shoal_proto::Heartbeat;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::net::UdpSocket;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -32,6 +45,14 @@ const MAX_SENDING: usize = 256;
 const MAX_RECEIVING: usize = 256;
 /// Opening, writing or reading one message takes at most this long.
 const MESSAGE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The largest datagram sent: one Ethernet frame, so no datagram is
+/// fragmented on its way (a lost fragment would lose the whole of it).
+const MAX_DATAGRAM_BYTES: usize = 1400;
+/// The largest message body sent as a datagram; larger ones take a stream.
+pub const MAX_DATAGRAM_BODY: usize = MAX_DATAGRAM_BYTES - OVERHEAD_BYTES;
+/// Members whose UDP address a node remembers; far more than it talks to.
+const MAX_UDP_ADDRS: usize = 100_000;
 
 /// A failed dial is tried once more after this long.
 const REDIAL_AFTER: Duration = Duration::from_millis(100);
@@ -50,6 +71,126 @@ pub struct Datagrams {
     sending: Arc<Semaphore>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
+    udp: Option<Udp>,
+}
+
+/// This node's membership socket, and where members' sockets are.
+#[derive(Clone)]
+pub struct Udp {
+    socket: Arc<UdpSocket>,
+    /// Where members reach the socket.
+    addr: SocketAddr,
+    sealer: Arc<Sealer>,
+    me: PeerId,
+    addrs: Arc<Mutex<HashMap<PeerId, SocketAddr>>>,
+}
+
+impl Udp {
+    /// Binds this node's membership socket beside its first TCP listener
+    /// (`listening`, as bound): the same address and port if free
+    /// (operators open one port number for both), else another port, which
+    /// the node's identity announces. `None` if the node listens on no IP
+    /// address or no socket could be bound; members then reach it on
+    /// streams.
+    pub async fn bind(config: &NodeConfig, listening: &[Multiaddr], me: PeerId) -> Option<Udp> {
+        let tcp = listening.iter().find_map(ip_and_tcp)?;
+        let bind_ip = config
+            .listen
+            .iter()
+            .find_map(ip_and_tcp)
+            .map_or(tcp.ip(), |a| a.ip());
+        let socket = match UdpSocket::bind((bind_ip, tcp.port())).await {
+            Ok(socket) => socket,
+            Err(_) => match UdpSocket::bind((bind_ip, 0)).await {
+                Ok(socket) => socket,
+                Err(error) => {
+                    tracing::warn!(%bind_ip, %error, "no membership socket; members will use streams");
+                    return None;
+                }
+            },
+        };
+        let port = socket.local_addr().ok()?.port();
+        // Bound to every interface: announce a routable one.
+        let reach_ip = if bind_ip.is_unspecified() {
+            listening
+                .iter()
+                .filter_map(ip_and_tcp)
+                .map(|a| a.ip())
+                .filter(|ip| ip.is_ipv4() == bind_ip.is_ipv4())
+                .min_by_key(|ip| ip.is_loopback())
+                .unwrap_or(tcp.ip())
+        } else {
+            bind_ip
+        };
+        Some(Udp {
+            socket: Arc::new(socket),
+            addr: SocketAddr::new(reach_ip, port),
+            sealer: Arc::new(Sealer::new(&config.cluster_name, config.secret.as_ref())),
+            me,
+            addrs: Arc::default(),
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    fn addr_of(&self, peer: &PeerId) -> Option<SocketAddr> {
+        self.addrs
+            .lock()
+            .expect("udp addrs lock")
+            .get(peer)
+            .copied()
+    }
+
+    fn learn(&self, peer: PeerId, addr: SocketAddr) {
+        let mut addrs = self.addrs.lock().expect("udp addrs lock");
+        if addrs.len() < MAX_UDP_ADDRS || addrs.contains_key(&peer) {
+            addrs.insert(peer, addr);
+        }
+    }
+
+    /// Sends at once or not at all: a full socket buffer loses the
+    /// message, as the network might.
+    fn send(&self, to: SocketAddr, kind: u8, body: &[u8]) {
+        let packet = self.sealer.seal(&self.me, kind, body);
+        if let Err(error) = self.socket.try_send_to(&packet, to) {
+            tracing::trace!(%to, %error, "membership datagram not sent");
+        }
+    }
+}
+
+/// The IP address and port of `addr` if it is `/ip4|ip6/<ip>/tcp/<port>`,
+/// or `/udp/<port>` if `udp`.
+fn socket_addr(addr: &Multiaddr, udp: bool) -> Option<SocketAddr> {
+    let mut parts = addr.iter();
+    let ip: std::net::IpAddr = match parts.next()? {
+        Protocol::Ip4(ip) => ip.into(),
+        Protocol::Ip6(ip) => ip.into(),
+        _ => return None,
+    };
+    match (parts.next()?, udp) {
+        (Protocol::Tcp(port), false) | (Protocol::Udp(port), true) => {
+            Some(SocketAddr::new(ip, port))
+        }
+        _ => None,
+    }
+}
+
+fn ip_and_tcp(addr: &Multiaddr) -> Option<SocketAddr> {
+    socket_addr(addr, false)
+}
+
+/// The UDP address among `addrs` (`/ip4/…/udp/…` or `/ip6/…/udp/…`).
+pub fn udp_addr(addrs: &[Multiaddr]) -> Option<SocketAddr> {
+    addrs.iter().find_map(|addr| socket_addr(addr, true))
+}
+
+/// `addr` as a multiaddr, for a membership identity.
+pub fn udp_multiaddr(addr: SocketAddr) -> Multiaddr {
+    Multiaddr::empty()
+        .with(addr.ip().into())
+        .with(Protocol::Udp(addr.port()))
 }
 
 /// The cluster's membership protocol name.
@@ -59,25 +200,42 @@ pub fn protocol(cluster: &str) -> StreamProtocol {
 }
 
 impl Datagrams {
-    /// Starts receiving (messages arrive as [`NetEvent`]s on `events`) and
-    /// returns the sending side.
+    /// Starts receiving, on streams and on `udp` if there is one (messages
+    /// arrive as [`NetEvent`]s on `events`), and returns the sending side.
     pub fn start(
         control: libp2p_stream::Control,
         cluster: &str,
+        udp: Option<Udp>,
         events: mpsc::Sender<NetEvent>,
         tasks: &TaskTracker,
         shutdown: CancellationToken,
     ) -> Result<Datagrams, libp2p_stream::AlreadyRegistered> {
         let protocol = protocol(cluster);
         let incoming = control.clone().accept(protocol.clone())?;
-        tasks.spawn(receive(incoming, events, tasks.clone(), shutdown.clone()));
+        tasks.spawn(receive(
+            incoming,
+            events.clone(),
+            tasks.clone(),
+            shutdown.clone(),
+        ));
+        if let Some(udp) = &udp {
+            tasks.spawn(receive_datagrams(udp.clone(), events, shutdown.clone()));
+        }
         Ok(Datagrams {
             control,
             protocol,
             sending: Arc::new(Semaphore::new(MAX_SENDING)),
             tasks: tasks.clone(),
             shutdown,
+            udp,
         })
+    }
+
+    /// Remembers the UDP address among a member's `addrs`, if it has one.
+    pub fn learn(&self, peer: PeerId, addrs: &[Multiaddr]) {
+        if let (Some(udp), Some(addr)) = (&self.udp, udp_addr(addrs)) {
+            udp.learn(peer, addr);
+        }
     }
 
     /// Sends a SWIM packet to `peer`.
@@ -108,6 +266,14 @@ impl Datagrams {
     }
 
     fn send(&self, peer: PeerId, kind: u8, body: Bytes) {
+        if let Some(udp) = &self.udp
+            && kind != STATE
+            && body.len() <= MAX_DATAGRAM_BODY
+            && let Some(addr) = udp.addr_of(&peer)
+        {
+            udp.send(addr, kind, &body);
+            return;
+        }
         let Ok(permit) = Arc::clone(&self.sending).try_acquire_owned() else {
             tracing::debug!(%peer, "membership messages are backed up; dropped one");
             return;
@@ -188,7 +354,10 @@ async fn receive(
             if !matches!(read, Ok(Ok(_))) || body.len() > MAX_MESSAGE_BYTES {
                 return;
             }
-            if let Some(event) = decode(peer, body) {
+            let Some((&kind, rest)) = body.split_first() else {
+                return;
+            };
+            if let Some(event) = decode(peer, kind, rest.to_vec()) {
                 // A full queue drops the message, as the network might.
                 let _ = events.try_send(event);
             }
@@ -196,9 +365,35 @@ async fn receive(
     }
 }
 
-fn decode(peer: PeerId, mut body: Vec<u8>) -> Option<NetEvent> {
-    let kind = *body.first()?;
-    let rest = body.split_off(1);
+/// Receives sealed datagrams until `shutdown`, learning each sender's
+/// address from its packets.
+async fn receive_datagrams(udp: Udp, events: mpsc::Sender<NetEvent>, shutdown: CancellationToken) {
+    let mut buffer = vec![0; u16::MAX as usize];
+    loop {
+        let (len, from) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            received = udp.socket.recv_from(&mut buffer) => match received {
+                Ok(received) => received,
+                Err(error) => {
+                    // An ICMP error from an earlier send, on some systems.
+                    tracing::debug!(%error, "membership socket");
+                    tokio::time::sleep(REDIAL_AFTER).await;
+                    continue;
+                }
+            },
+        };
+        let Some(opened) = udp.sealer.open(&buffer[..len]) else {
+            tracing::trace!(%from, "dropped a datagram that is not this cluster's");
+            continue;
+        };
+        udp.learn(opened.from, from);
+        if let Some(event) = decode(opened.from, opened.kind, opened.body) {
+            let _ = events.try_send(event);
+        }
+    }
+}
+
+fn decode(peer: PeerId, kind: u8, rest: Vec<u8>) -> Option<NetEvent> {
     match kind {
         SWIM => Some(NetEvent::Swim(peer, Bytes::from(rest))),
         STATE_REQUEST => {

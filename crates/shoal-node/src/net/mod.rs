@@ -28,6 +28,7 @@
 
 pub mod datagrams;
 pub mod links;
+pub mod sealed;
 pub mod transport;
 
 use crate::config::NodeConfig;
@@ -35,7 +36,6 @@ use bytes::Bytes;
 use datagrams::Datagrams;
 use futures::StreamExt;
 use libp2p::identity::Keypair;
-use libp2p::swarm::ConnectionError;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, identify, kad, mdns};
 use shoal_proto::Heartbeat;
@@ -56,8 +56,10 @@ const EVENT_CAPACITY: usize = 4096;
 /// While a node has no peer at all it re-dials its `--join` addresses this often.
 const REJOIN_INTERVAL: Duration = Duration::from_secs(2);
 /// A DHT walk refreshes the routing table, and the node announces itself
-/// as a member again, this often.
-const BOOTSTRAP_INTERVAL: Duration = Duration::from_secs(30);
+/// as a member again, this often (kad's own default). Each walk talks to
+/// some 20 nodes, so walking often would hold connections open to most of a
+/// cluster of 100.
+const BOOTSTRAP_INTERVAL: Duration = Duration::from_secs(300);
 /// A node that knows no member dials at most this many of the members the
 /// DHT names; membership introduces it to the rest.
 const MEMBERS_TO_DIAL: usize = 3;
@@ -107,9 +109,6 @@ pub enum NetEvent {
     /// The member list, for this node that just joined.
     State(PeerId, Bytes),
     Connected(PeerId),
-    /// The last connection to the peer broke (not closed for being idle):
-    /// a hint that it may be gone.
-    ConnectionLost(PeerId),
 }
 
 enum NetCommand {
@@ -237,6 +236,8 @@ pub struct Started {
     pub handle: NetHandle,
     pub control: libp2p_stream::Control,
     pub listen_addrs: Vec<Multiaddr>,
+    /// Where members send this node membership datagrams, if it has a socket.
+    pub udp_addr: Option<std::net::SocketAddr>,
     pub events: mpsc::Receiver<NetEvent>,
     /// Messages of the user topics this node subscribed to.
     pub topic_deliveries: mpsc::Receiver<TopicDelivery>,
@@ -276,6 +277,8 @@ pub async fn start(
             tracing::warn!(%addr, error = %e, "cannot dial join address");
         }
     }
+    let udp = datagrams::Udp::bind(config, &listen_addrs, local_peer).await;
+    let udp_addr = udp.as_ref().map(datagrams::Udp::addr);
     let control = swarm.behaviour().stream.new_control();
     let (command_tx, command_rx) = mpsc::channel(COMMAND_CAPACITY);
     let (event_tx, event_rx) = mpsc::channel(EVENT_CAPACITY);
@@ -283,6 +286,7 @@ pub async fn start(
     let datagrams = Datagrams::start(
         control.clone(),
         &config.cluster_name,
+        udp,
         event_tx.clone(),
         tasks,
         shutdown.clone(),
@@ -308,6 +312,7 @@ pub async fn start(
         },
         control,
         listen_addrs,
+        udp_addr,
         events: event_rx,
         topic_deliveries: topic_rx,
     })
@@ -352,20 +357,19 @@ impl EventLoop {
                 _ = shutdown.cancelled() => break,
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 Some(command) = self.commands.recv() => self.on_command(command),
-                _ = rejoin.tick() => {
+                // A member may well have no connection open: idle ones close.
+                _ = rejoin.tick(), if self.lonely => {
                     if self.connected.is_empty() {
                         for addr in self.join.clone() {
                             let _ = self.swarm.dial(addr);
                         }
-                    } else if self.lonely {
+                    } else {
                         self.meet_cluster();
                     }
                 }
-                _ = bootstrap.tick() => {
-                    if !self.connected.is_empty() {
-                        let _ = self.swarm.behaviour_mut().kad.bootstrap();
-                        self.announce_membership();
-                    }
+                _ = bootstrap.tick(), if !self.lonely => {
+                    let _ = self.swarm.behaviour_mut().kad.bootstrap();
+                    self.announce_membership();
                 }
             }
         }
@@ -377,7 +381,7 @@ impl EventLoop {
             NetCommand::AddAddresses(peer, addrs) => {
                 let store = self.swarm.behaviour_mut().peer_store.store_mut();
                 for addr in addrs {
-                    store.add_address(&peer, &addr);
+                    store.add_address(&peer, &dialable(addr, peer));
                 }
             }
             NetCommand::SetLonely(lonely) => self.lonely = lonely,
@@ -456,13 +460,8 @@ impl EventLoop {
         if peer == self.local_peer || self.connected.contains(&peer) {
             return;
         }
-        // From a fresh port: two nodes that discover each other at the
-        // same moment (mDNS) would otherwise dial from their listening
-        // ports, meet in one simultaneously-opened TCP connection, both act
-        // as the handshake's initiator, and fail.
         let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
             .addresses(addrs)
-            .allocate_new_port()
             .build();
         let _ = self.swarm.dial(opts);
     }
@@ -474,7 +473,7 @@ impl EventLoop {
             } if self.connected.insert(peer_id) => {
                 tracing::debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
                 self.emit(NetEvent::Connected(peer_id));
-                if self.connected.len() == 1 {
+                if self.connected.len() == 1 && self.lonely {
                     // The first peer is a way into the DHT.
                     self.meet_cluster();
                 }
@@ -486,9 +485,6 @@ impl EventLoop {
                 ..
             } if self.connected.remove(&peer_id) => {
                 tracing::debug!(peer = %peer_id, ?cause, "disconnected");
-                if matches!(cause, Some(ConnectionError::IO(_))) {
-                    self.emit(NetEvent::ConnectionLost(peer_id));
-                }
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 if is_handshake_failure(&error.to_string()) {
@@ -546,7 +542,7 @@ impl EventLoop {
             BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
                 let kad = &mut self.swarm.behaviour_mut().kad;
                 for addr in info.listen_addrs {
-                    kad.add_address(&peer_id, addr);
+                    kad.add_address(&peer_id, dialable(addr, peer_id));
                 }
             }
             BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
@@ -574,6 +570,13 @@ impl EventLoop {
             _ => {}
         }
     }
+}
+
+/// `addr` ending in `/p2p/<peer>`, as the swarm dials it and the peer store
+/// records a dialed address: one address under two spellings would be
+/// dialed twice at once, and the loser's handshake cut short.
+fn dialable(addr: Multiaddr, peer: PeerId) -> Multiaddr {
+    addr.with_p2p(peer).unwrap_or_else(|addr| addr)
 }
 
 /// Whether a connection error looks like a failed pnet/noise handshake

@@ -3,7 +3,8 @@
 
 use crate::config::NodeConfig;
 use libp2p::core::muxing::StreamMuxerBox;
-use libp2p::core::transport::{Boxed, Transport as _};
+use libp2p::core::transport::TransportEvent;
+use libp2p::core::transport::{Boxed, DialOpts, ListenerId, PortUse, Transport, TransportError};
 use libp2p::core::upgrade::Version;
 use libp2p::identity::Keypair;
 use libp2p::pnet::{PnetConfig, PreSharedKey};
@@ -13,6 +14,8 @@ use libp2p::{
     yamux,
 };
 use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 /// Protocol name of the cluster's Kademlia DHT; distinct from the public
@@ -67,7 +70,9 @@ fn transport(
     psk: Option<PreSharedKey>,
 ) -> io::Result<Boxed<(PeerId, StreamMuxerBox)>> {
     let noise = noise::Config::new(key).map_err(io::Error::other)?;
-    let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true));
+    let tcp = FreshPorts(tcp::tokio::Transport::new(
+        tcp::Config::default().nodelay(true),
+    ));
     let yamux = yamux::Config::default();
     let transport = match psk {
         // pnet wraps the raw socket before anything else is said, so a peer
@@ -87,6 +92,48 @@ fn transport(
             .boxed(),
     };
     Ok(transport)
+}
+
+/// TCP that dials every connection from a new port, never from its
+/// listening one. Two nodes that dial each other at the same moment from
+/// their listening ports (both start talking to a newcomer, both walk the
+/// DHT) meet in one simultaneously-opened TCP connection in which both act
+/// as the handshake's initiator, and it fails.
+struct FreshPorts<T>(T);
+
+impl<T: Transport + Unpin> Transport for FreshPorts<T> {
+    type Output = T::Output;
+    type Error = T::Error;
+    type ListenerUpgrade = T::ListenerUpgrade;
+    type Dial = T::Dial;
+
+    fn listen_on(
+        &mut self,
+        id: ListenerId,
+        addr: libp2p::Multiaddr,
+    ) -> Result<(), TransportError<Self::Error>> {
+        self.0.listen_on(id, addr)
+    }
+
+    fn remove_listener(&mut self, id: ListenerId) -> bool {
+        self.0.remove_listener(id)
+    }
+
+    fn dial(
+        &mut self,
+        addr: libp2p::Multiaddr,
+        mut opts: DialOpts,
+    ) -> Result<Self::Dial, TransportError<Self::Error>> {
+        opts.port_use = PortUse::New;
+        self.0.dial(addr, opts)
+    }
+
+    fn poll(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<TransportEvent<Self::ListenerUpgrade, Self::Error>> {
+        Pin::new(&mut self.get_mut().0).poll(cx)
+    }
 }
 
 fn behaviour(

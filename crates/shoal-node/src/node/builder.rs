@@ -226,6 +226,7 @@ struct Network {
     handle: NetHandle,
     events: mpsc::Receiver<NetEvent>,
     listen_addrs: Vec<Multiaddr>,
+    udp_addr: Option<std::net::SocketAddr>,
     topic_deliveries: mpsc::Receiver<TopicDelivery>,
     links: Links,
     raft_inbox: RaftInbox,
@@ -284,6 +285,7 @@ async fn start_network(
         handle: started.handle,
         events: started.events,
         listen_addrs: with_peer_id(&started.listen_addrs, me),
+        udp_addr: started.udp_addr,
         topic_deliveries: started.topic_deliveries,
         links,
         raft_inbox,
@@ -427,7 +429,7 @@ impl Assembled {
         let api_addr = http
             .as_ref()
             .and_then(|listener| listener.local_addr().ok());
-        let swim_id = SwimId::for_node(me, &network.listen_addrs);
+        let swim_id = SwimId::for_node(me, &network.listen_addrs, network.udp_addr);
         let own = Arc::new(OwnHeartbeat {
             calls: Arc::clone(&calls.calls),
             registry: Arc::clone(&functions.registry),

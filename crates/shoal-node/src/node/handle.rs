@@ -253,6 +253,11 @@ impl Node {
         self.inner.peers.live_peers().len()
     }
 
+    /// The peers this node holds a connection to now.
+    pub async fn connected_peers(&self) -> Vec<PeerId> {
+        self.inner.net.connected_peers().await
+    }
+
     /// Waits until this node has direct connections to `count` peers, or
     /// `timeout` passes; returns how many it has.
     pub async fn wait_for_connections(&self, count: usize, timeout: Duration) -> usize {

@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 
 /// How long job counts asked of a member serve a node's status.
 const STATUS_JOB_COUNTS_EVERY: Duration = Duration::from_secs(1);
-/// How long a node's status waits for a member's job counts.
-const STATUS_JOB_COUNTS_WAIT: Duration = Duration::from_millis(500);
+/// How long a node's status waits for a member's job counts, and its
+/// cluster view for a member's Raft status.
+const MEMBER_WAIT: Duration = Duration::from_millis(500);
 
 impl Node {
     /// This node: load, call counters, Raft, jobs in its replica.
@@ -65,7 +66,7 @@ impl Node {
             return counts;
         }
         // A member that died a moment ago must not hold the status up.
-        let asked = tokio::time::timeout(STATUS_JOB_COUNTS_WAIT, self.job_counts(Read::Stale));
+        let asked = tokio::time::timeout(MEMBER_WAIT, self.job_counts(Read::Stale));
         let Ok(Ok(counts)) = asked.await else {
             return BTreeMap::new();
         };
@@ -104,9 +105,12 @@ impl Node {
                 .iter()
                 .map(|p| member(p.peer_id, &p.load, p.liveness, p.silent_for, false)),
         );
-        let raft = match self.raft_status_of_cluster().await {
-            Some(raft) => raft,
-            None => self.raft_status(),
+        // A view of the members must come at once, even while the Raft
+        // member asked has just died.
+        let asked = tokio::time::timeout(MEMBER_WAIT, self.raft_status_of_cluster());
+        let raft = match asked.await {
+            Ok(Some(raft)) => raft,
+            _ => self.raft_status(),
         };
         ClusterView { members, raft }
     }

@@ -80,7 +80,8 @@ pub enum RaftReply {
 /// Pending Raft requests to other nodes, matched to replies by id.
 pub struct RpcClient {
     links: Links,
-    pending: Mutex<HashMap<u64, oneshot::Sender<Bytes>>>,
+    /// Requests waiting for their reply, and whom they went to.
+    pending: Mutex<HashMap<u64, (PeerId, oneshot::Sender<Bytes>)>>,
     next_id: AtomicU64,
 }
 
@@ -118,7 +119,10 @@ impl RpcClient {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let body = Bytes::from(serde_json::to_vec(rpc).expect("Raft messages serialize"));
         let (tx, rx) = oneshot::channel();
-        self.pending.lock().expect("pending lock").insert(id, tx);
+        self.pending
+            .lock()
+            .expect("pending lock")
+            .insert(id, (peer, tx));
         let _forget = Forget { client: self, id };
         self.links
             .send(peer, &Frame::RaftRequest { id, body })
@@ -139,9 +143,18 @@ impl RpcClient {
 
     /// A reply arrived.
     pub fn on_response(&self, id: u64, body: Bytes) {
-        if let Some(waiter) = self.pending.lock().expect("pending lock").remove(&id) {
+        if let Some((_, waiter)) = self.pending.lock().expect("pending lock").remove(&id) {
             let _ = waiter.send(body);
         }
+    }
+
+    /// Every stream to `peer` ended: the requests waiting on it get no
+    /// reply, so they fail now (as lost) rather than at their timeout.
+    pub fn on_link_lost(&self, peer: PeerId) {
+        self.pending
+            .lock()
+            .expect("pending lock")
+            .retain(|_, (to, _)| *to != peer);
     }
 
     /// Answers a request from `peer`.

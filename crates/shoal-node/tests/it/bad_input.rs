@@ -25,6 +25,7 @@ use libp2p_stream::OpenStreamError;
 use serde_json::{Value, json};
 use shoal_node::config::secret_from_passphrase;
 use shoal_node::jobs::{JobSpec, JobState};
+use shoal_node::net::sealed::Sealer;
 use shoal_node::net::transport::build_swarm;
 use shoal_node::testkit::{start_cluster, test_config};
 use shoal_node::{ErrorCode, FnResult, Node, NodeConfig, Read, Script};
@@ -757,5 +758,66 @@ async fn unknown_functions_and_malformed_arguments_are_named() {
     cluster
         .assert_serves("unknown functions and malformed arguments")
         .await;
+    cluster.assert_nothing_lost().await;
+}
+
+/// 8. Membership datagrams that are not a member's: noise, an empty or
+///    cut-short packet, one sealed with another secret, a member's packet
+///    with a byte changed, and one sealed right but holding no SWIM packet.
+///    The node drops them all and goes on hearing its members.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_membership_datagrams_are_dropped() {
+    let cluster = Cluster::start().await;
+    // The membership socket takes the port of the node's TCP listener.
+    let port = cluster
+        .victim_addr()
+        .iter()
+        .find_map(|part| match part {
+            libp2p::multiaddr::Protocol::Tcp(port) => Some(port),
+            _ => None,
+        })
+        .expect("a TCP listener");
+    let cluster_name = cluster.victim.config().cluster_name.clone();
+    let ours = Sealer::new(&cluster_name, Some(&secret()));
+    let theirs = Sealer::new(&cluster_name, Some(&[9; 32]));
+    let member = cluster.caller.peer_id();
+    let mut damaged = ours.seal(&member, 1, &[0; 64]);
+    damaged[40] ^= 1;
+    let cases: [Vec<u8>; 6] = [
+        (0..1400).map(|i| (i * 7 % 251) as u8).collect(),
+        Vec::new(),
+        vec![1],
+        theirs.seal(&member, 1, b"a SWIM packet under another secret"),
+        damaged,
+        ours.seal(&member, 1, b"not a SWIM packet"),
+    ];
+    let heard = || {
+        cluster
+            .victim
+            .peers()
+            .into_iter()
+            .find(|p| p.peer_id == member)
+            .map_or(0, |p| p.load.seq)
+    };
+    let before = heard();
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("a UDP socket");
+    for _ in 0..100 {
+        for case in &cases {
+            socket
+                .send_to(case, ("127.0.0.1", port))
+                .expect("sent on loopback");
+        }
+    }
+    // Load reports keep arriving by datagram after the flood.
+    wait_until(HANG_GUARD, "new load reports from the member", async || {
+        let now = heard();
+        if now >= before + 3 {
+            Ok(())
+        } else {
+            Err(format!("seq {before} then {now}"))
+        }
+    })
+    .await;
+    cluster.assert_serves("foreign datagrams").await;
     cluster.assert_nothing_lost().await;
 }

@@ -4,6 +4,7 @@
 //!
 //! - [`bad_input`]: every kind of bad input, a clear error, nothing lost.
 //! - [`cluster`]: calls across nodes, the distributed queue, dying nodes.
+//! - [`connections`]: an idle node keeps no connection it does not use.
 //! - [`doc_queries`]: the document store queried and written by filter.
 //! - [`durable`]: jobs and documents replicated with Raft.
 //! - [`http_api`]: every route of the HTTP API, through the router.
@@ -22,6 +23,7 @@
 
 mod bad_input;
 mod cluster;
+mod connections;
 mod doc_queries;
 mod durable;
 mod http_api;
