@@ -12,7 +12,8 @@ COPY --from=build /src/target/release/shoal /usr/local/bin/shoal
 USER shoal
 WORKDIR /var/lib/shoal
 VOLUME /var/lib/shoal
-# 7000: the cluster (libp2p over TCP); 7070: the HTTP API.
-EXPOSE 7000 7070
+# 7000: the cluster (libp2p over TCP, membership datagrams over UDP);
+# 7070: the HTTP API.
+EXPOSE 7000 7000/udp 7070
 ENTRYPOINT ["shoal"]
 CMD ["node", "--listen", "/ip4/0.0.0.0/tcp/7000", "--http", "0.0.0.0:7070", "--data-dir", "/var/lib/shoal"]

@@ -304,15 +304,29 @@ impl<I: MemberId> Membership<I> {
         me.chain(self.members()).map(id_hash).fold(0, |d, h| d ^ h)
     }
 
-    /// Follows foca's live set (one member per address) in the digest.
-    fn follow(&mut self, id: &I, live: bool) {
-        if let Some(old) = self.live_hashes.remove(&id.addr()) {
-            self.live_digest ^= old;
-        }
-        if live {
-            let hash = id_hash(id);
-            self.live_hashes.insert(id.addr(), hash);
-            self.live_digest ^= hash;
+    /// Keeps the digest as `id` comes up or goes down. Returns whether the
+    /// change stands: the end of an older identity of a member whose newer
+    /// one is live (a node that restarted, or rejoined after being wrongly
+    /// declared down) is not the member's end, whatever order foca reports
+    /// them in.
+    fn follow(&mut self, id: &I, live: bool) -> bool {
+        let hash = id_hash(id);
+        let held = self.live_hashes.get(&id.addr()).copied();
+        match (live, held) {
+            (true, _) => {
+                if let Some(old) = self.live_hashes.insert(id.addr(), hash) {
+                    self.live_digest ^= old;
+                }
+                self.live_digest ^= hash;
+                true
+            }
+            (false, Some(old)) if old != hash => false,
+            (false, Some(old)) => {
+                self.live_hashes.remove(&id.addr());
+                self.live_digest ^= old;
+                true
+            }
+            (false, None) => true,
         }
     }
 
@@ -447,17 +461,16 @@ impl<I: MemberId> Membership<I> {
         while let Some(notification) = self.runtime.to_notify() {
             match notification {
                 OwnedNotification::MemberUp(id) => {
-                    self.follow(&id, true);
+                    let _ = self.follow(&id, true);
                     effects.changes.push(Change::Up(id));
                 }
-                OwnedNotification::MemberDown(id) => {
-                    self.follow(&id, false);
+                OwnedNotification::MemberDown(id) if self.follow(&id, false) => {
                     effects.changes.push(Change::Down(id));
                 }
                 OwnedNotification::Rename(_, id) => {
                     // The new identity takes the old one's place, live or not.
                     if self.live_hashes.contains_key(&id.addr()) {
-                        self.follow(&id, true);
+                        let _ = self.follow(&id, true);
                     }
                     effects.changes.push(Change::Up(id));
                 }

@@ -163,6 +163,7 @@ impl ClusterTask {
                 Ok(effects) => self.apply(effects),
                 Err(error) => tracing::debug!(%peer, %error, "ignored a member list"),
             },
+            NetEvent::Heartbeat(peer, _) if peer == self.me.peer() => {}
             NetEvent::Heartbeat(peer, load) if load.version != PROTOCOL_VERSION => {
                 if local.warned_versions.insert(peer) {
                     tracing::warn!(%peer, theirs = load.version, ours = PROTOCOL_VERSION,
@@ -258,6 +259,8 @@ impl ClusterTask {
         let mut met = Vec::new();
         for change in effects.changes {
             let event = match change {
+                // An old identity of this very node, gossiped back to it.
+                Change::Up(id) | Change::Down(id) if id.peer() == self.me.peer() => continue,
                 Change::Up(id) => {
                     self.net.add_addresses(id.peer(), id.dialable_addrs());
                     self.net.datagrams().learn(id.peer(), id.addrs());

@@ -2,10 +2,10 @@
 //!
 //! One task owns the [`Swarm`]; the rest of the node holds a cloneable
 //! [`NetHandle`] that sends it commands, and receives [`NetEvent`]s on a
-//! bounded channel. Call traffic does not pass through this task: it flows on
-//! long-lived streams (see [`links`]) opened through `libp2p-stream`, and
-//! membership messages on short ones (see [`datagrams`]), so the swarm loop
-//! only handles discovery, user topics and connection bookkeeping.
+//! bounded channel. Call traffic does not pass through this task: it flows
+//! on long-lived streams (see [`links`]) opened through `libp2p-stream`,
+//! and membership messages in sealed UDP datagrams (see [`datagrams`]), so
+//! the swarm loop only handles discovery, user topics and connections.
 //! [`transport`] builds the swarm: TCP, noise, yamux, `pnet`, and the
 //! behaviours.
 //!
@@ -15,7 +15,7 @@
 //!       │                         │  kad providers / mdns → dial a member
 //!       │                         │  peer store ← members' addresses
 //!       │                         └─ gossipsub ← → user topics
-//!       └─ Datagrams ═ one stream per message ═► peer ──NetEvent──► node
+//!       └─ Datagrams ═ one sealed UDP datagram per message ═► peer ──NetEvent──► node
 //! ```
 //!
 //! Nodes find their cluster by its name: each announces itself in the

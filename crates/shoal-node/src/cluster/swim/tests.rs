@@ -125,3 +125,25 @@ fn identities_round_trip_and_reject_garbage() {
     let renewed = id.renew().unwrap();
     assert!(renewed.win_addr_conflict(&id) && !id.win_addr_conflict(&renewed));
 }
+
+#[test]
+fn an_older_identity_going_down_leaves_the_newer_one_up() {
+    let me = SwimId::new(PeerId::random(), Vec::new(), 1);
+    let mut membership = Membership::new(me, 2, PERIOD, Duration::from_secs(2), 7);
+    let peer = PeerId::random();
+    let old = SwimId::new(peer, Vec::new(), 1);
+    let new = SwimId::new(peer, Vec::new(), 2);
+    // foca may report a restarted member's new identity up before its old
+    // one down.
+    assert!(membership.follow(&new, true));
+    assert!(
+        !membership.follow(&old, false),
+        "the old identity's end does not end the member"
+    );
+    assert_eq!(membership.live_hashes.get(&peer), Some(&id_hash(&new)));
+    assert!(
+        membership.follow(&new, false),
+        "the new identity's end does"
+    );
+    assert!(membership.live_hashes.is_empty());
+}
