@@ -4,7 +4,7 @@
 //!
 //! - [`bad_input`]: every kind of bad input, a clear error, nothing lost.
 //! - [`cluster`]: calls across nodes, the distributed queue, dying nodes.
-//! - [`connections`]: an idle node keeps no connection it does not use.
+//! - [`connections`]: an idle node holds (nearly) no connection.
 //! - [`doc_queries`]: the document store queried and written by filter.
 //! - [`durable`]: jobs and documents replicated with Raft.
 //! - [`http_api`]: every route of the HTTP API, through the router.
