@@ -17,7 +17,7 @@
 //!                                                                   └ changes: Up / Down
 //! ```
 
-use crate::net::datagrams::{udp_addr, udp_multiaddr};
+use crate::net::datagrams::{is_udp, udp_multiaddr};
 pub use foca::State;
 use foca::{AccumulatingRuntime, Foca, Identity, Member, NoCustomBroadcast, OwnedNotification};
 use foca::{PostcardCodec, Timer, TimerToken};
@@ -109,7 +109,7 @@ impl SwimId {
     pub fn dialable_addrs(&self) -> Vec<Multiaddr> {
         self.addrs
             .iter()
-            .filter(|addr| udp_addr(std::slice::from_ref(addr)).is_none())
+            .filter(|addr| !is_udp(addr))
             .cloned()
             .collect()
     }

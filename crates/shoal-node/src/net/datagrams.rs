@@ -181,7 +181,12 @@ fn ip_and_tcp(addr: &Multiaddr) -> Option<SocketAddr> {
     socket_addr(addr, false)
 }
 
-/// The UDP address among `addrs` (`/ip4/…/udp/…` or `/ip6/…/udp/…`).
+/// Whether `addr` is a UDP address (`/ip4/…/udp/…` or `/ip6/…/udp/…`).
+pub fn is_udp(addr: &Multiaddr) -> bool {
+    socket_addr(addr, true).is_some()
+}
+
+/// The UDP address among `addrs`.
 pub fn udp_addr(addrs: &[Multiaddr]) -> Option<SocketAddr> {
     addrs.iter().find_map(|addr| socket_addr(addr, true))
 }

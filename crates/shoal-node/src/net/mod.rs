@@ -575,7 +575,7 @@ impl EventLoop {
 /// `addr` ending in `/p2p/<peer>`, as the swarm dials it and the peer store
 /// records a dialed address: one address under two spellings would be
 /// dialed twice at once, and the loser's handshake cut short.
-fn dialable(addr: Multiaddr, peer: PeerId) -> Multiaddr {
+pub fn dialable(addr: Multiaddr, peer: PeerId) -> Multiaddr {
     addr.with_p2p(peer).unwrap_or_else(|addr| addr)
 }
 

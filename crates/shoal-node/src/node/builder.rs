@@ -537,7 +537,7 @@ async fn serve_http(
 fn with_peer_id(addrs: &[Multiaddr], me: PeerId) -> Vec<Multiaddr> {
     addrs
         .iter()
-        .map(|addr| addr.clone().with_p2p(me).unwrap_or_else(|addr| addr))
+        .map(|addr| net::dialable(addr.clone(), me))
         .collect()
 }
 
