@@ -1,10 +1,12 @@
-//! `shoal bench sim`: membership past one machine, in simulated time. Each
-//! virtual node runs the nodes' own membership code (`cluster::swim`) over
-//! a simulated network that delays and loses packets; no sockets, no
-//! clock, the same figures for the same seed.
+//! `shoal bench sim`: membership and placement past one machine, in
+//! simulated time. Each virtual node runs the nodes' own code — membership
+//! (`cluster::swim`), or placement, queueing, load reports and stealing
+//! (`calls::sim`) — over a simulated network that delays and loses
+//! packets; no sockets, no clock, the same figures for the same seed.
 
-use clap::Args;
-use serde_json::{Value, json};
+use clap::{Args, ValueEnum};
+use serde_json::{Map, Value, json};
+use shoal_node::calls::sim::{FanoutSettings, fan_out};
 use shoal_node::cluster::sim::{Sim, SimSettings};
 use std::time::{Duration, Instant};
 
@@ -17,11 +19,23 @@ const SETTLE: Duration = Duration::from_secs(30);
 /// The longest a join or a death may take to be known everywhere.
 const PATIENCE: Duration = Duration::from_secs(300);
 
+/// What a simulation covers.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Part {
+    /// Forming, a join and a death, and the traffic of a steady cluster.
+    Membership,
+    /// A fan-out of sleeping calls from one node over all of them.
+    Placement,
+}
+
 #[derive(Args)]
 pub struct SimArgs {
     /// Cluster sizes to simulate, comma separated.
     #[arg(long, value_delimiter = ',', default_value = "100,1000")]
     nodes: Vec<usize>,
+    /// What to simulate, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "membership,placement")]
+    parts: Vec<Part>,
     /// The probe period in milliseconds (a node's `--heartbeat-ms`).
     #[arg(long, default_value_t = 1000)]
     period_ms: u64,
@@ -34,6 +48,20 @@ pub struct SimArgs {
     /// Mean one-way delay of a packet, in milliseconds.
     #[arg(long, default_value_t = 1.0)]
     delay_ms: f64,
+    /// Worker slots per node, for placement.
+    #[arg(long, default_value_t = 2)]
+    slots: u32,
+    /// Calls in the fan-out per slot in the cluster (1,000 calls over 100
+    /// nodes × 2 slots by default).
+    #[arg(long, default_value_t = 5)]
+    calls_per_slot: usize,
+    /// How many nodes make the fan-out's calls (1: all through one node,
+    /// as `shoal bench cluster` does).
+    #[arg(long, default_value_t = 1)]
+    owners: usize,
+    /// How long each call of the fan-out sleeps, in milliseconds.
+    #[arg(long, default_value_t = 50)]
+    task_ms: u64,
     /// Simulated seconds of steady state over which traffic is counted.
     #[arg(long, default_value_t = 20)]
     steady_seconds: u64,
@@ -52,19 +80,28 @@ pub fn run(args: &SimArgs) -> anyhow::Result<()> {
     let mut runs = Vec::new();
     for &nodes in &args.nodes {
         anyhow::ensure!(nodes >= 3, "cluster sizes must be at least 3");
-        eprintln!("simulating {nodes} nodes…");
-        let run = simulate(nodes, args)?;
-        println!(
-            "{nodes:>6} nodes: formed {:.1} s after the last start; {:.1} messages ({:.0} bytes) per node per s; \
-             a join known everywhere in {:.1} s, a death in {:.1} s (simulated in {:.1} s)",
-            run["converge_s"].as_f64().unwrap_or(0.0),
-            run["msgs_per_node_per_s"].as_f64().unwrap_or(0.0),
-            run["bytes_per_node_per_s"].as_f64().unwrap_or(0.0),
-            run["join_known_s"].as_f64().unwrap_or(0.0),
-            run["death_known_s"].as_f64().unwrap_or(0.0),
-            run["wall_s"].as_f64().unwrap_or(0.0),
-        );
-        runs.push(run);
+        let mut run = Map::new();
+        run.insert("nodes".into(), json!(nodes));
+        if args.parts.contains(&Part::Membership) {
+            eprintln!("simulating membership of {nodes} nodes…");
+            let figures = membership(nodes, args)?;
+            println!(
+                "{nodes:>6} nodes: formed {:.1} s after the last start; {:.1} messages ({:.0} bytes) per node per s; \
+                 a join known everywhere in {:.1} s, a death in {:.1} s (simulated in {:.1} s)",
+                figures["converge_s"].as_f64().unwrap_or(0.0),
+                figures["msgs_per_node_per_s"].as_f64().unwrap_or(0.0),
+                figures["bytes_per_node_per_s"].as_f64().unwrap_or(0.0),
+                figures["join_known_s"].as_f64().unwrap_or(0.0),
+                figures["death_known_s"].as_f64().unwrap_or(0.0),
+                figures["wall_s"].as_f64().unwrap_or(0.0),
+            );
+            run.extend(figures.as_object().cloned().unwrap_or_default());
+        }
+        if args.parts.contains(&Part::Placement) {
+            eprintln!("simulating a fan-out over {nodes} nodes…");
+            run.extend(placement(nodes, args));
+        }
+        runs.push(Value::Object(run));
     }
     if args.json {
         println!("{}", json!({ "runs": runs }));
@@ -72,7 +109,7 @@ pub fn run(args: &SimArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn simulate(nodes: usize, args: &SimArgs) -> anyhow::Result<Value> {
+fn membership(nodes: usize, args: &SimArgs) -> anyhow::Result<Value> {
     let wall = Instant::now();
     let settings = SimSettings {
         nodes,
@@ -107,7 +144,6 @@ fn simulate(nodes: usize, args: &SimArgs) -> anyhow::Result<Value> {
     let death = known_everywhere(&mut sim, "a death")?;
 
     Ok(json!({
-        "nodes": nodes,
         "converge_s": converge.as_secs_f64(),
         "msgs_per_node_per_s": msgs_per_node_per_s,
         "bytes_per_node_per_s": bytes_per_node_per_s,
@@ -124,4 +160,46 @@ fn simulate(nodes: usize, args: &SimArgs) -> anyhow::Result<Value> {
 fn known_everywhere(sim: &mut Sim, what: &str) -> anyhow::Result<Duration> {
     sim.run_until(PATIENCE, CHECK, Sim::converged)
         .ok_or_else(|| anyhow::anyhow!("{what} was not known everywhere within {PATIENCE:?}"))
+}
+
+/// A fan-out over `nodes` nodes whose function no node has run yet.
+fn placement(nodes: usize, args: &SimArgs) -> Map<String, Value> {
+    let settings = FanoutSettings {
+        nodes,
+        slots: args.slots,
+        calls: args.calls_per_slot * nodes * args.slots as usize,
+        owners: args.owners.clamp(1, nodes),
+        task: Duration::from_millis(args.task_ms),
+        period: Duration::from_millis(args.period_ms),
+        loss: args.loss,
+        delay: Duration::from_secs_f64(args.delay_ms / 1000.0),
+        seed: args.seed,
+    };
+    let wall = Instant::now();
+    let outcome = fan_out(settings.clone());
+    let least = outcome.ran.iter().copied().min().unwrap_or(0);
+    let most = outcome.ran.iter().copied().max().unwrap_or(0);
+    println!(
+        "{nodes:>6} nodes: a fan-out of {} × {} ms calls from {} node(s) took {:.3} s, efficiency {:.2}; \
+         {} calls stolen; each node ran {least}–{most}; {:.1} messages per node per s (simulated in {:.1} s)",
+        settings.calls,
+        args.task_ms,
+        settings.owners,
+        outcome.took.as_secs_f64(),
+        outcome.efficiency,
+        outcome.stolen,
+        outcome.messages_per_node_per_s,
+        wall.elapsed().as_secs_f64(),
+    );
+    let figures = json!({
+        "fanout_efficiency": outcome.efficiency,
+        "fanout_s": outcome.took.as_secs_f64(),
+        "fanout_calls": settings.calls,
+        "fanout_owners": settings.owners,
+        "fanout_task_ms": args.task_ms,
+        "fanout_stolen": outcome.stolen,
+        "fanout_most_calls_per_node": most,
+        "fanout_msgs_per_node_per_s": outcome.messages_per_node_per_s,
+    });
+    figures.as_object().cloned().unwrap_or_default()
 }

@@ -42,6 +42,7 @@ pub mod placement;
 pub mod registry;
 pub mod run;
 pub mod scripts;
+pub mod sim;
 pub mod steal;
 pub mod work_queue;
 
@@ -98,14 +99,22 @@ impl Stats {
     fn record_run(&self, took: Duration) {
         let sample = took.as_micros().min(u64::MAX as u128) as u64;
         let old = self.mean_task_us.load(Ordering::Relaxed);
-        let new = if old == 0 {
-            sample
-        } else {
-            (old * 7 + sample) / 8
-        };
-        self.mean_task_us.store(new.max(1), Ordering::Relaxed);
+        self.mean_task_us
+            .store(next_mean_task_us(old, sample), Ordering::Relaxed);
         self.executed.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// The mean run time after one more run of `sample_us`: an exponential
+/// moving average that gives the newest run an eighth of the weight; never
+/// 0 once a call ran, since 0 means unknown.
+pub fn next_mean_task_us(old: u64, sample_us: u64) -> u64 {
+    let new = if old == 0 {
+        sample_us
+    } else {
+        (old * 7 + sample_us) / 8
+    };
+    new.max(1)
 }
 
 /// What [`Calls::new`] needs; everything comes in built.

@@ -3,14 +3,17 @@
 //!
 //! The rule: run locally while a local slot is free; otherwise send the call
 //! where it is expected to finish first, counting the work already queued
-//! there. With many peers, only two random candidates are compared (the
-//! "power of two choices"), which spreads load almost as well as scanning
-//! everyone and costs O(1).
+//! there, and break ties at random.
+//!
+//! Every candidate is compared, not two random ones (the "power of two
+//! choices"): the caller knows exactly what it sent each peer since its last
+//! report, and a full comparison uses that. In `shoal bench sim`, a fan-out
+//! of 5 calls per slot from one node over 100 or 1,000 nodes reached
+//! efficiency 0.99 this way and 0.83 / 0.71 with two choices; with 10 nodes
+//! calling at once, 0.62 / 0.55 against 0.50 / 0.50. Random ties keep
+//! callers with the same stale picture from all choosing the same peer.
 
 use rand::Rng;
-
-/// Above this many remote candidates, compare two random ones instead of all.
-const FULL_SCAN_LIMIT: usize = 8;
 
 /// The load of one place a call could run.
 #[derive(Clone, Debug, PartialEq)]
@@ -58,20 +61,7 @@ pub fn place<P: Clone>(
     {
         return Placement::Local;
     }
-    let best_remote = if remotes.len() > FULL_SCAN_LIMIT {
-        let a = &remotes[rng.random_range(0..remotes.len())];
-        let b = &remotes[rng.random_range(0..remotes.len())];
-        Some(if b.1.expected_finish_us() < a.1.expected_finish_us() {
-            b
-        } else {
-            a
-        })
-    } else {
-        remotes.iter().min_by(|a, b| {
-            a.1.expected_finish_us()
-                .total_cmp(&b.1.expected_finish_us())
-        })
-    };
+    let best_remote = least_loaded(remotes, rng);
     match (local, best_remote) {
         (None, None) => Placement::Nowhere,
         (Some(_), None) => Placement::Local,
@@ -85,6 +75,30 @@ pub fn place<P: Clone>(
             }
         }
     }
+}
+
+/// The remote expected to finish a new call first; ties broken at random
+/// (each tied candidate equally likely, in one pass).
+fn least_loaded<'a, P>(remotes: &'a [(P, Load)], rng: &mut impl Rng) -> Option<&'a (P, Load)> {
+    let mut best: Option<(&(P, Load), f64)> = None;
+    let mut ties = 0u32;
+    for candidate in remotes {
+        let finish = candidate.1.expected_finish_us();
+        match best {
+            Some((_, best_finish)) if finish > best_finish => {}
+            Some((_, best_finish)) if finish == best_finish => {
+                ties += 1;
+                if rng.random_range(0..ties) == 0 {
+                    best = Some((candidate, finish));
+                }
+            }
+            _ => {
+                best = Some((candidate, finish));
+                ties = 1;
+            }
+        }
+    }
+    best.map(|(candidate, _)| candidate)
 }
 
 /// Picks the peer an idle node should steal from: the one with the most
@@ -159,6 +173,20 @@ mod tests {
     }
 
     #[test]
+    fn ties_are_broken_at_random() {
+        let remotes: Vec<(usize, Load)> = (0..4).map(|i| (i, load(2, 3, 100))).collect();
+        let mut rng = rng();
+        let mut chosen = [0; 4];
+        for _ in 0..400 {
+            match place(None, &remotes, &mut rng) {
+                Placement::Remote(i) => chosen[i] += 1,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(chosen.iter().all(|&n| n > 50), "{chosen:?}");
+    }
+
+    #[test]
     fn victim_is_the_most_queued_peer() {
         assert_eq!(choose_victim(&[("a", 0), ("b", 7), ("c", 3)]), Some("b"));
         assert_eq!(choose_victim(&[("a", 0), ("b", 0)]), None);
@@ -185,9 +213,9 @@ mod tests {
         }
 
         #[test]
-        fn small_clusters_never_pick_a_worse_peer(
+        fn placement_never_picks_a_worse_peer(
             local in any_load(),
-            remotes in proptest::collection::vec(any_load(), 1..=8),
+            remotes in proptest::collection::vec(any_load(), 1..40),
         ) {
             let remotes: Vec<(usize, Load)> = remotes.into_iter().enumerate().collect();
             let best = remotes.iter().map(|(_, l)| l.expected_finish_us()).fold(f64::INFINITY, f64::min);

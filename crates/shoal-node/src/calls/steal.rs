@@ -20,6 +20,7 @@ use super::{Calls, StealAnswers};
 use libp2p::PeerId;
 use shoal_proto::{CallRequest, Frame, NodeId, StolenCall};
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -27,22 +28,31 @@ use tokio_util::sync::CancellationToken;
 
 /// Most calls handed over by one steal; keeps a steal reply small and
 /// leaves work for other thieves.
-const MAX_STEAL_BATCH: usize = 64;
+pub const MAX_STEAL_BATCH: usize = 64;
 /// Payload bytes handed over by one steal; well under the frame limit.
 const MAX_STEAL_BYTES: usize = shoal_proto::wire::MAX_FRAME_BYTES / 2;
 /// A steal without an answer for this long is given up.
-const STEAL_TIMEOUT: Duration = Duration::from_secs(1);
+pub const STEAL_TIMEOUT: Duration = Duration::from_secs(1);
 /// How often an idle node looks for work to steal while peers report some.
 /// Cheap (a lock and a comparison) so an idle node still costs next to nothing.
-const STEAL_INTERVAL: Duration = Duration::from_millis(20);
+pub const STEAL_INTERVAL: Duration = Duration::from_millis(20);
 
-/// What the thief remembers between looks.
-#[derive(Default)]
-struct Thief {
+/// What the thief remembers between looks; plain state, generic over how
+/// peers are named so the placement simulation runs the same rules.
+pub struct Thief<P> {
     in_flight_since: Option<Instant>,
-    /// Heartbeat number of each peer when we last stole from it in vain:
+    /// Report number of each peer when we last stole from it in vain:
     /// no second try until it reports again.
-    tried: HashMap<PeerId, u64>,
+    tried: HashMap<P, u64>,
+}
+
+impl<P> Default for Thief<P> {
+    fn default() -> Self {
+        Thief {
+            in_flight_since: None,
+            tried: HashMap::new(),
+        }
+    }
 }
 
 /// The steal task: looks for work while some peer reports queued calls,
@@ -65,9 +75,35 @@ pub async fn run(calls: Arc<Calls>, mut answers: StealAnswers, shutdown: Cancell
     }
 }
 
-impl Thief {
+impl<P: Copy + Eq + Hash> Thief<P> {
+    /// Whether a steal may be asked now: none is in flight, or the last one
+    /// went unanswered too long.
+    pub fn ready(&self, now: Instant) -> bool {
+        self.in_flight_since
+            .is_none_or(|since| now.duration_since(since) >= STEAL_TIMEOUT)
+    }
+
+    /// Whom to ask for work, given each live peer's queued calls and report
+    /// number: the peer with the most, among those not tried in vain since
+    /// their last report. Remembers the try.
+    pub fn pick(&mut self, now: Instant, peers: &[(P, u32, u64)]) -> Option<P> {
+        let untried: Vec<(P, u32)> = peers
+            .iter()
+            .filter(|(peer, _, seq)| self.tried.get(peer) != Some(seq))
+            .map(|(peer, queued, _)| (*peer, *queued))
+            .collect();
+        let victim = placement::choose_victim(&untried)?;
+        let seq = peers
+            .iter()
+            .find(|(peer, _, _)| *peer == victim)
+            .map_or(0, |(_, _, seq)| *seq);
+        self.tried.insert(victim, seq);
+        self.in_flight_since = Some(now);
+        Some(victim)
+    }
+
     /// A victim answered with `got` calls.
-    fn answered(&mut self, victim: PeerId, got: usize) {
+    pub fn answered(&mut self, victim: P, got: usize) {
         self.in_flight_since = None;
         if got > 0 {
             // It had work; ask again as soon as we are idle.
@@ -79,7 +115,7 @@ impl Thief {
 impl Calls {
     /// One look for work. Returns whether any peer still reports queued
     /// calls (so the task keeps looking).
-    fn steal_tick(&self, thief: &mut Thief) -> bool {
+    fn steal_tick(&self, thief: &mut Thief<PeerId>) -> bool {
         let peers_have_work = self
             .peers
             .read(|peers| peers.live().any(|(_, info)| info.load.queued > 0));
@@ -87,33 +123,19 @@ impl Calls {
             return false;
         }
         let free = self.executor.idle_slots();
-        if free == 0 {
+        let now = Instant::now();
+        if free == 0 || !thief.ready(now) {
             return true;
         }
-        if thief
-            .in_flight_since
-            .is_some_and(|since| since.elapsed() < STEAL_TIMEOUT)
-        {
-            return true;
-        }
-        let candidates: Vec<(PeerId, u32, u64)> = self.peers.read(|peers| {
+        let peers: Vec<(PeerId, u32, u64)> = self.peers.read(|peers| {
             peers
                 .live()
-                .filter(|(peer, info)| thief.tried.get(*peer) != Some(&info.load.seq))
                 .map(|(peer, info)| (*peer, info.load.queued, info.load.seq))
                 .collect()
         });
-        let queued: Vec<(PeerId, u32)> = candidates.iter().map(|(p, q, _)| (*p, *q)).collect();
-        let Some(victim) = placement::choose_victim(&queued) else {
-            return true;
-        };
-        let seq = candidates
-            .iter()
-            .find(|(peer, _, _)| *peer == victim)
-            .map_or(0, |(_, _, seq)| *seq);
-        thief.tried.insert(victim, seq);
-        thief.in_flight_since = Some(Instant::now());
-        self.links.send_soon(victim, Frame::Steal { max: free });
+        if let Some(victim) = thief.pick(now, &peers) {
+            self.links.send_soon(victim, Frame::Steal { max: free });
+        }
         true
     }
 

@@ -28,7 +28,7 @@ const FORGET_DEAD_AFTER: Duration = Duration::from_secs(600);
 /// Members a node sends its load to each period, besides those it has just
 /// met: constant, so the cost per node does not grow with the cluster; each
 /// member hears from every other about every N / 3 periods.
-const REPORTS_PER_PERIOD: usize = 3;
+pub const REPORTS_PER_PERIOD: usize = 3;
 /// A node that knows no member yet keeps asking this many of the nodes it
 /// connected to (its join addresses, DHT finds) to let it in.
 const MAX_INTRODUCERS: usize = 8;

@@ -17,7 +17,7 @@
 use super::log_store::LogStore;
 use super::network::{NetworkFactory, RaftReply, RaftRpc, RpcClient, RpcFailure};
 use super::query::{Query, answer};
-use super::snapshot_transfer::{Received, SnapshotChunk, SnapshotInbox};
+use super::snapshot_transfer::SnapshotInbox;
 use super::state_machine::{StateMachine, StateReader};
 use super::types::{Command, CommandResult, RPC_TIMEOUT, RaftPeer, ShoalState, TypeConfig};
 use super::types::{raft_config, raft_id};
@@ -71,13 +71,13 @@ pub struct Consensus {
     /// Snapshots on their way here from a leader; `None` with `raft`.
     pub(super) incoming_snapshots: Option<SnapshotInbox>,
     pub(super) me: u64,
-    me_peer: PeerId,
-    rpc: Arc<RpcClient>,
+    pub(super) me_peer: PeerId,
+    pub(super) rpc: Arc<RpcClient>,
     pub(super) peers: PeerView,
     /// Learners the leader keeps beside the voters.
     pub(super) standbys: usize,
     /// When a leader's entries last arrived here (ms since the epoch).
-    leader_heard_ms: AtomicU64,
+    pub(super) leader_heard_ms: AtomicU64,
     /// Spreads the reads of a node without a replica over the members.
     next_member: AtomicUsize,
     /// See [`Consensus::set_jobs_waiting`].
@@ -290,7 +290,7 @@ impl Consensus {
     /// Where to send a request meant for the leader: the leader a member
     /// follows, or else the members as their heartbeats tell, the leader
     /// first (a member passes a request on to the leader once).
-    fn leader_route(&self) -> Vec<PeerId> {
+    pub(super) fn leader_route(&self) -> Vec<PeerId> {
         if self.holds_replica() {
             return self
                 .leader()
@@ -303,10 +303,26 @@ impl Consensus {
 
     /// Members to ask, the leader first; any live peer for a node that
     /// knows of no member yet and takes no part in Raft.
+    /// A node with a Raft copy of its own adds the members its membership
+    /// config names, in case no heartbeat says so (a member briefly
+    /// suspected, a report lost).
     fn member_route(&self) -> Vec<PeerId> {
-        let members = self.peers.raft_members();
-        if members.is_empty() && self.raft.is_none() {
-            return self.any_live_peers();
+        let mut members = self.peers.raft_members();
+        let Some(raft) = &self.raft else {
+            if members.is_empty() {
+                return self.any_live_peers();
+            }
+            return members;
+        };
+        let metrics = raft.metrics().borrow_watched().clone();
+        let configured = metrics.membership_config.membership().nodes();
+        for (id, node) in configured {
+            if let Ok(peer) = node.peer_id.parse::<PeerId>()
+                && *id != self.me
+                && !members.contains(&peer)
+            {
+                members.push(peer);
+            }
         }
         members
     }
@@ -428,20 +444,28 @@ impl Consensus {
             query,
             linearizable,
         };
-        let mut last_error = "no member of the cluster is reachable".to_string();
-        let mut members = self.member_route();
-        if !members.is_empty() {
-            let start = self.next_member.fetch_add(1, Ordering::Relaxed) % members.len();
-            members.rotate_left(start);
-        }
-        for peer in members {
-            match self.rpc.request(peer, &rpc, RPC_TIMEOUT).await {
-                Ok(RaftReply::Answer(answer)) => return answer,
-                Ok(other) => last_error = format!("unexpected reply {other:?}"),
-                Err(e) => last_error = e.to_string(),
+        let started = Instant::now();
+        loop {
+            let mut last_error = "no member of the cluster is reachable".to_string();
+            let mut members = self.member_route();
+            if !members.is_empty() {
+                let start = self.next_member.fetch_add(1, Ordering::Relaxed) % members.len();
+                members.rotate_left(start);
             }
+            for peer in members {
+                match self.rpc.request(peer, &rpc, RPC_TIMEOUT).await {
+                    Ok(RaftReply::Answer(answer)) => return answer,
+                    Ok(other) => last_error = format!("unexpected reply {other:?}"),
+                    Err(e) => last_error = e.to_string(),
+                }
+            }
+            // Members may come back (a false suspicion, a new leader):
+            // a read waits for them as long as a write would.
+            if started.elapsed() >= LEADER_WAIT {
+                return Err(ApiError::new(ErrorCode::Unavailable, last_error));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Err(ApiError::new(ErrorCode::Unavailable, last_error))
     }
 
     /// Asks one given member a query (for example its Raft status).
@@ -462,106 +486,6 @@ impl Consensus {
             )),
             Err(e) => Err(ApiError::new(ErrorCode::Unavailable, e.to_string())),
         }
-    }
-
-    /// Serves a Raft request from another node.
-    pub async fn handle(&self, rpc: RaftRpc) -> RaftReply {
-        match rpc {
-            RaftRpc::Forwarded(inner) => self.serve(*inner, true).await,
-            rpc => self.serve(rpc, false).await,
-        }
-    }
-
-    async fn serve(&self, rpc: RaftRpc, forwarded_once: bool) -> RaftReply {
-        let Some(raft) = &self.raft else {
-            return RaftReply::Failed("this node takes no part in Raft".to_string());
-        };
-        let failed = |e: &dyn std::fmt::Display| RaftReply::Failed(e.to_string());
-        match rpc {
-            RaftRpc::Append(request) => match raft.append_entries(request).await {
-                Ok(response) => {
-                    self.heard_from_leader();
-                    RaftReply::Append(response)
-                }
-                Err(e) => failed(&e),
-            },
-            RaftRpc::Vote(request) => match raft.vote(request).await {
-                Ok(response) => RaftReply::Vote(response),
-                Err(e) => failed(&e),
-            },
-            RaftRpc::PreVote(request) => match raft.pre_vote(request).await {
-                Ok(response) => RaftReply::Vote(response),
-                Err(e) => failed(&e),
-            },
-            RaftRpc::SnapshotChunk(chunk) => {
-                self.heard_from_leader();
-                self.receive_snapshot_chunk(raft, chunk).await
-            }
-            RaftRpc::Write(command) if self.is_leader() => match raft.client_write(command).await {
-                Ok(response) => RaftReply::Written(response.data),
-                Err(e) if e.forward_to_leader().is_some() => RaftReply::NotLeader {
-                    leader: self.leader(),
-                },
-                Err(e) => failed(&e),
-            },
-            RaftRpc::ReadIndex if self.is_leader() => {
-                match raft.get_read_log_id(ReadPolicy::ReadIndex).await {
-                    Ok((read, _)) => RaftReply::ReadIndex(read.log_id().index),
-                    Err(e) => failed(&e),
-                }
-            }
-            RaftRpc::Forwarded(_) => {
-                RaftReply::Failed("a forwarded request was forwarded again".to_string())
-            }
-            // Only a member answers, so a read never travels further.
-            RaftRpc::Query {
-                query,
-                linearizable,
-            } if self.holds_replica() => RaftReply::Answer(self.query(query, linearizable).await),
-            RaftRpc::Query { .. } => RaftReply::Failed("this node holds no replica".to_string()),
-            // Not the leader: pass it on once, so a client that reached any
-            // member still gets an answer.
-            rpc @ (RaftRpc::Write(_) | RaftRpc::ReadIndex) => {
-                let leader = self.leader();
-                match (forwarded_once, self.leader_route().first()) {
-                    (false, Some(&peer)) if peer != self.me_peer => self
-                        .rpc
-                        .request(peer, &RaftRpc::Forwarded(Box::new(rpc)), RPC_TIMEOUT)
-                        .await
-                        .unwrap_or_else(|e| RaftReply::Failed(e.to_string())),
-                    _ => RaftReply::NotLeader { leader },
-                }
-            }
-        }
-    }
-
-    /// Stores a chunk of a snapshot from the leader; installs the snapshot
-    /// once its last chunk is in.
-    async fn receive_snapshot_chunk(&self, raft: &RaftNode, chunk: SnapshotChunk) -> RaftReply {
-        let Some(inbox) = &self.incoming_snapshots else {
-            return RaftReply::Failed("this node takes no part in Raft".to_string());
-        };
-        match inbox.receive(chunk).await {
-            Ok(Received::Stored) => RaftReply::ChunkStored,
-            Ok(Received::Complete { vote, snapshot }) => {
-                let bytes = snapshot.snapshot.len();
-                match raft.install_full_snapshot(vote, snapshot).await {
-                    Ok(response) => {
-                        tracing::info!(bytes, "installed a snapshot from the leader");
-                        RaftReply::Snapshot(response)
-                    }
-                    Err(e) => RaftReply::Failed(e.to_string()),
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "snapshot chunk refused");
-                RaftReply::Failed(e.to_string())
-            }
-        }
-    }
-
-    fn heard_from_leader(&self) {
-        self.leader_heard_ms.store(now_ms(), Ordering::Relaxed);
     }
 
     /// Raft as this node sees it, for `shoal status`.
