@@ -220,6 +220,11 @@ impl Sim {
         self.push(self.now + after, What::Rejoin { node, via });
     }
 
+    /// Changes the fraction of packets the network loses from now on.
+    pub fn set_loss(&mut self, loss: f64) {
+        self.settings.loss = loss;
+    }
+
     /// Kills `node` at once, as SIGKILL would.
     pub fn kill(&mut self, node: u32) {
         self.nodes[node as usize].membership = None;

@@ -147,3 +147,32 @@ fn an_older_identity_going_down_leaves_the_newer_one_up() {
     );
     assert!(membership.live_hashes.is_empty());
 }
+
+/// As 100 processes starting at once on two cores: packets dropped by the
+/// hundred and nodes frozen for seconds while the cluster forms. Once it
+/// calms, every view is whole again.
+#[test]
+fn a_cluster_formed_in_a_storm_of_loss_and_pauses_converges_once_it_calms() {
+    use rand::{Rng, SeedableRng};
+    for seed in 1..=3 {
+        let nodes = 100;
+        let mut sim = Sim::new(SimSettings {
+            nodes,
+            seed,
+            ..SimSettings::default()
+        });
+        sim.set_loss(0.4);
+        for node in 1..nodes as u32 {
+            sim.join_after(node, 0, Duration::from_millis(10) * node);
+        }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        for _ in 0..300 {
+            let node = rng.random_range(0..nodes as u32);
+            sim.pause(node, Duration::from_millis(rng.random_range(500..3000)));
+            sim.run_for(Duration::from_millis(100));
+        }
+        sim.set_loss(0.01);
+        let took = sim.run_until(Duration::from_secs(60), CHECK, Sim::converged);
+        assert!(took.is_some(), "seed {seed}: views still differ a minute after the storm");
+    }
+}
