@@ -2,12 +2,15 @@
 //! creating network namespaces: `cfg(shoal_root)` when the build runs as
 //! root, which is how its tests then run (CI does both as root); and
 //! whether tmux is there to drive `shoal chat` in a terminal:
-//! `cfg(shoal_tmux)` (CI installs it). Without them those tests are
-//! ignored and say why, rather than pass untried.
+//! `cfg(shoal_tmux)` (CI installs it); and whether the dashboard can be
+//! tested in a browser: `cfg(shoal_browser)` when Chromium is on the PATH
+//! (CI installs Debian's). Without them those tests are ignored and say
+//! why, rather than pass untried.
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(shoal_root)");
     println!("cargo::rustc-check-cfg=cfg(shoal_tmux)");
+    println!("cargo::rustc-check-cfg=cfg(shoal_browser)");
     println!("cargo::rerun-if-changed=build.rs");
     // `sudo cargo test` after a build as a user changes USER: look again.
     println!("cargo::rerun-if-env-changed=USER");
@@ -17,6 +20,9 @@ fn main() {
     println!("cargo::rerun-if-env-changed=PATH");
     if on_path("tmux") {
         println!("cargo::rustc-cfg=shoal_tmux");
+    }
+    if on_path("chromium") {
+        println!("cargo::rustc-cfg=shoal_browser");
     }
 }
 

@@ -2,7 +2,7 @@
 //! connects to a `shoal node` without a cluster secret, identifies, pings,
 //! and receives on gossipsub what `shoal pub` published to a topic.
 
-use crate::common::NodeProcess;
+use crate::common::{NodeProcess, npm_ci};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -11,23 +11,10 @@ fn interop_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop")
 }
 
-/// Installs the pinned npm packages on first use (`npm ci`).
-fn install_packages(dir: &Path) {
-    if dir.join("node_modules/libp2p").exists() {
-        return;
-    }
-    let status = Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-        .current_dir(dir)
-        .status()
-        .expect("npm runs (Node.js and npm are needed for the interop test)");
-    assert!(status.success(), "npm ci failed in {}", dir.display());
-}
-
 #[test]
 fn a_js_libp2p_peer_identifies_pings_and_hears_a_topic() {
     let dir = interop_dir();
-    install_packages(&dir);
+    npm_ci(&dir, "libp2p");
     let node = NodeProcess::start(&["--slots", "3"]);
     let peer = Command::new("node")
         .arg(dir.join("peer.mjs"))

@@ -8,6 +8,7 @@
 //! - [`cluster_processes`]: calls survive a killed process.
 //! - [`cluster_twenty`]: twenty processes: calls spread, a kill is known
 //!   everywhere, a labelled job runs where it may.
+//! - [`dashboard_browser`]: the web dashboard in headless Chromium.
 //! - [`demo`]: `shoal demo`, the README's first command.
 //! - [`durable_processes`]: jobs survive a killed Raft leader.
 //! - [`http_failover`]: the Rust client moves off a killed node.
@@ -26,7 +27,8 @@
 //! port 0 with their own data directories. Tests that need root (network
 //! namespaces) are ignored, saying so, unless the build ran as root
 //! (`cfg(shoal_root)`, from `build.rs`); CI runs as root. Likewise the
-//! tmux test without tmux (`cfg(shoal_tmux)`); CI installs it.
+//! tmux test without tmux (`cfg(shoal_tmux)`), and the browser test
+//! without Chromium (`cfg(shoal_browser)`); CI installs both.
 
 mod chaos;
 mod chat_tmux;
@@ -34,6 +36,7 @@ mod cli_data;
 mod cluster_processes;
 mod cluster_twenty;
 mod common;
+mod dashboard_browser;
 mod demo;
 mod durable_processes;
 mod http_failover;

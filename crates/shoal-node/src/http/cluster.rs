@@ -12,7 +12,8 @@ use futures::{Stream, StreamExt};
 use serde::Deserialize;
 use shoal_proto::api::{self, ClusterView, LogLevel, LogLine, NodeStatus};
 use std::convert::Infallible;
-use tokio_stream::wrappers::BroadcastStream;
+use std::time::Duration;
+use tokio_stream::wrappers::{BroadcastStream, IntervalStream};
 use utoipa::IntoParams;
 
 /// Every node this one knows (itself first) with address, labels,
@@ -20,6 +21,44 @@ use utoipa::IntoParams;
 #[utoipa::path(get, path = "/v1/cluster", tag = "cluster", responses((status = 200, body = ClusterView)))]
 pub async fn cluster(State(node): State<Node>) -> ApiResult<ClusterView> {
     Ok(Json(node.cluster_view().await))
+}
+
+/// How often `/v1/cluster/live` sends the cluster and this node again.
+const LIVE_EVERY: Duration = Duration::from_secs(1);
+
+/// The cluster and this node, sent again every second as two server-sent
+/// events: `cluster` (a ClusterView) and `status` (a NodeStatus). What the
+/// dashboard draws its live tables and charts from.
+#[utoipa::path(
+    get,
+    path = "/v1/cluster/live",
+    tag = "cluster",
+    responses((status = 200, description = "Server-sent events, `cluster` (ClusterView) and `status` (NodeStatus), every second", content_type = "text/event-stream", body = ClusterView))
+)]
+pub async fn live(State(node): State<Node>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let stopping = node.stopping().cancelled_owned();
+    let ticks = IntervalStream::new(tokio::time::interval(LIVE_EVERY));
+    let stream = ticks
+        .then(move |_| {
+            let node = node.clone();
+            async move {
+                let cluster = node.cluster_view().await;
+                let mut status = node.status();
+                status.jobs = node.job_counts_for_status().await;
+                let cluster = Event::default()
+                    .event("cluster")
+                    .json_data(&cluster)
+                    .expect("a cluster view serializes");
+                let status = Event::default()
+                    .event("status")
+                    .json_data(&status)
+                    .expect("a status serializes");
+                futures::stream::iter([Ok(cluster), Ok(status)])
+            }
+        })
+        .flatten()
+        .take_until(stopping);
+    Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
 /// This node: load, call counters, Raft, and jobs by state (from its

@@ -6,7 +6,8 @@
 //!   POST /v1/batch               POST /v1/jobs, /v1/jobs/{id}/cancel
 //!   …/v1/db/{collection}[/…]     GET  /v1/cluster, /v1/status, /v1/events
 //!   …/v1/topics/{topic}[/events] …/v1/queues/{name}[/push|/pop|/close]
-//!   GET /metrics, /v1/logs       GET  /openapi.json
+//!   GET /metrics, /v1/logs       GET  /openapi.json, /v1/cluster/live
+//!   GET /  (the web dashboard, see [`dashboard`])
 //! ```
 //!
 //! The router is built from the handlers' OpenAPI annotations, so the
@@ -16,6 +17,7 @@
 
 mod calls;
 mod cluster;
+mod dashboard;
 mod docs;
 mod error;
 mod jobs;
@@ -90,6 +92,7 @@ fn api() -> OpenApiRouter<Node> {
         .routes(routes!(docs::update_where))
         .routes(routes!(docs::delete_where))
         .routes(routes!(cluster::cluster))
+        .routes(routes!(cluster::live))
         .routes(routes!(cluster::status))
         .routes(routes!(cluster::events))
         .routes(routes!(cluster::metrics))
@@ -131,6 +134,7 @@ pub fn router(node: Node) -> Router {
         None => routes,
     };
     routes
+        .merge(dashboard::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(node)
 }

@@ -934,10 +934,17 @@ async fn bad_requests_get_clear_errors_and_the_node_keeps_serving() {
     let reply = send(&api, Method::POST, "/v1/jobs/-1/cancel", None).await;
     assert_error(&reply, StatusCode::BAD_REQUEST, "invalid_request", "-1");
 
-    for uri in ["/v2/call/echo", "/v1/nothing", "/"] {
+    for uri in ["/v2/call/echo", "/v1/nothing", "/nothing"] {
         let reply = get(&api, uri).await;
         assert_error(&reply, StatusCode::NOT_FOUND, "not_found", "no such route");
     }
+    let reply = get(&api, "/ui/nothing.js").await;
+    assert_error(
+        &reply,
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such dashboard asset",
+    );
     let wrong_method = send(&api, Method::DELETE, "/v1/call/echo", None).await;
     assert_error(
         &wrong_method,
@@ -1008,6 +1015,16 @@ async fn a_node_with_an_api_token_answers_only_requests_that_carry_it() {
         "unauthorized",
         "token",
     );
+    // The dashboard's page and scripts hold no data: served to anyone, they
+    // ask for the token before they show anything.
+    for (uri, kind) in [("/", "text/html"), ("/ui/app.js", "text/javascript")] {
+        let page = respond(&api, request(Method::GET, uri, Body::empty())).await;
+        assert_eq!(page.status(), StatusCode::OK, "{uri}");
+        let content_type = page.headers()[axum::http::header::CONTENT_TYPE]
+            .to_str()
+            .unwrap();
+        assert!(content_type.starts_with(kind), "{uri}: {content_type}");
+    }
 
     for wrong in [
         "Bearer s3cre",

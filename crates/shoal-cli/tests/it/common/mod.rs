@@ -39,3 +39,17 @@ pub async fn driver(addr: &Multiaddr, secret: Option<[u8; 32]>) -> Node {
         .await
         .unwrap()
 }
+
+/// Installs the npm packages pinned in `dir`'s lockfile on first use (`npm
+/// ci`); `marker` is a package whose presence means it has run.
+pub fn npm_ci(dir: &std::path::Path, marker: &str) {
+    if dir.join("node_modules").join(marker).exists() {
+        return;
+    }
+    let status = std::process::Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+        .current_dir(dir)
+        .status()
+        .expect("npm runs (Node.js and npm are needed for this test)");
+    assert!(status.success(), "npm ci failed in {}", dir.display());
+}

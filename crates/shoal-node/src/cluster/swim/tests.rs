@@ -173,6 +173,9 @@ fn a_cluster_formed_in_a_storm_of_loss_and_pauses_converges_once_it_calms() {
         }
         sim.set_loss(0.01);
         let took = sim.run_until(Duration::from_secs(60), CHECK, Sim::converged);
-        assert!(took.is_some(), "seed {seed}: views still differ a minute after the storm");
+        assert!(
+            took.is_some(),
+            "seed {seed}: views still differ a minute after the storm"
+        );
     }
 }
