@@ -4,13 +4,15 @@
 //! whether tmux is there to drive `shoal chat` in a terminal:
 //! `cfg(shoal_tmux)` (CI installs it); and whether the dashboard can be
 //! tested in a browser: `cfg(shoal_browser)` when Chromium is on the PATH
-//! (CI installs Debian's). Without them those tests are ignored and say
+//! (CI installs Debian's); and whether Python workers can be tested:
+//! `cfg(shoal_python)` when `python3` is on the PATH. Without them those tests are ignored and say
 //! why, rather than pass untried.
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(shoal_root)");
     println!("cargo::rustc-check-cfg=cfg(shoal_tmux)");
     println!("cargo::rustc-check-cfg=cfg(shoal_browser)");
+    println!("cargo::rustc-check-cfg=cfg(shoal_python)");
     println!("cargo::rerun-if-changed=build.rs");
     // `sudo cargo test` after a build as a user changes USER: look again.
     println!("cargo::rerun-if-env-changed=USER");
@@ -23,6 +25,9 @@ fn main() {
     }
     if on_path("chromium") {
         println!("cargo::rustc-cfg=shoal_browser");
+    }
+    if on_path("python3") {
+        println!("cargo::rustc-cfg=shoal_python");
     }
 }
 

@@ -20,6 +20,8 @@
 //! - [`javascript`]: JavaScript across processes, shipped with calls.
 //! - [`mdns_netns`]: mDNS discovery between network namespaces.
 //! - [`private_cluster`]: only nodes with the secret join.
+//! - [`python_workers`]: functions in Python, served by worker processes
+//!   (pytest, `clients/python`).
 //! - [`queue_processes`]: the queue over HTTP: pushed once, popped once.
 //! - [`topics_cli`]: `shoal pub` and `shoal sub` across two nodes.
 //!
@@ -27,8 +29,9 @@
 //! port 0 with their own data directories. Tests that need root (network
 //! namespaces) are ignored, saying so, unless the build ran as root
 //! (`cfg(shoal_root)`, from `build.rs`); CI runs as root. Likewise the
-//! tmux test without tmux (`cfg(shoal_tmux)`), and the browser test
-//! without Chromium (`cfg(shoal_browser)`); CI installs both.
+//! tmux test without tmux (`cfg(shoal_tmux)`), the browser test without
+//! Chromium (`cfg(shoal_browser)`; CI installs both), and the Python test
+//! without python3 (`cfg(shoal_python)`).
 
 mod chaos;
 mod chat_tmux;
@@ -46,5 +49,6 @@ mod job_placement;
 mod job_recovery;
 mod mdns_netns;
 mod private_cluster;
+mod python_workers;
 mod queue_processes;
 mod topics_cli;

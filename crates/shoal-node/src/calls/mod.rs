@@ -16,7 +16,8 @@
 //! [`placement`] (where a call runs, whom to steal from), [`pending`],
 //! [`executor`], [`work_queue`] and [`memo`] are plain state and pure
 //! functions, tested without a network. [`registry`] holds the functions,
-//! [`context`] what a running function is handed, [`scripts`] JavaScript.
+//! [`context`] what a running function is handed, [`scripts`] JavaScript,
+//! [`workers`] functions served by worker processes (Python).
 //!
 //! ```text
 //!  call() ─► place ─► Local ───────────► executor queue ─► slot ─► run ─┐
@@ -45,6 +46,7 @@ pub mod scripts;
 pub mod sim;
 pub mod steal;
 pub mod work_queue;
+pub mod workers;
 
 use crate::cluster::peers::PeerView;
 use crate::net::links::Links;

@@ -19,6 +19,20 @@ pub type FnResult = Result<Value, FnError>;
 type AsyncBody = dyn Fn(CallContext, Value) -> BoxFuture<'static, FnResult> + Send + Sync;
 type BlockingBody = dyn Fn(Value) -> FnResult + Send + Sync;
 
+/// What a function fails with to hand its call back: it could not run
+/// here after all (its worker process went away), so the call's owner
+/// places it elsewhere instead of reporting a failure.
+#[derive(Debug)]
+pub struct HandBack(pub String);
+
+impl std::fmt::Display for HandBack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for HandBack {}
+
 /// How a function runs.
 #[derive(Clone)]
 pub enum Body {
@@ -84,6 +98,10 @@ impl Registry {
             .write()
             .expect("registry lock")
             .insert(name, Arc::new(function));
+    }
+
+    pub fn remove(&self, name: &str) {
+        self.functions.write().expect("registry lock").remove(name);
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<Function>> {

@@ -11,7 +11,7 @@ use super::context::{CallContext, CallHost, ProgressReport};
 use super::executor::QueuedCall;
 use super::memo::memo_key;
 use super::pending::Where;
-use super::registry::Body;
+use super::registry::{Body, HandBack};
 use super::scripts::GET_SCRIPT;
 use super::work_queue::Admit;
 use bytes::Bytes;
@@ -148,6 +148,12 @@ impl Calls {
         let node = self.node_id.short();
         let value = match result {
             Ok(Ok(value)) => value,
+            Ok(Err(error)) if error.is::<HandBack>() => {
+                return Err(CallError::new(
+                    ErrorCode::Overloaded,
+                    format!("node {node} handed '{name}' back: {error}"),
+                ));
+            }
             Ok(Err(error)) => {
                 return Err(CallError::new(
                     ErrorCode::FunctionFailed,

@@ -7,6 +7,7 @@
 //!   …/v1/db/{collection}[/…]     GET  /v1/cluster, /v1/status, /v1/events
 //!   …/v1/topics/{topic}[/events] …/v1/queues/{name}[/push|/pop|/close]
 //!   GET /metrics, /v1/logs       GET  /openapi.json, /v1/cluster/live
+//!   GET /v1/workers (WebSocket: worker processes serve functions)
 //!   GET /  (the web dashboard, see [`dashboard`])
 //! ```
 //!
@@ -23,6 +24,7 @@ mod error;
 mod jobs;
 mod queues;
 mod topics;
+mod workers;
 
 pub use error::status_of;
 
@@ -79,6 +81,7 @@ fn api() -> OpenApiRouter<Node> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(calls::call))
         .routes(routes!(calls::batch))
+        .routes(routes!(workers::connect))
         .routes(routes!(jobs::submit, jobs::list))
         .routes(routes!(jobs::get))
         .routes(routes!(jobs::cancel))

@@ -23,6 +23,7 @@ use crate::calls::context::{CallContext, ProgressReport};
 use crate::calls::inbound::CallFrames;
 use crate::calls::registry::{FnResult, Function, Registry};
 use crate::calls::scripts::Scripts;
+use crate::calls::workers::Workers;
 use crate::calls::{Calls, CallsParts, StealAnswers, steal};
 use crate::cluster::heartbeat::OwnHeartbeat;
 use crate::cluster::peers::{PeerTable, PeerView};
@@ -482,6 +483,7 @@ impl Assembled {
                 me,
                 node_id: NodeId(me.to_base58()),
                 config,
+                workers: Workers::new(Arc::clone(&functions.registry)),
                 registry: functions.registry,
                 peers: network.peers,
                 calls: calls.calls,

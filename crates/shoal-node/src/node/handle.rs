@@ -3,6 +3,7 @@
 
 use crate::calls::registry::{Function, Registry};
 use crate::calls::scripts::Scripts;
+use crate::calls::workers::Workers;
 use crate::calls::{CallOptions, Calls, Stats};
 use crate::cluster::heartbeat::OwnHeartbeat;
 use crate::cluster::peers::{Liveness, PeerView};
@@ -34,6 +35,8 @@ pub(crate) struct NodeInner {
     pub(crate) calls: Arc<Calls>,
     pub(crate) queues: Arc<QueueStore>,
     pub(crate) scripts: Arc<Scripts>,
+    /// Worker processes serving functions (`GET /v1/workers`).
+    pub(crate) workers: Arc<Workers>,
     pub(crate) topics: Arc<TopicHub>,
     /// The `shoal.subscribe` handlers of loaded scripts being served.
     pub(crate) script_subscribers: Mutex<HashSet<String>>,
@@ -94,6 +97,11 @@ impl Node {
     }
 
     /// Cancelled when the node begins to stop; long-running streams end then.
+    /// The worker processes connected to this node.
+    pub fn workers(&self) -> Arc<Workers> {
+        Arc::clone(&self.inner.workers)
+    }
+
     pub fn stopping(&self) -> CancellationToken {
         self.inner.shutdown.clone()
     }

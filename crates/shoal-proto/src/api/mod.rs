@@ -7,6 +7,7 @@
 mod docs;
 mod queues;
 mod topics;
+mod workers;
 
 pub use docs::{
     CollectionInfo, Collections, CountReply, DeleteWhereBody, Deleted, Document, FindBody,
@@ -18,6 +19,7 @@ pub use topics::{
     MAX_PUBLISHER_NAME_CHARS, MAX_RETAIN, MAX_TOPIC_NAME_CHARS, MAX_TOPIC_VALUE_BYTES, PublishBody,
     Published, TopicInfo, TopicMessage, check_topic_name,
 };
+pub use workers::{FromWorker, ToWorker, WorkerFunction};
 
 use crate::error::{CallError, ErrorCode};
 use serde::{Deserialize, Serialize};

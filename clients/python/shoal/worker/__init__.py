@@ -1,0 +1,200 @@
+"""Functions written in Python, served to a Shoal cluster by a worker process.
+
+::
+
+    # my_module.py
+    import shoal
+
+    @shoal.function(concurrency=4)
+    def score(doc):
+        return len(doc["text"])
+
+    @shoal.function(name="report")
+    async def report(args, ctx):
+        ctx.progress(0.5, "half way")
+        return "done"
+
+    $ python -m shoal.worker my_module --node http://127.0.0.1:7070
+
+The worker connects to its node's WebSocket (``/v1/workers``, the protocol
+in ``docs/workers.md``), registers its functions, and runs the calls the
+node sends it: sync functions on a thread pool, async ones on the event
+loop, each function at most ``concurrency`` at a time. On SIGTERM it tells
+the node to send no more, finishes what it runs (for at most
+``--drain-timeout`` seconds), and exits 0; the node places the calls it
+still held elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from typing import Any
+
+import websockets
+
+log = logging.getLogger("shoal.worker")
+
+#: Functions registered with :func:`function`, by name.
+REGISTERED: dict[str, Function] = {}
+
+
+@dataclass
+class Function:
+    name: str
+    body: Callable[..., Any]
+    concurrency: int
+    wants_ctx: bool
+    memoize: bool = False
+
+
+def function(
+    fn: Callable[..., Any] | None = None,
+    *,
+    name: str | None = None,
+    concurrency: int = 1,
+    memoize: bool = False,
+) -> Any:
+    """Registers a function for workers to serve, under ``name`` (its own
+    name by default), at most ``concurrency`` calls at a time per worker.
+    It gets the call's arguments (any JSON value) and, if it has a parameter
+    named ``ctx``, a :class:`Context`. ``memoize``: its result depends on
+    its arguments alone, so the cluster may answer repeats from a cache."""
+
+    def register(body: Callable[..., Any]) -> Callable[..., Any]:
+        if concurrency < 1:
+            raise ValueError("concurrency is at least 1")
+        wants_ctx = "ctx" in inspect.signature(body).parameters
+        registered = Function(name or body.__name__, body, concurrency, wants_ctx, memoize)
+        REGISTERED[registered.name] = registered
+        return body
+
+    return register(fn) if fn is not None else register
+
+
+class Context:
+    """What a running function can tell its caller."""
+
+    def __init__(self, send: Callable[[dict[str, Any]], None], call_id: int) -> None:
+        self._send = send
+        self._id = call_id
+
+    def progress(self, fraction: float, message: str = "") -> None:
+        """Reports progress (0.0–1.0) of the durable job this call runs for."""
+        self._send({"type": "progress", "id": self._id, "fraction": float(fraction), "message": message})
+
+
+def ws_url(node: str) -> str:
+    base = node.rstrip("/")
+    if base.startswith("https://"):
+        return "wss://" + base[len("https://") :] + "/v1/workers"
+    return "ws://" + base.removeprefix("http://") + "/v1/workers"
+
+
+class Worker:
+    """Serves ``functions`` to the node at ``node`` until stopped."""
+
+    def __init__(
+        self,
+        node: str,
+        functions: dict[str, Function] | None = None,
+        *,
+        token: str | None = None,
+        concurrency: int | None = None,
+        drain_timeout: float = 30.0,
+    ) -> None:
+        self.node = node
+        functions = functions if functions is not None else REGISTERED
+        self.functions = {
+            name: replace(f, concurrency=concurrency or f.concurrency) for name, f in functions.items()
+        }
+        self.token = token
+        self.drain_timeout = drain_timeout
+        self.running: dict[int, asyncio.Task[None]] = {}
+        threads = sum(f.concurrency for f in self.functions.values()) or 1
+        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="shoal-fn")
+        self.stopping = asyncio.Event()
+
+    async def run(self) -> None:
+        if not self.functions:
+            raise ValueError("no functions to serve: decorate some with @shoal.function")
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        async with websockets.connect(
+            ws_url(self.node), additional_headers=headers, max_size=32 * 1024 * 1024
+        ) as ws:
+            self.ws = ws
+            await ws.send(json.dumps({
+                "type": "register",
+                "functions": [
+                    {"name": f.name, "concurrency": f.concurrency, "memoize": f.memoize}
+                    for f in self.functions.values()
+                ],
+            }))
+            reply = json.loads(await ws.recv())
+            if reply.get("type") != "registered":
+                raise RuntimeError(f"the node refused the functions: {reply.get('message', reply)}")
+            log.info("serving %s to %s", ", ".join(reply["functions"]), self.node)
+            receiving = asyncio.create_task(self._receive())
+            stopping = asyncio.create_task(self.stopping.wait())
+            done, _ = await asyncio.wait({receiving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if stopping in done:
+                await self._drain()
+                receiving.cancel()
+            else:
+                stopping.cancel()
+                receiving.result()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    def stop(self) -> None:
+        """Finish what runs, take nothing new, then return from :meth:`run`."""
+        self.stopping.set()
+
+    async def _drain(self) -> None:
+        await self.ws.send(json.dumps({"type": "drain"}))
+        if self.running:
+            log.info("finishing %d calls before stopping", len(self.running))
+            _, late = await asyncio.wait(set(self.running.values()), timeout=self.drain_timeout)
+            for task in late:
+                task.cancel()
+        await self.ws.close()
+
+    async def _receive(self) -> None:
+        async for raw in self.ws:
+            message = json.loads(raw)
+            kind = message.get("type")
+            if kind == "call":
+                call_id = message["id"]
+                self.running[call_id] = asyncio.create_task(self._run(call_id, message["function"], message.get("args")))
+            elif kind == "cancel":
+                task = self.running.pop(message["id"], None)
+                if task:
+                    task.cancel()
+
+    def _send_soon(self, message: dict[str, Any]) -> None:
+        asyncio.get_running_loop().create_task(self.ws.send(json.dumps(message)))
+
+    async def _run(self, call_id: int, name: str, args: Any) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            registered = self.functions[name]
+            # Progress from a thread goes through the loop that owns the socket.
+            send = lambda m: loop.call_soon_threadsafe(self._send_soon, m)  # noqa: E731
+            extra = {"ctx": Context(send, call_id)} if registered.wants_ctx else {}
+            if inspect.iscoroutinefunction(registered.body):
+                result = await registered.body(args, **extra)
+            else:
+                result = await loop.run_in_executor(self.pool, lambda: registered.body(args, **extra))
+            reply = {"type": "result", "id": call_id, "result": result}
+            text = json.dumps(reply)
+        except asyncio.CancelledError:
+            return
+        except Exception as error:  # the function's failure is the call's
+            text = json.dumps({"type": "error", "id": call_id, "message": f"{type(error).__name__}: {error}"})
+        finally:
+            self.running.pop(call_id, None)
+        await self.ws.send(text)

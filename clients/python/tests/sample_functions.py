@@ -1,0 +1,46 @@
+"""Functions the tests serve through `python -m shoal.worker`."""
+
+import asyncio
+import os
+import time
+
+import shoal
+
+
+@shoal.function(concurrency=4)
+def square(x):
+    return x * x
+
+
+@shoal.function(name="py.where")
+def where(_args):
+    return os.getpid()
+
+
+@shoal.function
+def fails(args):
+    raise ValueError(f"no good: {args}")
+
+
+@shoal.function(name="py.slow", concurrency=2)
+def slow(seconds):
+    time.sleep(seconds)
+    return os.getpid()
+
+
+@shoal.function(name="py.steps")
+async def steps(args, ctx):
+    for step in range(1, args["count"] + 1):
+        await asyncio.sleep(args["ms"] / 1000)
+        ctx.progress(step / args["count"], f"step {step}")
+    return args["count"]
+
+
+RUNS = 0
+
+
+@shoal.function(name="py.counted", memoize=True)
+def counted(x):
+    global RUNS
+    RUNS += 1
+    return {"x": x, "run": RUNS}
