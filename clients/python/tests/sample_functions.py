@@ -44,3 +44,19 @@ def counted(x):
     global RUNS
     RUNS += 1
     return {"x": x, "run": RUNS}
+
+
+@shoal.function(name="py.fan", concurrency=2)
+def fan(n, ctx):
+    """Nested calls: the sum of squares of 0..n, squared elsewhere."""
+    return sum(ctx.map("square", range(n), concurrency=8))
+
+
+@shoal.function(name="py.fan_async")
+async def fan_async(n, ctx):
+    return [await ctx.acall("square", i) for i in range(n)]
+
+
+@shoal.function(name="py.calls_nothing")
+def calls_nothing(_args, ctx):
+    return ctx.call("no.such.function")

@@ -115,11 +115,14 @@ def test_the_asyncio_client(start_node, start_worker):
     node = start_node()
     start_worker(node)
 
-    async def use() -> tuple[object, list[object]]:
+    async def use() -> tuple[object, list[object], dict[str, object]]:
         async with shoal.AsyncClient(node.url) as client:
-            return await client.call("square", 9), await client.map("square", [1, 2, 3])
+            job = await client.submit("py.steps", {"count": 2, "ms": 50})
+            return await client.call("square", 9), await client.map("square", [1, 2, 3]), await client.wait(job)
 
-    assert asyncio.run(use()) == (81, [1, 4, 9])
+    square, squares, job = asyncio.run(use())
+    assert (square, squares) == (81, [1, 4, 9])
+    assert (job["state"], job["result"]) == ("succeeded", 2)
 
 
 def test_a_memoized_python_function_runs_once_per_argument(start_node, start_worker, client_of):
@@ -129,3 +132,16 @@ def test_a_memoized_python_function_runs_once_per_argument(start_node, start_wor
     first = client.call("py.counted", 5)
     assert client.call("py.counted", 5) == first, "answered from the cache"
     assert client.call("py.counted", 6)["run"] == first["run"] + 1
+
+
+def test_nested_calls_from_python_free_the_slot_while_they_wait(start_node, start_worker, client_of):
+    # One slot: a fan-out that held it while waiting would wait for ever.
+    node = start_node("--slots", "1")
+    start_worker(node)
+    client = client_of(node)
+    assert client.call("py.fan", 50) == sum(i * i for i in range(50))
+    assert client.call("py.fan_async", 5) == [0, 1, 4, 9, 16]
+    with pytest.raises(shoal.ShoalError) as raised:
+        client.call("py.calls_nothing")
+    assert raised.value.code == "function_failed"
+    assert "unknown_function" in raised.value.message

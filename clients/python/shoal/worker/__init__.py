@@ -28,15 +28,21 @@ still held elsewhere.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import inspect
+import itertools
 import json
 import logging
-from collections.abc import Callable
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
 import websockets
+
+from ..errors import ShoalError
 
 log = logging.getLogger("shoal.worker")
 
@@ -78,15 +84,44 @@ def function(
 
 
 class Context:
-    """What a running function can tell its caller."""
+    """What a running function can do besides compute: report progress, and
+    call other functions of the cluster. While it waits for those, its node
+    slot is free (nested calls never block a worker's node)."""
 
-    def __init__(self, send: Callable[[dict[str, Any]], None], call_id: int) -> None:
-        self._send = send
+    def __init__(self, worker: Worker, call_id: int) -> None:
+        self._worker = worker
         self._id = call_id
 
     def progress(self, fraction: float, message: str = "") -> None:
         """Reports progress (0.0–1.0) of the durable job this call runs for."""
-        self._send({"type": "progress", "id": self._id, "fraction": float(fraction), "message": message})
+        self._worker._send_threadsafe(
+            {"type": "progress", "id": self._id, "fraction": float(fraction), "message": message}
+        )
+
+    def submit(self, function: str, args: Any = None) -> concurrent.futures.Future[Any]:
+        """Starts a nested call; its future resolves to the result or raises
+        :class:`ShoalError`."""
+        return self._worker._nested(self._id, function, args)
+
+    def call(self, function: str, args: Any = None) -> Any:
+        """A nested call, waited for (from a sync function)."""
+        return self.submit(function, args).result()
+
+    async def acall(self, function: str, args: Any = None) -> Any:
+        """A nested call, awaited (from an async function)."""
+        return await asyncio.wrap_future(self.submit(function, args))
+
+    def map(self, function: str, items: Iterable[Any], *, concurrency: int = 64) -> list[Any]:
+        """``function`` over every item as nested calls, at most
+        ``concurrency`` in flight; results in order (from a sync function)."""
+        window: deque[concurrent.futures.Future[Any]] = deque()
+        results: list[Any] = []
+        for item in items:
+            if len(window) >= concurrency:
+                results.append(window.popleft().result())
+            window.append(self.submit(function, item))
+        results += [future.result() for future in window]
+        return results
 
 
 def ws_url(node: str) -> str:
@@ -119,10 +154,15 @@ class Worker:
         threads = sum(f.concurrency for f in self.functions.values()) or 1
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="shoal-fn")
         self.stopping = asyncio.Event()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.nested: dict[int, concurrent.futures.Future[Any]] = {}
+        self.nested_ids = itertools.count(1)
+        self.nested_lock = threading.Lock()
 
     async def run(self) -> None:
         if not self.functions:
             raise ValueError("no functions to serve: decorate some with @shoal.function")
+        self.loop = asyncio.get_running_loop()
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         async with websockets.connect(
             ws_url(self.node), additional_headers=headers, max_size=32 * 1024 * 1024
@@ -174,17 +214,40 @@ class Worker:
                 task = self.running.pop(message["id"], None)
                 if task:
                     task.cancel()
+            elif kind in ("returned", "failed"):
+                with self.nested_lock:
+                    future = self.nested.pop(message["id"], None)
+                if future is None:
+                    continue
+                if kind == "returned":
+                    future.set_result(message["result"])
+                else:
+                    future.set_exception(ShoalError(message["code"], message["message"]))
+            elif kind == "refused":
+                log.warning("the node refused a message: %s", message.get("message"))
 
     def _send_soon(self, message: dict[str, Any]) -> None:
         asyncio.get_running_loop().create_task(self.ws.send(json.dumps(message)))
+
+    def _send_threadsafe(self, message: dict[str, Any]) -> None:
+        assert self.loop is not None, "the worker runs"
+        self.loop.call_soon_threadsafe(self._send_soon, message)
+
+    def _nested(self, parent: int, function: str, args: Any) -> concurrent.futures.Future[Any]:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        with self.nested_lock:
+            nested_id = next(self.nested_ids)
+            self.nested[nested_id] = future
+        self._send_threadsafe(
+            {"type": "call", "id": nested_id, "parent": parent, "function": function, "args": args}
+        )
+        return future
 
     async def _run(self, call_id: int, name: str, args: Any) -> None:
         loop = asyncio.get_running_loop()
         try:
             registered = self.functions[name]
-            # Progress from a thread goes through the loop that owns the socket.
-            send = lambda m: loop.call_soon_threadsafe(self._send_soon, m)  # noqa: E731
-            extra = {"ctx": Context(send, call_id)} if registered.wants_ctx else {}
+            extra = {"ctx": Context(self, call_id)} if registered.wants_ctx else {}
             if inspect.iscoroutinefunction(registered.body):
                 result = await registered.body(args, **extra)
             else:

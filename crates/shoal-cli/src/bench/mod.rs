@@ -23,6 +23,7 @@ mod js;
 mod measure;
 mod nodes;
 mod pubsub;
+mod python;
 mod scale;
 mod sim;
 
@@ -42,6 +43,8 @@ pub enum BenchCommand {
     Db(durable::DurableArgs),
     /// Calls through the HTTP API with many concurrent clients.
     Http(http::HttpArgs),
+    /// The Python client and a Python worker against a node: calls/s, round trips.
+    Python(python::PythonArgs),
     /// Topics on 3 nodes: messages/s, delivery latency, fraction delivered.
     Pubsub(pubsub::PubsubArgs),
     /// N node processes: forming, idle CPU and memory per node, detecting
@@ -61,6 +64,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Db(args) => durable::db(args).await,
         BenchCommand::Http(args) => http::run(args).await,
         BenchCommand::Pubsub(args) => pubsub::run(args).await,
+        BenchCommand::Python(args) => python::run(args).await,
         BenchCommand::Cluster(args) => cluster::run(args).await,
         BenchCommand::Sim(args) => sim::run(&args),
     }

@@ -21,6 +21,7 @@
 use super::context::CallContext;
 use super::registry::{FnResult, Function, HandBack, Registry};
 use serde_json::Value;
+use shoal_proto::ErrorCode;
 use shoal_proto::api::{ToWorker, WorkerFunction};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -160,6 +161,36 @@ impl Workers {
         if let Some(ctx) = ctx {
             ctx.progress(fraction, message);
         }
+    }
+
+    /// The running call `parent` makes a nested call (its slot is free while
+    /// it waits); the answer goes to the worker as `returned` or `failed`.
+    pub fn nested(&self, worker: WorkerId, parent: u64, id: u64, function: String, args: Value) {
+        let found = self.state().workers.get(&worker).map(|w| {
+            let ctx = w.calls.get(&parent).map(|in_flight| in_flight.ctx.clone());
+            (ctx, w.outbox.clone())
+        });
+        let Some((ctx, outbox)) = found else {
+            return;
+        };
+        tokio::spawn(async move {
+            let reply = match ctx {
+                None => ToWorker::Failed {
+                    id,
+                    code: ErrorCode::InvalidRequest.as_str().to_string(),
+                    message: format!("call {parent} is not running on this worker"),
+                },
+                Some(ctx) => match ctx.call(&function, args).await {
+                    Ok(result) => ToWorker::Returned { id, result },
+                    Err(error) => ToWorker::Failed {
+                        id,
+                        code: error.code.as_str().to_string(),
+                        message: error.message,
+                    },
+                },
+            };
+            let _ = outbox.send(reply).await;
+        });
     }
 
     /// The worker is stopping: it finishes what it runs and gets nothing new.

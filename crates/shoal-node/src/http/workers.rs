@@ -86,6 +86,15 @@ fn receive(workers: &Arc<Workers>, worker: u64, text: &str) -> Option<ToWorker> 
             workers.progress(worker, id, fraction, message);
             None
         }
+        FromWorker::Call {
+            id,
+            parent,
+            function,
+            args,
+        } => {
+            workers.nested(worker, parent, id, function, args);
+            None
+        }
         FromWorker::Drain => {
             workers.drain(worker);
             None

@@ -45,6 +45,17 @@ pub enum FromWorker {
         #[serde(default)]
         message: String,
     },
+    /// A nested call made by the running call `parent` (for example a
+    /// fan-out); its slot is free while it waits. Answered with `returned`
+    /// or `failed` carrying the same `id` (the worker's own numbering).
+    Call {
+        id: u64,
+        parent: u64,
+        function: String,
+        #[serde(default)]
+        #[schema(value_type = Object)]
+        args: Value,
+    },
     /// The worker is stopping: send no more calls; it finishes those it has.
     Drain,
 }
@@ -70,5 +81,17 @@ pub enum ToWorker {
     /// The caller stopped waiting: drop the call, send nothing for it.
     Cancel {
         id: u64,
+    },
+    /// A nested call's result.
+    Returned {
+        id: u64,
+        #[schema(value_type = Object)]
+        result: Value,
+    },
+    /// A nested call's failure, with its stable error code.
+    Failed {
+        id: u64,
+        code: String,
+        message: String,
     },
 }
