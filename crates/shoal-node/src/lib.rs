@@ -48,6 +48,7 @@ pub mod store;
 pub mod telemetry;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod timeline;
 pub mod topics;
 
 pub use calls::context::CallContext;

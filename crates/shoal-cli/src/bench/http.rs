@@ -2,11 +2,10 @@
 //! any language makes them.
 
 use super::measure::percentile;
-use super::nodes::node_config;
+use super::nodes::http_node;
 use clap::Args;
 use serde_json::{Value, json};
 use shoal_client::{BatchCall, Client};
-use shoal_node::{Node, NodeConfig, builtins};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -29,13 +28,7 @@ pub struct HttpArgs {
 
 pub async fn run(args: HttpArgs) -> anyhow::Result<()> {
     let duration = Duration::from_secs_f64(args.seconds.max(0.1));
-    let node = builtins::register(Node::builder().config(NodeConfig {
-        http: Some("127.0.0.1:0".parse()?),
-        ..node_config(2)
-    }))
-    .start()
-    .await?;
-    let url = format!("http://{}", node.api_addr().expect("the node serves HTTP"));
+    let (node, url) = http_node(2).await?;
     let client = Client::new([&url])?;
     // Warm up: open connections, fill caches.
     for _ in 0..1_000 {

@@ -20,6 +20,19 @@ pub fn node_config(slots: u32) -> NodeConfig {
     }
 }
 
+/// An in-process node with the built-in functions, serving HTTP on a free
+/// port: the node and its API's URL.
+pub async fn http_node(slots: u32) -> anyhow::Result<(shoal_node::Node, String)> {
+    let node = shoal_node::builtins::register(shoal_node::Node::builder().config(NodeConfig {
+        http: Some("127.0.0.1:0".parse()?),
+        ..node_config(slots)
+    }))
+    .start()
+    .await?;
+    let url = format!("http://{}", node.api_addr().expect("the node serves HTTP"));
+    Ok((node, url))
+}
+
 /// A real `shoal node` process started by a benchmark; killed on drop.
 pub struct NodeProcess {
     child: Child,

@@ -5,11 +5,10 @@
 //! ./clients/python`.
 
 use super::measure::{self, percentile};
-use super::nodes::node_config;
+use super::nodes::http_node;
 use clap::Args;
 use serde_json::{Value, json};
 use shoal_client::Client;
-use shoal_node::{Node, NodeConfig, builtins};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -88,13 +87,7 @@ pub async fn run(args: PythonArgs) -> anyhow::Result<()> {
         "the Python package is not installed for {}: pip install ./clients/python",
         args.python
     );
-    let node = builtins::register(Node::builder().config(NodeConfig {
-        http: Some("127.0.0.1:0".parse()?),
-        ..node_config(2)
-    }))
-    .start()
-    .await?;
-    let url = format!("http://{}", node.api_addr().expect("the node serves HTTP"));
+    let (node, url) = http_node(2).await?;
     let client = Client::new([&url])?;
 
     eprintln!("the Python client…");

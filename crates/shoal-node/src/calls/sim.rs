@@ -15,10 +15,10 @@ use super::placement::{self, Load, Placement};
 use super::steal::{MAX_STEAL_BATCH, STEAL_INTERVAL, Thief};
 use super::work_queue::{Admit, WorkQueue};
 use crate::cluster::task::REPORTS_PER_PERIOD;
+use crate::timeline::Timeline;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// What a fan-out looks like, and the network it runs over.
@@ -135,35 +135,11 @@ struct SimNode {
     ran: u32,
 }
 
-struct Event {
-    at: Duration,
-    order: u64,
-    what: What,
-}
-
-impl PartialEq for Event {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.order) == (other.at, other.order)
-    }
-}
-impl Eq for Event {}
-impl PartialOrd for Event {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Event {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.at, self.order).cmp(&(other.at, other.order))
-    }
-}
-
 struct FanoutSim {
     settings: FanoutSettings,
     nodes: Vec<SimNode>,
-    events: BinaryHeap<Reverse<Event>>,
+    events: Timeline<What>,
     now: Duration,
-    order: u64,
     rng: StdRng,
     /// Where its owner believes each call runs; `None` once it resolved.
     at: Vec<Option<u32>>,
@@ -194,9 +170,8 @@ pub fn fan_out(settings: FanoutSettings) -> FanoutOutcome {
                 ran: 0,
             })
             .collect(),
-        events: BinaryHeap::new(),
+        events: Timeline::default(),
         now: Duration::ZERO,
-        order: 0,
         at: vec![None; settings.calls],
         outstanding: vec![vec![0; settings.nodes]; settings.owners],
         resolved: 0,
@@ -213,23 +188,18 @@ pub fn fan_out(settings: FanoutSettings) -> FanoutOutcome {
         sim.place(call);
     }
     while sim.resolved < sim.settings.calls {
-        let Some(Reverse(event)) = sim.events.pop() else {
+        let Some((at, what)) = sim.events.pop_until(Duration::MAX) else {
             unreachable!("calls are pending, so events are too");
         };
-        sim.now = event.at;
-        sim.handle(event.what);
+        sim.now = at;
+        sim.handle(what);
     }
     sim.outcome()
 }
 
 impl FanoutSim {
     fn push(&mut self, at: Duration, what: What) {
-        self.order += 1;
-        self.events.push(Reverse(Event {
-            at,
-            order: self.order,
-            what,
-        }));
+        self.events.push(at, what);
     }
 
     /// Sends a message from one node to another: it arrives after a delay.

@@ -8,12 +8,11 @@
 //! short pause is survived) at sizes no test could start as processes.
 
 use super::swim::{COMPARE_EVERY_PERIODS, MAX_FULL_STATE_BYTES, Membership};
+use crate::timeline::Timeline;
 use foca::Identity;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::time::Duration;
 
 /// A simulated node's identity: its index and a generation, 8 bytes.
@@ -96,29 +95,6 @@ enum What {
     },
 }
 
-struct Event {
-    at: Duration,
-    order: u64,
-    what: What,
-}
-
-impl PartialEq for Event {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.order) == (other.at, other.order)
-    }
-}
-impl Eq for Event {}
-impl PartialOrd for Event {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Event {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.at, self.order).cmp(&(other.at, other.order))
-    }
-}
-
 struct SimNode {
     /// `None` while the node is dead.
     membership: Option<Membership<SimId>>,
@@ -132,9 +108,8 @@ struct SimNode {
 pub struct Sim {
     settings: SimSettings,
     nodes: Vec<SimNode>,
-    events: BinaryHeap<Reverse<Event>>,
+    events: Timeline<What>,
     now: Duration,
-    order: u64,
     rng: StdRng,
     /// Packets and bytes sent so far, by all nodes.
     pub packets: u64,
@@ -147,9 +122,8 @@ impl Sim {
         let mut sim = Sim {
             rng: StdRng::seed_from_u64(settings.seed),
             nodes: Vec::new(),
-            events: BinaryHeap::new(),
+            events: Timeline::default(),
             now: Duration::ZERO,
-            order: 0,
             packets: 0,
             bytes: 0,
             settings,
@@ -286,12 +260,9 @@ impl Sim {
     /// Runs every event of the next `span` of simulated time.
     pub fn run_for(&mut self, span: Duration) {
         let end = self.now + span;
-        while let Some(Reverse(event)) = self.events.peek()
-            && event.at <= end
-        {
-            let Reverse(event) = self.events.pop().expect("peeked");
-            self.now = event.at;
-            match event.what {
+        while let Some((at, what)) = self.events.pop_until(end) {
+            self.now = at;
+            match what {
                 What::Deliver { to, packet } => self.deliver(to, &packet),
                 What::Wake(node) => self.wake(node),
                 What::Rejoin { node, via } => self.join(node, via),
@@ -438,11 +409,6 @@ impl Sim {
     }
 
     fn push(&mut self, at: Duration, what: What) {
-        self.order += 1;
-        self.events.push(Reverse(Event {
-            at,
-            order: self.order,
-            what,
-        }));
+        self.events.push(at, what);
     }
 }
