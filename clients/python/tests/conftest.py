@@ -52,6 +52,7 @@ def start_node(tmp_path: Path) -> Iterator[Callable[..., NodeProcess]]:
         data = tmp_path / f"node{len(started)}"
         process = subprocess.Popen(
             [SHOAL_BIN, "node", "--heartbeat-ms", "200", "--http", "127.0.0.1:0", "--data-dir", str(data), *args],
+            cwd=HERE,  # where the workers a node starts find sample_functions
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,

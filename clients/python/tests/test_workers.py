@@ -4,6 +4,8 @@ any node as if they were native; workers killed and stopped mid-call."""
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import signal
 import threading
 import time
@@ -145,3 +147,33 @@ def test_nested_calls_from_python_free_the_slot_while_they_wait(start_node, star
         client.call("py.calls_nothing")
     assert raised.value.code == "function_failed"
     assert "unknown_function" in raised.value.message
+
+
+def test_a_node_started_with_python_workers_keeps_them_running(start_node, client_of):
+    node = start_node("--python", "2", "--python-module", "sample_functions", "--python-bin", sys.executable)
+    client = client_of(node)
+    def serving() -> set[int]:
+        # Calls at once: each worker runs one py.where at a time.
+        return set(client.map("py.where", [None] * 40, concurrency=8))
+
+    pids = wait_for("two workers serving", lambda: len(now := serving()) == 2 and now)
+    victim = sorted(pids)[0]
+    os.kill(victim, signal.SIGKILL)
+    # The node starts it again; calls keep working meanwhile.
+    wait_for("a new worker in the dead one's place",
+             lambda: victim not in (now := serving()) and len(now) == 2,
+             timeout=30)
+    node.process.send_signal(signal.SIGTERM)
+    assert node.process.wait(timeout=40) == 0
+    for pid in pids - {victim}:
+        wait_for(f"worker {pid} to have exited", lambda pid=pid: not _alive(pid))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (exited, not yet reaped by the stopped node) counts as gone.
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().split()[2] != "Z"

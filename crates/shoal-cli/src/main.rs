@@ -30,6 +30,7 @@ mod data_cmd;
 mod demo;
 mod node_cmd;
 mod pi;
+mod python_workers;
 mod queue_cmd;
 mod terminal;
 mod top;

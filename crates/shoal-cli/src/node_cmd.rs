@@ -2,6 +2,7 @@
 
 use crate::api::read_token;
 use crate::args::{parse_label, parse_resource, read_script};
+use crate::python_workers::{self, PythonWorkers};
 use anyhow::Context;
 use clap::Args;
 use shoal_node::config::secret_from_passphrase;
@@ -11,6 +12,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// How a node reaches its cluster.
 #[derive(Args)]
@@ -102,6 +105,19 @@ pub struct NodeArgs {
     /// no stream, is closed.
     #[arg(long, default_value_t = 30_000)]
     idle_timeout_ms: u64,
+    /// Python worker processes to start beside the node and keep running;
+    /// they serve the functions of --python-module (needs the package:
+    /// pip install ./clients/python).
+    #[arg(long, default_value_t = 0, requires = "python_module")]
+    python: usize,
+    /// A Python module whose @shoal.function functions the workers serve
+    /// (repeatable; imported from the node's working directory or
+    /// PYTHONPATH).
+    #[arg(long)]
+    python_module: Vec<String>,
+    /// The Python interpreter for the workers.
+    #[arg(long, default_value = "python3")]
+    python_bin: String,
 }
 
 /// `--http`: an address, or `off`.
@@ -164,8 +180,31 @@ pub async fn run(args: NodeArgs, logs: Arc<LogRing>) -> anyhow::Result<()> {
         node.peer_id(),
         addrs.join(",")
     );
+    let workers = TaskTracker::new();
+    let stop_workers = CancellationToken::new();
+    if args.python > 0 {
+        let api = node
+            .api_addr()
+            .context("--python needs the HTTP API (--http)")?;
+        let config = node.config();
+        python_workers::supervise(
+            PythonWorkers {
+                count: args.python,
+                python: args.python_bin.clone(),
+                modules: args.python_module.clone(),
+                node: format!("http://{api}"),
+                token: config.api_token.clone(),
+            },
+            &workers,
+            stop_workers.clone(),
+        );
+    }
     wait_for_stop_signal().await;
     tracing::info!("stopping");
+    // Workers first: they finish their calls while the node still serves.
+    stop_workers.cancel();
+    workers.close();
+    workers.wait().await;
     node.shutdown().await;
     Ok(())
 }

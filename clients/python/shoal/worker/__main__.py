@@ -1,4 +1,4 @@
-"""``python -m shoal.worker MODULE --node URL``: serves the module's
+"""``python -m shoal.worker MODULE… --node URL``: serves the modules'
 ``@shoal.function`` functions until SIGTERM."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> None:
         prog="python -m shoal.worker",
         description="Serve the @shoal.function functions of a module to a Shoal node.",
     )
-    parser.add_argument("module", help="the module to import, e.g. my_package.jobs")
+    parser.add_argument("modules", nargs="+", metavar="module", help="modules to import, e.g. my_package.jobs")
     parser.add_argument("--node", default=os.environ.get("SHOAL_NODE", "http://127.0.0.1:7070"))
     parser.add_argument("--concurrency", type=int, help="calls of each function at a time (overrides the decorators)")
     parser.add_argument("--token-file", help="the node's API token, if it has one (or SHOAL_API_TOKEN)")
@@ -28,7 +28,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
     sys.path.insert(0, os.getcwd())
-    importlib.import_module(args.module)
+    for module in args.modules:
+        importlib.import_module(module)
     token = os.environ.get("SHOAL_API_TOKEN")
     if args.token_file:
         with open(args.token_file) as file:
