@@ -60,3 +60,15 @@ async def fan_async(n, ctx):
 @shoal.function(name="py.calls_nothing")
 def calls_nothing(_args, ctx):
     return ctx.call("no.such.function")
+
+
+@shoal.function(name="py.spin")
+def spin(_args):
+    """Never returns: only the worker's exit stops it."""
+    while True:
+        pass
+
+
+@shoal.function(name="py.hog")
+def hog(megabytes):
+    return len(bytearray(megabytes * 1024 * 1024))

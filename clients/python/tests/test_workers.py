@@ -177,3 +177,26 @@ def _alive(pid: int) -> bool:
     # A zombie (exited, not yet reaped by the stopped node) counts as gone.
     with open(f"/proc/{pid}/stat") as stat:
         return stat.read().split()[2] != "Z"
+
+
+def test_a_runaway_call_times_out_and_its_worker_makes_way(start_node, start_worker, client_of):
+    node = start_node()
+    worker = start_worker(node, "--cancel-grace", "1")
+    client = client_of(node)
+    with pytest.raises(shoal.ShoalError) as raised:
+        client.call("py.spin", timeout_ms=500)
+    assert raised.value.code == "deadline_exceeded"
+    # A Python thread cannot be stopped: once the grace time is over, the
+    # worker exits so that its supervisor can start a fresh one.
+    assert worker.wait(timeout=10) == 70
+
+
+def test_memory_beyond_the_workers_limit_fails_the_call_not_the_worker(start_node, start_worker, client_of):
+    node = start_node()
+    start_worker(node, "--memory-mb", "400")
+    client = client_of(node)
+    with pytest.raises(shoal.ShoalError) as raised:
+        client.call("py.hog", 2000)
+    assert raised.value.code == "function_failed"
+    assert "MemoryError" in raised.value.message
+    assert client.call("py.hog", 10) == 10 * 1024 * 1024, "the worker serves on"

@@ -118,6 +118,10 @@ pub struct NodeArgs {
     /// The Python interpreter for the workers.
     #[arg(long, default_value = "python3")]
     python_bin: String,
+    /// Each Python worker's memory limit in MB (its address space): a call
+    /// that allocates past it fails with MemoryError.
+    #[arg(long)]
+    python_memory_mb: Option<u64>,
 }
 
 /// `--http`: an address, or `off`.
@@ -194,6 +198,7 @@ pub async fn run(args: NodeArgs, logs: Arc<LogRing>) -> anyhow::Result<()> {
                 modules: args.python_module.clone(),
                 node: format!("http://{api}"),
                 token: config.api_token.clone(),
+                memory_mb: args.python_memory_mb,
             },
             &workers,
             stop_workers.clone(),

@@ -29,6 +29,8 @@ pub struct PythonWorkers {
     /// The node's API token, if it has one (handed over in the
     /// environment, not on the command line).
     pub token: Option<String>,
+    /// The address-space limit of each worker.
+    pub memory_mb: Option<u64>,
 }
 
 /// Starts the workers; they stop when `stop` is cancelled, and `tasks`
@@ -83,6 +85,9 @@ fn start(workers: &PythonWorkers) -> std::io::Result<Child> {
         .args(["--node", &workers.node])
         .stdin(Stdio::null())
         .kill_on_drop(true);
+    if let Some(megabytes) = workers.memory_mb {
+        command.arg("--memory-mb").arg(megabytes.to_string());
+    }
     if let Some(token) = &workers.token {
         command.env("SHOAL_API_TOKEN", token);
     }

@@ -33,6 +33,7 @@ import inspect
 import itertools
 import json
 import logging
+import os
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -142,6 +143,7 @@ class Worker:
         token: str | None = None,
         concurrency: int | None = None,
         drain_timeout: float = 30.0,
+        cancel_grace: float = 10.0,
     ) -> None:
         self.node = node
         functions = functions if functions is not None else REGISTERED
@@ -150,6 +152,9 @@ class Worker:
         }
         self.token = token
         self.drain_timeout = drain_timeout
+        self.cancel_grace = cancel_grace
+        #: Calls running in a thread, which cannot be interrupted.
+        self.in_threads: set[int] = set()
         self.running: dict[int, asyncio.Task[None]] = {}
         threads = sum(f.concurrency for f in self.functions.values()) or 1
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="shoal-fn")
@@ -211,9 +216,12 @@ class Worker:
                 call_id = message["id"]
                 self.running[call_id] = asyncio.create_task(self._run(call_id, message["function"], message.get("args")))
             elif kind == "cancel":
-                task = self.running.pop(message["id"], None)
+                call_id = message["id"]
+                task = self.running.pop(call_id, None)
                 if task:
                     task.cancel()
+                if call_id in self.in_threads:
+                    self.loop.call_later(self.cancel_grace, self._give_up_on, call_id)
             elif kind in ("returned", "failed"):
                 with self.nested_lock:
                     future = self.nested.pop(message["id"], None)
@@ -225,6 +233,23 @@ class Worker:
                     future.set_exception(ShoalError(message["code"], message["message"]))
             elif kind == "refused":
                 log.warning("the node refused a message: %s", message.get("message"))
+
+    def _in_thread(self, call_id: int, registered: Function, args: Any, extra: dict[str, Any]) -> Callable[[], Any]:
+        def run() -> Any:
+            try:
+                return registered.body(args, **extra)
+            finally:
+                self.in_threads.discard(call_id)
+
+        return run
+
+    def _give_up_on(self, call_id: int) -> None:
+        """A cancelled call still runs in its thread after the grace time:
+        a Python thread cannot be stopped, so the worker exits (its node or
+        supervisor starts another; its other calls run again elsewhere)."""
+        if call_id in self.in_threads:
+            log.error("call %d ignored its cancellation for %.0f s; the worker exits", call_id, self.cancel_grace)
+            os._exit(70)
 
     def _send_soon(self, message: dict[str, Any]) -> None:
         asyncio.get_running_loop().create_task(self.ws.send(json.dumps(message)))
@@ -251,7 +276,9 @@ class Worker:
             if inspect.iscoroutinefunction(registered.body):
                 result = await registered.body(args, **extra)
             else:
-                result = await loop.run_in_executor(self.pool, lambda: registered.body(args, **extra))
+                # The thread takes itself out of `in_threads` when it ends.
+                self.in_threads.add(call_id)
+                result = await loop.run_in_executor(self.pool, self._in_thread(call_id, registered, args, extra))
             reply = {"type": "result", "id": call_id, "result": result}
             text = json.dumps(reply)
         except asyncio.CancelledError:

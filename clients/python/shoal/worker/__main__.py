@@ -8,6 +8,7 @@ import asyncio
 import importlib
 import logging
 import os
+import resource
 import signal
 import sys
 
@@ -24,9 +25,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, help="calls of each function at a time (overrides the decorators)")
     parser.add_argument("--token-file", help="the node's API token, if it has one (or SHOAL_API_TOKEN)")
     parser.add_argument("--drain-timeout", type=float, default=30.0, help="seconds to finish calls on SIGTERM")
+    parser.add_argument(
+        "--cancel-grace", type=float, default=10.0,
+        help="seconds a cancelled call (deadline passed) may go on in its thread before the worker exits",
+    )
+    parser.add_argument("--memory-mb", type=int, help="the worker's address-space limit (RLIMIT_AS), in MB")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
+    if args.memory_mb:
+        limit = args.memory_mb * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     sys.path.insert(0, os.getcwd())
     for module in args.modules:
         importlib.import_module(module)
@@ -37,7 +46,12 @@ def main(argv: list[str] | None = None) -> None:
 
     async def serve() -> None:
         worker = Worker(
-            args.node, REGISTERED, token=token, concurrency=args.concurrency, drain_timeout=args.drain_timeout
+            args.node,
+            REGISTERED,
+            token=token,
+            concurrency=args.concurrency,
+            drain_timeout=args.drain_timeout,
+            cancel_grace=args.cancel_grace,
         )
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
