@@ -184,6 +184,58 @@ test('with an API token, nothing shows until the token is given', async () => {
   await page.close();
 });
 
+test('on a phone, by keyboard alone, in colours that pass contrast checks', async () => {
+  const page = await browser.newPage({ viewport: { width: 390, height: 844 }, isMobile: true });
+  await page.goto(`${cluster[0].http}/`);
+  await page.locator('#members tbody tr').first().waitFor();
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok(overflow <= 0, `the page is ${overflow} px wider than a phone`);
+  await page.screenshot({ path: join(SHOTS, 'phone.png'), fullPage: true });
+
+  // Tab to the Jobs tab and press Enter: the jobs view opens.
+  await page.setViewportSize({ width: 1280, height: 860 });
+  let focused = '';
+  for (let i = 0; i < 10 && focused !== 'Jobs'; i++) {
+    await page.keyboard.press('Tab');
+    focused = await page.evaluate(() => document.activeElement?.textContent ?? '');
+  }
+  assert.equal(focused, 'Jobs', 'the Jobs tab is reachable with Tab');
+  await page.keyboard.press('Enter');
+  await page.locator('#submit-job').waitFor();
+
+  // WCAG AA: 4.5:1 for text, against the nearest opaque background.
+  const failures = await page.evaluate(() => {
+    const rgb = (text) => text.match(/[\d.]+/g).map(Number);
+    const luminance = ([r, g, b]) => {
+      const [R, G, B] = [r, g, b].map((c) => {
+        const v = c / 255;
+        return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4;
+      });
+      return 0.2126 * R + 0.7152 * G + 0.0722 * B;
+    };
+    const background = (element) => {
+      for (let e = element; e; e = e.parentElement) {
+        const color = rgb(getComputedStyle(e).backgroundColor);
+        if (color.length < 4 || color[3] > 0) return color.slice(0, 3);
+      }
+      return [255, 255, 255];
+    };
+    const failed = [];
+    for (const element of document.querySelectorAll('body *')) {
+      const own = [...element.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim());
+      if (!own || element.closest('figure.chart') || element.disabled) continue;
+      const style = getComputedStyle(element);
+      if (style.visibility === 'hidden' || style.display === 'none') continue;
+      const [fg, bg] = [luminance(rgb(style.color)), luminance(background(element))];
+      const ratio = (Math.max(fg, bg) + 0.05) / (Math.min(fg, bg) + 0.05);
+      if (ratio < 4.5) failed.push(`${element.tagName}.${element.className} "${element.textContent.trim().slice(0, 20)}" ${ratio.toFixed(2)}`);
+    }
+    return failed;
+  });
+  assert.deepEqual(failures, []);
+  await page.close();
+});
+
 test('the page and its assets weigh under 300 KB gzipped, all from the node', async () => {
   const base = cluster[0].http;
   const assets = ['/', '/ui/app.js', '/ui/style.css', '/ui/htm-preact.js', '/ui/uPlot.js', '/ui/uPlot.css'];
