@@ -8,6 +8,7 @@
 //!   …/v1/topics/{topic}[/events] …/v1/queues/{name}[/push|/pop|/close]
 //!   GET /metrics, /v1/logs       GET  /openapi.json, /v1/cluster/live
 //!   GET /v1/workers (WebSocket: worker processes serve functions)
+//!   GET /healthz, /readyz (probes; no token needed)
 //!   GET /  (the web dashboard, see [`dashboard`])
 //! ```
 //!
@@ -21,6 +22,7 @@ mod cluster;
 mod dashboard;
 mod docs;
 mod error;
+mod health;
 mod jobs;
 mod queues;
 mod topics;
@@ -108,14 +110,22 @@ fn api() -> OpenApiRouter<Node> {
         .routes(routes!(queues::close))
 }
 
-/// The OpenAPI description of the API.
+/// The OpenAPI description of the API (the health probes included, which
+/// are served outside the token's reach).
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api().into_openapi()
+    documented().into_openapi()
+}
+
+fn documented() -> OpenApiRouter<Node> {
+    api()
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
 }
 
 /// The API of `node`, ready to serve.
 pub fn router(node: Node) -> Router {
-    let (routes, doc) = api().split_for_parts();
+    let (routes, _) = api().split_for_parts();
+    let doc = documented().into_openapi();
     let doc = Arc::new(doc);
     let token: Option<Arc<str>> = node.config().api_token.as_deref().map(Arc::from);
     let routes = routes
@@ -136,7 +146,10 @@ pub fn router(node: Node) -> Router {
         Some(token) => routes.layer(middleware::from_fn_with_state(token, require_token)),
         None => routes,
     };
+    // Without the token: probes and the dashboard's assets.
     routes
+        .route("/healthz", axum::routing::get(health::healthz))
+        .route("/readyz", axum::routing::get(health::readyz))
         .merge(dashboard::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(node)

@@ -811,6 +811,8 @@ async fn the_openapi_document_lists_every_route_and_every_listed_route_is_served
         ("POST", "/v1/queues/{name}/pop"),
         ("GET", "/v1/queues/{name}"),
         ("POST", "/v1/queues/{name}/close"),
+        ("GET", "/healthz"),
+        ("GET", "/readyz"),
     ];
     for (method, path) in expected {
         assert!(
@@ -1015,6 +1017,9 @@ async fn a_node_with_an_api_token_answers_only_requests_that_carry_it() {
         "unauthorized",
         "token",
     );
+    // Probes carry no token.
+    let health = get(&api, "/healthz").await;
+    assert_eq!(assert_ok(&health)["status"], "ok");
     // The dashboard's page and scripts hold no data: served to anyone, they
     // ask for the token before they show anything.
     for (uri, kind) in [("/", "text/html"), ("/ui/app.js", "text/javascript")] {
@@ -1219,4 +1224,36 @@ async fn topics_and_queues_answer_over_http() {
     );
 
     node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_says_whether_the_node_can_serve_and_why_not() {
+    let (node, api) = start_node(None).await;
+    wait_until(Duration::from_secs(10), "a ready node", async || {
+        let (status, body) = get(&api, "/readyz").await;
+        if status == StatusCode::OK {
+            Ok(())
+        } else {
+            Err(format!("{status} {body}"))
+        }
+    })
+    .await;
+    node.shutdown().await;
+
+    // Told to join a cluster that is not there: not ready, and it says why.
+    let lonely = Node::builder()
+        .config(NodeConfig {
+            join: vec!["/ip4/127.0.0.1/tcp/9".parse().unwrap()],
+            ..test_config(1)
+        })
+        .start()
+        .await
+        .unwrap();
+    let api = shoal_node::http::router(lonely.clone());
+    let (status, body) = get(&api, "/readyz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["status"], "not_ready");
+    let reasons = body["reasons"].to_string();
+    assert!(reasons.contains("no member of the cluster"), "{reasons}");
+    lonely.shutdown().await;
 }
