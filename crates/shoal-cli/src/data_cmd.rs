@@ -28,7 +28,8 @@ fn filter_arg(text: Option<&str>) -> anyhow::Result<Map<String, Value>> {
 pub struct SubmitArgs {
     #[command(flatten)]
     api: ApiArgs,
-    /// A JavaScript file defining the function; stored with the job.
+    /// A script defining the function, stored with the job: JavaScript, or
+    /// Python when its name ends in .py (run by nodes with Python workers).
     #[arg(long)]
     script: Option<PathBuf>,
     /// A label the running node must have (key=value); repeatable.

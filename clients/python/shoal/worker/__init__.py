@@ -29,12 +29,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import hashlib
 import inspect
 import itertools
 import json
 import logging
 import os
 import threading
+import types
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -49,6 +51,10 @@ log = logging.getLogger("shoal.worker")
 
 #: Functions registered with :func:`function`, by name.
 REGISTERED: dict[str, Function] = {}
+#: The function every worker serves to run a job's shipped script.
+PYTHON_SCRIPT = "shoal.python_script"
+#: Scripts' calls a worker runs at once.
+SCRIPT_CONCURRENCY = 4
 
 
 @dataclass
@@ -150,6 +156,10 @@ class Worker:
         self.functions = {
             name: replace(f, concurrency=concurrency or f.concurrency) for name, f in functions.items()
         }
+        self.functions[PYTHON_SCRIPT] = Function(PYTHON_SCRIPT, self._run_script, SCRIPT_CONCURRENCY, True)
+        #: Shipped scripts loaded so far: their functions, by the script's hash.
+        self.scripts: dict[str, dict[str, Function]] = {}
+        self.scripts_lock = threading.Lock()
         self.token = token
         self.drain_timeout = drain_timeout
         self.cancel_grace = cancel_grace
@@ -233,6 +243,38 @@ class Worker:
                     future.set_exception(ShoalError(message["code"], message["message"]))
             elif kind == "refused":
                 log.warning("the node refused a message: %s", message.get("message"))
+
+    def _run_script(self, args: dict[str, Any], ctx: Context) -> Any:
+        """Runs ``args["function"]`` of a script shipped with a job, loading
+        the script (``name``, ``source``) the first time its hash is seen."""
+        functions = self._load_script(args["name"], args["source"])
+        name = args["function"]
+        if name not in functions:
+            raise LookupError(f"{args['name']} defines no @shoal.function named {name!r} (it has {sorted(functions)})")
+        target = functions[name]
+        extra = {"ctx": ctx} if target.wants_ctx else {}
+        if inspect.iscoroutinefunction(target.body):
+            assert self.loop is not None
+            return asyncio.run_coroutine_threadsafe(target.body(args.get("args"), **extra), self.loop).result()
+        return target.body(args.get("args"), **extra)
+
+    def _load_script(self, name: str, source: str) -> dict[str, Function]:
+        digest = hashlib.sha256(source.encode()).hexdigest()
+        with self.scripts_lock:
+            if digest not in self.scripts:
+                module = types.ModuleType(f"shoal_script_{digest[:16]}")
+                module.__file__ = name
+                before = dict(REGISTERED)
+                try:
+                    exec(compile(source, name, "exec"), module.__dict__)
+                    added = {k: v for k, v in REGISTERED.items() if before.get(k) is not v}
+                finally:
+                    # The script's functions are its own, not the worker's.
+                    REGISTERED.clear()
+                    REGISTERED.update(before)
+                self.scripts[digest] = added
+                log.info("loaded %s (%s…): %s", name, digest[:12], ", ".join(sorted(added)) or "no functions")
+            return self.scripts[digest]
 
     def _in_thread(self, call_id: int, registered: Function, args: Any, extra: dict[str, Any]) -> Callable[[], Any]:
         def run() -> Any:

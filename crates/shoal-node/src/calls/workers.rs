@@ -28,6 +28,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
+/// The function every Python worker serves to run a job's shipped script:
+/// args `{name, source, function, args}`; it loads the script by its hash
+/// and calls `function` in it.
+pub const PYTHON_SCRIPT: &str = "shoal.python_script";
 /// Messages waiting to be written to one worker's socket.
 pub const OUTBOX: usize = 1024;
 /// Most calls of one function one worker runs at once.

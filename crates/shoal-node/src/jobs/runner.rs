@@ -18,6 +18,7 @@
 
 use super::{Capabilities, Job, JobCommand, JobOutcome, runs_where_leased};
 use crate::calls::scripts::Scripts;
+use crate::calls::workers::PYTHON_SCRIPT;
 use crate::calls::{CallOptions, Calls};
 use crate::clock::now_ms;
 use crate::cluster::peers::{Liveness, PeerView};
@@ -25,7 +26,7 @@ use crate::raft::consensus::Consensus;
 use crate::raft::query::{Leasable, Query};
 use crate::raft::types::{Command, CommandResult};
 use libp2p::PeerId;
-use serde_json::Value;
+use serde_json::{Value, json};
 use shoal_proto::{CallError, ErrorCode, JobRef};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -358,6 +359,16 @@ async fn job_call(runner: &JobRunner, job: &Job) -> Result<Value, CallError> {
         // calls it makes may go anywhere.
         on: runs_where_leased(spec).then_some(runner.me),
     };
+    if let Some(source) = spec.script.as_ref().filter(|s| is_python(&s.name)) {
+        // A Python script runs on a worker, which loads it by its hash.
+        let args = json!({
+            "name": source.name,
+            "source": source.source,
+            "function": spec.function,
+            "args": spec.args,
+        });
+        return runner.calls.call(PYTHON_SCRIPT, args, options).await;
+    }
     if let Some(source) = &spec.script {
         let script = shoal_js::Script::new(source.name.clone(), source.source.clone());
         options.script = Some(Arc::from(script.hash()));
@@ -371,6 +382,11 @@ async fn job_call(runner: &JobRunner, job: &Job) -> Result<Value, CallError> {
         .calls
         .call(&spec.function, spec.args.clone(), options)
         .await
+}
+
+/// Whether a job's script is Python (by its name), not JavaScript.
+fn is_python(name: &str) -> bool {
+    name.ends_with(".py")
 }
 
 async fn run_job(runner: &JobRunner, outcomes: mpsc::Sender<Outcome>, job: Job) {
