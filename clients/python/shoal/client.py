@@ -189,6 +189,38 @@ class Client:
                 continue
         raise Unreachable(f"no node answered ({', '.join(self.nodes)})")
 
+    def _stream(self, path: str) -> Iterator[tuple[str, Json]]:
+        """Server-sent events from the first node that answers."""
+        for node in self.nodes:
+            try:
+                with self._http.stream("GET", node + path, timeout=None) as response:
+                    if not response.is_success:
+                        response.read()
+                        _raise_for(response)
+                    events = _Events()
+                    for line in response.iter_lines():
+                        event = events.feed(line)
+                        if event:
+                            yield event
+                return
+            except httpx.TransportError:
+                continue
+        raise Unreachable(f"no node answered ({', '.join(self.nodes)})")
+
+    def subscribe(self, topic: str, *, history: bool = True) -> Iterator[dict[str, Any]]:
+        """A topic's messages (``{"publisher", "seq", "value", …}``): the kept
+        ones first (unless ``history=False``), then each as it comes."""
+        query = "" if history else "?history=false"
+        for name, message in self._stream(f"/v1/topics/{topic}/events{query}"):
+            if name == "message":
+                yield message
+
+    def events(self) -> Iterator[dict[str, Any]]:
+        """The node's telemetry events (joins, departures, alerts, …): recent
+        ones first, then each as it happens."""
+        for _, event in self._stream("/v1/events"):
+            yield event
+
     def wait(self, job_id: int) -> dict[str, Any]:
         """The job once it has finished."""
         last: dict[str, Any] = {}
@@ -197,6 +229,10 @@ class Client:
         return last
 
     # -- documents, queues, topics, the cluster
+
+    def create(self, collection: str) -> None:
+        """Creates a collection of documents."""
+        self._request("PUT", f"/v1/db/{collection}", retry=False)
 
     def insert(self, collection: str, document: dict[str, Any]) -> str:
         return self._request("POST", f"/v1/db/{collection}/docs", document)["id"]
@@ -323,6 +359,29 @@ class AsyncClient:
         async for last in self.watch(job_id):
             pass
         return last
+
+    async def create(self, collection: str) -> None:
+        await self._request("PUT", f"/v1/db/{collection}", retry=False)
+
+    async def insert(self, collection: str, document: dict[str, Any]) -> str:
+        return (await self._request("POST", f"/v1/db/{collection}/docs", document))["id"]
+
+    async def get(self, collection: str, doc_id: str) -> dict[str, Any]:
+        return await self._request("GET", f"/v1/db/{collection}/docs/{doc_id}")
+
+    async def find(self, collection: str, filter: dict[str, Any] | None = None, **options: Any) -> list[dict[str, Any]]:
+        body = {"filter": filter or {}, **options}
+        return (await self._request("POST", f"/v1/db/{collection}/find", body))["documents"]
+
+    async def push(self, queue: str, *items: Json) -> int:
+        return (await self._request("POST", f"/v1/queues/{queue}/push", {"items": list(items)}, retry=False))["pushed"]
+
+    async def pop(self, queue: str, *, timeout_ms: int = 0) -> Json:
+        body = {"timeout_ms": timeout_ms}
+        return (await self._request("POST", f"/v1/queues/{queue}/pop", body, retry=False))["item"]
+
+    async def publish(self, topic: str, value: Json, **options: Any) -> dict[str, Any]:
+        return await self._request("POST", f"/v1/topics/{topic}", {"value": value, **options}, retry=False)
 
     async def status(self) -> dict[str, Any]:
         return await self._request("GET", "/v1/status")
