@@ -171,23 +171,11 @@ class Client:
 
     def watch(self, job_id: int) -> Iterator[dict[str, Any]]:
         """The job each time it changes, until it has finished."""
-        for node in self.nodes:
-            try:
-                with self._http.stream("GET", f"{node}/v1/jobs/{job_id}/events", timeout=None) as response:
-                    if not response.is_success:
-                        response.read()
-                        _raise_for(response)
-                    events = _Events()
-                    for line in response.iter_lines():
-                        event = events.feed(line)
-                        if event and event[0] == "job":
-                            yield event[1]
-                            if event[1]["state"] in FINISHED:
-                                return
-                return
-            except httpx.TransportError:
-                continue
-        raise Unreachable(f"no node answered ({', '.join(self.nodes)})")
+        for name, job in self._stream(f"/v1/jobs/{job_id}/events"):
+            if name == "job":
+                yield job
+                if job["state"] in FINISHED:
+                    return
 
     def _stream(self, path: str) -> Iterator[tuple[str, Json]]:
         """Server-sent events from the first node that answers."""
@@ -335,24 +323,39 @@ class AsyncClient:
     async def job(self, job_id: int) -> dict[str, Any]:
         return await self._request("GET", f"/v1/jobs/{job_id}")
 
-    async def watch(self, job_id: int) -> AsyncIterator[dict[str, Any]]:
+    async def _stream(self, path: str) -> AsyncIterator[tuple[str, Json]]:
         for node in self.nodes:
             try:
-                url = f"{node}/v1/jobs/{job_id}/events"
-                async with self._http().get(url, timeout=aiohttp.ClientTimeout(total=None)) as response:
+                no_limit = aiohttp.ClientTimeout(total=None)
+                async with self._http().get(node + path, timeout=no_limit) as response:
                     if response.status >= 300:
                         _raise_for_parts(response.status, await response.text())
                     events = _Events()
                     async for raw in response.content:
                         event = events.feed(raw.decode().rstrip("\r\n"))
-                        if event and event[0] == "job":
-                            yield event[1]
-                            if event[1]["state"] in FINISHED:
-                                return
+                        if event:
+                            yield event
                 return
             except aiohttp.ClientConnectionError:
                 continue
         raise Unreachable(f"no node answered ({', '.join(self.nodes)})")
+
+    async def watch(self, job_id: int) -> AsyncIterator[dict[str, Any]]:
+        async for name, job in self._stream(f"/v1/jobs/{job_id}/events"):
+            if name == "job":
+                yield job
+                if job["state"] in FINISHED:
+                    return
+
+    async def subscribe(self, topic: str, *, history: bool = True) -> AsyncIterator[dict[str, Any]]:
+        query = "" if history else "?history=false"
+        async for name, message in self._stream(f"/v1/topics/{topic}/events{query}"):
+            if name == "message":
+                yield message
+
+    async def events(self) -> AsyncIterator[dict[str, Any]]:
+        async for _, event in self._stream("/v1/events"):
+            yield event
 
     async def wait(self, job_id: int) -> dict[str, Any]:
         last: dict[str, Any] = {}

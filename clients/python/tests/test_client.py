@@ -37,11 +37,15 @@ def test_the_asyncio_client_has_the_same_data_calls(start_node):
             await client.create("notes")
             doc = await client.insert("notes", {"n": 2})
             await client.push("work", "item")
-            await client.publish("news", 1)
-            return (await client.get("notes", doc))["body"], await client.pop("work"), await client.find("notes")
+            await client.publish("news", 1, retain=5)
+            first = await anext(client.subscribe("news"))
+            event = await anext(client.events())
+            return (await client.get("notes", doc))["body"], await client.pop("work"), await client.find("notes"), first, event
 
-    body, item, found = asyncio.run(use())
+    body, item, found, first, event = asyncio.run(use())
     assert (body, item, len(found)) == ({"n": 2}, "item", 1)
+    assert first["value"] == 1
+    assert "kind" in event
 
 
 def test_a_dead_node_in_the_list_is_passed_over_and_errors_keep_their_codes(start_node):
