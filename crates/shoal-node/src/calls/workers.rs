@@ -27,6 +27,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio_util::task::TaskTracker;
 
 /// The function every Python worker serves to run a job's shipped script:
 /// args `{name, source, function, args}`; it loads the script by its hash
@@ -47,6 +48,8 @@ type Answer = Result<Value, String>;
 /// The workers connected to this node.
 pub struct Workers {
     registry: Arc<Registry>,
+    /// The node's tasks: nested calls run in them, so shutdown waits.
+    tasks: TaskTracker,
     state: Mutex<State>,
     next_worker: AtomicU64,
     next_call: AtomicU64,
@@ -74,9 +77,10 @@ struct InFlight {
 }
 
 impl Workers {
-    pub fn new(registry: Arc<Registry>) -> Arc<Workers> {
+    pub fn new(registry: Arc<Registry>, tasks: TaskTracker) -> Arc<Workers> {
         Arc::new(Workers {
             registry,
+            tasks,
             state: Mutex::default(),
             next_worker: AtomicU64::new(1),
             next_call: AtomicU64::new(1),
@@ -177,7 +181,7 @@ impl Workers {
         let Some((ctx, outbox)) = found else {
             return;
         };
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let reply = match ctx {
                 None => ToWorker::Failed {
                     id,

@@ -483,7 +483,7 @@ impl Assembled {
                 me,
                 node_id: NodeId(me.to_base58()),
                 config,
-                workers: Workers::new(Arc::clone(&functions.registry)),
+                workers: Workers::new(Arc::clone(&functions.registry), tasks.clone()),
                 registry: functions.registry,
                 peers: network.peers,
                 calls: calls.calls,
