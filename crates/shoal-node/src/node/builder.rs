@@ -522,6 +522,14 @@ async fn serve_http(
     app: axum::Router,
     shutdown: CancellationToken,
 ) {
+    use axum::serve::ListenerExt;
+    // Small messages back to back (a worker's socket, server-sent events)
+    // must not wait for the peer's delayed ACK (Nagle's algorithm).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY on an API connection");
+        }
+    });
     let server =
         axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let grace = async {
