@@ -39,6 +39,31 @@ pub fn parse_resource(text: &str) -> Result<(String, u64), String> {
     key_amount(text)
 }
 
+/// A duration: a number with a unit (`500ms`, `30s`, `2m`), or a bare
+/// number of seconds.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("expected a duration like 30s, 500ms or 2m, got {text:?}"))?;
+    let seconds = match unit.trim() {
+        "ms" => number / 1000.0,
+        "" | "s" => number,
+        "m" => number * 60.0,
+        "h" => number * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?}: use ms, s, m or h"
+            ));
+        }
+    };
+    std::time::Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
+}
+
 /// A JSON value from the command line: the text itself, `@FILE` for a
 /// file's contents, or `-` for standard input, so arguments larger than
 /// the command line allows still get through. `what` names it in errors.
@@ -91,6 +116,21 @@ mod tests {
         std::fs::write(file.path(), "[1, 2, 3]").unwrap();
         let at = format!("@{}", file.path().display());
         assert_eq!(json_input(&at, "x").unwrap(), json!([1, 2, 3]));
+    }
+
+    #[test]
+    fn durations_take_a_unit_or_mean_seconds() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("soon").unwrap_err().contains("like 30s"));
+        assert!(
+            parse_duration("3 weeks")
+                .unwrap_err()
+                .contains("unknown unit")
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //!   shoal node   — join or start a cluster and serve calls until stopped
 //!   shoal call   — call one function on a cluster (optionally shipping a script)
 //!   shoal submit / jobs / db / status — durable jobs, documents, cluster state
+//!   shoal drain  — hand a node's work to the others, then stop it
 //!   shoal pub / sub / queue — topics and the distributed queue
 //!   shoal chat   — a terminal chat room on a topic
 //!   shoal top    — a live terminal dashboard of a cluster
@@ -28,6 +29,7 @@ mod chaos;
 mod chat;
 mod data_cmd;
 mod demo;
+mod drain_cmd;
 mod node_cmd;
 mod pi;
 mod python_workers;
@@ -65,6 +67,8 @@ enum Command {
     Db(data_cmd::DbArgs),
     /// Members, Raft leader and voters, and jobs by state.
     Status(data_cmd::StatusArgs),
+    /// Drain a node (it hands its work to the others) and wait until it stops.
+    Drain(drain_cmd::DrainArgs),
     /// Publish a JSON message on a topic; prints its sequence number and time.
     Pub(topics_cmd::PubArgs),
     /// Print a topic's messages as JSON lines until Ctrl-C.
@@ -116,7 +120,7 @@ fn main() -> anyhow::Result<()> {
     let default_level = match cli.command {
         // openraft's INFO lines (every election step, every membership
         // change) would drown the node's own.
-        Command::Node(_) => "info,openraft=warn",
+        Command::Node(_) => "info,openraft=warn,libp2p=warn",
         _ => "error",
     };
     let logs = LogRing::warnings();
@@ -132,6 +136,7 @@ fn main() -> anyhow::Result<()> {
             Command::Jobs(args) => data_cmd::jobs(args).await,
             Command::Db(args) => data_cmd::db(args).await,
             Command::Status(args) => data_cmd::status(args).await,
+            Command::Drain(args) => drain_cmd::run(args).await,
             Command::Pub(args) => topics_cmd::publish(args).await,
             Command::Sub(args) => topics_cmd::subscribe(args).await,
             Command::Queue(args) => queue_cmd::run(args).await,

@@ -1,7 +1,7 @@
 //! `shoal node`: one node of a cluster, serving the built-in functions.
 
 use crate::api::read_token;
-use crate::args::{parse_label, parse_resource, read_script};
+use crate::args::{parse_duration, parse_label, parse_resource, read_script};
 use crate::python_workers::{self, PythonWorkers};
 use anyhow::Context;
 use clap::Args;
@@ -105,6 +105,12 @@ pub struct NodeArgs {
     /// no stream, is closed.
     #[arg(long, default_value_t = 30_000)]
     idle_timeout_ms: u64,
+    /// On SIGTERM or SIGINT (or `shoal drain`) the node drains before it
+    /// stops: running calls and jobs get this long to finish (e.g. 30s,
+    /// 500ms), then their work is handed to other nodes. A second signal
+    /// stops it at once.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    drain_timeout: Duration,
     /// Python worker processes to start beside the node and keep running;
     /// they serve the functions of --python-module (needs the package:
     /// pip install ./clients/python).
@@ -157,6 +163,7 @@ impl NodeArgs {
             alert_load: self.alert_load,
             raft_standbys: self.raft_standbys,
             idle_timeout: Duration::from_millis(self.idle_timeout_ms.max(100)),
+            drain_timeout: self.drain_timeout,
             ..defaults
         })
     }
@@ -204,9 +211,21 @@ pub async fn run(args: NodeArgs, logs: Arc<LogRing>) -> anyhow::Result<()> {
             stop_workers.clone(),
         );
     }
-    wait_for_stop_signal().await;
+    tokio::select! {
+        () = wait_for_stop_signal() => {
+            tracing::info!("stop signal: draining first (a second signal stops at once)");
+            tokio::select! {
+                _ = node.drain(args.drain_timeout) => {}
+                () = wait_for_stop_signal() => {
+                    tracing::warn!("second stop signal: stopping without finishing the drain");
+                }
+            }
+        }
+        // `shoal drain` (POST /v1/drain) asked for it.
+        () = node.drained() => {}
+    }
     tracing::info!("stopping");
-    // Workers first: they finish their calls while the node still serves.
+    // Workers first: they finish what they still run while the node serves.
     stop_workers.cancel();
     workers.close();
     workers.wait().await;

@@ -13,8 +13,8 @@ use reqwest::{Method, Url};
 use serde_json::{Value, json};
 use shoal_proto::api::{
     ApiError, BatchBody, BatchCall, BatchReply, CallBody, CallReply, ClusterView, CollectionInfo,
-    Collections, Event, Job, JobId, JobPage, JobSpec, JobState, LogLevel, LogLine, NodeStatus,
-    Published, Submitted, TopicInfo,
+    Collections, DrainBody, DrainStatus, Event, Job, JobId, JobPage, JobSpec, JobState, LogLevel,
+    LogLine, NodeStatus, Published, Submitted, TopicInfo,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -325,6 +325,33 @@ impl Client {
 
     pub async fn status(&self) -> Result<NodeStatus, ClientError> {
         self.transport.get("/v1/status".into(), &[]).await
+    }
+
+    /// Asks the node to drain and then stop: it takes no new work, lets
+    /// running calls and jobs finish within `grace` (its own
+    /// `--drain-timeout` if `None`), hands back the rest and gives up its
+    /// Raft seat. Answers at once, or with `wait` once the drain is done
+    /// (give the client a request timeout longer than the grace); see
+    /// [`Client::drain_status`]. Give the client only the node to drain:
+    /// with several, the first that answers drains.
+    pub async fn drain(
+        &self,
+        grace: Option<Duration>,
+        wait: bool,
+    ) -> Result<DrainStatus, ClientError> {
+        let body = DrainBody {
+            grace_ms: grace.map(|grace| grace.as_millis() as u64),
+            wait,
+        };
+        let request =
+            self.transport
+                .with_body(Method::POST, "/v1/drain".into(), &body, Retry::IfNotSent);
+        self.transport.send(request).await
+    }
+
+    /// Where the node's drain stands.
+    pub async fn drain_status(&self) -> Result<DrainStatus, ClientError> {
+        self.transport.get("/v1/drain".into(), &[]).await
     }
 
     /// The node's recent log lines at `level` or above (it keeps warnings

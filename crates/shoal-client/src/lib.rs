@@ -56,8 +56,8 @@ pub use error::ClientError;
 pub use queue::Queue;
 pub use shoal_proto::ErrorCode;
 pub use shoal_proto::api::{
-    ApiError, BatchCall, CallBody, ClusterView, CollectionInfo, Document, Event, EventKind,
-    FindReply, Job, JobId, JobPage, JobSpec, JobState, LogLevel, LogLine, Member, NodeStatus,
-    Published, RaftStatus, ScriptSource, SortKey, TopicInfo, TopicMessage, Written,
+    ApiError, BatchCall, CallBody, ClusterView, CollectionInfo, Document, DrainState, DrainStatus,
+    Event, EventKind, FindReply, Job, JobId, JobPage, JobSpec, JobState, LogLevel, LogLine, Member,
+    NodeStatus, Published, RaftStatus, ScriptSource, SortKey, TopicInfo, TopicMessage, Written,
 };
 pub use topics::{PublishOptions, SubscribeOptions, TopicEvent};

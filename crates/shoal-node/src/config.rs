@@ -70,6 +70,9 @@ pub struct NodeConfig {
     /// A node whose running and queued calls per slot reach this raises
     /// an `overloaded` alert.
     pub alert_load: f64,
+    /// How long a draining node lets running calls and jobs finish before
+    /// it hands their work back (`POST /v1/drain` may name another).
+    pub drain_timeout: Duration,
 }
 
 impl Default for NodeConfig {
@@ -96,6 +99,9 @@ impl Default for NodeConfig {
             raft_snapshots: RaftSnapshotConfig::default(),
             raft_standbys: 2,
             idle_timeout: Duration::from_secs(30),
+            // What systemd and Kubernetes give a stopping process by default
+            // (90 s and 30 s): long enough for most calls to finish.
+            drain_timeout: Duration::from_secs(30),
             labels: BTreeMap::new(),
             resources: BTreeMap::new(),
             http: None,

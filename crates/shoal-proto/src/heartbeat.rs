@@ -49,6 +49,9 @@ pub struct Heartbeat {
     /// Set by the Raft leader while jobs wait to be leased, so nodes that
     /// keep no replica know when to ask for work.
     pub jobs_waiting: bool,
+    /// The node is draining before it stops: it takes no new calls or
+    /// jobs, and hands its Raft seat to another node.
+    pub draining: bool,
 }
 
 /// A node's part in Raft, as its heartbeat tells it.

@@ -41,6 +41,7 @@ mod cluster_twenty;
 mod common;
 mod dashboard_browser;
 mod demo;
+mod drain;
 mod durable_processes;
 mod http_failover;
 mod interop_js;

@@ -198,6 +198,12 @@ impl Executor {
         }
     }
 
+    /// Whether nothing waits here and nothing runs.
+    pub fn is_idle(&self) -> bool {
+        let state = self.state();
+        state.work.queued() == 0 && state.running.is_empty()
+    }
+
     /// Takes up to `max` queued calls for a thief, never a pinned one;
     /// see [`WorkQueue::steal`].
     pub fn steal(&self, max: usize, mut take: impl FnMut(&QueuedCall) -> bool) -> Vec<QueuedCall> {

@@ -59,7 +59,7 @@ use pending::PendingTable;
 use registry::Registry;
 use scripts::Scripts;
 use shoal_proto::{JobRef, NodeId};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc};
@@ -164,6 +164,9 @@ pub struct Calls {
     /// Wakes the steal task when a peer reports queued calls.
     peer_has_work: Notify,
     next_id: AtomicU64,
+    /// The node drains before it stops: it starts no new calls of others
+    /// (see [`Calls::drain`]).
+    draining: AtomicBool,
     pub stats: Stats,
     /// Outcomes and latency of the calls started here.
     pub metrics: CallMetrics,
@@ -191,6 +194,7 @@ impl Calls {
             steal_answers,
             peer_has_work: Notify::new(),
             next_id: AtomicU64::new(1),
+            draining: AtomicBool::new(false),
             stats: Stats::default(),
             metrics: CallMetrics::default(),
             tasks: parts.tasks,
@@ -202,12 +206,40 @@ impl Calls {
         &self.node_id
     }
 
-    /// This node's load, for heartbeats and placement.
+    /// This node's load, for heartbeats and placement; a draining node
+    /// says it has no slots, so no call is placed on it.
     pub fn load(&self) -> LoadReport {
-        LoadReport {
+        let mut load = LoadReport {
             mean_task_us: self.stats.mean_task_us.load(Ordering::Relaxed),
             ..self.executor.load()
+        };
+        if self.is_draining() {
+            load.slots = 0;
         }
+        load
+    }
+
+    /// Starts draining: calls that have not started go back to their
+    /// owners, who place them elsewhere, and new ones are refused the same
+    /// way (those pinned here excepted: they can run nowhere else). Running
+    /// calls finish. Returns how many calls were handed back.
+    pub fn drain(self: &Arc<Self>) -> usize {
+        self.draining.store(true, Ordering::Relaxed);
+        let queued = self.executor.steal(usize::MAX, |_| true);
+        let handed_back = queued.len();
+        for call in queued {
+            self.hand_back(call, "is draining");
+        }
+        handed_back
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Whether no call waits or runs here.
+    pub fn is_idle(&self) -> bool {
+        self.executor.is_idle()
     }
 
     /// A peer reported queued calls: an idle node may steal some.

@@ -40,6 +40,9 @@ impl Calls {
         {
             return self.spawn_run(call, false);
         }
+        if self.is_draining() && !call.pinned {
+            return self.hand_back(call, "is draining");
+        }
         match self.executor.admit(call) {
             Admit::Start(call) => self.start(call),
             Admit::Queued => {}
@@ -47,20 +50,26 @@ impl Calls {
                 self.stats
                     .refused_overloaded
                     .fetch_add(1, Ordering::Relaxed);
-                let error = CallError::new(
-                    ErrorCode::Overloaded,
-                    format!(
-                        "node {} has a full queue; '{}' goes elsewhere",
-                        self.node_id.short(),
-                        call.function
-                    ),
-                );
-                let calls = Arc::clone(self);
-                self.tasks.spawn(async move {
-                    calls.deliver(call.owner, call.id, Err(error)).await;
-                });
+                self.hand_back(call, "has a full queue");
             }
         }
+    }
+
+    /// Gives a call that did not start back to its owner as `overloaded`,
+    /// which places it elsewhere.
+    pub(super) fn hand_back(self: &Arc<Self>, call: QueuedCall, why: &str) {
+        let error = CallError::new(
+            ErrorCode::Overloaded,
+            format!(
+                "node {} {why}; '{}' goes elsewhere",
+                self.node_id.short(),
+                call.function
+            ),
+        );
+        let calls = Arc::clone(self);
+        self.tasks.spawn(async move {
+            calls.deliver(call.owner, call.id, Err(error)).await;
+        });
     }
 
     /// Runs a call that holds a slot.

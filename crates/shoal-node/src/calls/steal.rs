@@ -116,6 +116,9 @@ impl Calls {
     /// One look for work. Returns whether any peer still reports queued
     /// calls (so the task keeps looking).
     fn steal_tick(&self, thief: &mut Thief<PeerId>) -> bool {
+        if self.is_draining() {
+            return false; // it takes no new work
+        }
         let peers_have_work = self
             .peers
             .read(|peers| peers.live().any(|(_, info)| info.load.queued > 0));

@@ -55,6 +55,7 @@ impl OwnHeartbeat {
             memory_bytes: usage.memory_bytes,
             raft: self.consensus.role(),
             jobs_waiting: self.consensus.jobs_waiting(),
+            draining: self.calls.is_draining(),
         }
     }
 }

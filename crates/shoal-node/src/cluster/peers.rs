@@ -233,6 +233,17 @@ impl PeerView {
         self.read(|table| table.live().map(|(peer, _)| *peer).collect())
     }
 
+    /// Live peers that take work: not draining to stop.
+    pub fn serving_peers(&self) -> Vec<PeerId> {
+        self.read(|table| {
+            table
+                .live()
+                .filter(|(_, info)| !info.load.draining)
+                .map(|(peer, _)| *peer)
+                .collect()
+        })
+    }
+
     pub fn is_live(&self, peer: &PeerId) -> bool {
         self.read(|table| table.is_live(peer))
     }
@@ -253,12 +264,13 @@ impl PeerView {
         members.into_iter().map(|(_, peer)| peer).collect()
     }
 
-    /// Live peers that could hold a replica (any role but `None`).
+    /// Live peers that could hold a replica (any role but `None`), and
+    /// are not draining to leave.
     pub fn raft_capable(&self) -> Vec<PeerId> {
         self.read(|table| {
             table
                 .live()
-                .filter(|(_, info)| info.load.raft != RaftRole::None)
+                .filter(|(_, info)| info.load.raft != RaftRole::None && !info.load.draining)
                 .map(|(peer, _)| *peer)
                 .collect()
         })

@@ -41,6 +41,8 @@ pub async fn readyz(State(node): State<Node>) -> (StatusCode, Json<Health>) {
     let mut reasons = Vec::new();
     if node.stopping().is_cancelled() {
         reasons.push("the node is stopping".to_string());
+    } else if node.is_draining() {
+        reasons.push("the node is draining before it stops".to_string());
     }
     let found = node
         .peers()

@@ -8,6 +8,7 @@
 //!   …/v1/topics/{topic}[/events] …/v1/queues/{name}[/push|/pop|/close]
 //!   GET /metrics, /v1/logs       GET  /openapi.json, /v1/cluster/live
 //!   GET /v1/workers (WebSocket: worker processes serve functions)
+//!   POST/GET /v1/drain (hand this node's work to the others, then stop)
 //!   GET /healthz, /readyz (probes; no token needed)
 //!   GET /  (the web dashboard, see [`dashboard`])
 //! ```
@@ -21,6 +22,7 @@ mod calls;
 mod cluster;
 mod dashboard;
 mod docs;
+mod drain;
 mod error;
 mod health;
 mod jobs;
@@ -102,6 +104,7 @@ fn api() -> OpenApiRouter<Node> {
         .routes(routes!(cluster::events))
         .routes(routes!(cluster::metrics))
         .routes(routes!(cluster::logs))
+        .routes(routes!(drain::start, drain::status))
         .routes(routes!(topics::publish, topics::info))
         .routes(routes!(topics::subscribe))
         .routes(routes!(queues::push))

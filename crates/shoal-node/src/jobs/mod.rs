@@ -56,6 +56,13 @@ pub enum JobCommand {
         node: String,
         now_ms: u64,
     },
+    /// `node` is draining and gives its unfinished jobs back: they are
+    /// queued again at once, and the attempt does not count against
+    /// `max_attempts` (the job did not fail; its node stopped).
+    HandBack {
+        node: String,
+        now_ms: u64,
+    },
     Renew {
         id: JobId,
         attempt: u32,
@@ -146,6 +153,10 @@ impl JobTable {
             }
             JobCommand::Release { node, now_ms } => {
                 self.release(node, *now_ms);
+                JobOutcome::Done
+            }
+            JobCommand::HandBack { node, now_ms } => {
+                self.hand_back(node, *now_ms);
                 JobOutcome::Done
             }
             JobCommand::Renew {
@@ -277,6 +288,7 @@ impl JobTable {
             spec,
             state: JobState::Queued,
             attempt: 0,
+            handed_back: 0,
             leased_by: None,
             lease_expires_ms: 0,
             not_before_ms: now_ms,
@@ -366,6 +378,22 @@ impl JobTable {
             if job.state == JobState::Queued {
                 job.not_before_ms = now_ms;
             }
+        }
+    }
+
+    /// Requeues the running attempts of a draining `node` without counting
+    /// them as failures.
+    fn hand_back(&mut self, node: &str, now_ms: u64) {
+        let held = self
+            .jobs
+            .values_mut()
+            .filter(|job| job.state == JobState::Running && job.leased_by.as_deref() == Some(node));
+        for job in held {
+            job.state = JobState::Queued;
+            job.leased_by = None;
+            job.handed_back += 1;
+            job.not_before_ms = now_ms;
+            job.message = format!("handed back by node {node}, which is draining");
         }
     }
 
@@ -506,7 +534,7 @@ fn offer_fits(spec: &JobSpec, offer: &Capabilities) -> bool {
 fn fail_attempt(job: &mut Job, error: String, now_ms: u64) {
     job.error = Some(error);
     job.leased_by = None;
-    if job.attempt < job.spec.max_attempts {
+    if job.attempt.saturating_sub(job.handed_back) < job.spec.max_attempts {
         job.state = JobState::Queued;
         job.not_before_ms = now_ms.saturating_add(retry_backoff_ms(job.attempt));
     } else {

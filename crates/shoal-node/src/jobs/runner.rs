@@ -133,6 +133,8 @@ pub struct JobRunner {
     pub max_jobs: usize,
     /// Jobs with requirements held at once: they run here, one per slot.
     pub max_local_jobs: usize,
+    /// Jobs running here now; a draining node waits for them.
+    pub running: Arc<AtomicUsize>,
 }
 
 /// Runs jobs until `shutdown`; every task it starts goes on `tasks`.
@@ -144,10 +146,10 @@ pub async fn run(runner: JobRunner, tasks: TaskTracker, shutdown: CancellationTo
         offer,
         max_jobs,
         max_local_jobs,
+        running,
         ..
     } = runner.clone();
     let me = me.to_base58();
-    let running = Arc::new(AtomicUsize::new(0));
     let running_local = Arc::new(AtomicUsize::new(0));
     let (outcomes, pending_outcomes) = mpsc::channel(max_jobs.max(1));
     tasks.spawn(record_outcomes(
@@ -193,6 +195,9 @@ pub async fn run(runner: JobRunner, tasks: TaskTracker, shutdown: CancellationTo
             consensus.set_jobs_waiting(false);
         }
         active = queued_since.is_some();
+        if runner.calls.is_draining() {
+            continue; // it takes no new jobs; the running ones finish
+        }
         let free = max_jobs.saturating_sub(running.load(Ordering::Relaxed));
         if free == 0 {
             continue;

@@ -463,6 +463,36 @@ fn a_departed_nodes_leases_return_at_once_and_its_late_results_are_refused() {
 }
 
 #[test]
+fn a_job_a_draining_node_hands_back_runs_again_without_losing_an_attempt() {
+    let mut log = Log::default();
+    let mut once = spec("f");
+    once.max_attempts = 1;
+    let id = log.submit(once, 0);
+    log.lease("node-a", any_node(), 1, 1);
+    let outcome = log.apply(JobCommand::HandBack {
+        node: "node-a".to_string(),
+        now_ms: 2,
+    });
+    assert_eq!(outcome, JobOutcome::Done);
+    let job = log.job(id);
+    assert_eq!(job.state, JobState::Queued, "its only attempt is not spent");
+    assert_eq!(job.not_before_ms, 2, "no back-off");
+    assert!(job.message.contains("draining"), "{}", job.message);
+    let again = log.lease("node-b", any_node(), 1, 3);
+    assert_eq!(
+        again[0].attempt, 2,
+        "a new attempt, so the old one is fenced"
+    );
+    assert!(rejection(log.complete(id, 1, json!("late"), 4)).contains("newer attempt 2"));
+    log.fail(id, 2, 5);
+    assert_eq!(
+        log.job(id).state,
+        JobState::DeadLetter,
+        "a real failure still counts"
+    );
+}
+
+#[test]
 fn runner_checks_agree_with_lease_and_tick() {
     let mut log = Log::default();
     assert!(!log.table.has_leasable(&any_node(), 0));

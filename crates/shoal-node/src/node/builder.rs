@@ -18,6 +18,7 @@
 //! and streams are only read once the calls exist, so no part is ever
 //! asked to work before it exists.
 
+use super::drain_progress::DrainProgress;
 use super::handle::{Node, NodeInner};
 use crate::calls::context::{CallContext, ProgressReport};
 use crate::calls::inbound::CallFrames;
@@ -49,7 +50,7 @@ use shoal_proto::NodeId;
 use std::collections::HashSet;
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, atomic::AtomicUsize};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -461,6 +462,7 @@ impl Assembled {
         tasks.spawn(cluster.run(shutdown.clone()));
         // Every member runs one: a node without slots leases nothing, but
         // as the leader it still expires and releases leases.
+        let jobs_running = Arc::new(AtomicUsize::new(0));
         if config.raft {
             let runner = JobRunner {
                 me,
@@ -474,6 +476,7 @@ impl Assembled {
                 },
                 max_jobs: config.slots as usize * JOBS_PER_SLOT,
                 max_local_jobs: config.slots as usize,
+                running: Arc::clone(&jobs_running),
             };
             let jobs = crate::jobs::runner::run(runner, tasks.clone(), shutdown.clone());
             tasks.spawn(jobs);
@@ -493,6 +496,8 @@ impl Assembled {
                 script_subscribers: Mutex::default(),
                 consensus,
                 own,
+                jobs_running,
+                drain: DrainProgress::default(),
                 _raft_dir: raft_dir,
                 events,
                 logs,

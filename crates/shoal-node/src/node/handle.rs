@@ -1,6 +1,7 @@
 //! The embedding API: a [`Node`] handle to call functions, load scripts,
 //! use queues, look at peers and stop the node.
 
+use super::drain_progress::DrainProgress;
 use crate::calls::registry::{Function, Registry};
 use crate::calls::scripts::Scripts;
 use crate::calls::workers::Workers;
@@ -20,6 +21,7 @@ use libp2p::{Multiaddr, PeerId};
 use serde_json::Value;
 use shoal_proto::{CallError, ErrorCode, Heartbeat, NodeId};
 use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -43,6 +45,10 @@ pub(crate) struct NodeInner {
     pub(crate) consensus: Arc<Consensus>,
     /// This node as its heartbeat describes it.
     pub(crate) own: Arc<OwnHeartbeat>,
+    /// Durable jobs running here now.
+    pub(crate) jobs_running: Arc<AtomicUsize>,
+    /// Where a drain stands.
+    pub(crate) drain: DrainProgress,
     /// A temporary Raft directory for nodes without `data_dir`, removed
     /// when the node goes.
     pub(crate) _raft_dir: Option<tempfile::TempDir>,

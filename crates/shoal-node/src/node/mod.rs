@@ -2,7 +2,8 @@
 //! written-down order; [`handle`] is the embedding API ([`Node`]): calls,
 //! scripts, queues, peers; [`data`] adds durable jobs and documents, and
 //! [`status`] what the node reports about itself and the cluster;
-//! [`topics`] publish and subscribe.
+//! [`topics`] publish and subscribe; [`drain`] hands a stopping node's
+//! work to the others.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -19,6 +20,8 @@
 
 pub mod builder;
 pub mod data;
+pub mod drain;
+mod drain_progress;
 pub mod handle;
 pub mod status;
 pub mod topics;

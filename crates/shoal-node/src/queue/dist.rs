@@ -1,6 +1,6 @@
 //! A distributed queue as its user sees it: push here, pop from anywhere.
 
-use super::store::{CLOSE, QueueStore, SIZE, TAKE, closed_error};
+use super::store::{CLOSE, PUT, QueueStore, SIZE, TAKE, closed_error};
 use crate::calls::Calls;
 use crate::calls::context::CallContext;
 use crate::cluster::peers::PeerView;
@@ -91,9 +91,27 @@ impl<C: ShareCaller> DistQueue<C> {
         holders.into_iter().map(|(peer, _)| peer).collect()
     }
 
-    /// Adds items; they stay on this node until someone pops them.
+    /// Adds items; they stay on this node until someone pops them (on a
+    /// draining node, they go to another node at once).
     pub async fn push(&self, items: impl IntoIterator<Item = Value>) -> Result<(), CallError> {
-        self.store.push(&self.name, items.into_iter().collect())
+        let items: Vec<Value> = items.into_iter().collect();
+        if !self.store.is_draining() {
+            return self.store.push(&self.name, items);
+        }
+        let mut last_error = None;
+        for peer in self.peers.serving_peers() {
+            let args = json!({ "queue": self.name, "items": items });
+            match self.calls.call_share(peer, PUT, args).await {
+                Ok(_) => return Ok(()),
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| {
+            CallError::new(
+                ErrorCode::Unavailable,
+                "this node is draining and no other node can take the items",
+            )
+        }))
     }
 
     /// Takes one item from anywhere in the cluster, waiting up to `timeout`

@@ -5,6 +5,7 @@ use crate::calls::registry::Function;
 use serde_json::{Value, json};
 use shoal_proto::{CallError, ErrorCode};
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
@@ -16,6 +17,8 @@ const MAX_ADVERTISED_QUEUES: usize = 64;
 pub(crate) const TAKE: &str = "shoal.queue.share.take";
 pub(crate) const SIZE: &str = "shoal.queue.share.size";
 pub(crate) const CLOSE: &str = "shoal.queue.share.close";
+/// Takes items a draining node moves here.
+pub(crate) const PUT: &str = "shoal.queue.share.put";
 
 #[derive(Default)]
 struct LocalQueue {
@@ -29,6 +32,8 @@ pub struct QueueStore {
     queues: Mutex<HashMap<String, LocalQueue>>,
     /// Wakes pops waiting on this node when an item arrives.
     pub(crate) pushed: Notify,
+    /// The node is draining: pushes through it go to other nodes.
+    draining: AtomicBool,
 }
 
 impl QueueStore {
@@ -77,6 +82,36 @@ impl QueueStore {
         self.pushed.notify_waiters();
     }
 
+    /// From now on, pushes through this node go to other nodes.
+    pub(crate) fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Takes every item out, queue by queue (the node is draining: they
+    /// go to other nodes).
+    pub(crate) fn take_all(&self) -> Vec<(String, Vec<Value>)> {
+        let mut queues = self.queues.lock().expect("queue lock");
+        queues
+            .iter_mut()
+            .filter(|(_, q)| !q.items.is_empty())
+            .map(|(name, q)| (name.clone(), q.items.drain(..).collect()))
+            .collect()
+    }
+
+    /// Puts back items that could not be moved.
+    pub(crate) fn put_back(&self, name: &str, items: Vec<Value>) {
+        let mut queues = self.queues.lock().expect("queue lock");
+        queues
+            .entry(name.to_string())
+            .or_default()
+            .items
+            .extend(items);
+    }
+
     /// Non-empty queues and their sizes, for the heartbeat.
     pub fn advertised(&self) -> Vec<(String, u64)> {
         let queues = self.queues.lock().expect("queue lock");
@@ -100,6 +135,7 @@ impl QueueStore {
         let take = Arc::clone(self);
         let size = Arc::clone(self);
         let close = Arc::clone(self);
+        let put = Arc::clone(self);
         vec![
             internal(Function::new_async(TAKE, move |_, args| {
                 let store = Arc::clone(&take);
@@ -119,6 +155,23 @@ impl QueueStore {
                 async move {
                     store.close(queue_name(&args)?);
                     Ok(Value::Null)
+                }
+            })),
+            internal(Function::new_async(PUT, move |_, args| {
+                let store = Arc::clone(&put);
+                async move {
+                    let items = match args.get("items") {
+                        Some(Value::Array(items)) => items.clone(),
+                        _ => {
+                            return Err(format!(
+                                "expected {{\"queue\", \"items\": [...]}}, got {args}"
+                            )
+                            .into());
+                        }
+                    };
+                    let count = items.len();
+                    store.push(queue_name(&args)?, items)?;
+                    Ok(json!(count))
                 }
             })),
         ]

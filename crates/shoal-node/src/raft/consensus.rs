@@ -84,6 +84,8 @@ pub struct Consensus {
     jobs_waiting: AtomicBool,
     /// See [`Consensus::job_news`].
     job_news: Notify,
+    /// The node is draining: it gives up its seat (see `upkeep.rs`).
+    pub(super) leaving: AtomicBool,
     /// Told when this node's role or the jobs-waiting flag changes, so the
     /// cluster hears of it before the next heartbeat period.
     pub(super) news: Notify,
@@ -136,6 +138,7 @@ impl Consensus {
             next_member: AtomicUsize::new(0),
             jobs_waiting: AtomicBool::new(false),
             job_news: Notify::new(),
+            leaving: AtomicBool::new(false),
             news: Notify::new(),
         }))
     }
@@ -156,6 +159,7 @@ impl Consensus {
             next_member: AtomicUsize::new(0),
             jobs_waiting: AtomicBool::new(false),
             job_news: Notify::new(),
+            leaving: AtomicBool::new(false),
             news: Notify::new(),
         })
     }

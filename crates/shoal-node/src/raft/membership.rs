@@ -27,15 +27,15 @@ pub fn voter_count(members: usize) -> usize {
 
 /// The voter set the leader should move to, or `None` to keep the current
 /// one: `wanted` voters drawn from `eligible` (live members whose log is
-/// close to the leader's), keeping current voters first; `leader` always
-/// stays a voter.
+/// close to the leader's), keeping current voters first; `leader`, when
+/// given, always stays a voter.
 pub fn next_voters(
     voters: &BTreeSet<u64>,
     eligible: &BTreeSet<u64>,
-    leader: u64,
+    leader: Option<u64>,
     wanted: usize,
 ) -> Option<BTreeSet<u64>> {
-    let mut next: BTreeSet<u64> = BTreeSet::from([leader]);
+    let mut next: BTreeSet<u64> = leader.into_iter().collect();
     // Keep live voters first: every change of the voter set costs a joint
     // consensus round, so stay put when possible.
     for id in voters
@@ -64,6 +64,9 @@ pub struct View {
     pub caught_up: BTreeSet<u64>,
     /// Learners to keep beside the voters.
     pub standbys: usize,
+    /// The leader is draining: it hands its seat to another member (and
+    /// steps down once that change commits). It is not in `live`.
+    pub leader_leaving: bool,
 }
 
 /// One change of the membership; the leader makes at most one at a time.
@@ -82,8 +85,10 @@ impl View {
     pub fn next_step(&self) -> Option<Step> {
         let live_voters = self.voters.intersection(&self.live).count();
         // Without a live majority of the current voters no change can
-        // commit; proposing one would only wait forever.
-        if live_voters * 2 <= self.voters.len() {
+        // commit; proposing one would only wait forever. A leaving leader
+        // still votes until the change that replaces it commits.
+        let voting = live_voters + usize::from(self.leader_leaving);
+        if voting * 2 <= self.voters.len() {
             return None;
         }
         let wanted_voters = voter_count(self.live.len()).max(1);
@@ -95,13 +100,17 @@ impl View {
             .intersection(&self.caught_up)
             .copied()
             .collect();
-        eligible.insert(self.leader);
+        let kept_leader = (!self.leader_leaving).then_some(self.leader);
+        eligible.extend(kept_leader);
         // An odd count, and never fewer voters than are alive now for want
         // of caught-up learners: wait for them instead.
         let reachable = eligible.len().min(wanted_voters);
+        if reachable == 0 {
+            return None; // a leaving leader with nobody to take its seat
+        }
         let target = reachable - usize::from(reachable.is_multiple_of(2));
         if (target == wanted_voters || target >= live_voters)
-            && let Some(next) = next_voters(&self.voters, &eligible, self.leader, target)
+            && let Some(next) = next_voters(&self.voters, &eligible, kept_leader, target)
         {
             return Some(Step::ReplaceVoters(next));
         }
@@ -153,6 +162,7 @@ mod tests {
             learners,
             live: set(live),
             standbys: 2,
+            leader_leaving: false,
         }
     }
 
@@ -217,6 +227,23 @@ mod tests {
     }
 
     #[test]
+    fn a_draining_leader_hands_its_seat_to_a_standby() {
+        let mut five = view(&[1, 2, 3], &[4, 5], 2..=5);
+        five.leader_leaving = true;
+        assert_eq!(five.next_step(), Some(Step::ReplaceVoters(set([2, 3, 4]))));
+        let mut alone = view(&[1], &[2, 3], [2, 3]);
+        alone.leader_leaving = true;
+        assert_eq!(
+            alone.next_step(),
+            Some(Step::ReplaceVoters(set([2]))),
+            "the only voter may leave too"
+        );
+        let mut last = view(&[1], &[], []);
+        last.leader_leaving = true;
+        assert_eq!(last.next_step(), None, "nobody to take over");
+    }
+
+    #[test]
     fn without_a_live_majority_of_voters_nothing_changes() {
         let view = view(&[1, 2, 3], &[4, 5], [1, 4, 5]);
         assert_eq!(view.next_step(), None);
@@ -241,6 +268,7 @@ mod tests {
                 learners: learners.clone(),
                 live: live.clone(),
                 standbys: 2,
+                leader_leaving: false,
             };
             match view.next_step() {
                 Some(Step::ReplaceVoters(next)) => {

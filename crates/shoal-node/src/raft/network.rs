@@ -21,7 +21,8 @@ use libp2p::PeerId;
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, v2::RaftNetworkV2};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::type_config::alias::{SnapshotMetaOf, SnapshotOf, VoteOf};
 use serde::{Deserialize, Serialize};
@@ -39,6 +40,9 @@ pub enum RaftRpc {
     Append(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<TypeConfig>),
     PreVote(VoteRequest<TypeConfig>),
+    /// A leader that leaves hands its leadership to this node, which then
+    /// starts an election at once instead of after a timeout.
+    TransferLeader(TransferLeaderRequest<TypeConfig>),
     /// A piece of a snapshot; the last one is answered once the snapshot
     /// is installed.
     SnapshotChunk(SnapshotChunk),
@@ -62,6 +66,7 @@ pub enum RaftRpc {
 pub enum RaftReply {
     Append(AppendEntriesResponse<TypeConfig>),
     Vote(VoteResponse<TypeConfig>),
+    TransferLeader(TransferLeaderResponse<TypeConfig>),
     /// A snapshot was installed (or refused for a newer vote).
     Snapshot(SnapshotResponse<TypeConfig>),
     /// A snapshot chunk was stored; send the next.
@@ -295,6 +300,20 @@ impl RaftNetworkV2<TypeConfig> for RaftClient {
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         match self.call(RaftRpc::PreVote(rpc), ttl(&option)).await? {
             RaftReply::Vote(response) => Ok(response),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        rpc: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self
+            .call(RaftRpc::TransferLeader(rpc), ttl(&option))
+            .await?
+        {
+            RaftReply::TransferLeader(response) => Ok(response),
             other => Err(unexpected(other)),
         }
     }

@@ -89,6 +89,10 @@ impl Consensus {
                 Ok(response) => RaftReply::Vote(response),
                 Err(e) => failed(&e),
             },
+            RaftRpc::TransferLeader(request) => match raft.handle_transfer_leader(request).await {
+                Ok(response) => RaftReply::TransferLeader(response),
+                Err(e) => failed(&e),
+            },
             RaftRpc::SnapshotChunk(chunk) => {
                 self.heard_from_leader();
                 self.receive_snapshot_chunk(raft, chunk).await

@@ -13,7 +13,8 @@ use openraft::async_runtime::WatchReceiver;
 use openraft::{ChangeMembers, RaftMetrics, ServerState};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 /// How often the leader reviews the membership.
@@ -21,6 +22,8 @@ const UPKEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// A learner this close to the leader's last entry may become a voter: it
 /// catches up on the rest within a heartbeat or two.
 const CAUGHT_UP_ENTRIES: u64 = 1000;
+/// How often a leaving node looks whether it still has a seat.
+const LEAVE_POLL: Duration = Duration::from_millis(100);
 
 impl Consensus {
     /// Runs until `shutdown` on every node with a Raft instance.
@@ -93,6 +96,36 @@ impl Consensus {
         }
     }
 
+    /// The node is draining: the leader gives its seat to another member
+    /// (its heartbeat says it drains; as the leader, its own upkeep does
+    /// it, and it steps down once the change commits). Waits until this
+    /// node neither votes nor leads, or `within` passes; whether it got
+    /// there.
+    pub async fn leave(&self, within: Duration) -> bool {
+        self.leaving.store(true, Ordering::Relaxed);
+        self.announce();
+        let Some(raft) = &self.raft else {
+            return true;
+        };
+        let deadline = Instant::now() + within;
+        loop {
+            let metrics = raft.metrics().borrow_watched().clone();
+            let votes = metrics
+                .membership_config
+                .membership()
+                .voter_ids()
+                .any(|id| id == self.me);
+            if !votes && metrics.current_leader != Some(self.me) {
+                return true;
+            }
+            // Nobody could take the seat: the group stops with this node.
+            if Instant::now() >= deadline || self.peers.raft_capable().is_empty() {
+                return false;
+            }
+            tokio::time::sleep(LEAVE_POLL).await;
+        }
+    }
+
     /// The membership as the leader sees it, and the peer of each live
     /// node by Raft id.
     fn membership_view(
@@ -107,7 +140,10 @@ impl Consensus {
             .map(|peer| (raft_id(&peer), peer))
             .collect();
         let mut live: BTreeSet<u64> = peers.keys().copied().collect();
-        live.insert(self.me);
+        let leaving = self.leaving.load(Ordering::Relaxed);
+        if !leaving {
+            live.insert(self.me);
+        }
         let last = metrics.last_log_index.unwrap_or(0);
         let mut caught_up: BTreeSet<u64> = metrics
             .replication
@@ -126,6 +162,7 @@ impl Consensus {
             live,
             caught_up,
             standbys: self.standbys,
+            leader_leaving: leaving,
         };
         (view, peers)
     }

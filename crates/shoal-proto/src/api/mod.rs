@@ -5,6 +5,7 @@
 //! stores, so what a client reads is exactly what the cluster agreed on.
 
 mod docs;
+mod drain;
 mod queues;
 mod topics;
 mod workers;
@@ -14,6 +15,7 @@ pub use docs::{
     FindReply, SortKey, UpdateBody, UpdateWhereBody, Updated, Written,
 };
 
+pub use drain::{DrainBody, DrainState, DrainStatus};
 pub use queues::{MAX_POP_TIMEOUT_MS, PopBody, Popped, PushBody, Pushed, QueueClosed, QueueSize};
 pub use topics::{
     MAX_PUBLISHER_NAME_CHARS, MAX_RETAIN, MAX_TOPIC_NAME_CHARS, MAX_TOPIC_VALUE_BYTES, PublishBody,
@@ -336,6 +338,10 @@ pub struct Job {
     pub state: JobState,
     /// Attempts started so far; the current lease's fencing token.
     pub attempt: u32,
+    /// Attempts a draining node handed back unfinished: they do not count
+    /// against `max_attempts`, since the job did not fail.
+    #[serde(default)]
+    pub handed_back: u32,
     /// The node holding the current lease (its peer id).
     pub leased_by: Option<String>,
     pub lease_expires_ms: u64,

@@ -133,6 +133,7 @@ fn job(id: u64, key: &str, state: JobState, attempt: u32) -> Job {
         spec,
         state,
         attempt,
+        handed_back: 0,
         leased_by: None,
         lease_expires_ms: 0,
         not_before_ms: 0,

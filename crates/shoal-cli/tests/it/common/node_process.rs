@@ -74,6 +74,26 @@ impl NodeProcess {
         self.child.wait().unwrap();
     }
 
+    /// SIGTERM: what systemd, Kubernetes or an autoscaler send; the node
+    /// drains, then exits.
+    pub fn terminate(&self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM sent");
+    }
+
+    /// Waits up to `within` for the process to exit; its status, or `None`
+    /// if it still runs.
+    pub fn wait_exit(&mut self, within: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("the child can be waited on") {
+                return Some(status);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        None
+    }
+
     /// The peer id, from the address it printed.
     pub fn peer_id(&self) -> String {
         self.addr
