@@ -2,6 +2,7 @@
 //!
 //! ```text
 //!   shoal node   — join or start a cluster and serve calls until stopped
+//!   shoal config print — the settings `shoal node` would run with, as TOML
 //!   shoal call   — call one function on a cluster (optionally shipping a script)
 //!   shoal submit / jobs / db / status — durable jobs, documents, cluster state
 //!   shoal drain  — hand a node's work to the others, then stop it
@@ -17,7 +18,8 @@
 //! `topics_cmd`, `queue_cmd`, `chat`, `top`, `demo`, `bench`, `chaos`); `main` parses the command line and
 //! hands it to one of them. What several commands share sits below them,
 //! and never imports a command: `api` (reaching a node's HTTP API),
-//! `args` (labels, resources, script files), `terminal` (what the
+//! `args` (labels, resources, script files), `config_file` (`--config`:
+//! a TOML file's values as the defaults of the flags), `terminal` (what the
 //! full-screen `top` and `chat` share) and `pi` (Monte Carlo Pi over a
 //! cluster, for `demo` and `bench`).
 
@@ -27,6 +29,7 @@ mod bench;
 mod call_cmd;
 mod chaos;
 mod chat;
+mod config_file;
 mod data_cmd;
 mod demo;
 mod drain_cmd;
@@ -38,7 +41,7 @@ mod terminal;
 mod top;
 mod topics_cmd;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use shoal_node::telemetry::logs::LogRing;
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -57,6 +60,9 @@ struct Cli {
 enum Command {
     /// Start a node: join peers, serve calls, publish heartbeats.
     Node(node_cmd::NodeArgs),
+    /// Config files for `shoal node` (`--config FILE` or SHOAL_CONFIG).
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Call a function on a cluster and print its result as JSON.
     Call(call_cmd::CallArgs),
     /// Submit a durable job; prints its id.
@@ -89,6 +95,14 @@ enum Command {
     Chaos(chaos::ChaosArgs),
 }
 
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the settings `shoal node` would run with, given the same flags,
+    /// environment and --config file, as a config file: every key, defaults
+    /// filled in, secrets commented out.
+    Print(node_cmd::NodeArgs),
+}
+
 /// Logs to stderr at `default_level` (or `RUST_LOG`), and keeps warnings
 /// and errors in `ring` for `GET /v1/logs`, whatever `RUST_LOG` says.
 fn init_logging(format: &str, default_level: &str, ring: &Arc<LogRing>) {
@@ -116,7 +130,9 @@ fn init_logging(format: &str, default_level: &str, ring: &Arc<LogRing>) {
 }
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    // Not `Cli::parse()`: a config file's values become the flags' defaults.
+    let command_line = config_file::CommandLine::parse(Cli::command())?;
+    let cli = Cli::from_arg_matches(command_line.matches()).unwrap_or_else(|error| error.exit());
     let default_level = match cli.command {
         // openraft's INFO lines (every election step, every membership
         // change) would drown the node's own.
@@ -131,6 +147,10 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async move {
         match cli.command {
             Command::Node(args) => node_cmd::run(args, logs).await,
+            Command::Config(ConfigCommand::Print(_)) => {
+                print!("{}", command_line.settings_toml());
+                Ok(())
+            }
             Command::Call(args) => call_cmd::run(args).await,
             Command::Submit(args) => data_cmd::submit(args).await,
             Command::Jobs(args) => data_cmd::jobs(args).await,

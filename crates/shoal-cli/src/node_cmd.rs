@@ -2,9 +2,10 @@
 
 use crate::api::read_token;
 use crate::args::{parse_duration, parse_label, parse_resource, read_script};
+use crate::config_file::ConfigFileArg;
 use crate::python_workers::{self, PythonWorkers};
 use anyhow::Context;
-use clap::Args;
+use clap::{ArgAction, Args};
 use shoal_node::config::secret_from_passphrase;
 use shoal_node::telemetry::logs::LogRing;
 use shoal_node::{Multiaddr, Node, NodeConfig, builtins};
@@ -50,8 +51,12 @@ impl ClusterArgs {
     }
 }
 
+/// Every flag is also a key of the `--config` file (see `config_file`).
 #[derive(Args)]
 pub struct NodeArgs {
+    // Read by `config_file` before the rest is parsed; here for `--help`.
+    #[command(flatten)]
+    _config_file: ConfigFileArg,
     /// Address to listen on (a libp2p multiaddr).
     #[arg(long, default_value = "/ip4/127.0.0.1/tcp/0")]
     listen: Vec<Multiaddr>,
@@ -75,8 +80,17 @@ pub struct NodeArgs {
     /// Name of the cluster (heartbeat topic and DHT key).
     #[arg(long, default_value = "shoal")]
     cluster: String,
-    /// Find peers with mDNS on the local network (multicast leaves this machine).
-    #[arg(long)]
+    /// Find peers with mDNS on the local network (multicast leaves this
+    /// machine); `--mdns=false` turns off a config file's `mdns = true`.
+    #[arg(
+        long,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        default_value_t = false,
+        action = ArgAction::Set
+    )]
     mdns: bool,
     /// Milliseconds between membership probes and load reports.
     #[arg(long, default_value_t = 1000)]
@@ -114,7 +128,8 @@ pub struct NodeArgs {
     /// Python worker processes to start beside the node and keep running;
     /// they serve the functions of --python-module (needs the package:
     /// pip install ./clients/python).
-    #[arg(long, default_value_t = 0, requires = "python_module")]
+    // Not clap's `requires`: it would ignore a module from the config file.
+    #[arg(long, default_value_t = 0)]
     python: usize,
     /// A Python module whose @shoal.function functions the workers serve
     /// (repeatable; imported from the node's working directory or
@@ -145,6 +160,11 @@ fn parse_http(text: &str) -> Result<HttpListen, String> {
 
 impl NodeArgs {
     fn config(&self) -> anyhow::Result<NodeConfig> {
+        anyhow::ensure!(
+            self.python == 0 || !self.python_module.is_empty(),
+            "--python {} needs --python-module: the module whose functions the workers serve",
+            self.python
+        );
         let defaults = NodeConfig::default();
         Ok(NodeConfig {
             listen: self.listen.clone(),

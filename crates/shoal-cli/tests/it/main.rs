@@ -8,6 +8,8 @@
 //! - [`cluster_processes`]: calls survive a killed process.
 //! - [`cluster_twenty`]: twenty processes: calls spread, a kill is known
 //!   everywhere, a labelled job runs where it may.
+//! - [`config_file`]: `shoal node --config`, overridden by flags and the
+//!   environment; `shoal config print` round trips and hides secrets.
 //! - [`dashboard_browser`]: the web dashboard in headless Chromium.
 //! - [`demo`]: `shoal demo`, the README's first command.
 //! - [`durable_processes`]: jobs survive a killed Raft leader.
@@ -39,6 +41,7 @@ mod cli_data;
 mod cluster_processes;
 mod cluster_twenty;
 mod common;
+mod config_file;
 mod dashboard_browser;
 mod demo;
 mod drain;

@@ -26,12 +26,8 @@ impl NodeProcess {
 
     /// Starts `shoal node` keeping its data in `dir` (to restart it later).
     pub fn start_in(dir: tempfile::TempDir, args: &[&str]) -> NodeProcess {
-        let log = dir.path().join(format!(
-            "node-{}.log",
-            std::process::id() as u64 * 1000
-                + LOGS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        ));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_shoal"));
+        command
             .arg("node")
             .args([
                 "--heartbeat-ms",
@@ -41,7 +37,19 @@ impl NodeProcess {
                 "--data-dir",
             ])
             .arg(dir.path().join("data"))
-            .args(args)
+            .args(args);
+        Self::spawn(dir, command)
+    }
+
+    /// Starts `command`, a `shoal node` command line the test wrote in
+    /// full, and waits for its ready line; `dir` lives as long as the node.
+    pub fn spawn(dir: tempfile::TempDir, mut command: Command) -> NodeProcess {
+        let log = dir.path().join(format!(
+            "node-{}.log",
+            std::process::id() as u64 * 1000
+                + LOGS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
