@@ -7,7 +7,7 @@
 //! and membership messages in sealed UDP datagrams (see [`datagrams`]), so
 //! the swarm loop only handles discovery, user topics and connections.
 //! [`transport`] builds the swarm: TCP, noise, yamux, `pnet`, and the
-//! behaviours.
+//! behaviours; [`join`] looks up the host names of join addresses.
 //!
 //! ```text
 //!   NetHandle ──NetCommand──► event loop (owns Swarm) ──NetEvent──► node
@@ -26,7 +26,9 @@
 //! (SWIM) tells it of the others, and it connects to a member only to talk
 //! to it.
 
+mod connection_failures;
 pub mod datagrams;
+pub mod join;
 pub mod links;
 pub mod sealed;
 pub mod transport;
@@ -35,8 +37,9 @@ use crate::config::NodeConfig;
 use bytes::Bytes;
 use datagrams::Datagrams;
 use futures::StreamExt;
+use join::Joining;
 use libp2p::identity::Keypair;
-use libp2p::swarm::SwarmEvent;
+use libp2p::swarm::{DialError, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, identify, kad, mdns};
 use shoal_proto::Heartbeat;
 use std::collections::HashSet;
@@ -71,6 +74,10 @@ pub enum NetError {
     Swarm(#[from] std::io::Error),
     #[error("the membership protocol is registered twice")]
     Membership(#[from] libp2p_stream::AlreadyRegistered),
+    #[error(
+        "cannot listen on {0}: a listen address is an IP address (like /ip4/0.0.0.0/tcp/7000), not a host name; names belong in join addresses"
+    )]
+    ListenOnName(Multiaddr),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: Multiaddr,
@@ -252,6 +259,9 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> Result<Started, NetError> {
     let local_peer = keypair.public().to_peer_id();
+    if let Some(named) = config.listen.iter().find(|a| join::has_host_name(a)) {
+        return Err(NetError::ListenOnName(named.clone()));
+    }
     let mut swarm = transport::build_swarm(keypair, config)?;
     for addr in &config.listen {
         swarm
@@ -272,8 +282,9 @@ pub async fn start(
             _ => {}
         }
     }
-    for addr in &config.join {
-        if let Err(e) = swarm.dial(addr.clone()) {
+    let mut joining = Joining::new(config.join.clone());
+    for addr in joining.due() {
+        if let Err(e) = dial_join(&mut swarm, addr.clone()) {
             tracing::warn!(%addr, error = %e, "cannot dial join address");
         }
     }
@@ -297,7 +308,7 @@ pub async fn start(
         user_topic_prefix: user_topic_prefix(&config.cluster_name),
         rendezvous: rendezvous_key(&config.cluster_name),
         lonely: true,
-        join: config.join.clone(),
+        joining,
         has_secret: config.secret.is_some(),
         connected: HashSet::new(),
         commands: command_rx,
@@ -338,7 +349,7 @@ struct EventLoop {
     /// Whether the node knows no member; while it does not, it looks for
     /// them every [`REJOIN_INTERVAL`].
     lonely: bool,
-    join: Vec<Multiaddr>,
+    joining: Joining,
     /// Whether this node uses a cluster secret: handshake failures then
     /// most likely mean a peer with another secret, and the log says so.
     has_secret: bool,
@@ -360,11 +371,18 @@ impl EventLoop {
                 // A member may well have no connection open: idle ones close.
                 _ = rejoin.tick(), if self.lonely => {
                     if self.connected.is_empty() {
-                        for addr in self.join.clone() {
-                            let _ = self.swarm.dial(addr);
+                        for addr in self.joining.due() {
+                            let _ = dial_join(&mut self.swarm, addr);
                         }
                     } else {
                         self.meet_cluster();
+                    }
+                }
+                Some(found) = self.joining.next(), if self.joining.is_looking_up() => {
+                    for addr in self.joining.looked_up(found) {
+                        if let Err(error) = dial_join(&mut self.swarm, addr.clone()) {
+                            tracing::debug!(%addr, %error, "cannot dial a resolved address");
+                        }
                     }
                 }
                 _ = bootstrap.tick(), if !self.lonely => {
@@ -386,7 +404,9 @@ impl EventLoop {
             }
             NetCommand::SetLonely(lonely) => self.lonely = lonely,
             NetCommand::Dial(addr) => {
-                if let Err(e) = self.swarm.dial(addr.clone()) {
+                if let Some(addr) = self.joining.dial_once(addr)
+                    && let Err(e) = self.swarm.dial(addr.clone())
+                {
                     tracing::warn!(%addr, error = %e, "cannot dial");
                 }
             }
@@ -487,20 +507,13 @@ impl EventLoop {
                 tracing::debug!(peer = %peer_id, ?cause, "disconnected");
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
-                if is_handshake_failure(&error.to_string()) {
-                    tracing::warn!(peer = ?peer_id, %error, "{}", self.handshake_hint());
-                } else {
-                    tracing::debug!(peer = ?peer_id, %error, "outgoing connection failed");
-                }
+                connection_failures::outgoing(peer_id, &error, self.has_secret);
             }
             SwarmEvent::IncomingConnectionError {
                 send_back_addr,
                 error,
                 ..
-            } => {
-                let hint = self.handshake_hint();
-                tracing::warn!(from = %send_back_addr, %error, "{hint}");
-            }
+            } => connection_failures::incoming(&send_back_addr, &error, self.has_secret),
             SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
             _ => {}
         }
@@ -518,14 +531,6 @@ impl EventLoop {
         };
         if self.topic_deliveries.try_send(delivery).is_err() {
             tracing::debug!(%publisher, %topic, "node is behind on topic messages; dropped one");
-        }
-    }
-
-    fn handshake_hint(&self) -> &'static str {
-        if self.has_secret {
-            "connection refused during the private-network handshake: the peer does not have this cluster's secret"
-        } else {
-            "connection failed during the handshake: if the peer uses a cluster secret, start this node with the same --secret-file"
         }
     }
 
@@ -572,28 +577,22 @@ impl EventLoop {
     }
 }
 
+/// Dials a join address, or an address its name resolved to. The swarm
+/// refuses an address it listens on: a name that also stands for this node
+/// (every pod of a Kubernetes service) is skipped there.
+fn dial_join(swarm: &mut Swarm<Behaviour>, addr: Multiaddr) -> Result<(), DialError> {
+    match swarm.dial(addr.clone()) {
+        Err(DialError::NoAddresses) => {
+            tracing::debug!(%addr, "skipped a join address of this node's own");
+            Ok(())
+        }
+        dialed => dialed,
+    }
+}
+
 /// `addr` ending in `/p2p/<peer>`, as the swarm dials it and the peer store
 /// records a dialed address: one address under two spellings would be
 /// dialed twice at once, and the loser's handshake cut short.
 pub fn dialable(addr: Multiaddr, peer: PeerId) -> Multiaddr {
     addr.with_p2p(peer).unwrap_or_else(|addr| addr)
-}
-
-/// Whether a connection error looks like a failed pnet/noise handshake
-/// rather than, say, a refused TCP connection.
-fn is_handshake_failure(error: &str) -> bool {
-    let error = error.to_ascii_lowercase();
-    if error.contains("connection refused") || error.contains("no route") {
-        return false;
-    }
-    [
-        "noise",
-        "handshake",
-        "decrypt",
-        "multistream",
-        "unexpected end",
-        "protocol",
-    ]
-    .iter()
-    .any(|needle| error.contains(needle))
 }

@@ -5,6 +5,7 @@
 //! - [`bad_input`]: every kind of bad input, a clear error, nothing lost.
 //! - [`cluster`]: calls across nodes, the distributed queue, dying nodes.
 //! - [`connections`]: an idle node holds (nearly) no connection.
+//! - [`dns_names`]: nodes join by host name.
 //! - [`doc_queries`]: the document store queried and written by filter.
 //! - [`durable`]: jobs and documents replicated with Raft.
 //! - [`http_api`]: every route of the HTTP API, through the router.
@@ -24,6 +25,7 @@
 mod bad_input;
 mod cluster;
 mod connections;
+mod dns_names;
 mod doc_queries;
 mod durable;
 mod http_api;
