@@ -115,6 +115,17 @@ fn check_jobs(history: &History, last: &FinalState, report: &mut Report) {
     }
 }
 
+/// After graceful restarts only, no job should have waited for a lease to
+/// run out: a draining node hands its leases back.
+pub fn check_no_lease_waits(last: &FinalState, report: &mut Report) {
+    for job in &last.jobs {
+        if let Some(error) = job.error.as_deref().filter(|e| e.contains("lease expired")) {
+            report.jobs_waited_for_lease += 1;
+            report.problem(format!("job {} waited for its lease: {error}", job.id));
+        }
+    }
+}
+
 fn check_docs(history: &History, last: &FinalState, report: &mut Report) {
     report.doc_writes = history.writes.len();
     report.doc_reads = history.reads.len();

@@ -12,8 +12,16 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStdout, Command};
 
+/// Starts of a node on loopback whose ports were taken.
+const START_ATTEMPTS: u32 = 3;
 /// How long a node may take to print its ready line.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a node may take to drain and exit after SIGTERM: its
+/// `--drain-timeout` (30 s) and a Raft seat handed over, with room.
+const STOP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a restarted node may take to rejoin: it sees every node alive
+/// and a leader, as a rolling restart waits before the next node.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One node under test: where it listens, where its files go, and its
 /// process when it runs. (Not a `--slots` slot: those are call capacity.)
@@ -99,7 +107,30 @@ impl Cluster {
     }
 
     /// Starts (or restarts, with its data) node `node`, joining the others.
+    /// A first start on loopback whose ports another process took in the
+    /// meantime (they were free when picked) tries again on new ones.
     pub async fn start(&mut self, node: usize) -> anyhow::Result<()> {
+        let mut attempts = 1;
+        loop {
+            match self.spawn(node).await {
+                Err(e) if attempts < START_ATTEMPTS && self.may_move(node) => {
+                    eprintln!("{e:#}; trying other ports");
+                    self.nodes[node].p2p_port = free_port()?;
+                    self.nodes[node].http_port = free_port()?;
+                    attempts += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    /// Whether node `node` may still change its ports: it never ran, and
+    /// it is on loopback, where ports are shared with other processes.
+    fn may_move(&self, node: usize) -> bool {
+        self.net.is_none() && self.nodes[node].peer_id.is_none()
+    }
+
+    async fn spawn(&mut self, node: usize) -> anyhow::Result<()> {
         // The first node's first start founds the Raft group; every other
         // start joins the rest.
         let founding = node == 0 && self.nodes[node].peer_id.is_none();
@@ -170,6 +201,54 @@ impl Cluster {
         if let Some((mut child, _)) = self.nodes[node].process.take() {
             let _ = child.start_kill();
             let _ = child.wait().await;
+        }
+    }
+
+    /// SIGTERM, as systemd or Kubernetes stop a node: it drains (hands its
+    /// work to the others) and exits. Fails if it does not exit 0 in time.
+    pub async fn terminate(&mut self, node: usize) -> anyhow::Result<()> {
+        let Some(pid) = self.nodes[node].pid() else {
+            return Ok(());
+        };
+        kill(pid, Signal::SIGTERM).context("cannot send SIGTERM")?;
+        let (mut child, _) = self.nodes[node].process.take().expect("it has a pid");
+        match tokio::time::timeout(STOP_TIMEOUT, child.wait()).await {
+            Ok(Ok(status)) if status.success() => Ok(()),
+            Ok(Ok(status)) => bail!("node {node} exited with {status} after SIGTERM"),
+            Ok(Err(e)) => bail!("cannot wait for node {node}: {e}"),
+            Err(_) => {
+                let _ = child.start_kill();
+                bail!("node {node} did not stop within {STOP_TIMEOUT:?} of SIGTERM")
+            }
+        }
+    }
+
+    /// Waits until node `node` sees every node alive and a Raft leader.
+    pub async fn wait_ready(&self, node: usize) -> anyhow::Result<()> {
+        let under_test = &self.nodes[node];
+        let client = shoal_client::Client::builder([format!(
+            "http://{}:{}",
+            under_test.ip, under_test.http_port
+        )])
+        .request_timeout(Duration::from_secs(2))
+        .retry_for(Duration::ZERO)
+        .build()?;
+        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Ok(view) = client.cluster().await {
+                let alive = view
+                    .members
+                    .iter()
+                    .filter(|m| m.liveness == "alive")
+                    .count();
+                if alive >= self.nodes.len() && view.raft.leader.is_some() {
+                    return Ok(());
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!("node {node} did not rejoin within {READY_TIMEOUT:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 

@@ -1,5 +1,5 @@
 //! `shoal chaos`: real nodes, a mixed workload, and a nemesis that kills,
-//! pauses and partitions them; then a check of everything the clients saw
+//! pauses, partitions and gracefully restarts them; then a check of everything the clients saw
 //! against what the cluster promises.
 //!
 //! Every fault is healed before the check: the cluster must then hold every
@@ -50,7 +50,9 @@ pub struct ChaosArgs {
     #[arg(long, default_value_t = 8)]
     clients: usize,
     /// Faults to inject, comma separated: kill, pause, partition
-    /// (partition needs root: each node gets its own network namespace).
+    /// (partition needs root: each node gets its own network namespace),
+    /// restart (SIGTERM: the node drains and exits, then starts again and
+    /// rejoins; nodes in turn, as a rolling restart goes).
     #[arg(long, value_delimiter = ',', default_value = "kill,pause,partition")]
     faults: Vec<FaultKind>,
     /// Stop injecting after this many faults.
@@ -73,6 +75,10 @@ pub struct ChaosArgs {
     #[arg(long)]
     json: bool,
 }
+
+/// With `--max-faults` reached, how long the workload runs on after the
+/// last fault healed.
+const AFTER_LAST_FAULT: Duration = Duration::from_secs(2);
 
 /// How long the healed cluster gets to finish every queued job.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
@@ -141,6 +147,7 @@ async fn run_until_done(args: ChaosArgs) -> anyhow::Result<()> {
     let shared = Arc::new(Shared {
         started,
         until: started + Duration::from_secs(args.duration),
+        faults_done: std::sync::atomic::AtomicBool::new(false),
         next_value: AtomicU64::new(1),
         run: format!("chaos-{seed}"),
         docs: docs.clone(),
@@ -168,8 +175,18 @@ async fn run_until_done(args: ChaosArgs) -> anyhow::Result<()> {
         interval: Duration::from_millis(args.interval_ms),
         seed,
     };
-    let faults = nemesis.run(&mut cluster, &observer, &shared).await;
+    let (faults, fault_failure) = nemesis.run(&mut cluster, &observer, &shared).await;
     cluster.heal()?;
+    if faults.len() >= args.max_faults {
+        // The workload goes on a moment after the last heal, then stops.
+        tokio::time::sleep(
+            AFTER_LAST_FAULT.min(shared.until.saturating_duration_since(Instant::now())),
+        )
+        .await;
+        shared
+            .faults_done
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 
     let mut history = History::default();
     for client in clients {
@@ -183,7 +200,14 @@ async fn run_until_done(args: ChaosArgs) -> anyhow::Result<()> {
         jobs: workload::all_jobs(&setup).await?,
         docs: workload::final_docs(&setup, &docs).await?,
     };
-    let report = checker::check(&history, &last);
+    let mut report = checker::check(&history, &last);
+    if !faults.is_empty() && faults.iter().all(|f| f.kind == FaultKind::Restart) {
+        checker::check_no_lease_waits(&last, &mut report);
+    }
+    if let Some(failure) = fault_failure {
+        report.fault_failures += 1;
+        report.problem(failure);
+    }
     if let Some(dir) = &args.dir {
         // Everything the checker saw, to study a failed run.
         let recorded = json!({ "seed": seed, "history": history, "final": last });
@@ -193,11 +217,14 @@ async fn run_until_done(args: ChaosArgs) -> anyhow::Result<()> {
     drop(cluster);
     if !report.passed() {
         anyhow::bail!(
-            "guarantees broken: {} lost, {} duplicated, {} linearizability violations (seed {seed}; \
+            "guarantees broken: {} lost, {} duplicated, {} linearizability violations, \
+             {} jobs waited for a lease, {} faults went wrong (seed {seed}; \
              rerun with --dir to keep the logs)",
             report.lost(),
             report.duplicates(),
-            report.linearizability_violations
+            report.linearizability_violations,
+            report.jobs_waited_for_lease,
+            report.fault_failures
         );
     }
     Ok(())
@@ -318,6 +345,18 @@ fn print_report(
             d.as_secs_f64()
         ))
     );
+    let restarts: Vec<&Fault> = faults
+        .iter()
+        .filter(|f| f.kind == FaultKind::Restart)
+        .collect();
+    if let Some(longest) = restarts.iter().map(|f| f.held).max() {
+        println!(
+            "restarts    {} drained, restarted and rejoined (longest {:.1} s); {} jobs waited for a lease",
+            restarts.len(),
+            longest.as_secs_f64(),
+            report.jobs_waited_for_lease
+        );
+    }
     for problem in &report.problems {
         println!("PROBLEM     {problem}");
     }

@@ -1,5 +1,6 @@
 //! The nemesis: one fault at a time, each held for a while and then
-//! healed, the Raft leader as likely a target as all the others together.
+//! healed, the Raft leader as likely a target as all the others together
+//! (restarts go through the nodes in turn, as a rolling restart does).
 
 use super::cluster::Cluster;
 use super::workload::Shared;
@@ -19,6 +20,10 @@ pub enum FaultKind {
     Pause,
     /// Links between two groups of nodes cut, then restored.
     Partition,
+    /// SIGTERM (the node drains and exits), a restart on the same data,
+    /// and a wait until it has rejoined: nodes in turn, as a rolling
+    /// restart goes.
+    Restart,
 }
 
 impl FaultKind {
@@ -27,6 +32,7 @@ impl FaultKind {
             FaultKind::Kill => "kill",
             FaultKind::Pause => "pause",
             FaultKind::Partition => "partition",
+            FaultKind::Restart => "restart",
         }
     }
 }
@@ -39,8 +45,9 @@ impl std::str::FromStr for FaultKind {
             "kill" => Ok(FaultKind::Kill),
             "pause" => Ok(FaultKind::Pause),
             "partition" => Ok(FaultKind::Partition),
+            "restart" => Ok(FaultKind::Restart),
             other => Err(format!(
-                "unknown fault {other:?}: expected kill, pause or partition"
+                "unknown fault {other:?}: expected kill, pause, partition or restart"
             )),
         }
     }
@@ -113,12 +120,14 @@ pub struct Nemesis {
 
 impl Nemesis {
     /// Injects faults until the run ends; every fault is healed on return.
+    /// Also returns why it stopped early, if a fault went wrong (a node
+    /// that did not stop or come back as it should).
     pub async fn run(
         &self,
         cluster: &mut Cluster,
         observer: &Client,
         shared: &Shared,
-    ) -> Vec<Fault> {
+    ) -> (Vec<Fault>, Option<String>) {
         let mut rng = StdRng::seed_from_u64(self.seed);
         let mut faults = Vec::new();
         while faults.len() < self.max_faults {
@@ -133,7 +142,12 @@ impl Nemesis {
             let held = Duration::from_millis(rng.random_range(1_000..5_000))
                 .min(shared.until.saturating_duration_since(Instant::now()));
             let leader = leader(cluster, observer).await;
+            let restarts = faults
+                .iter()
+                .filter(|f: &&Fault| f.kind == FaultKind::Restart);
             let target = match leader {
+                // Every node in turn, as a rolling restart goes.
+                _ if kind == FaultKind::Restart => restarts.count() % cluster.len(),
                 Some(leader) if rng.random_bool(0.5) => leader,
                 _ => rng.random_range(0..cluster.len()),
             };
@@ -147,21 +161,27 @@ impl Nemesis {
                 }
                 _ => vec![target],
             };
-            let fault = Fault {
+            let mut fault = Fault {
                 kind,
                 leader: leader.is_some_and(|l| nodes.contains(&l)),
                 nodes,
                 at: shared.now(),
                 held,
             };
+            let began = Instant::now();
+            let injected = inject(cluster, &fault, held).await;
+            if kind == FaultKind::Restart {
+                fault.held = began.elapsed(); // down and back, as it went
+            }
             println!("fault {fault}");
-            if let Err(e) = inject(cluster, &fault, held).await {
-                eprintln!("the nemesis could not inject {fault}: {e:#}");
-                break;
+            if let Err(e) = injected {
+                let failure = format!("{}: {e:#}", fault.describe());
+                eprintln!("the nemesis stopped: {failure}");
+                return (faults, Some(failure));
             }
             faults.push(fault);
         }
-        faults
+        (faults, None)
     }
 }
 
@@ -190,6 +210,14 @@ async fn inject(cluster: &mut Cluster, fault: &Fault, held: Duration) -> anyhow:
             cluster.partition(&fault.nodes)?;
             tokio::time::sleep(held).await;
             cluster.heal()?;
+        }
+        // Down only as long as a stop and a start take.
+        FaultKind::Restart => {
+            for &node in &fault.nodes {
+                cluster.terminate(node).await?;
+                cluster.start(node).await?;
+                cluster.wait_ready(node).await?;
+            }
         }
     }
     Ok(())

@@ -27,6 +27,12 @@ pub struct Report {
     pub doc_reads: usize,
     pub doc_reads_ok: usize,
     pub linearizability_violations: usize,
+    /// In a run of graceful restarts only: jobs whose attempt ended
+    /// because its lease ran out (a drained node should hand leases back).
+    pub jobs_waited_for_lease: usize,
+    /// Faults that went wrong: a node that did not drain and exit 0, or did
+    /// not come back.
+    pub fault_failures: usize,
     pub max_recovery_ms: f64,
     pub median_recovery_ms: f64,
     /// The fault (its index) after which the cluster took longest.
@@ -50,7 +56,11 @@ impl Report {
     }
 
     pub fn passed(&self) -> bool {
-        self.lost() == 0 && self.duplicates() == 0 && self.linearizability_violations == 0
+        self.lost() == 0
+            && self.duplicates() == 0
+            && self.linearizability_violations == 0
+            && self.jobs_waited_for_lease == 0
+            && self.fault_failures == 0
     }
 
     /// Notes a problem in words; only the first few are kept.

@@ -22,6 +22,9 @@ const UNRESOLVED_AFTER: Duration = Duration::from_secs(120);
 pub struct Shared {
     pub started: Instant,
     pub until: Instant,
+    /// Set when the nemesis has injected its last fault (`--max-faults`):
+    /// the run ends then, a moment after the heal, instead of at `until`.
+    pub faults_done: std::sync::atomic::AtomicBool,
     /// The next value a write stores: unique across the run.
     pub next_value: AtomicU64,
     /// The run's tag, so its job keys are its own.
@@ -41,7 +44,11 @@ pub async fn client(id: usize, client: Client, shared: Arc<Shared>, seed: u64) -
     let docs = client.collection(COLLECTION);
     let mut history = History::default();
     let mut seq = 0u64;
-    while Instant::now() < shared.until {
+    while Instant::now() < shared.until
+        && !shared
+            .faults_done
+            .load(std::sync::atomic::Ordering::Relaxed)
+    {
         seq += 1;
         match rng.random_range(0..10) {
             0..4 => call(&client, &mut rng, &mut history).await,

@@ -128,6 +128,9 @@ impl View {
         }
 
         let mut remove: BTreeSet<u64> = self.learners.difference(&self.live).copied().collect();
+        // A leaving leader steps down once it no longer votes; it does not
+        // remove itself (its successor does).
+        remove.remove(&self.leader);
         let live_learners: Vec<u64> = self.learners.intersection(&self.live).copied().collect();
         // Dead voters wait for a learner to replace them: not counted.
         let keep = wanted_members.saturating_sub(live_voters);

@@ -24,6 +24,9 @@ const UPKEEP_INTERVAL: Duration = Duration::from_secs(1);
 const CAUGHT_UP_ENTRIES: u64 = 1000;
 /// How often a leaving node looks whether it still has a seat.
 const LEAVE_POLL: Duration = Duration::from_millis(100);
+/// A leadership hand-over not taken up by then is tried again (the
+/// successor may have missed the request).
+const HAND_OVER_RETRY: Duration = Duration::from_secs(1);
 
 impl Consensus {
     /// Runs until `shutdown` on every node with a Raft instance.
@@ -52,8 +55,11 @@ impl Consensus {
             let voters: BTreeSet<u64> =
                 metrics.membership_config.membership().voter_ids().collect();
             // openraft's ticker (every 50 ms) serves elections and the
-            // leader's heartbeats: nodes that do not vote let it sleep.
-            raft.runtime_config().tick(voters.contains(&self.me));
+            // leader's heartbeats (and a removed leader's step-down): nodes
+            // that neither vote nor lead let it sleep.
+            let leads = metrics.current_leader == Some(self.me);
+            raft.runtime_config()
+                .tick(voters.contains(&self.me) || leads);
             if metrics.current_leader != seen_leader || voters != seen_voters {
                 tracing::info!(term = metrics.current_term, leader = ?metrics.current_leader, ?voters, "raft membership");
                 seen_leader = metrics.current_leader;
@@ -108,15 +114,28 @@ impl Consensus {
             return true;
         };
         let deadline = Instant::now() + within;
+        let mut handed_over_at: Option<Instant> = None;
         loop {
             let metrics = raft.metrics().borrow_watched().clone();
-            let votes = metrics
-                .membership_config
-                .membership()
-                .voter_ids()
-                .any(|id| id == self.me);
-            if !votes && metrics.current_leader != Some(self.me) {
+            let membership = metrics.membership_config.membership();
+            let votes = membership.voter_ids().any(|id| id == self.me);
+            let leads = metrics.current_leader == Some(self.me);
+            if !votes && !leads {
                 return true;
+            }
+            // Out of the voters but still leading (openraft keeps a leader
+            // that stays a learner): hand leadership to the voter whose log
+            // is longest, which then starts an election at once.
+            if leads && !votes && handed_over_at.is_none_or(|at| at.elapsed() >= HAND_OVER_RETRY) {
+                let matched = |id: &u64| {
+                    let replication = metrics.replication.as_ref()?;
+                    replication.get(id).cloned().flatten().map(|log| log.index)
+                };
+                if let Some(to) = membership.voter_ids().max_by_key(matched) {
+                    tracing::info!(to, "handing Raft leadership over");
+                    let _ = raft.trigger().transfer_leader(to).await;
+                    handed_over_at = Some(Instant::now());
+                }
             }
             // Nobody could take the seat: the group stops with this node.
             if Instant::now() >= deadline || self.peers.raft_capable().is_empty() {
