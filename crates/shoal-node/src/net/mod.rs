@@ -38,7 +38,6 @@ use futures::StreamExt;
 use libp2p::identity::Keypair;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, identify, kad, mdns};
-use shoal_proto::Heartbeat;
 use std::collections::HashSet;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -97,8 +96,8 @@ const TOPIC_CAPACITY: usize = 4096;
 /// Something the network saw that the node must know.
 #[derive(Debug)]
 pub enum NetEvent {
-    /// A member's load report.
-    Heartbeat(PeerId, Box<Heartbeat>),
+    /// A member's load report, as sent: the cluster task reads it.
+    Heartbeat(PeerId, Bytes),
     /// A member asks for this node's load report.
     HeartbeatRequest(PeerId),
     /// A membership (SWIM) packet.

@@ -441,6 +441,7 @@ impl Assembled {
             resources: config.resources.clone(),
             usage: ProcessUsage::default(),
             consensus: Arc::clone(&consensus),
+            version: config.protocol_version,
         });
         let events = Arc::new(Events::default());
         let cluster = ClusterTask {
