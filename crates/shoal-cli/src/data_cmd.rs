@@ -429,15 +429,16 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<54} {:<10} {:>5} {:>7} {:>7} {:>5} {:>7}  api",
-        "node", "liveness", "slots", "running", "queued", "cpu", "mem"
+        "{:<54} {:<12} {:>5} {:>5} {:>7} {:>7} {:>5} {:>7}  api",
+        "node", "liveness", "proto", "slots", "running", "queued", "cpu", "mem"
     );
     for member in &cluster.members {
         let marker = if member.is_self { "*" } else { "" };
         println!(
-            "{:<54} {:<10} {:>5} {:>7} {:>7} {:>5} {:>7}  {}",
+            "{:<54} {:<12} {:>5} {:>5} {:>7} {:>7} {:>5} {:>7}  {}",
             format!("{}{marker}", member.peer_id),
             member.liveness,
+            member.protocol_version,
             member.slots,
             member.running,
             member.queued,

@@ -143,6 +143,10 @@ pub struct NodeArgs {
     /// that allocates past it fails with MemoryError.
     #[arg(long)]
     python_memory_mb: Option<u64>,
+    /// Pretend to speak this protocol version, to test upgrades without
+    /// building the next release (see `shoal_proto::version`).
+    #[arg(long, hide = true, env = "SHOAL_SIMULATE_PROTOCOL_VERSION")]
+    simulate_protocol_version: Option<u32>,
 }
 
 /// `--http`: an address, or `off`.
@@ -184,6 +188,9 @@ impl NodeArgs {
             raft_standbys: self.raft_standbys,
             idle_timeout: Duration::from_millis(self.idle_timeout_ms.max(100)),
             drain_timeout: self.drain_timeout,
+            protocol_version: self
+                .simulate_protocol_version
+                .unwrap_or(defaults.protocol_version),
             ..defaults
         })
     }

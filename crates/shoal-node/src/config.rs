@@ -2,6 +2,7 @@
 //! join, the secret — so tests can use port 0 and temporary directories.
 
 use libp2p::Multiaddr;
+use shoal_proto::version::PROTOCOL_VERSION;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -73,6 +74,13 @@ pub struct NodeConfig {
     /// How long a draining node lets running calls and jobs finish before
     /// it hands their work back (`POST /v1/drain` may name another).
     pub drain_timeout: Duration,
+    /// The protocol version this node says it speaks: this release's
+    /// [`PROTOCOL_VERSION`]. Any other value only pretends to be another
+    /// release, so tests can upgrade a cluster without building one (its
+    /// formats stay this release's); the `shoal` binary takes it from
+    /// `SHOAL_SIMULATE_PROTOCOL_VERSION`.
+    #[doc(hidden)]
+    pub protocol_version: u32,
 }
 
 impl Default for NodeConfig {
@@ -107,6 +115,7 @@ impl Default for NodeConfig {
             http: None,
             api_token: None,
             alert_load: 4.0,
+            protocol_version: PROTOCOL_VERSION,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The heartbeat every node gossips each second: enough load information for
 //! peers to place calls and pick whom to steal from.
 
+use crate::version::PROTOCOL_VERSION;
 use serde::{Deserialize, Serialize};
 
 /// Upper bound on the function names one heartbeat lists, so a node that
@@ -10,8 +11,9 @@ pub const MAX_ADVERTISED_FUNCTIONS: usize = 1024;
 /// One node's load, as published on the heartbeat topic.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Heartbeat {
-    /// Protocol version of the sender; peers with another version are
-    /// reported, not used.
+    /// Protocol version of the sender; a peer too far from the receiver's
+    /// is refused (see [`version`](crate::version)). Always the first
+    /// field, so that any two releases can read it.
     pub version: u32,
     /// Increases by one per heartbeat; makes each message's content unique.
     pub seq: u64,
@@ -91,14 +93,27 @@ impl Heartbeat {
         postcard::to_stdvec(self).expect("heartbeat encodes")
     }
 
-    /// Decodes a whole message: bytes left over make it malformed. A CPU
-    /// figure that is not a finite, non-negative number reads as 0.
+    /// Decodes a whole message. Bytes left over make it malformed, unless
+    /// a newer release sent it: those are fields it added, which this
+    /// release does not know. A CPU figure that is not a finite,
+    /// non-negative number reads as 0.
     pub fn decode(bytes: &[u8]) -> Result<Heartbeat, postcard::Error> {
-        let mut heartbeat: Heartbeat = crate::wire::decode_exactly(bytes)?;
+        let (mut heartbeat, rest): (Heartbeat, &[u8]) = postcard::take_from_bytes(bytes)?;
+        if !rest.is_empty() && heartbeat.version <= PROTOCOL_VERSION {
+            return Err(postcard::Error::DeserializeBadEncoding);
+        }
         if !(heartbeat.cpu_percent.is_finite() && heartbeat.cpu_percent >= 0.0) {
             heartbeat.cpu_percent = 0.0;
         }
         Ok(heartbeat)
+    }
+
+    /// The protocol version an encoded heartbeat was sent with, read even
+    /// when the rest does not decode (a release far from this one).
+    pub fn version_of(bytes: &[u8]) -> Option<u32> {
+        postcard::take_from_bytes::<u32>(bytes)
+            .ok()
+            .map(|(version, _)| version)
     }
 }
 
@@ -119,5 +134,40 @@ mod tests {
             assert_eq!(read.memory_bytes, 7);
             assert_eq!(Heartbeat::decode(&read.encode()).unwrap(), read);
         }
+    }
+
+    #[test]
+    fn a_newer_release_may_append_fields_and_its_version_always_reads() {
+        let newer = Heartbeat {
+            version: PROTOCOL_VERSION + 1,
+            slots: 3,
+            ..Heartbeat::default()
+        };
+        let mut bytes = newer.encode();
+        bytes.extend_from_slice(&[7, 1, 2]);
+        let read = Heartbeat::decode(&bytes).expect("fields it added are ignored");
+        assert_eq!((read.version, read.slots), (PROTOCOL_VERSION + 1, 3));
+
+        let same = Heartbeat {
+            version: PROTOCOL_VERSION,
+            ..Heartbeat::default()
+        };
+        let mut bytes = same.encode();
+        bytes.push(0);
+        assert!(
+            Heartbeat::decode(&bytes).is_err(),
+            "this release's own reports say exactly what they hold"
+        );
+
+        // A far newer release whose report this one cannot read still says
+        // which version it runs.
+        let mut unreadable = postcard::to_stdvec(&(PROTOCOL_VERSION + 2)).unwrap();
+        unreadable.extend_from_slice(&[0xff; 3]);
+        assert!(Heartbeat::decode(&unreadable).is_err());
+        assert_eq!(
+            Heartbeat::version_of(&unreadable),
+            Some(PROTOCOL_VERSION + 2)
+        );
+        assert_eq!(Heartbeat::version_of(&[]), None);
     }
 }

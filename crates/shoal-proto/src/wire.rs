@@ -13,13 +13,13 @@ use crate::{CallError, CallId, NodeId};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-/// The libp2p protocol name of the call stream; the version is part of it,
-/// so nodes of incompatible versions fail the protocol negotiation with a
-/// clear "unsupported protocol" instead of misreading frames.
+/// The libp2p protocol name of the call stream; the number is its
+/// encoding's, so nodes whose frames differ fail the protocol negotiation
+/// with a clear "unsupported protocol" instead of misreading frames (see
+/// [`version`](crate::version) for when it changes).
 pub const CALL_PROTOCOL: &str = "/shoal/call/1";
 
-/// The wire protocol version, also carried in heartbeats.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub use crate::version::PROTOCOL_VERSION;
 
 /// Largest encoded frame, length prefix excluded. Large enough for real
 /// payloads, small enough that one frame cannot exhaust a node's memory.

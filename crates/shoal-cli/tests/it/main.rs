@@ -25,6 +25,8 @@
 //! - [`python_workers`]: functions in Python, served by worker processes
 //!   (pytest, `clients/python`).
 //! - [`queue_processes`]: the queue over HTTP: pushed once, popped once.
+//! - [`rolling_upgrade`]: a process of the next release serves until
+//!   killed; one two releases ahead is refused.
 //! - [`topics_cli`]: `shoal pub` and `shoal sub` across two nodes.
 //!
 //! Tests run as threads of one process, each starting its own nodes on
@@ -55,4 +57,5 @@ mod mdns_netns;
 mod private_cluster;
 mod python_workers;
 mod queue_processes;
+mod rolling_upgrade;
 mod topics_cli;

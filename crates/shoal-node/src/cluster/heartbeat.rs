@@ -8,7 +8,6 @@ use crate::raft::consensus::Consensus;
 use crate::telemetry::usage::ProcessUsage;
 use libp2p::Multiaddr;
 use shoal_proto::Heartbeat;
-use shoal_proto::wire::PROTOCOL_VERSION;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -28,6 +27,8 @@ pub struct OwnHeartbeat {
     pub usage: ProcessUsage,
     /// Its part in Raft, and whether jobs wait (on the leader).
     pub consensus: Arc<Consensus>,
+    /// The protocol version it speaks (`NodeConfig::protocol_version`).
+    pub version: u32,
 }
 
 impl OwnHeartbeat {
@@ -37,7 +38,7 @@ impl OwnHeartbeat {
         let backlog = u64::from(load.queued + load.busy);
         let usage = self.usage.latest();
         Heartbeat {
-            version: PROTOCOL_VERSION,
+            version: self.version,
             seq: 0,
             slots: load.slots,
             queued: load.queued,

@@ -15,6 +15,11 @@
 //!
 //! Liveness comes from SWIM, not from heartbeats: a member's load report
 //! arrives every few seconds in a large cluster, so its age says nothing.
+//!
+//! A peer whose protocol version is too far from this node's is refused
+//! (see [`shoal_proto::version`]): it leaves the table, is kept apart as
+//! [`Refused`], and comes back only with a load report of a version this
+//! node works with.
 
 use libp2p::PeerId;
 use shoal_proto::{Heartbeat, RaftRole};
@@ -65,6 +70,15 @@ pub enum MemberEvent {
     Died(PeerId, &'static str),
 }
 
+/// A peer refused for its protocol version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Refused {
+    /// The version its last load report said.
+    pub version: u32,
+    /// When that report came.
+    pub last_seen: Instant,
+}
+
 /// The membership view of one node.
 #[derive(Debug, Default)]
 pub struct PeerTable {
@@ -72,6 +86,9 @@ pub struct PeerTable {
     /// Members SWIM reports up whose first heartbeat has not arrived:
     /// not usable yet, since nobody knows what they offer.
     undescribed: HashSet<PeerId>,
+    /// Peers whose protocol version this node cannot work with: never
+    /// members, whatever SWIM says of them.
+    refused: HashMap<PeerId, Refused>,
 }
 
 impl PeerTable {
@@ -83,6 +100,9 @@ impl PeerTable {
     /// as it last described itself; a new one joins when its first
     /// heartbeat says what it offers.
     pub fn on_up(&mut self, peer: PeerId, now: Instant) -> Option<MemberEvent> {
+        if self.refused.contains_key(&peer) {
+            return None;
+        }
         match self.peers.get_mut(&peer) {
             Some(info) if info.liveness != Liveness::Dead => None,
             Some(info) => {
@@ -139,6 +159,7 @@ impl PeerTable {
             .map(|f| (f.name.clone(), f.memoize))
             .collect();
         self.undescribed.remove(&peer);
+        self.refused.remove(&peer);
         let liveness = match self.peers.get(&peer).map(|info| info.liveness) {
             Some(Liveness::Suspected) => Liveness::Suspected,
             _ => Liveness::Alive,
@@ -156,6 +177,50 @@ impl PeerTable {
             Some(Liveness::Alive | Liveness::Suspected) => None,
             Some(Liveness::Dead) | None => Some(MemberEvent::Joined(peer)),
         }
+    }
+
+    /// The peer's load report says a protocol version this node cannot work
+    /// with: it is no member (a member until now has died). Returns whether
+    /// this is news — not refused before, or for another version — and the
+    /// death.
+    pub fn on_refused(
+        &mut self,
+        peer: PeerId,
+        version: u32,
+        now: Instant,
+    ) -> (bool, Option<MemberEvent>) {
+        self.undescribed.remove(&peer);
+        let before = self.refused.insert(
+            peer,
+            Refused {
+                version,
+                last_seen: now,
+            },
+        );
+        let news = before.is_none_or(|before| before.version != version);
+        let died = match self.peers.remove(&peer) {
+            Some(info) if info.liveness != Liveness::Dead => Some(MemberEvent::Died(
+                peer,
+                "refused: it now speaks an incompatible protocol version",
+            )),
+            _ => None,
+        };
+        (news, died)
+    }
+
+    pub fn is_refused(&self, peer: &PeerId) -> bool {
+        self.refused.contains_key(peer)
+    }
+
+    /// Peers refused for their protocol version.
+    pub fn refused(&self) -> impl Iterator<Item = (&PeerId, &Refused)> {
+        self.refused.iter()
+    }
+
+    /// The lowest protocol version among the peers this node knows, dead
+    /// ones included: what a write must stay readable by.
+    pub fn lowest_version(&self) -> Option<u32> {
+        self.peers.values().map(|info| info.load.version).min()
     }
 
     /// A call stream to the peer could not be opened or broke.
@@ -201,11 +266,14 @@ impl PeerTable {
             .any(|info| info.functions.contains_key(function))
     }
 
-    /// Forgets peers dead for a long time so the table stays bounded.
+    /// Forgets peers dead, or refused and silent, for a long time so the
+    /// table stays bounded.
     pub fn forget_dead(&mut self, now: Instant, after: Duration) {
         self.peers.retain(|_, info| {
             info.liveness != Liveness::Dead || now.saturating_duration_since(info.last_seen) < after
         });
+        self.refused
+            .retain(|_, refused| now.saturating_duration_since(refused.last_seen) < after);
     }
 }
 
@@ -246,6 +314,16 @@ impl PeerView {
 
     pub fn is_live(&self, peer: &PeerId) -> bool {
         self.read(|table| table.is_live(peer))
+    }
+
+    /// The protocol version `peer` was refused for, if it was.
+    pub fn refused_version(&self, peer: &PeerId) -> Option<u32> {
+        self.read(|table| table.refused.get(peer).map(|refused| refused.version))
+    }
+
+    /// See [`PeerTable::lowest_version`].
+    pub fn lowest_version(&self) -> Option<u32> {
+        self.read(PeerTable::lowest_version)
     }
 
     /// Live peers that hold a replica, as their heartbeats say: the leader
@@ -391,5 +469,57 @@ mod tests {
         table.on_down(peer);
         table.forget_dead(now + Duration::from_secs(600), Duration::from_secs(300));
         assert!(table.get(&peer).is_none());
+    }
+
+    #[test]
+    fn a_refused_peer_is_no_member_until_it_speaks_a_version_that_works() {
+        let mut table = PeerTable::new();
+        let (peer, now) = (PeerId::random(), Instant::now());
+        table.on_up(peer, now);
+        assert_eq!(table.on_refused(peer, 3, now), (true, None));
+        assert_eq!(table.on_refused(peer, 3, now), (false, None), "told once");
+        assert!(table.on_refused(peer, 4, now).0, "another version is news");
+        assert_eq!(
+            table.undescribed().count(),
+            0,
+            "its report is not asked again"
+        );
+        assert_eq!(table.on_up(peer, now), None);
+        assert_eq!(table.undescribed().count(), 0);
+        assert!(!table.is_live(&peer));
+        assert_eq!(
+            table.refused().map(|(_, r)| r.version).collect::<Vec<_>>(),
+            [4]
+        );
+        // Upgraded: its next report makes it a member.
+        assert_eq!(
+            table.on_heartbeat(peer, Heartbeat::default(), now),
+            Some(MemberEvent::Joined(peer))
+        );
+        assert_eq!(table.refused().count(), 0);
+        // A member that comes back with a version too far away dies.
+        let (news, died) = table.on_refused(peer, 3, now);
+        assert!(news);
+        assert!(matches!(died, Some(MemberEvent::Died(p, _)) if p == peer));
+        assert!(table.get(&peer).is_none());
+        table.forget_dead(now + Duration::from_secs(600), Duration::from_secs(300));
+        assert_eq!(table.refused().count(), 0, "forgotten once silent");
+    }
+
+    #[test]
+    fn the_lowest_version_counts_every_known_peer() {
+        let mut table = PeerTable::new();
+        assert_eq!(table.lowest_version(), None);
+        let now = Instant::now();
+        let (old, new) = (PeerId::random(), PeerId::random());
+        for (peer, version) in [(old, 4), (new, 5)] {
+            let load = Heartbeat {
+                version,
+                ..Heartbeat::default()
+            };
+            table.on_heartbeat(peer, load, now);
+        }
+        table.on_down(old);
+        assert_eq!(table.lowest_version(), Some(4), "a dead peer may come back");
     }
 }

@@ -1,7 +1,9 @@
 //! The cluster task: the one writer of the peer table. It runs this node's
 //! membership protocol (SWIM), sends its load to a few members each period,
 //! and acts on what changes — a peer that died has its calls placed again
-//! and its own calls stopped here.
+//! and its own calls stopped here. It is where a peer of a protocol version
+//! too far from this node's is refused (see [`shoal_proto::version`]): by
+//! the version its load report says, whatever else the report holds.
 
 use super::heartbeat::OwnHeartbeat;
 use super::peers::{MemberEvent, PeerTable};
@@ -13,9 +15,9 @@ use crate::raft::consensus::Consensus;
 use crate::telemetry::alerts::{Alerts, NodeLoad};
 use crate::telemetry::events::Events;
 use bytes::Bytes;
-use libp2p::PeerId;
+use libp2p::{Multiaddr, PeerId};
 use shoal_proto::api::EventKind;
-use shoal_proto::wire::PROTOCOL_VERSION;
+use shoal_proto::version::{self, Incompatible};
 use shoal_proto::{Heartbeat, RaftRole};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -75,8 +77,6 @@ struct Local {
     /// SWIM's clock starts here.
     origin: tokio::time::Instant,
     reports: Reports,
-    /// Peers whose protocol version differs, warned about once each.
-    warned_versions: HashSet<PeerId>,
     /// The cluster size SWIM was last tuned for.
     sized_for: usize,
     /// While this node knows no member: whom it asked to let it in.
@@ -95,6 +95,13 @@ impl Local {
 impl ClusterTask {
     /// Runs until `shutdown`.
     pub async fn run(mut self, shutdown: CancellationToken) {
+        if self.own.version != version::PROTOCOL_VERSION {
+            tracing::warn!(
+                protocol_version = self.own.version,
+                release = version::PROTOCOL_VERSION,
+                "this node pretends to speak another protocol version, to test upgrades"
+            );
+        }
         let swim = Membership::new(
             self.me.clone(),
             2,
@@ -106,7 +113,6 @@ impl ClusterTask {
             swim,
             origin: tokio::time::Instant::now(),
             reports: Reports::default(),
-            warned_versions: HashSet::new(),
             sized_for: 0,
             introducers: Vec::new(),
             periods: 0,
@@ -147,7 +153,16 @@ impl ClusterTask {
         match event {
             NetEvent::Swim(peer, packet) => match swim.receive(&packet, now) {
                 Ok(effects) => self.apply(effects),
-                Err(error) => tracing::debug!(%peer, %error, "ignored a membership packet"),
+                Err(error) => {
+                    tracing::debug!(%peer, %error, "ignored a membership packet");
+                    // A release far from this one may encode membership
+                    // otherwise; its load report still says which it is.
+                    let undecodable =
+                        matches!(error, foca::Error::Decode(_) | foca::Error::MalformedPacket);
+                    if undecodable && !self.table.borrow().is_refused(&peer) {
+                        self.net.datagrams().request_heartbeat(peer);
+                    }
+                }
             },
             NetEvent::HeartbeatRequest(peer) => {
                 let heartbeat = self.encode_heartbeat(0);
@@ -164,13 +179,7 @@ impl ClusterTask {
                 Err(error) => tracing::debug!(%peer, %error, "ignored a member list"),
             },
             NetEvent::Heartbeat(peer, _) if peer == self.me.peer() => {}
-            NetEvent::Heartbeat(peer, load) if load.version != PROTOCOL_VERSION => {
-                if local.warned_versions.insert(peer) {
-                    tracing::warn!(%peer, theirs = load.version, ours = PROTOCOL_VERSION,
-                        "peer speaks another protocol version; run the same shoal version on every node");
-                }
-            }
-            NetEvent::Heartbeat(peer, load) => self.on_heartbeat(peer, *load),
+            NetEvent::Heartbeat(peer, report) => self.on_report(peer, &report),
             // A node we just connected to may be a member we do not know
             // yet (a join address, a DHT find): ask it in. A node of
             // another cluster does not answer.
@@ -349,6 +358,22 @@ impl ClusterTask {
         out.expect("send_modify runs the change")
     }
 
+    /// Reads a load report, its version first: that decides whether the
+    /// sender can be a member at all, so a release too far from this one
+    /// is refused even when the rest of its report means nothing here.
+    fn on_report(&self, peer: PeerId, report: &[u8]) {
+        let Some(theirs) = Heartbeat::version_of(report) else {
+            return tracing::debug!(%peer, "ignored an empty load report");
+        };
+        if let Err(incompatible) = version::check(self.own.version, theirs) {
+            return self.refuse(peer, incompatible);
+        }
+        match Heartbeat::decode(report) {
+            Ok(load) => self.on_heartbeat(peer, load),
+            Err(error) => tracing::debug!(%peer, %error, "ignored an undecodable load report"),
+        }
+    }
+
     fn on_heartbeat(&self, peer: PeerId, load: Heartbeat) {
         if load.queued > 0 {
             self.calls.peer_has_work();
@@ -356,8 +381,30 @@ impl ClusterTask {
         if load.raft == RaftRole::Leader && load.jobs_waiting {
             self.consensus.leader_says_jobs_wait();
         }
+        // A newcomer's report may come before membership says where it is:
+        // without its addresses, the first call to it would fail to dial
+        // and count it dead.
+        let addrs: Vec<Multiaddr> = load.addrs.iter().filter_map(|a| a.parse().ok()).collect();
         let event = self.write(|table| table.on_heartbeat(peer, load, Instant::now()));
+        if matches!(event, Some(MemberEvent::Joined(_))) {
+            self.net.add_addresses(peer, addrs);
+        }
         self.on_member_events(event.into_iter().collect());
+    }
+
+    /// `peer` speaks a protocol version this node cannot work with: it is no
+    /// member. Said once per peer and version, in the log and the events.
+    fn refuse(&self, peer: PeerId, incompatible: Incompatible) {
+        let (news, died) =
+            self.write(|table| table.on_refused(peer, incompatible.theirs, Instant::now()));
+        self.on_member_events(died.into_iter().collect());
+        if news {
+            self.events.emit(
+                EventKind::NodeRefused,
+                Some(peer.to_base58()),
+                format!("node {peer} refused as a member: {incompatible}"),
+            );
+        }
     }
 
     /// A call stream to `peer` broke: it is dead to us until it is heard

@@ -42,6 +42,7 @@ use shoal_proto::ErrorCode;
 use shoal_proto::api::MAX_BODY_BYTES;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
+use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -156,6 +157,39 @@ pub fn router(node: Node) -> Router {
         .merge(dashboard::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(node)
+}
+
+/// How long HTTP requests under way may take to finish once the node stops.
+const HTTP_SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Serves the API until `shutdown`. Requests under way get a moment to
+/// finish; then their connections are closed, so a client that never hangs
+/// up cannot hold the node open.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    shutdown: CancellationToken,
+) {
+    use axum::serve::ListenerExt;
+    // Small messages back to back (a worker's socket, server-sent events)
+    // must not wait for the peer's delayed ACK (Nagle's algorithm).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY on an API connection");
+        }
+    });
+    let server =
+        axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let grace = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(HTTP_SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        served = server => if let Err(e) = served {
+            tracing::error!(error = %e, "HTTP API stopped");
+        },
+        () = grace => tracing::debug!("HTTP connections closed after the grace period"),
+    }
 }
 
 /// Refuses requests without the node's API token (only layered on when

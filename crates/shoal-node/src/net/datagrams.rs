@@ -26,7 +26,6 @@ use bytes::Bytes;
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId, StreamProtocol};
-use shoal_proto::Heartbeat;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -407,13 +406,7 @@ fn decode(peer: PeerId, kind: u8, rest: Vec<u8>) -> Option<NetEvent> {
         }
         STATE => Some(NetEvent::State(peer, Bytes::from(rest))),
         HEARTBEAT_REQUEST => Some(NetEvent::HeartbeatRequest(peer)),
-        HEARTBEAT => match Heartbeat::decode(&rest) {
-            Ok(heartbeat) => Some(NetEvent::Heartbeat(peer, Box::new(heartbeat))),
-            Err(error) => {
-                tracing::debug!(%peer, %error, "ignored an undecodable heartbeat");
-                None
-            }
-        },
+        HEARTBEAT => Some(NetEvent::Heartbeat(peer, Bytes::from(rest))),
         _ => None,
     }
 }

@@ -41,7 +41,6 @@ use join::Joining;
 use libp2p::identity::Keypair;
 use libp2p::swarm::{DialError, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, identify, kad, mdns};
-use shoal_proto::Heartbeat;
 use std::collections::HashSet;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -104,8 +103,8 @@ const TOPIC_CAPACITY: usize = 4096;
 /// Something the network saw that the node must know.
 #[derive(Debug)]
 pub enum NetEvent {
-    /// A member's load report.
-    Heartbeat(PeerId, Box<Heartbeat>),
+    /// A member's load report, as sent: the cluster task reads it.
+    Heartbeat(PeerId, Bytes),
     /// A member asks for this node's load report.
     HeartbeatRequest(PeerId),
     /// A membership (SWIM) packet.

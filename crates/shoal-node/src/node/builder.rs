@@ -56,8 +56,6 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// How long HTTP requests under way may take to finish once the node stops.
-const HTTP_SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// A suspected member has at least this long to refute: a node that was
 /// merely slow to answer a probe (a busy machine, a short pause) hears of
 /// the suspicion and clears it well within it.
@@ -442,8 +440,9 @@ impl Assembled {
             resources: config.resources.clone(),
             usage: ProcessUsage::default(),
             consensus: Arc::clone(&consensus),
+            version: config.protocol_version,
         });
-        let events = Arc::new(Events::default());
+        let events = Arc::<Events>::default();
         let cluster = ClusterTask {
             table: network.table,
             net: network.handle.clone(),
@@ -460,9 +459,9 @@ impl Assembled {
             me: swim_id,
         };
         tasks.spawn(cluster.run(shutdown.clone()));
+        let jobs_running = Arc::new(AtomicUsize::new(0));
         // Every member runs one: a node without slots leases nothing, but
         // as the leader it still expires and releases leases.
-        let jobs_running = Arc::new(AtomicUsize::new(0));
         if config.raft {
             let runner = JobRunner {
                 me,
@@ -512,40 +511,10 @@ impl Assembled {
         node.serve_script_subscribers(&functions.script_functions);
         if let Some(listener) = http {
             let app = crate::http::router(node.clone());
-            tasks.spawn(serve_http(listener, app, shutdown));
+            tasks.spawn(crate::http::serve(listener, app, shutdown));
         }
         tracing::info!(peer_id = %me, api = ?api_addr, "node started");
         node
-    }
-}
-
-/// Serves the API until `shutdown`. Requests under way get a moment to
-/// finish; then their connections are closed, so a client that never hangs
-/// up cannot hold the node open.
-async fn serve_http(
-    listener: tokio::net::TcpListener,
-    app: axum::Router,
-    shutdown: CancellationToken,
-) {
-    use axum::serve::ListenerExt;
-    // Small messages back to back (a worker's socket, server-sent events)
-    // must not wait for the peer's delayed ACK (Nagle's algorithm).
-    let listener = listener.tap_io(|tcp| {
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::debug!(%error, "cannot set TCP_NODELAY on an API connection");
-        }
-    });
-    let server =
-        axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let grace = async {
-        shutdown.cancelled().await;
-        tokio::time::sleep(HTTP_SHUTDOWN_GRACE).await;
-    };
-    tokio::select! {
-        served = server => if let Err(e) = served {
-            tracing::error!(error = %e, "HTTP API stopped");
-        },
-        () = grace => tracing::debug!("HTTP connections closed after the grace period"),
     }
 }
 

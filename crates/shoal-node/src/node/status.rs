@@ -28,6 +28,7 @@ impl Node {
         NodeStatus {
             peer_id: inner.me.to_base58(),
             version: env!("CARGO_PKG_VERSION").to_string(),
+            protocol_version: inner.own.version,
             uptime_ms: inner.started_at.elapsed().as_millis() as u64,
             listen: self.listen_addrs().iter().map(|a| a.to_string()).collect(),
             api: inner.api_addr.map(|addr| format!("http://{addr}")),
@@ -96,15 +97,32 @@ impl Node {
         let mut members = vec![member(
             self.inner.me,
             &own,
-            Liveness::Alive,
+            Liveness::Alive.as_str(),
             Duration::ZERO,
             true,
         )];
         members.extend(
             self.peers()
                 .iter()
-                .map(|p| member(p.peer_id, &p.load, p.liveness, p.silent_for, false)),
+                .map(|p| member(p.peer_id, &p.load, p.liveness.as_str(), p.silent_for, false)),
         );
+        // Refused peers are listed, so an operator sees which node waits
+        // for an upgrade; all that is known of one is its version.
+        let now = Instant::now();
+        let refused: Vec<Member> = self.inner.peers.read(|table| {
+            table
+                .refused()
+                .map(|(peer, refused)| {
+                    let load = Heartbeat {
+                        version: refused.version,
+                        ..Heartbeat::default()
+                    };
+                    let silent = now.saturating_duration_since(refused.last_seen);
+                    member(*peer, &load, "incompatible", silent, false)
+                })
+                .collect()
+        });
+        members.extend(refused);
         // A view of the members must come at once, even while the Raft
         // member asked has just died.
         let asked = tokio::time::timeout(MEMBER_WAIT, self.raft_status_of_cluster());
@@ -138,14 +156,15 @@ impl Node {
 fn member(
     peer: PeerId,
     load: &Heartbeat,
-    liveness: Liveness,
+    liveness: &str,
     silent: Duration,
     is_self: bool,
 ) -> Member {
     Member {
         peer_id: peer.to_base58(),
         is_self,
-        liveness: liveness.as_str().to_string(),
+        liveness: liveness.to_string(),
+        protocol_version: load.version,
         addrs: load.addrs.clone(),
         api: load.api.clone(),
         labels: load.labels.iter().cloned().collect(),

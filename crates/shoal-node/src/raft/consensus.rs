@@ -19,7 +19,8 @@ use super::network::{NetworkFactory, RaftReply, RaftRpc, RpcClient, RpcFailure};
 use super::query::{Query, answer};
 use super::snapshot_transfer::SnapshotInbox;
 use super::state_machine::{StateMachine, StateReader};
-use super::types::{Command, CommandResult, RPC_TIMEOUT, RaftPeer, ShoalState, TypeConfig};
+use super::types::{Command, CommandResult, LoggedCommand, RPC_TIMEOUT, RaftPeer};
+use super::types::{ShoalState, TypeConfig};
 use super::types::{raft_config, raft_id};
 use crate::clock::now_ms;
 use crate::cluster::peers::PeerView;
@@ -30,6 +31,7 @@ use openraft::ReadPolicy;
 use openraft::async_runtime::WatchReceiver;
 use shoal_proto::api::ApiError;
 pub use shoal_proto::api::RaftStatus;
+use shoal_proto::version::PROTOCOL_VERSION;
 use shoal_proto::{ErrorCode, RaftRole};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -331,8 +333,18 @@ impl Consensus {
         members
     }
 
+    /// The format version this node writes entries in: the lowest protocol
+    /// version among this release and every node it knows of, so that all
+    /// of them read what it writes (see [`shoal_proto::version`]).
+    fn write_format(&self) -> u32 {
+        self.peers
+            .lowest_version()
+            .map_or(PROTOCOL_VERSION, |lowest| lowest.min(PROTOCOL_VERSION))
+    }
+
     /// Replicates `command` and returns what applying it returned.
     pub async fn write(&self, command: Command) -> Result<CommandResult, ConsensusError> {
+        let command = LoggedCommand::new(self.write_format(), command);
         let started = Instant::now();
         loop {
             if let Some(raft) = &self.raft

@@ -14,7 +14,7 @@
 
 use super::snapshot_store::SnapshotData;
 use super::snapshot_transfer::{OutgoingSnapshot, SnapshotChunk};
-use super::types::{Command, CommandResult, RaftPeer, TypeConfig};
+use super::types::{CommandResult, LoggedCommand, RaftPeer, TypeConfig};
 use crate::net::links::Links;
 use bytes::Bytes;
 use libp2p::PeerId;
@@ -46,8 +46,8 @@ pub enum RaftRpc {
     /// A piece of a snapshot; the last one is answered once the snapshot
     /// is installed.
     SnapshotChunk(SnapshotChunk),
-    /// A write forwarded to the leader.
-    Write(Command),
+    /// A write forwarded to the leader, in the format its writer chose.
+    Write(LoggedCommand),
     /// Asks the leader for a read index: once the asker has applied up to
     /// it, a local read is linearizable.
     ReadIndex,

@@ -42,13 +42,22 @@ pub async fn serve(
                 let consensus = Arc::clone(&consensus);
                 let shutdown = shutdown.clone();
                 tasks.spawn(async move {
-                    let reply = match serde_json::from_slice::<RaftRpc>(&body) {
+                    // A node refused for its protocol version is no member:
+                    // it neither votes nor gets entries here.
+                    let request = match consensus.peers.refused_version(&peer) {
+                        Some(version) => Err(format!(
+                            "refused: this node does not work with protocol version {version}"
+                        )),
+                        None => serde_json::from_slice::<RaftRpc>(&body)
+                            .map_err(|e| format!("undecodable Raft request: {e}")),
+                    };
+                    let reply = match request {
                         Ok(request) => tokio::select! {
                             // The asker times out and retries elsewhere.
                             _ = shutdown.cancelled() => return,
                             reply = consensus.handle(request) => reply,
                         },
-                        Err(e) => RaftReply::Failed(format!("undecodable Raft request: {e}")),
+                        Err(reason) => RaftReply::Failed(reason),
                     };
                     consensus.rpc().respond(peer, id, &reply).await;
                 });

@@ -19,10 +19,14 @@
 //!
 //! A snapshot's state is the JSON of `(last_applied, last_membership, S)`;
 //! it names its own log position so a snapshot can be checked against the
-//! metadata it is installed with. Snapshots are files, streamed to and from
-//! JSON, so neither building nor installing one holds its bytes in memory;
-//! and the snapshot has its own file, apart from the log, so that writing a
-//! large one never holds up a log append behind redb's single writer.
+//! metadata it is installed with. It goes with its format version (see
+//! [`Versioned`]): the newest format among the entries applied into it, so
+//! a state built from an older release's entries stays readable by that
+//! release, and a newer one is refused before it is read. Snapshots are
+//! files, streamed to and from JSON, so neither building nor installing one
+//! holds its bytes in memory; and the snapshot has its own file, apart from
+//! the log, so that writing a large one never holds up a log append behind
+//! redb's single writer.
 
 use std::io;
 use std::path::Path;
@@ -37,6 +41,7 @@ use openraft::type_config::alias::{
 };
 use openraft::{Entry, EntryPayload, OptionalSend, RaftTypeConfig, StoredMembership};
 use serde::{Deserialize, Serialize};
+use shoal_proto::version::{LEGACY_FORMAT, Versioned};
 
 use super::log_store::{BoxError, Corrupt, RaftStorageError, run_blocking};
 use super::snapshot_store::{SnapshotData, SnapshotStore, mismatch};
@@ -49,6 +54,12 @@ pub trait StateLogic<C: openraft::RaftTypeConfig>:
     /// the same commands in the same order, so this must be deterministic:
     /// no clocks, randomness or I/O.
     fn apply(&mut self, index: u64, command: &C::D) -> C::R;
+
+    /// The format version `command` was written in; a snapshot records the
+    /// newest among the commands applied into it.
+    fn format_of(_command: &C::D) -> u32 {
+        LEGACY_FORMAT
+    }
 
     /// The response to a log entry that carries no command: a membership
     /// change, or the blank entry a new leader writes. openraft still hands
@@ -66,6 +77,13 @@ type FileSnapshot<C> = SnapshotOf<C, SnapshotData>;
 struct Position<C: RaftTypeConfig> {
     last_applied: Option<LogIdOf<C>>,
     last_membership: StoredMembershipOf<C>,
+    /// The newest format version among the entries applied so far.
+    #[serde(default = "legacy_format")]
+    format: u32,
+}
+
+fn legacy_format() -> u32 {
+    LEGACY_FORMAT
 }
 
 impl<C: RaftTypeConfig> Default for Position<C> {
@@ -73,6 +91,7 @@ impl<C: RaftTypeConfig> Default for Position<C> {
         Self {
             last_applied: None,
             last_membership: StoredMembership::default(),
+            format: LEGACY_FORMAT,
         }
     }
 }
@@ -183,8 +202,12 @@ impl<C: RaftTypeConfig, S: StateLogic<C>> StateMachine<C, S> {
             ));
         };
         let mut membership = None;
+        let mut format = None;
         let response = match entry.payload {
-            EntryPayload::Normal(command) => state.apply(index, &command),
+            EntryPayload::Normal(command) => {
+                format = Some(S::format_of(&command));
+                state.apply(index, &command)
+            }
             EntryPayload::Blank => S::empty_response(),
             EntryPayload::Membership(config) => {
                 membership = Some(config);
@@ -196,6 +219,7 @@ impl<C: RaftTypeConfig, S: StateLogic<C>> StateMachine<C, S> {
             position.last_membership = StoredMembership::new(Some(log_id.clone()), config);
         }
         position.last_applied = Some(log_id);
+        position.format = position.format.max(format.unwrap_or(LEGACY_FORMAT));
         Ok(response)
     }
 }
@@ -205,7 +229,7 @@ fn decode_snapshot<C: RaftTypeConfig, S: StateLogic<C>>(
     meta: &SnapshotMetaOf<C>,
     data: &mut SnapshotData,
 ) -> Result<SnapshotBody<C, S>, BoxError> {
-    let body: SnapshotBody<C, S> = data.decode::<C, _>(meta)?;
+    let body: SnapshotBody<C, S> = data.decode::<C, Versioned<_>>(meta)?.value;
     if body.position.last_applied != meta.last_log_id
         || body.position.last_membership != meta.last_membership
     {
@@ -283,7 +307,7 @@ where
                 last_log_id: body.position.last_applied.clone(),
                 last_membership: body.position.last_membership.clone(),
             };
-            let data = snapshots.write::<C>(&meta, &body)?;
+            let data = snapshots.write::<C>(&meta, &Versioned::new(body.position.format, &body))?;
             let data = snapshots.keep::<C>(&meta, data, true)?;
             Ok(FileSnapshot::<C> {
                 meta,

@@ -1,6 +1,10 @@
-//! The Raft type configuration and what the log carries.
+//! The Raft type configuration and what the log carries: each entry's
+//! command goes with the format version it was written in
+//! ([`LoggedCommand`]), so a node refuses an entry newer than it reads
+//! instead of misreading it.
 
 use serde::{Deserialize, Serialize};
+use shoal_proto::version::Versioned;
 
 /// A Raft member as the network sees it: the libp2p peer id it answers at.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,6 +34,10 @@ impl std::fmt::Display for Command {
     }
 }
 
+/// A command as the log holds it, with its format version: the lowest
+/// protocol version among its writer and every node the writer knew.
+pub type LoggedCommand = Versioned<Command>;
+
 /// What applying a [`Command`] returned.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum CommandResult {
@@ -44,7 +52,7 @@ pub enum CommandResult {
 openraft::declare_raft_types!(
     /// Shoal's Raft types: 64-bit node ids derived from peer ids.
     pub TypeConfig:
-        D = Command,
+        D = LoggedCommand,
         R = CommandResult,
         NodeId = u64,
         Node = RaftPeer,
@@ -62,14 +70,24 @@ impl crate::raft::state_machine::StateLogic<TypeConfig> for ShoalState {
         CommandResult::Membership
     }
 
-    fn apply(&mut self, index: u64, command: &Command) -> CommandResult {
+    fn apply(&mut self, index: u64, command: &LoggedCommand) -> CommandResult {
+        self.apply_command(index, &command.value)
+    }
+
+    fn format_of(command: &LoggedCommand) -> u32 {
+        command.format
+    }
+}
+
+impl ShoalState {
+    fn apply_command(&mut self, index: u64, command: &Command) -> CommandResult {
         match command {
             Command::Jobs(command) => CommandResult::Jobs(self.jobs.apply(index, command)),
             Command::Docs(command) => CommandResult::Docs(self.docs.apply(index, command)),
             Command::Batch(commands) => CommandResult::Batch(
                 commands
                     .iter()
-                    .map(|command| self.apply(index, command))
+                    .map(|command| self.apply_command(index, command))
                     .collect(),
             ),
         }
@@ -113,4 +131,45 @@ pub fn raft_config(
         ..Default::default()
     };
     Ok(std::sync::Arc::new(config.validate()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::entry::RaftEntry;
+    use openraft::type_config::alias::{EntryOf, LogIdOf};
+    use openraft::vote::RaftLeaderIdExt;
+    use shoal_proto::version::{LEGACY_FORMAT, PROTOCOL_VERSION};
+
+    fn entry(format: u32) -> EntryOf<TypeConfig> {
+        let leader = <TypeConfig as openraft::RaftTypeConfig>::LeaderId::new_committed(1, 1);
+        let command = Command::Batch(vec![Command::Batch(Vec::new())]);
+        EntryOf::<TypeConfig>::new_normal(
+            LogIdOf::<TypeConfig>::new(leader, 3),
+            LoggedCommand::new(format, command),
+        )
+    }
+
+    #[test]
+    fn log_entries_written_before_versions_read_as_the_legacy_format() {
+        let mut json = serde_json::to_value(entry(PROTOCOL_VERSION)).unwrap();
+        let normal = &mut json["payload"]["Normal"];
+        assert_eq!(normal[0], serde_json::json!(PROTOCOL_VERSION), "{normal}");
+        *normal = normal[1].clone();
+        let read: EntryOf<TypeConfig> = serde_json::from_value(json).unwrap();
+        assert_eq!(read, entry(LEGACY_FORMAT));
+    }
+
+    #[test]
+    fn a_log_entry_of_a_newer_format_is_refused_saying_why() {
+        let newer = PROTOCOL_VERSION + 1;
+        let text = serde_json::to_string(&entry(newer)).unwrap();
+        let error = serde_json::from_str::<EntryOf<TypeConfig>>(&text).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains(&format!("format version {newer}")),
+            "{error}"
+        );
+    }
 }

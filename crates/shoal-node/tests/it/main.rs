@@ -16,6 +16,8 @@
 //! - [`scripts`]: JavaScript functions, loaded or shipped with calls.
 //! - [`telemetry`]: events and metrics a user watches.
 //! - [`topics`]: publish and subscribe across nodes, kept messages, scripts.
+//! - [`upgrades`]: a node of the next release joins and serves; one two
+//!   releases ahead is refused.
 //!
 //! Tests run as threads of one process: none may rely on process-wide
 //! state. The one that measures the process ([`bad_input`]'s stream flood)
@@ -37,3 +39,4 @@ mod raft_storage;
 mod scripts;
 mod telemetry;
 mod topics;
+mod upgrades;

@@ -497,3 +497,57 @@ async fn single_node_writes_and_recovers_after_restart() {
     assert_eq!(reader.read(|state| state.0.clone()), expected);
     raft.shutdown().await.expect("shut down");
 }
+
+/// Snapshots carry the format version they were written in (see
+/// `shoal_proto::version`): one written before versions still restores,
+/// and one newer than this release is refused, saying why, not misread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_without_a_version_restores_and_a_newer_one_is_refused() {
+    use shoal_proto::version::PROTOCOL_VERSION;
+    let built_dir = tempfile::tempdir().expect("temporary directory");
+    let (meta_line, body) = {
+        let mut machine = Machine::open(built_dir.path()).expect("open the state machine");
+        let stream = futures::stream::iter([Ok((put(1, 1, "k", serde_json::json!("v")), None))]);
+        machine.apply(stream).await.expect("apply");
+        let mut snapshot = machine
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .expect("build");
+        let bytes = snapshot.snapshot.read_all().expect("read the snapshot");
+        let newline = bytes.iter().position(|b| *b == b'\n').expect("a meta line");
+        let versioned: serde_json::Value =
+            serde_json::from_slice(&bytes[newline + 1..]).expect("JSON");
+        assert_eq!(versioned[0], serde_json::json!(1), "{versioned}");
+        (bytes[..=newline].to_vec(), versioned[1].clone())
+    };
+    let stored_as = |state: serde_json::Value| {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let mut bytes = meta_line.clone();
+        bytes.extend(serde_json::to_vec(&state).expect("encode"));
+        std::fs::write(dir.path().join(SNAPSHOT_FILE), bytes).expect("write the snapshot");
+        dir
+    };
+
+    let before_versions = stored_as(body.clone());
+    let machine = Machine::open(before_versions.path()).expect("open over an old snapshot");
+    assert_eq!(
+        machine.reader().read(|state| state.0.clone()),
+        BTreeMap::from([("k".to_string(), serde_json::json!("v"))])
+    );
+
+    let newer = PROTOCOL_VERSION + 1;
+    let from_the_future = stored_as(serde_json::json!([newer, body]));
+    let error = Machine::open(from_the_future.path())
+        .err()
+        .expect("a snapshot of a newer format is refused");
+    assert_eq!(error.kind(), std::io::ErrorKind::InvalidData);
+    let message = error.to_string();
+    assert!(
+        message.contains(SNAPSHOT_FILE)
+            && message.contains(&format!("format version {newer}"))
+            && message.contains("upgrade this node"),
+        "names the file, the format and what to do: {message}"
+    );
+}

@@ -392,8 +392,12 @@ pub struct Member {
     pub peer_id: String,
     /// The answering node itself.
     pub is_self: bool,
-    /// `alive`, `suspected` or `dead`.
+    /// `alive`, `suspected` or `dead`; or `incompatible`: refused, its
+    /// protocol version being too far from the answering node's.
     pub liveness: String,
+    /// The protocol version it speaks; adjacent versions work together.
+    #[serde(default)]
+    pub protocol_version: u32,
     /// Addresses others can `--join`.
     pub addrs: Vec<String>,
     /// Its HTTP API, if it serves one.
@@ -449,7 +453,11 @@ pub struct CallCounters {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct NodeStatus {
     pub peer_id: String,
+    /// The release it runs.
     pub version: String,
+    /// The protocol version it speaks; adjacent versions work together.
+    #[serde(default)]
+    pub protocol_version: u32,
     pub uptime_ms: u64,
     pub listen: Vec<String>,
     pub api: Option<String>,
@@ -516,6 +524,9 @@ pub enum EventKind {
     Overloaded,
     /// A node's load came back under the threshold.
     LoadNormal,
+    /// Alert: a node was refused as a member, its protocol version being
+    /// too far from this node's (it skipped a release).
+    NodeRefused,
 }
 
 impl EventKind {
@@ -529,6 +540,7 @@ impl EventKind {
             EventKind::JobDeadLettered => "job_dead_lettered",
             EventKind::Overloaded => "overloaded",
             EventKind::LoadNormal => "load_normal",
+            EventKind::NodeRefused => "node_refused",
         }
     }
 
@@ -536,7 +548,10 @@ impl EventKind {
     pub fn is_alert(self) -> bool {
         matches!(
             self,
-            EventKind::NodeLeft | EventKind::JobDeadLettered | EventKind::Overloaded
+            EventKind::NodeLeft
+                | EventKind::JobDeadLettered
+                | EventKind::Overloaded
+                | EventKind::NodeRefused
         )
     }
 }

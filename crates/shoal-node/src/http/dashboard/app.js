@@ -222,7 +222,7 @@ function Cluster({ live }) {
       </dl>
     </section>
     <section aria-labelledby="members-title">
-      <h2 id="members-title">Members (${cluster.members.filter((m) => m.liveness !== 'dead').length} alive of ${cluster.members.length})</h2>
+      <h2 id="members-title">Members (${cluster.members.filter(isMember).length} alive of ${cluster.members.length})</h2>
       <div class="table-wrap">
         <table id="members">
           <thead><tr>
@@ -266,7 +266,11 @@ function Feed({ events }) {
 const EVENT_STYLE = {
   node_joined: 'info', node_recovered: 'info', load_normal: 'info', leader_changed: 'info',
   node_suspected: 'warn', overloaded: 'warn', node_left: 'error', job_dead_lettered: 'error',
+  node_refused: 'error',
 };
+
+/** Whether a listed node takes part: not dead, nor refused for its version. */
+const isMember = (m) => m.liveness !== 'dead' && m.liveness !== 'incompatible';
 
 const COLORS = ['#0b5cad', '#b3261e', '#1e7b34', '#7a4cc2', '#a35c00', '#00707a', '#5f6b7a', '#c2185b'];
 
@@ -293,7 +297,7 @@ function Chart({ title, labels, values, history, unit }) {
 
 function Calls({ live }) {
   const { history, status, cluster } = live;
-  const members = (cluster?.members ?? []).filter((m) => m.liveness !== 'dead');
+  const members = (cluster?.members ?? []).filter(isMember);
   const last = history[history.length - 1];
   return html`
     <section>
