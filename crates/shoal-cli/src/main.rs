@@ -15,10 +15,10 @@
 //! ```
 //!
 //! Each command lives in its own module (`node_cmd`, `call_cmd`, `data_cmd`,
-//! `topics_cmd`, `queue_cmd`, `chat`, `top`, `demo`, `bench`, `chaos`); `main` parses the command line and
-//! hands it to one of them. What several commands share sits below them,
+//! `drain_cmd`, `topics_cmd`, `queue_cmd`, `chat`, `top`, `demo`, `bench`,
+//! `chaos`); `main` parses the command line and hands it to one of them. What several commands share sits below them,
 //! and never imports a command: `api` (reaching a node's HTTP API),
-//! `args` (labels, resources, script files), `config_file` (`--config`:
+//! `args` (labels, resources, durations, script files), `config_file` (`--config`:
 //! a TOML file's values as the defaults of the flags), `terminal` (what the
 //! full-screen `top` and `chat` share) and `pi` (Monte Carlo Pi over a
 //! cluster, for `demo` and `bench`).
