@@ -324,10 +324,11 @@ fn typed(arg: &Arg, raw: String) -> toml::Value {
 }
 
 /// The arguments a config file may set: every flag with a long name but
-/// `--config`, `--help` and `--version`.
+/// `--config`, `--help`, `--version` and hidden ones (for tests only).
 fn settings(command: &Command) -> impl Iterator<Item = &Arg> {
     command.get_arguments().filter(|arg| {
         arg.get_long().is_some()
+            && !arg.is_hide_set()
             && arg.get_id() != CONFIG_ID
             && !matches!(
                 arg.get_action(),
