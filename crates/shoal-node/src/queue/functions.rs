@@ -4,7 +4,7 @@
 //! worker slot is free while a pop waits).
 
 use super::dist::DistQueue;
-use super::store::{QueueStore, queue_name};
+use super::store::{QueueStore, items_arg, queue_name};
 use crate::calls::registry::Function;
 use crate::cluster::peers::PeerView;
 use serde_json::{Value, json};
@@ -35,15 +35,7 @@ pub fn functions(store: &Arc<QueueStore>, peers: &PeerView) -> Vec<Function> {
         internal(Function::new_async(PUSH, move |ctx, args| {
             let queue = push(ctx, &args);
             async move {
-                let items = match args.get("items") {
-                    Some(Value::Array(items)) => items.clone(),
-                    _ => {
-                        return Err(format!(
-                            "expected {{\"queue\", \"items\": [...]}}, got {args}"
-                        )
-                        .into());
-                    }
-                };
+                let items = items_arg(&args)?;
                 let count = items.len();
                 queue?.push(items).await?;
                 Ok(json!(count))

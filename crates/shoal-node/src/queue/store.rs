@@ -160,15 +160,7 @@ impl QueueStore {
             internal(Function::new_async(PUT, move |_, args| {
                 let store = Arc::clone(&put);
                 async move {
-                    let items = match args.get("items") {
-                        Some(Value::Array(items)) => items.clone(),
-                        _ => {
-                            return Err(format!(
-                                "expected {{\"queue\", \"items\": [...]}}, got {args}"
-                            )
-                            .into());
-                        }
-                    };
+                    let items = items_arg(&args)?;
                     let count = items.len();
                     store.push(queue_name(&args)?, items)?;
                     Ok(json!(count))
@@ -182,6 +174,16 @@ pub(crate) fn queue_name(args: &Value) -> Result<&str, String> {
     args.get("queue")
         .and_then(Value::as_str)
         .ok_or_else(|| format!("expected {{\"queue\": name}}, got {args}"))
+}
+
+/// The `items` of a push: `{"queue": name, "items": [...]}`.
+pub(crate) fn items_arg(args: &Value) -> Result<Vec<Value>, String> {
+    match args.get("items") {
+        Some(Value::Array(items)) => Ok(items.clone()),
+        _ => Err(format!(
+            "expected {{\"queue\", \"items\": [...]}}, got {args}"
+        )),
+    }
 }
 
 pub(crate) fn closed_error(name: &str) -> CallError {

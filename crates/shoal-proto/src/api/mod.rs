@@ -6,6 +6,7 @@
 
 mod docs;
 mod drain;
+mod events;
 mod queues;
 mod topics;
 mod workers;
@@ -16,6 +17,7 @@ pub use docs::{
 };
 
 pub use drain::{DrainBody, DrainState, DrainStatus};
+pub use events::{Event, EventKind};
 pub use queues::{MAX_POP_TIMEOUT_MS, PopBody, Popped, PushBody, Pushed, QueueClosed, QueueSize};
 pub use topics::{
     MAX_PUBLISHER_NAME_CHARS, MAX_RETAIN, MAX_TOPIC_NAME_CHARS, MAX_TOPIC_VALUE_BYTES, PublishBody,
@@ -504,68 +506,6 @@ pub struct LogLine {
     /// The module that logged it.
     pub target: String,
     /// The message, then its fields as `key=value`.
-    pub message: String,
-}
-
-// ---- events ----
-
-/// What a telemetry event reports.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum EventKind {
-    NodeJoined,
-    NodeSuspected,
-    /// A suspected node was heard from again.
-    NodeRecovered,
-    NodeLeft,
-    LeaderChanged,
-    JobDeadLettered,
-    /// Alert: a node's load went over the threshold.
-    Overloaded,
-    /// A node's load came back under the threshold.
-    LoadNormal,
-    /// Alert: a node was refused as a member, its protocol version being
-    /// too far from this node's (it skipped a release).
-    NodeRefused,
-}
-
-impl EventKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventKind::NodeJoined => "node_joined",
-            EventKind::NodeSuspected => "node_suspected",
-            EventKind::NodeRecovered => "node_recovered",
-            EventKind::NodeLeft => "node_left",
-            EventKind::LeaderChanged => "leader_changed",
-            EventKind::JobDeadLettered => "job_dead_lettered",
-            EventKind::Overloaded => "overloaded",
-            EventKind::LoadNormal => "load_normal",
-            EventKind::NodeRefused => "node_refused",
-        }
-    }
-
-    /// Whether someone should look at it.
-    pub fn is_alert(self) -> bool {
-        matches!(
-            self,
-            EventKind::NodeLeft
-                | EventKind::JobDeadLettered
-                | EventKind::Overloaded
-                | EventKind::NodeRefused
-        )
-    }
-}
-
-/// One telemetry event, as the node that saw it reports it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct Event {
-    /// Increases by one per event on the reporting node.
-    pub seq: u64,
-    /// Milliseconds since the Unix epoch.
-    pub at_ms: u64,
-    pub kind: EventKind,
-    /// The node the event is about, if any.
-    pub node: Option<String>,
     pub message: String,
 }
 
