@@ -11,6 +11,10 @@ use rand::seq::IteratorRandom as _;
 
 use crate::{AlreadyRegistered, IncomingStreams, handler::NewStream};
 
+/// PATCHED: inbound streams of one protocol waiting to be taken; more are
+/// dropped, as before.
+const INBOUND_QUEUE: usize = 256;
+
 pub(crate) struct Shared {
     /// Tracks the supported inbound protocols created via
     /// [`Control::accept`](crate::Control::accept).
@@ -60,7 +64,10 @@ impl Shared {
             return Err(AlreadyRegistered);
         }
 
-        let (sender, receiver) = mpsc::channel(0);
+        // PATCHED: room for a burst of inbound streams; with none, a stream
+        // that came while the previous one was not yet taken was dropped
+        // (see PATCHED.md).
+        let (sender, receiver) = mpsc::channel(INBOUND_QUEUE);
         self.supported_inbound_protocols
             .insert(protocol.clone(), sender);
 

@@ -145,12 +145,45 @@ async fn wait_until_all_see(clients: &[Client], alive: usize) -> anyhow::Result<
         if counts.iter().all(|&n| n == alive) {
             return Ok(());
         }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "after {PATIENCE:?} the nodes see {counts:?} live peers, not {alive}"
-        );
+        if Instant::now() >= deadline {
+            let missing = who_misses_whom(clients).await;
+            anyhow::bail!(
+                "after {PATIENCE:?} the nodes see {counts:?} live peers, not {alive}; {missing}"
+            );
+        }
         tokio::time::sleep(POLL).await;
     }
+}
+
+/// For a cluster that did not form: which node (by start order) misses
+/// which, and whether it holds the missing one dead or does not list it.
+async fn who_misses_whom(clients: &[Client]) -> String {
+    let views = futures::future::join_all(clients.iter().map(|c| c.cluster())).await;
+    let ids: Vec<Option<String>> = views
+        .iter()
+        .map(|view| {
+            let view = view.as_ref().ok()?;
+            Some(view.members.iter().find(|m| m.is_self)?.peer_id.clone())
+        })
+        .collect();
+    let mut lines = Vec::new();
+    for (index, view) in views.iter().enumerate() {
+        let Ok(view) = view else {
+            lines.push(format!("node {index} did not answer"));
+            continue;
+        };
+        for (other, id) in ids.iter().enumerate() {
+            let Some(id) = id.as_ref().filter(|_| other != index) else {
+                continue;
+            };
+            match view.members.iter().find(|m| &m.peer_id == id) {
+                Some(m) if m.liveness == "alive" || m.liveness == "suspected" => {}
+                Some(m) => lines.push(format!("node {index} holds node {other} {}", m.liveness)),
+                None => lines.push(format!("node {index} does not list node {other}")),
+            }
+        }
+    }
+    lines.join("; ")
 }
 
 /// Waits until every one of `clients`' nodes holds each of `dead` for dead

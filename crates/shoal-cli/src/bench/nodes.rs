@@ -33,6 +33,15 @@ pub async fn http_node(slots: u32) -> anyhow::Result<(shoal_node::Node, String)>
     Ok((node, url))
 }
 
+/// Names a folder for the logs of the node processes a benchmark starts.
+const LOGS_VAR: &str = "SHOAL_BENCH_LOGS";
+
+/// Numbers the log files in start order.
+fn next_log_number() -> usize {
+    static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 /// A real `shoal node` process started by a benchmark; killed on drop.
 pub struct NodeProcess {
     child: Child,
@@ -44,16 +53,27 @@ pub struct NodeProcess {
 
 impl NodeProcess {
     /// Starts `shoal node` with an HTTP API on a free port and `extra`
-    /// arguments; returns once it printed its address.
+    /// arguments; returns once it printed its address. Its log is thrown
+    /// away, or kept in `$SHOAL_BENCH_LOGS/node-<n>.log` (n in start
+    /// order) if that names a folder; `RUST_LOG` says how much.
     pub fn spawn(extra: &[String]) -> anyhow::Result<NodeProcess> {
         let exe = std::env::current_exe()?;
-        let mut child = Command::new(exe)
+        let mut command = Command::new(exe);
+        command
             .arg("node")
             .args(["--http", "127.0.0.1:0"])
             .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()?;
+            .stdout(Stdio::piped());
+        let logs = std::env::var_os(LOGS_VAR).map(std::path::PathBuf::from);
+        let log_file = match &logs {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)?;
+                let path = dir.join(format!("node-{}.log", next_log_number()));
+                Stdio::from(std::fs::File::create(path)?)
+            }
+            None => Stdio::null(),
+        };
+        let mut child = command.stderr(log_file).spawn()?;
         let stdout = child.stdout.take().expect("piped stdout");
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line)?;

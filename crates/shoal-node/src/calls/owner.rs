@@ -14,6 +14,7 @@ use super::memo::{Lookup, MemoKey, memo_key};
 use super::pending::{PendingCall, Where};
 use super::placement::{self, Load, Placement};
 use super::{CallOptions, Calls};
+use crate::cluster::peers::{Liveness, PeerInfo};
 use bytes::Bytes;
 use libp2p::PeerId;
 use serde_json::Value;
@@ -213,12 +214,19 @@ impl Calls {
                 mean_task_us: report.mean_task_us,
             });
         let mut remotes: Vec<(PeerId, Load)> = self.peers.read(|peers| {
+            let usable = |peer: &PeerId, info: &PeerInfo| {
+                (shipped || info.functions.contains_key(function))
+                    && info.load.slots > 0
+                    && !refused.contains(&Where::Remote(*peer))
+            };
+            // A suspected peer gets work only when no other can take it.
+            let any_alive = peers
+                .live()
+                .any(|(peer, info)| info.liveness == Liveness::Alive && usable(peer, info));
             peers
                 .live()
                 .filter(|(peer, info)| {
-                    (shipped || info.functions.contains_key(function))
-                        && info.load.slots > 0
-                        && !refused.contains(&Where::Remote(**peer))
+                    usable(peer, info) && (!any_alive || info.liveness == Liveness::Alive)
                 })
                 .map(|(peer, info)| {
                     let load = Load {

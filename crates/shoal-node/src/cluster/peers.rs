@@ -223,9 +223,19 @@ impl PeerTable {
         self.peers.values().map(|info| info.load.version).min()
     }
 
-    /// A call stream to the peer could not be opened or broke.
+    /// A call stream to the peer could not be opened or broke: a
+    /// suspicion, not a death. Placement avoids the peer while others can
+    /// take its work, and SWIM, which hears of it too, decides: the peer
+    /// answers a probe and is cleared, or goes down. (A stream also breaks
+    /// when a busy peer drops it, and a member taken for dead at every
+    /// such break stayed dead for good in a cluster of 100.)
     pub fn on_unreachable(&mut self, peer: PeerId) -> Option<MemberEvent> {
-        self.mark_dead(peer, "unreachable")
+        let info = self.peers.get_mut(&peer)?;
+        if info.liveness != Liveness::Alive {
+            return None;
+        }
+        info.liveness = Liveness::Suspected;
+        Some(MemberEvent::Suspected(peer))
     }
 
     fn mark_dead(&mut self, peer: PeerId, reason: &'static str) -> Option<MemberEvent> {
@@ -443,21 +453,27 @@ mod tests {
     }
 
     #[test]
-    fn a_broken_call_stream_kills_at_once_and_a_heartbeat_revives() {
+    fn a_broken_call_stream_is_a_suspicion_that_swim_decides() {
         let mut table = PeerTable::new();
-        let peer = PeerId::random();
+        let (cleared, dead) = (PeerId::random(), PeerId::random());
         let now = Instant::now();
-        table.on_heartbeat(peer, Heartbeat::default(), now);
+        for peer in [cleared, dead] {
+            table.on_heartbeat(peer, Heartbeat::default(), now);
+            assert_eq!(
+                table.on_unreachable(peer),
+                Some(MemberEvent::Suspected(peer))
+            );
+            assert_eq!(table.on_unreachable(peer), None, "suspected once");
+            assert!(table.is_live(&peer), "still a member");
+        }
         assert_eq!(
-            table.on_unreachable(peer),
-            Some(MemberEvent::Died(peer, "unreachable"))
+            table.on_suspicion(cleared, false),
+            Some(MemberEvent::Recovered(cleared)),
+            "it answered SWIM's probes"
         );
-        assert!(!table.is_live(&peer), "no call is placed on it meanwhile");
-        assert_eq!(table.on_down(peer), None, "dies once");
-        assert_eq!(
-            table.on_heartbeat(peer, Heartbeat::default(), now),
-            Some(MemberEvent::Joined(peer))
-        );
+        assert!(matches!(table.on_down(dead), Some(MemberEvent::Died(p, _)) if p == dead));
+        assert_eq!(table.on_unreachable(dead), None, "a dead peer stays dead");
+        assert!(!table.is_live(&dead));
     }
 
     #[test]

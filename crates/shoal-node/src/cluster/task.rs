@@ -407,14 +407,12 @@ impl ClusterTask {
         }
     }
 
-    /// A call stream to `peer` broke: it is dead to us until it is heard
-    /// from again, and the calls it held run elsewhere.
+    /// A call stream to `peer` broke: the calls it held run elsewhere, and
+    /// it is suspected until SWIM clears it or declares it down.
     fn on_unreachable(&self, peer: PeerId) {
-        match self.write(|table| table.on_unreachable(peer)) {
-            Some(died) => self.on_member_events(vec![died]),
-            // Not a member we knew alive; its calls still move.
-            None => self.calls.redispatch_from(peer),
-        }
+        self.calls.redispatch_from(peer);
+        let suspected = self.write(|table| table.on_unreachable(peer));
+        self.on_member_events(suspected.into_iter().collect());
     }
 
     /// Every live node's load, this one included, for the alerts.

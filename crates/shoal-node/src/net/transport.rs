@@ -183,10 +183,13 @@ fn behaviour(
     };
 
     Ok(Behaviour {
-        identify: identify::Behaviour::new(identify::Config::new(
-            "/shoal/1".to_string(),
-            key.public(),
-        )),
+        // No cache of the addresses identify heard: the DHT and the peer
+        // store hold them spelled with `/p2p/`, and identify's spelling
+        // without it made the swarm dial each peer twice at once, cutting
+        // one handshake short every time.
+        identify: identify::Behaviour::new(
+            identify::Config::new("/shoal/1".to_string(), key.public()).with_cache_size(0),
+        ),
         ping: ping::Behaviour::new(ping::Config::new().with_interval(PING_INTERVAL)),
         kad,
         gossipsub,
