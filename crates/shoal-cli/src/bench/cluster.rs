@@ -92,7 +92,12 @@ async fn measure(count: usize, args: &ClusterArgs) -> anyhow::Result<Value> {
     let mut sockets: Vec<f64> = nodes.iter().map(|n| open_sockets(n.pid()) as f64).collect();
     let sockets = median(&mut sockets);
     let fanout_efficiency = fanout(&clients[0], count, args).await?;
-    let jobs_per_s = jobs_per_second(&clients[0], args.jobs).await?;
+    let entries_before = raft_entries(&clients[0]).await;
+    let (jobs_per_s, jobs_submitted_per_s) = jobs_per_second(&clients[0], args.jobs).await?;
+    let raft_entries_per_job = raft_entries(&clients[0])
+        .await
+        .saturating_sub(entries_before) as f64
+        / args.jobs.max(1) as f64;
 
     // SIGKILL 5 % of the nodes (at least one), spread over the start
     // order: never the one asked first, and not the first few, which hold
@@ -126,6 +131,8 @@ async fn measure(count: usize, args: &ClusterArgs) -> anyhow::Result<Value> {
         "killed": victims,
         "fanout_efficiency": round(fanout_efficiency),
         "jobs_per_s": round(jobs_per_s),
+        "jobs_submitted_per_s": round(jobs_submitted_per_s),
+        "raft_entries_per_job": round(raft_entries_per_job),
     }))
 }
 
@@ -283,21 +290,30 @@ async fn fanout(client: &Client, count: usize, args: &ClusterArgs) -> anyhow::Re
     Ok(waves as f64 * args.sleep_ms as f64 / 1000.0 / took)
 }
 
-/// `jobs` no-op jobs submitted through one node, until all succeeded.
-async fn jobs_per_second(client: &Client, jobs: usize) -> anyhow::Result<f64> {
+/// The Raft log's committed index, as `client`'s node sees it.
+async fn raft_entries(client: &Client) -> u64 {
+    let cluster = client.cluster().await;
+    cluster.ok().and_then(|c| c.raft.committed).unwrap_or(0)
+}
+
+/// `jobs` no-op jobs submitted through one node, until all succeeded:
+/// jobs per second done, and accepted.
+async fn jobs_per_second(client: &Client, jobs: usize) -> anyhow::Result<(f64, f64)> {
     let started = Instant::now();
     let submitted: Vec<_> = futures::stream::iter(0..jobs)
         .map(|_| client.submit(JobSpec::new("noop", Value::Null)))
         .buffer_unordered(SUBMITTERS)
         .collect()
         .await;
+    let submitted_per_s = jobs as f64 / started.elapsed().as_secs_f64();
     let failed = submitted.iter().filter(|s| s.is_err()).count();
     anyhow::ensure!(failed == 0, "{failed} job submissions failed");
     let deadline = Instant::now() + PATIENCE;
     loop {
         let done = client.status().await?.jobs.get("succeeded").copied();
         if done.unwrap_or(0) >= jobs {
-            return Ok(jobs as f64 / started.elapsed().as_secs_f64());
+            let done_per_s = jobs as f64 / started.elapsed().as_secs_f64();
+            return Ok((done_per_s, submitted_per_s));
         }
         anyhow::ensure!(
             Instant::now() < deadline,

@@ -15,9 +15,14 @@
 //! completions name the attempt they belong to, and any other attempt's are
 //! rejected. That fencing makes a job's result recorded once.
 
+mod index;
 pub mod progress;
+mod rules;
 pub mod runner;
 
+use index::JobIndex;
+use rules::{fail_attempt, fits_beside, is_leasable, lease_overdue, retention_over};
+use rules::{stale_attempt_reason, start_attempt, unknown_job};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -114,22 +119,38 @@ pub enum JobOutcome {
 
 /// All jobs known to the cluster.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(from = "StoredJobTable")]
 pub struct JobTable {
     jobs: BTreeMap<JobId, Job>,
     by_key: BTreeMap<String, JobId>,
     /// The log index of the last command applied here, so a reader can tell
     /// whether the table may have changed since it last looked.
+    last_applied: u64,
+    /// Which jobs are queued, running and finished; every change of a job
+    /// goes through [`JobTable::update`], which keeps it right.
+    #[serde(skip)]
+    index: JobIndex,
+}
+
+/// A job table as snapshots hold it: the index is built again on reading.
+#[derive(Deserialize)]
+struct StoredJobTable {
+    jobs: BTreeMap<JobId, Job>,
+    by_key: BTreeMap<String, JobId>,
     #[serde(default)]
     last_applied: u64,
 }
 
-/// The first retry waits this long; each later one waits twice as long as
-/// the one before, so a failing dependency is not hammered.
-const RETRY_BACKOFF_BASE_MS: u64 = 100;
-
-/// The longest wait between retries: half a minute keeps a job that fails
-/// for a while from drifting hours behind once its cause is fixed.
-const RETRY_BACKOFF_MAX_MS: u64 = 30_000;
+impl From<StoredJobTable> for JobTable {
+    fn from(stored: StoredJobTable) -> JobTable {
+        JobTable {
+            index: JobIndex::build(stored.jobs.values()),
+            jobs: stored.jobs,
+            by_key: stored.by_key,
+            last_applied: stored.last_applied,
+        }
+    }
+}
 
 impl JobTable {
     /// Applies one committed command. `index` is its Raft log index, which
@@ -223,19 +244,32 @@ impl JobTable {
 
     /// How many jobs are in each state; states with none are left out.
     pub fn counts(&self) -> BTreeMap<JobState, usize> {
-        let mut counts = BTreeMap::new();
-        for job in self.jobs.values() {
-            *counts.entry(job.state).or_insert(0) += 1;
-        }
-        counts
+        self.index.counts().clone()
+    }
+
+    /// Running jobs, in id order.
+    fn running(&self) -> impl Iterator<Item = &Job> {
+        self.index.running().filter_map(|id| self.jobs.get(&id))
+    }
+
+    /// Queued jobs, in the order leases take them.
+    fn queued(&self) -> impl Iterator<Item = &Job> {
+        self.index.queued().filter_map(|id| self.jobs.get(&id))
+    }
+
+    /// Changes job `id` (if it exists) and keeps the index right.
+    fn update<T>(&mut self, id: JobId, change: impl FnOnce(&mut Job) -> T) -> Option<T> {
+        let job = self.jobs.get_mut(&id)?;
+        self.index.remove(job);
+        let out = change(job);
+        self.index.add(job);
+        Some(out)
     }
 
     /// When the next running lease runs out, so a runner knows when a
     /// `Tick` has work to do.
     pub fn next_lease_expiry(&self) -> Option<u64> {
-        self.list(Some(JobState::Running))
-            .map(|job| job.lease_expires_ms)
-            .min()
+        self.running().map(|job| job.lease_expires_ms).min()
     }
 
     /// The log index of the last job command applied (0 before any).
@@ -245,7 +279,7 @@ impl JobTable {
 
     /// Whether any job waits to be leased, by anyone.
     pub fn has_queued(&self) -> bool {
-        self.jobs.values().any(|job| job.state == JobState::Queued)
+        self.index.has_queued()
     }
 
     /// Whether a `Lease` with `offer` at `now_ms` would hand out a job: a
@@ -257,7 +291,7 @@ impl JobTable {
     /// How many queued jobs a node offering `offer` could lease at
     /// `now_ms`, counting no further than `up_to`.
     pub fn leasable(&self, offer: &Capabilities, now_ms: u64, up_to: usize) -> usize {
-        self.list(Some(JobState::Queued))
+        self.queued()
             .filter(|job| is_leasable(job, offer, now_ms))
             .take(up_to)
             .count()
@@ -266,9 +300,21 @@ impl JobTable {
     /// Whether a `Tick` at `now_ms` would change anything: a lease ran out
     /// or a finished job is past `retention_ms`.
     pub fn tick_due(&self, now_ms: u64, retention_ms: u64) -> bool {
-        self.jobs
-            .values()
-            .any(|job| lease_overdue(job, now_ms) || retention_over(job, now_ms, retention_ms))
+        self.running().any(|job| lease_overdue(job, now_ms))
+            || self.expired(now_ms, retention_ms).next().is_some()
+    }
+
+    /// Finished jobs whose retention is over.
+    fn expired(&self, now_ms: u64, retention_ms: u64) -> impl Iterator<Item = JobId> + '_ {
+        self.index
+            .finished()
+            .take_while(move |&(finished_ms, _)| finished_ms.saturating_add(retention_ms) <= now_ms)
+            .filter(move |(_, id)| {
+                self.jobs
+                    .get(id)
+                    .is_some_and(|job| retention_over(job, now_ms, retention_ms))
+            })
+            .map(|(_, id)| id)
     }
 
     fn submit(&mut self, index: u64, spec: &JobSpec, now_ms: u64) -> JobOutcome {
@@ -299,6 +345,7 @@ impl JobTable {
             submitted_ms: now_ms,
             finished_ms: None,
         };
+        self.index.add(&job);
         self.jobs.insert(index, job);
         JobOutcome::Submitted {
             id: index,
@@ -315,22 +362,13 @@ impl JobTable {
         limits: LeaseLimits,
         now_ms: u64,
     ) -> Vec<Job> {
-        let mut runnable: Vec<(i32, JobId)> = self
-            .list(Some(JobState::Queued))
-            .filter(|job| is_leasable(job, offer, now_ms))
-            .map(|job| (job.spec.priority, job.id))
-            .collect();
-        runnable.sort_by_key(|&(priority, id)| (std::cmp::Reverse(priority), id));
         let mut held = self.resources_held_by(node);
         let mut local = 0;
-        let mut leased = Vec::new();
-        for (_, id) in runnable {
-            if leased.len() >= limits.max as usize {
+        let mut chosen = Vec::new();
+        for job in self.queued().filter(|job| is_leasable(job, offer, now_ms)) {
+            if chosen.len() >= limits.max as usize {
                 break;
             }
-            let Some(job) = self.jobs.get_mut(&id) else {
-                continue;
-            };
             if runs_where_leased(&job.spec) {
                 if local >= limits.max_local || !fits_beside(&job.spec, offer, &held) {
                     continue;
@@ -340,16 +378,31 @@ impl JobTable {
                     *held.entry(name.clone()).or_default() += amount;
                 }
             }
-            start_attempt(job, node, now_ms);
-            leased.push(job.clone());
+            chosen.push(job.id);
         }
-        leased
+        chosen
+            .into_iter()
+            .filter_map(|id| {
+                self.update(id, |job| {
+                    start_attempt(job, node, now_ms);
+                    job.clone()
+                })
+            })
+            .collect()
+    }
+
+    /// Running jobs leased by `node`.
+    fn held_by(&self, node: &str) -> Vec<JobId> {
+        self.running()
+            .filter(|job| job.leased_by.as_deref() == Some(node))
+            .map(|job| job.id)
+            .collect()
     }
 
     /// What `node`'s running jobs hold of each resource.
     fn resources_held_by(&self, node: &str) -> BTreeMap<String, u64> {
         let mut held = BTreeMap::new();
-        for job in self.list(Some(JobState::Running)) {
+        for job in self.running() {
             if job.leased_by.as_deref() == Some(node) {
                 for (name, amount) in &job.spec.resources {
                     *held.entry(name.clone()).or_default() += amount;
@@ -361,39 +414,35 @@ impl JobTable {
 
     /// Nodes holding leases of running jobs.
     pub fn lease_holders(&self) -> std::collections::BTreeSet<&str> {
-        self.list(Some(JobState::Running))
+        self.running()
             .filter_map(|job| job.leased_by.as_deref())
             .collect()
     }
 
     /// Ends every running attempt of `node`: it left the cluster.
     fn release(&mut self, node: &str, now_ms: u64) {
-        let held = self
-            .jobs
-            .values_mut()
-            .filter(|job| job.state == JobState::Running && job.leased_by.as_deref() == Some(node));
-        for job in held {
-            fail_attempt(job, format!("node {node} left the cluster"), now_ms);
-            // Not the job's fault: it may run again at once.
-            if job.state == JobState::Queued {
-                job.not_before_ms = now_ms;
-            }
+        for id in self.held_by(node) {
+            self.update(id, |job| {
+                fail_attempt(job, format!("node {node} left the cluster"), now_ms);
+                // Not the job's fault: it may run again at once.
+                if job.state == JobState::Queued {
+                    job.not_before_ms = now_ms;
+                }
+            });
         }
     }
 
     /// Requeues the running attempts of a draining `node` without counting
     /// them as failures.
     fn hand_back(&mut self, node: &str, now_ms: u64) {
-        let held = self
-            .jobs
-            .values_mut()
-            .filter(|job| job.state == JobState::Running && job.leased_by.as_deref() == Some(node));
-        for job in held {
-            job.state = JobState::Queued;
-            job.leased_by = None;
-            job.handed_back += 1;
-            job.not_before_ms = now_ms;
-            job.message = format!("handed back by node {node}, which is draining");
+        for id in self.held_by(node) {
+            self.update(id, |job| {
+                job.state = JobState::Queued;
+                job.leased_by = None;
+                job.handed_back += 1;
+                job.not_before_ms = now_ms;
+                job.message = format!("handed back by node {node}, which is draining");
+            });
         }
     }
 
@@ -405,18 +454,18 @@ impl JobTable {
         attempt: u32,
         change: impl FnOnce(&mut Job),
     ) -> JobOutcome {
-        let Some(job) = self.jobs.get_mut(&id) else {
+        let Some(job) = self.jobs.get(&id) else {
             return unknown_job(id);
         };
         if let Some(reason) = stale_attempt_reason(job, attempt) {
             return JobOutcome::Rejected(reason);
         }
-        change(job);
+        self.update(id, change);
         JobOutcome::Done
     }
 
     fn cancel(&mut self, id: JobId, now_ms: u64) -> JobOutcome {
-        let Some(job) = self.jobs.get_mut(&id) else {
+        let Some(job) = self.jobs.get(&id) else {
             return unknown_job(id);
         };
         if job.state.is_finished() {
@@ -425,40 +474,46 @@ impl JobTable {
                 job.state
             ));
         }
-        job.state = JobState::Cancelled;
-        job.finished_ms = Some(now_ms);
-        job.leased_by = None;
+        self.update(id, |job| {
+            job.state = JobState::Cancelled;
+            job.finished_ms = Some(now_ms);
+            job.leased_by = None;
+        });
         JobOutcome::Done
     }
 
     /// Fails the current attempt of every running job whose node stopped
     /// renewing its lease: the node is presumed dead.
     fn expire_leases(&mut self, now_ms: u64) {
-        let overdue = self
-            .jobs
-            .values_mut()
-            .filter(|job| lease_overdue(job, now_ms));
-        for job in overdue {
-            let node = job.leased_by.as_deref().unwrap_or("unknown");
-            let error = format!("lease expired on node {node}");
-            fail_attempt(job, error, now_ms);
+        let overdue: Vec<JobId> = self
+            .running()
+            .filter(|job| lease_overdue(job, now_ms))
+            .map(|job| job.id)
+            .collect();
+        for id in overdue {
+            self.update(id, |job| {
+                let node = job.leased_by.as_deref().unwrap_or("unknown");
+                let error = format!("lease expired on node {node}");
+                fail_attempt(job, error, now_ms);
+            });
         }
     }
 
     /// Forgets jobs finished at least `retention_ms` ago, and their
     /// idempotency keys, so the table stays bounded.
     fn forget_finished(&mut self, now_ms: u64, retention_ms: u64) {
-        let by_key = &mut self.by_key;
-        self.jobs.retain(|_, job| {
-            let expired = retention_over(job, now_ms, retention_ms);
-            if expired
-                && let Some(key) = &job.spec.idempotency_key
-                && by_key.get(key) == Some(&job.id)
+        let expired: Vec<JobId> = self.expired(now_ms, retention_ms).collect();
+        for id in expired {
+            let Some(job) = self.jobs.remove(&id) else {
+                continue;
+            };
+            self.index.remove(&job);
+            if let Some(key) = &job.spec.idempotency_key
+                && self.by_key.get(key) == Some(&job.id)
             {
-                by_key.remove(key);
+                self.by_key.remove(key);
             }
-            !expired
-        });
+        }
     }
 }
 
@@ -480,111 +535,6 @@ fn unlimited() -> u32 {
 /// the calls place it.
 pub fn runs_where_leased(spec: &JobSpec) -> bool {
     !spec.labels.is_empty() || !spec.resources.is_empty()
-}
-
-/// Whether `spec`'s resources fit in what `offer` has beside `held`.
-fn fits_beside(spec: &JobSpec, offer: &Capabilities, held: &BTreeMap<String, u64>) -> bool {
-    spec.resources.iter().all(|(name, needed)| {
-        let offered = offer.resources.get(name).copied().unwrap_or(0);
-        let taken = held.get(name).copied().unwrap_or(0);
-        taken.saturating_add(*needed) <= offered
-    })
-}
-
-/// How long to wait before attempt `failed_attempt + 1` may start.
-fn retry_backoff_ms(failed_attempt: u32) -> u64 {
-    // 100 ms << 9 already exceeds the cap, so clamping the shift keeps it
-    // from overflowing without changing the result.
-    let doublings = failed_attempt.saturating_sub(1).min(16);
-    (RETRY_BACKOFF_BASE_MS << doublings).min(RETRY_BACKOFF_MAX_MS)
-}
-
-/// Whether a `Lease` at `now_ms` from a node offering `offer` would take `job`.
-fn is_leasable(job: &Job, offer: &Capabilities, now_ms: u64) -> bool {
-    job.state == JobState::Queued && job.not_before_ms <= now_ms && offer_fits(&job.spec, offer)
-}
-
-/// Whether `job` is running on a lease its node stopped renewing.
-fn lease_overdue(job: &Job, now_ms: u64) -> bool {
-    job.state == JobState::Running && job.lease_expires_ms <= now_ms
-}
-
-/// Whether `job` finished at least `retention_ms` before `now_ms`.
-fn retention_over(job: &Job, now_ms: u64, retention_ms: u64) -> bool {
-    job.finished_ms
-        .is_some_and(|finished| finished.saturating_add(retention_ms) <= now_ms)
-}
-
-/// Whether a node offering `offer` may run a job needing `spec`: every
-/// label matches and every resource is offered at least in that amount.
-fn offer_fits(spec: &JobSpec, offer: &Capabilities) -> bool {
-    let labels_match = spec
-        .labels
-        .iter()
-        .all(|(key, value)| offer.labels.get(key) == Some(value));
-    let resources_suffice = spec
-        .resources
-        .iter()
-        .all(|(name, needed)| offer.resources.get(name).copied().unwrap_or(0) >= *needed);
-    labels_match && resources_suffice
-}
-
-/// Ends attempt `job.attempt` as a failure: the job is queued again after a
-/// back-off while attempts remain, and goes to the dead letters otherwise.
-fn fail_attempt(job: &mut Job, error: String, now_ms: u64) {
-    job.error = Some(error);
-    job.leased_by = None;
-    if job.attempt.saturating_sub(job.handed_back) < job.spec.max_attempts {
-        job.state = JobState::Queued;
-        job.not_before_ms = now_ms.saturating_add(retry_backoff_ms(job.attempt));
-    } else {
-        job.state = JobState::DeadLetter;
-        job.finished_ms = Some(now_ms);
-    }
-}
-
-/// Why `attempt` of `job` may no longer act on it, or `None` if it holds
-/// the current lease.
-fn stale_attempt_reason(job: &Job, attempt: u32) -> Option<String> {
-    let id = job.id;
-    if attempt > job.attempt {
-        return Some(format!(
-            "job {id} has no attempt {attempt} (its latest is {}); check the attempt number from the lease",
-            job.attempt
-        ));
-    }
-    let why = if attempt < job.attempt {
-        format!("a newer attempt {} took it over", job.attempt)
-    } else {
-        match job.state {
-            JobState::Running => return None,
-            JobState::Queued => {
-                "it failed or its lease expired, and it is queued for a retry".into()
-            }
-            JobState::Succeeded => "it already succeeded".into(),
-            JobState::DeadLetter => "it went to the dead letters".into(),
-            JobState::Cancelled => "it was cancelled".into(),
-        }
-    };
-    Some(format!(
-        "job {id} attempt {attempt} is no longer leased: {why}; stop working on it and drop its result"
-    ))
-}
-
-fn unknown_job(id: JobId) -> JobOutcome {
-    JobOutcome::Rejected(format!(
-        "unknown job {id}: check the id; finished jobs are forgotten after the retention period"
-    ))
-}
-
-/// Hands `job` to `node` as a new attempt, fenced by the new attempt number.
-fn start_attempt(job: &mut Job, node: &str, now_ms: u64) {
-    job.state = JobState::Running;
-    job.attempt += 1;
-    job.leased_by = Some(node.to_string());
-    job.lease_expires_ms = now_ms.saturating_add(job.spec.lease_ms);
-    job.progress = 0.0;
-    job.message.clear();
 }
 
 #[cfg(test)]

@@ -1,3 +1,4 @@
+use super::rules::retry_backoff_ms;
 use super::*;
 use proptest::prelude::*;
 use serde_json::json;
@@ -560,6 +561,11 @@ enum Step {
     Tick {
         retention_ms: u64,
     },
+    /// A node leaves (`hand_back: false`) or drains.
+    Release {
+        node: u8,
+        hand_back: bool,
+    },
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -578,6 +584,7 @@ fn step() -> impl Strategy<Value = Step> {
         2 => (job.clone(), delta).prop_map(|(job, attempt_delta)| Step::Fail { job, attempt_delta }),
         1 => job.prop_map(|job| Step::Cancel { job }),
         1 => (0u64..3_000).prop_map(|retention_ms| Step::Tick { retention_ms }),
+        1 => (0u8..3, any::<bool>()).prop_map(|(node, hand_back)| Step::Release { node, hand_back }),
     ]
 }
 
@@ -649,6 +656,14 @@ fn command(table: &JobTable, step: &Step, index: u64, now_ms: u64) -> Option<Job
             now_ms,
             retention_ms: *retention_ms,
         },
+        Step::Release { node, hand_back } => {
+            let node = format!("node-{node}");
+            if *hand_back {
+                JobCommand::HandBack { node, now_ms }
+            } else {
+                JobCommand::Release { node, now_ms }
+            }
+        }
     };
     Some(command)
 }
@@ -670,6 +685,12 @@ proptest! {
             };
             let before = table.clone();
             let outcome = table.apply(index, &command);
+            prop_assert_eq!(
+                &table.index,
+                &JobIndex::build(table.jobs.values()),
+                "the index is what the jobs say after {:?}",
+                command
+            );
 
             if let JobOutcome::Leased(jobs) = &outcome {
                 for job in jobs {
@@ -691,5 +712,8 @@ proptest! {
                 prop_assert_eq!(succeeded, job.result.is_some(), "job {}", job.id);
             }
         }
+        let stored = serde_json::to_vec(&table).expect("a table serializes");
+        let read: JobTable = serde_json::from_slice(&stored).expect("and reads back");
+        prop_assert_eq!(read, table, "a snapshot's table, index included, is the table");
     }
 }
