@@ -445,7 +445,9 @@ impl ClusterTask {
                 MemberEvent::Suspected(peer) => (
                     EventKind::NodeSuspected,
                     peer,
-                    format!("node {peer} is late with its heartbeat"),
+                    format!(
+                        "node {peer} is suspected: a probe went unanswered or its call stream broke"
+                    ),
                 ),
                 MemberEvent::Recovered(peer) => (
                     EventKind::NodeRecovered,
