@@ -282,6 +282,16 @@ impl JobTable {
         self.index.has_queued()
     }
 
+    /// How long the next job a lease would take (the first in lease order
+    /// that may start by `now_ms`) has been waiting, if any may start.
+    /// While jobs stream in, the queue is seldom empty, yet this stays
+    /// short as long as the runners keep up.
+    pub fn head_wait_ms(&self, now_ms: u64) -> Option<u64> {
+        self.queued()
+            .find(|job| job.not_before_ms <= now_ms)
+            .map(|job| now_ms.saturating_sub(job.not_before_ms.max(job.submitted_ms)))
+    }
+
     /// Whether a `Lease` with `offer` at `now_ms` would hand out a job: a
     /// local read, so a runner proposes a lease only when it does something.
     pub fn has_leasable(&self, offer: &Capabilities, now_ms: u64) -> bool {

@@ -159,7 +159,6 @@ pub async fn run(runner: JobRunner, tasks: TaskTracker, shutdown: CancellationTo
     ));
     let mut last_empty_lease_at: Option<u64> = None;
     let mut leased_last_time = false;
-    let mut queued_since: Option<Instant> = None;
     let mut asking = Asking::default();
     let mut active = false;
     let mut last_look = Instant::now();
@@ -185,16 +184,20 @@ pub async fn run(runner: JobRunner, tasks: TaskTracker, shutdown: CancellationTo
         if consensus.is_leader() {
             tick_if_due(&consensus).await;
             release_dead_holders(&consensus, &peers).await;
-            let queued = consensus
-                .read_local(|state| state.jobs.has_queued())
-                .unwrap_or(false);
-            queued_since = queued.then(|| queued_since.unwrap_or_else(Instant::now));
-            consensus.set_jobs_waiting(queued_since.is_some_and(|t| t.elapsed() >= WAITING_AFTER));
+            let (queued, head_wait_ms) = consensus
+                .read_local(|state| (state.jobs.has_queued(), state.jobs.head_wait_ms(now_ms())))
+                .unwrap_or((false, None));
+            // The next job's wait, not how long the queue has been non-empty:
+            // while jobs stream in, the queue never empties, and every
+            // runner of a large cluster would be called in for good.
+            consensus.set_jobs_waiting(
+                head_wait_ms.is_some_and(|waited| waited >= WAITING_AFTER.as_millis() as u64),
+            );
+            active = queued;
         } else {
-            queued_since = None;
             consensus.set_jobs_waiting(false);
+            active = false;
         }
-        active = queued_since.is_some();
         if runner.calls.is_draining() {
             continue; // it takes no new jobs; the running ones finish
         }

@@ -532,6 +532,30 @@ fn counts_group_jobs_by_state() {
     );
 }
 
+#[test]
+fn the_wait_that_calls_in_more_runners_is_the_next_jobs_not_the_queues() {
+    let mut log = Log::default();
+    assert_eq!(log.table.head_wait_ms(0), None, "nothing waits");
+    let first = log.submit(spec("f"), 1_000);
+    assert_eq!(log.table.head_wait_ms(1_050), Some(50));
+    // Jobs stream in: the queue never empties, but each is taken quickly.
+    log.submit(spec("f"), 1_100);
+    assert_eq!(log.leased_ids(any_node(), 1, 1_100), vec![first]);
+    assert_eq!(
+        log.table.head_wait_ms(1_150),
+        Some(50),
+        "the job now next came at 1,100"
+    );
+    // A job waiting out its retry back-off is not waiting for a runner.
+    let mut alone = Log::default();
+    let id = alone.submit(spec("f"), 0);
+    alone.leased_ids(any_node(), 1, 0);
+    alone.fail(id, 1, 10);
+    let ready_at = 10 + retry_backoff_ms(1);
+    assert_eq!(alone.table.head_wait_ms(ready_at - 1), None);
+    assert_eq!(alone.table.head_wait_ms(ready_at + 30), Some(30));
+}
+
 /// One step of a random command log; ids and attempts are picked among
 /// the jobs that exist when the step runs, so most steps do something.
 #[derive(Clone, Debug)]
