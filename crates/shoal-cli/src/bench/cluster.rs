@@ -95,7 +95,15 @@ async fn measure(count: usize, args: &ClusterArgs) -> anyhow::Result<Value> {
     // The first fan-out dials every node (idle connections were closed);
     // the second, at once, finds them open.
     let fanout_efficiency = fanout(&clients[0], count, args).await?;
+    let executed_before = executed(&clients).await;
     let fanout_warm_efficiency = fanout(&clients[0], count, args).await?;
+    let most_calls_on_a_node = executed(&clients)
+        .await
+        .iter()
+        .zip(&executed_before)
+        .map(|(after, before)| after.saturating_sub(*before))
+        .max()
+        .unwrap_or(0);
     let entries_before = raft_entries(&clients[0]).await;
     let (jobs_per_s, jobs_submitted_per_s) = jobs_per_second(&clients[0], args.jobs).await?;
     let raft_entries_per_job = raft_entries(&clients[0])
@@ -135,6 +143,7 @@ async fn measure(count: usize, args: &ClusterArgs) -> anyhow::Result<Value> {
         "killed": victims,
         "fanout_efficiency": round(fanout_efficiency),
         "fanout_warm_efficiency": round(fanout_warm_efficiency),
+        "fanout_most_calls_on_a_node": most_calls_on_a_node,
         "jobs_per_s": round(jobs_per_s),
         "jobs_submitted_per_s": round(jobs_submitted_per_s),
         "raft_entries_per_job": round(raft_entries_per_job),
@@ -293,6 +302,15 @@ async fn fanout(client: &Client, count: usize, args: &ClusterArgs) -> anyhow::Re
     anyhow::ensure!(failed == 0, "{failed} of the fan-out's calls failed");
     let waves = args.calls.div_ceil(2 * count);
     Ok(waves as f64 * args.sleep_ms as f64 / 1000.0 / took)
+}
+
+/// How many calls each node has run (0 for a node that does not answer).
+async fn executed(clients: &[Client]) -> Vec<u64> {
+    let statuses = futures::future::join_all(clients.iter().map(|c| c.status())).await;
+    statuses
+        .iter()
+        .map(|status| status.as_ref().map_or(0, |s| s.calls.executed))
+        .collect()
 }
 
 /// The Raft log's committed index, as `client`'s node sees it.
