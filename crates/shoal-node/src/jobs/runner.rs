@@ -42,8 +42,9 @@ const POLL: Duration = Duration::from_millis(50);
 /// entry, the leader saying jobs wait) wakes it sooner. The leader also
 /// expires leases and releases dead nodes' leases at this pace.
 const IDLE_POLL: Duration = Duration::from_secs(1);
-/// Jobs queued this long tell the cluster through the leader's heartbeat:
-/// work the members take at once disturbs nobody else.
+/// The next job in the queue waiting this long tells the cluster, through
+/// the leader's heartbeat: work the members take at once disturbs nobody
+/// else.
 const WAITING_AFTER: Duration = Duration::from_millis(100);
 /// The longest a runner without a replica waits between questions while
 /// jobs it cannot lease sit in the queue.
