@@ -7,8 +7,8 @@
 //!  stream reader ─► CallFrames::on_frame ─► Call/Cancel/Steal ─► executor side (run, steal)
 //!                                        ─► Result/Moved      ─► owner side
 //!                                        ─► Stolen            ─► executor; a note to the thief
-//!                 on_link_lost ──────────────────────────────► cluster task (marks it dead,
-//!                                                              re-places its calls)
+//!                 on_link_lost ──────────────────────────────► cluster task (re-places its
+//!                                                              calls, suspects it)
 //! ```
 
 use super::Calls;

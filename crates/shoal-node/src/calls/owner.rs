@@ -310,8 +310,8 @@ impl Calls {
         })
     }
 
-    /// The call stream to `peer` broke: the cluster task marks it dead and
-    /// then has its calls placed again (see [`Calls::on_peer_dead`]).
+    /// The call stream to `peer` broke: the cluster task has its calls
+    /// placed again and suspects it until membership decides.
     pub(super) async fn on_link_lost(&self, peer: PeerId) {
         if self.unreachable.send(peer).await.is_err() {
             tracing::debug!(%peer, "link lost while the node stops");
