@@ -21,7 +21,7 @@ pub struct JobIndex {
     queued: BTreeSet<(Reverse<i32>, JobId)>,
     running: BTreeSet<JobId>,
     /// Finished jobs by when they finished, oldest first, for the
-    /// retention sweep.
+    /// retention sweep (every finished job has a finish time).
     finished: BTreeSet<(u64, JobId)>,
     /// How many jobs are in each state; states with none are left out.
     counts: BTreeMap<JobState, usize>,
@@ -46,7 +46,9 @@ impl JobIndex {
                 self.running.insert(job.id);
             }
             _ => {
-                self.finished.insert(finish_key(job));
+                if let Some(key) = finish_key(job) {
+                    self.finished.insert(key);
+                }
             }
         }
         *self.counts.entry(job.state).or_insert(0) += 1;
@@ -62,7 +64,9 @@ impl JobIndex {
                 self.running.remove(&job.id);
             }
             _ => {
-                self.finished.remove(&finish_key(job));
+                if let Some(key) = finish_key(job) {
+                    self.finished.remove(&key);
+                }
             }
         }
         if let Some(count) = self.counts.get_mut(&job.state) {
@@ -100,6 +104,6 @@ fn queue_key(job: &Job) -> (Reverse<i32>, JobId) {
     (Reverse(job.spec.priority), job.id)
 }
 
-fn finish_key(job: &Job) -> (u64, JobId) {
-    (job.finished_ms.unwrap_or(0), job.id)
+fn finish_key(job: &Job) -> Option<(u64, JobId)> {
+    Some((job.finished_ms?, job.id))
 }

@@ -21,7 +21,7 @@ mod rules;
 pub mod runner;
 
 use index::JobIndex;
-use rules::{fail_attempt, fits_beside, is_leasable, lease_overdue, retention_over};
+use rules::{fail_attempt, fits_beside, is_leasable, lease_overdue};
 use rules::{stale_attempt_reason, start_attempt, unknown_job};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -319,11 +319,6 @@ impl JobTable {
         self.index
             .finished()
             .take_while(move |&(finished_ms, _)| finished_ms.saturating_add(retention_ms) <= now_ms)
-            .filter(move |(_, id)| {
-                self.jobs
-                    .get(id)
-                    .is_some_and(|job| retention_over(job, now_ms, retention_ms))
-            })
             .map(|(_, id)| id)
     }
 

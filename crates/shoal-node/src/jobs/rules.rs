@@ -43,12 +43,6 @@ pub(super) fn lease_overdue(job: &Job, now_ms: u64) -> bool {
     job.state == JobState::Running && job.lease_expires_ms <= now_ms
 }
 
-/// Whether `job` finished at least `retention_ms` before `now_ms`.
-pub(super) fn retention_over(job: &Job, now_ms: u64, retention_ms: u64) -> bool {
-    job.finished_ms
-        .is_some_and(|finished| finished.saturating_add(retention_ms) <= now_ms)
-}
-
 /// Whether a node offering `offer` may run a job needing `spec`: every
 /// label matches and every resource is offered at least in that amount.
 pub(super) fn offer_fits(spec: &JobSpec, offer: &Capabilities) -> bool {
