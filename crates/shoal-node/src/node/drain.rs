@@ -18,9 +18,9 @@
 use super::handle::Node;
 use crate::clock::now_ms;
 use crate::jobs::{JobCommand, JobOutcome};
-use crate::queue::store::PUT;
+use crate::queue::dist::offer_items;
 use crate::raft::types::{Command, CommandResult};
-use serde_json::{Value, json};
+use serde_json::Value;
 use shoal_proto::api::{DrainState, DrainStatus};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -133,9 +133,14 @@ impl Node {
         self.inner.calls.is_draining()
     }
 
-    /// Resolves once a drain has finished.
+    /// Resolves once a drain has finished, or the node stops without one
+    /// (so nobody waits on a node that is gone).
     pub async fn drained(&self) {
-        self.inner.drain.done.cancelled().await
+        let stopping = self.stopping();
+        tokio::select! {
+            () = self.inner.drain.done.cancelled() => {}
+            () = stopping.cancelled() => {}
+        }
     }
 
     fn update_drain(&self, change: impl FnOnce(&mut DrainStatus)) {
@@ -186,16 +191,17 @@ impl Node {
         peers: &[libp2p::PeerId],
         turn: &mut usize,
     ) -> bool {
-        let args = json!({ "queue": queue, "items": items });
-        for _ in 0..peers.len() {
-            let peer = peers[*turn % peers.len()];
-            *turn += 1;
-            match self.inner.calls.call_on(peer, PUT, args.clone()).await {
-                Ok(_) => return true,
-                Err(e) => tracing::debug!(%peer, error = %e, "peer did not take queue items"),
-            }
-        }
-        false
+        // Each chunk starts with the next peer, so chunks spread.
+        let start = *turn % peers.len().max(1);
+        *turn += 1;
+        let in_turn: Vec<libp2p::PeerId> = peers[start..]
+            .iter()
+            .chain(&peers[..start])
+            .copied()
+            .collect();
+        offer_items(&self.inner.calls, queue, items, in_turn)
+            .await
+            .is_ok()
     }
 
     /// Gives back the leases of the jobs still running here; how many.

@@ -28,6 +28,33 @@ pub trait ShareCaller: Send + Sync {
     ) -> BoxFuture<'a, Result<Value, CallError>>;
 }
 
+/// Offers `items` of `queue` to `peers` in turn until one takes them (a
+/// draining node refuses them, so they move on).
+pub(crate) async fn offer_items(
+    calls: &impl ShareCaller,
+    queue: &str,
+    items: &[Value],
+    peers: impl IntoIterator<Item = PeerId>,
+) -> Result<(), CallError> {
+    let args = json!({ "queue": queue, "items": items });
+    let mut last_error = None;
+    for peer in peers {
+        match calls.call_share(peer, PUT, args.clone()).await {
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "peer did not take queue items");
+                last_error = Some(e);
+            }
+        }
+    }
+    Err(last_error.unwrap_or_else(|| {
+        CallError::new(
+            ErrorCode::Unavailable,
+            "this node is draining and no other node can take the items",
+        )
+    }))
+}
+
 impl ShareCaller for Arc<Calls> {
     fn call_share<'a>(
         &'a self,
@@ -98,20 +125,7 @@ impl<C: ShareCaller> DistQueue<C> {
         if !self.store.is_draining() {
             return self.store.push(&self.name, items);
         }
-        let mut last_error = None;
-        for peer in self.peers.serving_peers() {
-            let args = json!({ "queue": self.name, "items": items });
-            match self.calls.call_share(peer, PUT, args).await {
-                Ok(_) => return Ok(()),
-                Err(e) => last_error = Some(e),
-            }
-        }
-        Err(last_error.unwrap_or_else(|| {
-            CallError::new(
-                ErrorCode::Unavailable,
-                "this node is draining and no other node can take the items",
-            )
-        }))
+        offer_items(&self.calls, &self.name, &items, self.peers.serving_peers()).await
     }
 
     /// Takes one item from anywhere in the cluster, waiting up to `timeout`

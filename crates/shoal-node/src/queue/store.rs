@@ -160,6 +160,11 @@ impl QueueStore {
             internal(Function::new_async(PUT, move |_, args| {
                 let store = Arc::clone(&put);
                 async move {
+                    // Items that came after the drain emptied the store
+                    // would leave with the node: the sender tries another.
+                    if store.is_draining() {
+                        return Err("this node is draining: offer the items to another".into());
+                    }
                     let items = items_arg(&args)?;
                     let count = items.len();
                     store.push(queue_name(&args)?, items)?;
