@@ -360,7 +360,9 @@ struct EventLoop {
 
 impl EventLoop {
     async fn run(mut self, shutdown: CancellationToken) {
-        let mut rejoin = tokio::time::interval(REJOIN_INTERVAL);
+        // `start` dialed the join addresses: at once again would cut a handshake.
+        let first_rejoin = tokio::time::Instant::now() + REJOIN_INTERVAL;
+        let mut rejoin = tokio::time::interval_at(first_rejoin, REJOIN_INTERVAL);
         let mut bootstrap = tokio::time::interval(BOOTSTRAP_INTERVAL);
         loop {
             tokio::select! {
