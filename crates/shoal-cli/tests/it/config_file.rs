@@ -60,6 +60,7 @@ async fn a_node_runs_with_the_settings_of_its_config_file() {
             dir.path().join("data")
         ),
     );
+    let data = dir.path().join("data");
     let mut command = shoal();
     command.arg("node").arg("--config").arg(&file);
     let node = NodeProcess::spawn(dir, command);
@@ -69,10 +70,10 @@ async fn a_node_runs_with_the_settings_of_its_config_file() {
     let cluster = api.cluster().await.unwrap();
     let me = cluster.members.iter().find(|m| m.is_self).unwrap();
     assert_eq!(me.labels.get("zone").map(String::as_str), Some("eu"));
+    let kept = std::fs::read_dir(&data).map_or(0, Iterator::count);
     assert!(
-        node.addr.to_string().starts_with("/ip4/127.0.0.1/tcp/"),
-        "{}",
-        node.addr
+        kept > 0,
+        "the node keeps its identity in the file's data-dir"
     );
 }
 
@@ -82,7 +83,7 @@ async fn a_flag_and_an_environment_variable_override_the_file() {
     let file = dir.path().join("shoal.toml");
     write(
         &file,
-        "http = \"127.0.0.1:0\"\nslots = 3\napi-token = \"from the file\"\n",
+        "http = \"127.0.0.1:0\"\nslots = 3\napi-token = \"from the file\"\nlabel = { from = \"file\" }\n",
     );
     let mut command = shoal();
     command
@@ -96,6 +97,13 @@ async fn a_flag_and_an_environment_variable_override_the_file() {
     let with = |token: &str| Client::builder([&node.http]).token(token).build().unwrap();
     let status = with("from the environment").status().await.unwrap();
     assert_eq!(status.slots, 2, "--slots wins over the file");
+    let cluster = with("from the environment").cluster().await.unwrap();
+    let me = cluster.members.iter().find(|m| m.is_self).unwrap();
+    assert_eq!(
+        me.labels.get("from").map(String::as_str),
+        Some("file"),
+        "what neither a flag nor the environment sets comes from the file"
+    );
     let refused = with("from the file").status().await.unwrap_err();
     assert_eq!(
         refused.code(),
