@@ -233,23 +233,10 @@ impl Cluster {
         .request_timeout(Duration::from_secs(2))
         .retry_for(Duration::ZERO)
         .build()?;
-        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
-        loop {
-            if let Ok(view) = client.cluster().await {
-                let alive = view
-                    .members
-                    .iter()
-                    .filter(|m| m.liveness == "alive")
-                    .count();
-                if alive >= self.nodes.len() && view.raft.leader.is_some() {
-                    return Ok(());
-                }
-            }
-            if tokio::time::Instant::now() >= deadline {
-                bail!("node {node} did not rejoin within {READY_TIMEOUT:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        if !formed(&client, self.nodes.len(), 0, READY_TIMEOUT).await {
+            bail!("node {node} did not rejoin within {READY_TIMEOUT:?}");
         }
+        Ok(())
     }
 
     /// SIGSTOP: the node stops answering but keeps its connections, the
@@ -437,4 +424,31 @@ fn ip(args: &[&str]) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Waits up to `within` until `client`'s node sees `nodes` nodes alive, a
+/// Raft leader and at least `voters` voters; whether it did.
+pub async fn formed(
+    client: &shoal_client::Client,
+    nodes: usize,
+    voters: usize,
+    within: Duration,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Ok(view) = client.cluster().await {
+            let alive = view
+                .members
+                .iter()
+                .filter(|m| m.liveness == "alive")
+                .count();
+            if alive >= nodes && view.raft.leader.is_some() && view.raft.voters.len() >= voters {
+                return true;
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -230,26 +230,11 @@ async fn run_until_done(args: ChaosArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Waits until every node is up and Raft has a leader.
+/// Waits until every node is up and Raft has a leader and three voters.
 async fn wait_for_cluster(observer: &Client, nodes: usize) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(view) = observer.cluster().await {
-            let alive = view
-                .members
-                .iter()
-                .filter(|m| m.liveness == "alive")
-                .count();
-            if alive >= nodes && view.raft.leader.is_some() && view.raft.voters.len() >= 3 {
-                return Ok(());
-            }
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "the cluster did not form within a minute"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let formed = cluster::formed(observer, nodes, 3, Duration::from_secs(60)).await;
+    anyhow::ensure!(formed, "the cluster did not form within a minute");
+    Ok(())
 }
 
 /// Waits until no job is queued or running; returns how long it took.
