@@ -208,8 +208,9 @@ impl PeerTable {
         (news, died)
     }
 
-    pub fn is_refused(&self, peer: &PeerId) -> bool {
-        self.refused.contains_key(peer)
+    /// The protocol version `peer` was refused for, if it was.
+    pub fn refused_version(&self, peer: &PeerId) -> Option<u32> {
+        self.refused.get(peer).map(|refused| refused.version)
     }
 
     /// Peers refused for their protocol version.
@@ -328,7 +329,7 @@ impl PeerView {
 
     /// The protocol version `peer` was refused for, if it was.
     pub fn refused_version(&self, peer: &PeerId) -> Option<u32> {
-        self.read(|table| table.refused.get(peer).map(|refused| refused.version))
+        self.read(|table| table.refused_version(peer))
     }
 
     /// See [`PeerTable::lowest_version`].

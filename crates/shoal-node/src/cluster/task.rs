@@ -159,7 +159,7 @@ impl ClusterTask {
                     // otherwise; its load report still says which it is.
                     let undecodable =
                         matches!(error, foca::Error::Decode(_) | foca::Error::MalformedPacket);
-                    if undecodable && !self.table.borrow().is_refused(&peer) {
+                    if undecodable && self.table.borrow().refused_version(&peer).is_none() {
                         self.net.datagrams().request_heartbeat(peer);
                     }
                 }
