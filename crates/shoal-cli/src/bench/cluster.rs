@@ -1,8 +1,13 @@
 //! `shoal bench cluster`: N real `shoal node` processes on this machine,
 //! and what a cluster of that size costs and does: how long it takes to
-//! form, each node's idle CPU and memory, how long a death takes to be
-//! known everywhere, how well a fan-out of short calls spreads, and
-//! durable jobs per second.
+//! form and to settle, each node's idle CPU and memory, how long a death
+//! takes to be known everywhere, how well a fan-out of short calls
+//! spreads, and durable jobs per second.
+//!
+//! Idle is measured once the cluster has settled, not the moment every
+//! node sees every other: until then the leader is still adding learners
+//! and promoting voters, and the connections the formation opened are
+//! still open. What settling costs is a figure of its own.
 
 use super::nodes::NodeProcess;
 use clap::Args;
@@ -10,7 +15,6 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use shoal_client::{BatchCall, Client, JobSpec};
 use std::time::{Duration, Instant};
-use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 
 /// Longest wait for a cluster to form or to see a death.
 const PATIENCE: Duration = Duration::from_secs(180);
@@ -20,7 +24,7 @@ const POLL: Duration = Duration::from_millis(250);
 const SUBMITTERS: usize = 32;
 /// The nodes close connections idle this long (the default is 30 s), so
 /// that the sockets counted after the idle period are those a node keeps.
-const IDLE_TIMEOUT_MS: &str = "5000";
+const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Args)]
 pub struct ClusterArgs {
@@ -51,9 +55,12 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
         eprintln!("starting {count} nodes…");
         let run = measure(count, &args).await?;
         println!(
-            "{count:>5} nodes: formed in {:.1} s; idle CPU {:.2} % of a core (busiest {:.2} %), {:.1} MB and {} sockets per node; \
+            "{count:>5} nodes: formed in {:.1} s, settled {:.1} s later ({:.2} % of a core per node meanwhile); \
+             idle CPU {:.2} % of a core (busiest {:.2} %), {:.1} MB and {} sockets per node; \
              a death known everywhere in {:.1} s; fan-out efficiency {:.2} ({:.2} with connections open); {:.0} jobs/s",
             run["converge_s"].as_f64().unwrap_or(0.0),
+            run["settle_s"].as_f64().unwrap_or(0.0),
+            run["settling_cpu_pct_per_node"].as_f64().unwrap_or(0.0),
             run["idle_cpu_pct_per_node"].as_f64().unwrap_or(0.0),
             run["idle_cpu_pct_max"].as_f64().unwrap_or(0.0),
             run["rss_mb_per_node"].as_f64().unwrap_or(0.0),
@@ -73,7 +80,8 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
 
 /// One cluster of `count` nodes, started, measured and stopped.
 async fn measure(count: usize, args: &ClusterArgs) -> anyhow::Result<Value> {
-    let common = ["--slots", "2", "--idle-timeout-ms", IDLE_TIMEOUT_MS].map(String::from);
+    let idle_timeout_ms = IDLE_TIMEOUT.as_millis().to_string();
+    let common = ["--slots", "2", "--idle-timeout-ms", &idle_timeout_ms].map(String::from);
     let first = NodeProcess::spawn(&common)?;
     let join = ["--join".to_string(), first.addr.to_string()];
     let mut nodes = vec![first];
@@ -88,8 +96,18 @@ async fn measure(count: usize, args: &ClusterArgs) -> anyhow::Result<Value> {
     wait_until_all_see(&clients, count - 1).await?;
     let converge_s = last_started.elapsed().as_secs_f64();
 
-    let (idle_cpu, idle_cpu_max, rss_mb) =
-        idle_figures(&nodes, Duration::from_secs(args.idle_seconds)).await;
+    let mut meter = CpuMeter::new(&nodes);
+    settle(&clients[0], count).await?;
+    let settle_s = last_started.elapsed().as_secs_f64() - converge_s;
+    let mut settling_cpu = meter.percent_since_last();
+    let settling_cpu = median(&mut settling_cpu);
+
+    tokio::time::sleep(Duration::from_secs(args.idle_seconds)).await;
+    let mut idle_cpu = meter.percent_since_last();
+    let idle_cpu_max = idle_cpu.iter().copied().fold(0.0, f64::max);
+    let idle_cpu = median(&mut idle_cpu);
+    let mut rss_mb: Vec<f64> = nodes.iter().filter_map(|n| n.rss_mb().ok()).collect();
+    let rss_mb = median(&mut rss_mb);
     let mut sockets: Vec<f64> = nodes.iter().map(|n| open_sockets(n.pid()) as f64).collect();
     let sockets = median(&mut sockets);
     // The first fan-out dials every node (idle connections were closed);
@@ -135,6 +153,8 @@ async fn measure(count: usize, args: &ClusterArgs) -> anyhow::Result<Value> {
     Ok(json!({
         "nodes": count,
         "converge_s": round(converge_s),
+        "settle_s": round(settle_s),
+        "settling_cpu_pct_per_node": round(settling_cpu),
         "idle_cpu_pct_per_node": round(idle_cpu),
         "idle_cpu_pct_max": round(idle_cpu_max),
         "rss_mb_per_node": round(rss_mb),
@@ -234,35 +254,64 @@ async fn wait_until_all_know_dead(clients: &[Client], dead: &[String]) -> anyhow
     }
 }
 
-/// The median and the busiest node's CPU over `idle` (percent of one
-/// core; the busiest is the Raft leader), and the median resident memory
-/// (MB).
-async fn idle_figures(nodes: &[NodeProcess], idle: Duration) -> (f64, f64, f64) {
-    let pids: Vec<Pid> = nodes.iter().map(|n| Pid::from_u32(n.pid())).collect();
-    let what = ProcessRefreshKind::nothing().with_cpu().with_memory();
-    let mut system = System::new();
-    system.refresh_processes_specifics(ProcessesToUpdate::Some(&pids), true, what);
-    let cpu_ms = |system: &System| -> Vec<u64> {
-        pids.iter()
-            .map(|pid| system.process(*pid).map_or(0, |p| p.accumulated_cpu_time()))
+/// Waits until the formed cluster has settled: the Raft group has its
+/// voters (2 + ln N) and standby learners, and the connections that the
+/// formation opened have been idle long enough to close.
+async fn settle(client: &Client, count: usize) -> anyhow::Result<()> {
+    let voters = shoal_node::raft::membership::voter_count(count);
+    let learners = shoal_node::NodeConfig::default()
+        .raft_standbys
+        .min(count - voters);
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let raft = client.status().await?.raft;
+        if raft.voters.len() == voters && raft.learners.len() == learners {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "after {PATIENCE:?} the Raft group has {} voters and {} learners, not {voters} and {learners}",
+            raft.voters.len(),
+            raft.learners.len()
+        );
+        tokio::time::sleep(POLL).await;
+    }
+    tokio::time::sleep(IDLE_TIMEOUT).await;
+    Ok(())
+}
+
+/// The nodes' CPU between one look and the next, in percent of one core.
+struct CpuMeter<'a> {
+    nodes: &'a [NodeProcess],
+    last: (Instant, Vec<Duration>),
+}
+
+impl<'a> CpuMeter<'a> {
+    fn new(nodes: &'a [NodeProcess]) -> CpuMeter<'a> {
+        CpuMeter {
+            nodes,
+            last: Self::look(nodes),
+        }
+    }
+
+    fn look(nodes: &[NodeProcess]) -> (Instant, Vec<Duration>) {
+        (
+            Instant::now(),
+            nodes.iter().map(NodeProcess::cpu_time).collect(),
+        )
+    }
+
+    /// Each node's CPU since the previous look.
+    fn percent_since_last(&mut self) -> Vec<f64> {
+        let (at, used) = Self::look(self.nodes);
+        let (then, before) = std::mem::replace(&mut self.last, (at, used.clone()));
+        let span = at.duration_since(then).as_secs_f64().max(1e-3);
+        before
+            .iter()
+            .zip(&used)
+            .map(|(b, a)| a.saturating_sub(*b).as_secs_f64() / span * 100.0)
             .collect()
-    };
-    let before = cpu_ms(&system);
-    tokio::time::sleep(idle).await;
-    system.refresh_processes_specifics(ProcessesToUpdate::Some(&pids), true, what);
-    let after = cpu_ms(&system);
-    let mut cpu: Vec<f64> = before
-        .iter()
-        .zip(&after)
-        .map(|(b, a)| a.saturating_sub(*b) as f64 / idle.as_millis() as f64 * 100.0)
-        .collect();
-    let mut rss: Vec<f64> = pids
-        .iter()
-        .filter_map(|pid| system.process(*pid))
-        .map(|p| p.memory() as f64 / 1e6)
-        .collect();
-    let busiest = cpu.iter().copied().fold(0.0, f64::max);
-    (median(&mut cpu), busiest, median(&mut rss))
+    }
 }
 
 /// Sockets a process holds open: its connections, and its few listeners
