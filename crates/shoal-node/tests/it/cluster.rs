@@ -242,15 +242,71 @@ async fn calls_of_a_node_that_dies_run_elsewhere() {
     }
 }
 
+/// Adds `slow.whoami`: sleeps `ms`, then names the node that ran it.
+fn whoami(ms: u64) -> impl Fn(shoal_node::NodeBuilder) -> shoal_node::NodeBuilder {
+    move |b| {
+        b.register("slow.whoami", move |ctx, _args| async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok(json!(ctx.node_id().0))
+        })
+    }
+}
+
+/// A node that drains gives the calls waiting on it back to their owner,
+/// which runs them elsewhere; its running call finishes, and no call
+/// starts there after the drain began.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_node_hands_its_waiting_calls_back_and_starts_no_more() {
+    use futures::StreamExt;
+    let nodes = start_cluster(3, |_, b| whoami(200)(b.config(test_config(1)))).await;
+    let draining = nodes[2].clone();
+    // 30 calls of 200 ms on 3 single-slot nodes: each queues several.
+    let calls = (0..30).map(|_| ("slow.whoami".to_string(), Value::Null));
+    let run = tokio::spawn(nodes[0].call_many(calls, 30).collect::<Vec<_>>());
+    wait_until(WAIT, "calls to wait on the node that drains", async || {
+        let status = draining.status();
+        if status.queued >= 2 {
+            Ok(())
+        } else {
+            Err(format!("{status:?}"))
+        }
+    })
+    .await;
+
+    assert!(draining.start_drain(Duration::from_secs(10)));
+    // From here on the node starts nothing: what it will have run is what
+    // it ran and what it runs now.
+    let at_drain = draining.status();
+    let will_have_run = at_drain.calls.executed + u64::from(at_drain.running);
+
+    let results = tokio::time::timeout(WAIT, run).await.unwrap().unwrap();
+    assert_eq!(results.len(), 30);
+    let ran_on_drained = results
+        .iter()
+        .filter(|(index, result)| {
+            let ran_on = result
+                .as_ref()
+                .unwrap_or_else(|e| panic!("call {index}: {e}"));
+            ran_on == &json!(draining.node_id().0)
+        })
+        .count() as u64;
+    assert_eq!(
+        ran_on_drained, will_have_run,
+        "the drained node ran only what it had started ({at_drain:?})"
+    );
+    let status = tokio::time::timeout(WAIT, draining.drain(Duration::from_secs(10)))
+        .await
+        .expect("the drain ends");
+    assert!(status.calls_handed_back > 0, "{status:?}");
+    for node in &nodes {
+        node.shutdown().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_joins_late_steals_queued_calls() {
     use futures::StreamExt;
-    let whoami = |b: shoal_node::NodeBuilder| {
-        b.register("slow.whoami", |ctx, _args| async move {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            Ok(json!(ctx.node_id().0))
-        })
-    };
+    let whoami = whoami(50);
     let busy = whoami(Node::builder().config(test_config(1)))
         .start()
         .await
