@@ -1,11 +1,12 @@
-//! The clients of a chaos run: calls, durable jobs and compare-and-set
-//! document writes, each recorded with when it began and ended.
+//! The clients of a chaos run: calls, durable jobs (one in twenty a slow
+//! JavaScript job) and compare-and-set document writes, each recorded with
+//! when it began and ended.
 
 use super::history::{CallOutcome, DocRead, DocWrite, History, Micros, Submission};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
-use shoal_client::{CallBody, Client, ClientError, Collection, ErrorCode, JobSpec};
+use shoal_client::{CallBody, Client, ClientError, Collection, ErrorCode, JobSpec, ScriptSource};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -17,6 +18,20 @@ const CALL_TIMEOUT_MS: u64 = 15_000;
 /// Past this, a call that has not come back counts as unresolved: its
 /// deadline, plus the client's failover window, plus slack.
 const UNRESOLVED_AFTER: Duration = Duration::from_secs(120);
+
+/// One job in this many is slow: it runs long enough that a node is
+/// sometimes stopped under it, which a rolling restart must not turn into a
+/// wait for its lease.
+const SLOW_JOB_EVERY: u64 = 20;
+/// A slow job: JavaScript shipped with the job that waits on a nested
+/// `sleep` call, then answers as `echo` does.
+const SLOW_ECHO_JS: &str = r#"
+shoal.register('slow.echo', async (args) => {
+    await shoal.call('sleep', args.ms);
+    return { key: args.key };
+});
+"#;
+const SLOW_JOB_MS: u64 = 1_000;
 
 /// What every client shares.
 pub struct Shared {
@@ -54,7 +69,8 @@ pub async fn client(id: usize, client: Client, shared: Arc<Shared>, seed: u64) -
             0..4 => call(&client, &mut rng, &mut history).await,
             4..6 => {
                 let key = format!("{}-{id}-{seq}", shared.run);
-                submit(&client, key, &shared, &mut history).await;
+                let slow = seq.is_multiple_of(SLOW_JOB_EVERY);
+                submit(&client, key, slow, &shared, &mut history).await;
             }
             6..8 => {
                 let doc = rng.random_range(0..shared.docs.len());
@@ -93,12 +109,24 @@ async fn call(client: &Client, rng: &mut StdRng, history: &mut History) {
     history.calls.push(outcome);
 }
 
-async fn submit(client: &Client, key: String, shared: &Shared, history: &mut History) {
+/// Submits a job whose result must be `{"key": key}`.
+async fn submit(client: &Client, key: String, slow: bool, shared: &Shared, history: &mut History) {
+    let job = if slow {
+        JobSpec {
+            script: Some(ScriptSource {
+                name: "slow-echo.js".to_string(),
+                source: SLOW_ECHO_JS.to_string(),
+            }),
+            ..JobSpec::new("slow.echo", json!({ "key": key, "ms": SLOW_JOB_MS }))
+        }
+    } else {
+        JobSpec::new("echo", json!({ "key": key }))
+    };
     let spec = JobSpec {
         max_attempts: 20,
         lease_ms: 2_000,
         idempotency_key: Some(key.clone()),
-        ..JobSpec::new("echo", json!({ "key": key }))
+        ..job
     };
     let invoked = shared.now();
     let acknowledged = client.submit(spec).await.ok();
