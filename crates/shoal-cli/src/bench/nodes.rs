@@ -101,20 +101,15 @@ impl NodeProcess {
         let _ = self.child.wait();
     }
 
-    /// CPU time it has used so far, all its threads together (0 where
-    /// `/proc` cannot tell). Read from the scheduler's own accounting, to
-    /// the nanosecond: the usual tick-based counters only see an idle
-    /// node's short wakeups in 10 ms steps.
+    /// CPU time it has used so far, all its threads together, those that
+    /// have ended included (zero where it cannot be read). The process's
+    /// CPU clock counts to the nanosecond: the tick-based counters in
+    /// `/proc` only see an idle node's short wakeups in 10 ms steps.
     pub fn cpu_time(&self) -> Duration {
-        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.child.id()));
-        let nanos: u64 = tasks
-            .into_iter()
-            .flatten()
-            .filter_map(Result::ok)
-            .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
-            .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
-            .sum();
-        Duration::from_nanos(nanos)
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::time::clock_getcpuclockid(pid)
+            .and_then(nix::time::clock_gettime)
+            .map_or(Duration::ZERO, Duration::from)
     }
 
     /// Its resident memory now, in MB.

@@ -18,7 +18,7 @@ const START_ATTEMPTS: u32 = 3;
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// The nodes' `--drain-timeout`: shorter than the workload's slow jobs,
 /// so a node stopped under one hands it back rather than waiting for it.
-const DRAIN_TIMEOUT: &str = "250ms";
+const NODE_DRAIN_TIMEOUT: &str = "250ms";
 /// How long a node may take to drain and exit after SIGTERM: its drain
 /// timeout and a Raft seat handed over, with room.
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -164,7 +164,7 @@ impl Cluster {
             .arg("--secret-file")
             .arg(&self.secret_file)
             .args(["--heartbeat-ms", "200", "--slots", "2"])
-            .args(["--drain-timeout", DRAIN_TIMEOUT]);
+            .args(["--drain-timeout", NODE_DRAIN_TIMEOUT]);
         for join in &joins {
             command.args(["--join", join]);
         }

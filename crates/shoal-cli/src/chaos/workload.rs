@@ -1,5 +1,5 @@
-//! The clients of a chaos run: calls, durable jobs (one in twenty a slow
-//! JavaScript job) and compare-and-set document writes, each recorded with
+//! The clients of a chaos run: calls, durable jobs (about one in twenty a
+//! slow JavaScript job) and compare-and-set document writes, each recorded with
 //! when it began and ended.
 
 use super::history::{CallOutcome, DocRead, DocWrite, History, Micros, Submission};
@@ -19,9 +19,10 @@ const CALL_TIMEOUT_MS: u64 = 15_000;
 /// deadline, plus the client's failover window, plus slack.
 const UNRESOLVED_AFTER: Duration = Duration::from_secs(120);
 
-/// One job in this many is slow: it runs long enough that a node is
-/// sometimes stopped under it, which a rolling restart must not turn into a
-/// wait for its lease.
+/// One job in this many, on average, is slow (a job whose operation number
+/// is a multiple of it): it runs long enough that a node is sometimes
+/// stopped under it, which a rolling restart must not turn into a wait
+/// for its lease.
 const SLOW_JOB_EVERY: u64 = 20;
 /// A slow job: JavaScript shipped with the job that waits on a nested
 /// `sleep` call, then answers as `echo` does.

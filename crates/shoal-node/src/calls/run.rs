@@ -45,6 +45,14 @@ impl Calls {
         }
         match self.executor.admit(call) {
             Admit::Start(call) => self.start(call),
+            // A drain that began after the check above may have emptied
+            // the queue already (its flag is set before it takes the
+            // queue's lock, so it shows here): this call goes back too.
+            Admit::Queued if self.is_draining() => {
+                for call in self.executor.steal(usize::MAX, |call| !call.pinned) {
+                    self.hand_back(call, "is draining");
+                }
+            }
             Admit::Queued => {}
             Admit::Full(call) => {
                 self.stats
