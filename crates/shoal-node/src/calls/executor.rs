@@ -66,12 +66,21 @@ pub enum Cancelled {
     NotFound,
 }
 
+/// What became of a call offered to the executor.
+pub enum Offered {
+    Admitted(Admit<QueuedCall>),
+    /// The node drains: the call goes back to its owner.
+    Draining(QueuedCall),
+}
+
 type RunningKey = (PeerId, CallId);
 
 struct State {
     work: WorkQueue<QueuedCall>,
     /// Calls running here, so a cancel or a lost owner can stop them.
     running: HashMap<RunningKey, AbortHandle>,
+    /// The node drains: it admits only calls pinned here.
+    draining: bool,
 }
 
 /// Slots, queue and running calls; every method takes the lock once.
@@ -86,6 +95,7 @@ impl Executor {
             state: Mutex::new(State {
                 work: WorkQueue::new(slots, capacity),
                 running: HashMap::new(),
+                draining: false,
             }),
         }
     }
@@ -115,9 +125,27 @@ impl Executor {
         }
     }
 
-    /// Offers a call: start it, queue it, or hand it back when full.
-    pub fn admit(&self, call: QueuedCall) -> Admit<QueuedCall> {
-        self.state().work.submit(call)
+    /// Offers a call: start it, queue it, or hand it back when full; or,
+    /// on a draining node, give it back unless it is pinned here.
+    pub fn admit(&self, call: QueuedCall) -> Offered {
+        let mut state = self.state();
+        if state.draining && !call.pinned {
+            return Offered::Draining(call);
+        }
+        Offered::Admitted(state.work.submit(call))
+    }
+
+    /// Starts draining: from now on only pinned calls are admitted, and
+    /// the queued calls that are not pinned are returned, in one step so
+    /// that none slips in between.
+    pub fn drain(&self) -> Vec<QueuedCall> {
+        let mut state = self.state();
+        state.draining = true;
+        state.work.steal(usize::MAX, |call| !call.pinned)
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.state().draining
     }
 
     /// Takes a call this node stole; returns it if it may start now.
@@ -234,10 +262,16 @@ mod tests {
     async fn cancel_dequeues_or_aborts() {
         let owner = PeerId::random();
         let executor = Executor::new(1, 10);
-        assert!(matches!(executor.admit(call(owner, 1)), Admit::Start(_)));
+        assert!(matches!(
+            executor.admit(call(owner, 1)),
+            Offered::Admitted(Admit::Start(_))
+        ));
         let task = tokio::spawn(std::future::pending::<()>());
         executor.started(owner, CallId(1), task.abort_handle(), false);
-        assert!(matches!(executor.admit(call(owner, 2)), Admit::Queued));
+        assert!(matches!(
+            executor.admit(call(owner, 2)),
+            Offered::Admitted(Admit::Queued)
+        ));
         assert_eq!(executor.cancel(owner, CallId(2)), Cancelled::Dequeued);
         assert_eq!(executor.cancel(owner, CallId(1)), Cancelled::Aborted);
         assert!(task.await.unwrap_err().is_cancelled());
@@ -255,6 +289,30 @@ mod tests {
         executor.admit(call(stays, 3));
         assert_eq!(executor.drop_owner(gone), (1, 1));
         assert_eq!(executor.load().queued, 1, "other owners' calls stay");
+    }
+
+    #[test]
+    fn a_draining_executor_gives_back_what_waits_and_admits_only_pinned_calls() {
+        let owner = PeerId::random();
+        let pinned = |id| QueuedCall {
+            pinned: true,
+            ..call(owner, id)
+        };
+        let executor = Executor::new(1, 10);
+        let _ = executor.admit(call(owner, 1));
+        let _ = executor.admit(call(owner, 2));
+        let _ = executor.admit(pinned(3));
+        let given_back: Vec<u64> = executor.drain().iter().map(|c| c.id.0).collect();
+        assert_eq!(given_back, vec![2], "the running and the pinned call stay");
+        assert!(executor.is_draining());
+        assert!(matches!(
+            executor.admit(call(owner, 4)),
+            Offered::Draining(_)
+        ));
+        assert!(matches!(
+            executor.admit(pinned(5)),
+            Offered::Admitted(Admit::Queued)
+        ));
     }
 
     #[test]

@@ -59,7 +59,7 @@ use pending::PendingTable;
 use registry::Registry;
 use scripts::Scripts;
 use shoal_proto::{JobRef, NodeId};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc};
@@ -164,9 +164,6 @@ pub struct Calls {
     /// Wakes the steal task when a peer reports queued calls.
     peer_has_work: Notify,
     next_id: AtomicU64,
-    /// The node drains before it stops: it starts no new calls of others
-    /// (see [`Calls::drain`]).
-    draining: AtomicBool,
     pub stats: Stats,
     /// Outcomes and latency of the calls started here.
     pub metrics: CallMetrics,
@@ -194,7 +191,6 @@ impl Calls {
             steal_answers,
             peer_has_work: Notify::new(),
             next_id: AtomicU64::new(1),
-            draining: AtomicBool::new(false),
             stats: Stats::default(),
             metrics: CallMetrics::default(),
             tasks: parts.tasks,
@@ -224,8 +220,7 @@ impl Calls {
     /// way (those pinned here excepted: they can run nowhere else). Running
     /// calls finish. Returns how many calls were handed back.
     pub fn drain(self: &Arc<Self>) -> usize {
-        self.draining.store(true, Ordering::Relaxed);
-        let queued = self.executor.steal(usize::MAX, |_| true);
+        let queued = self.executor.drain();
         let handed_back = queued.len();
         for call in queued {
             self.hand_back(call, "is draining");
@@ -234,7 +229,7 @@ impl Calls {
     }
 
     pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Relaxed)
+        self.executor.is_draining()
     }
 
     /// Whether no call waits or runs here.

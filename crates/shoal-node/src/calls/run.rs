@@ -8,7 +8,7 @@
 use super::CallOptions;
 use super::Calls;
 use super::context::{CallContext, CallHost, ProgressReport};
-use super::executor::QueuedCall;
+use super::executor::{Offered, QueuedCall};
 use super::memo::memo_key;
 use super::pending::Where;
 use super::registry::{Body, HandBack};
@@ -40,19 +40,12 @@ impl Calls {
         {
             return self.spawn_run(call, false);
         }
-        if self.is_draining() && !call.pinned {
-            return self.hand_back(call, "is draining");
-        }
-        match self.executor.admit(call) {
+        let admitted = match self.executor.admit(call) {
+            Offered::Admitted(admitted) => admitted,
+            Offered::Draining(call) => return self.hand_back(call, "is draining"),
+        };
+        match admitted {
             Admit::Start(call) => self.start(call),
-            // A drain that began after the check above may have emptied
-            // the queue already (its flag is set before it takes the
-            // queue's lock, so it shows here): this call goes back too.
-            Admit::Queued if self.is_draining() => {
-                for call in self.executor.steal(usize::MAX, |call| !call.pinned) {
-                    self.hand_back(call, "is draining");
-                }
-            }
             Admit::Queued => {}
             Admit::Full(call) => {
                 self.stats
