@@ -1,6 +1,6 @@
 //! A distributed queue as its user sees it: push here, pop from anywhere.
 
-use super::store::{CLOSE, PUT, QueueStore, SIZE, TAKE, closed_error};
+use super::store::{CLOSE, PUT, PushRefused, QueueStore, SIZE, TAKE, closed_error};
 use crate::calls::Calls;
 use crate::calls::context::CallContext;
 use crate::cluster::peers::PeerView;
@@ -122,10 +122,13 @@ impl<C: ShareCaller> DistQueue<C> {
     /// draining node, they go to another node at once).
     pub async fn push(&self, items: impl IntoIterator<Item = Value>) -> Result<(), CallError> {
         let items: Vec<Value> = items.into_iter().collect();
-        if !self.store.is_draining() {
-            return self.store.push(&self.name, items);
+        match self.store.push(&self.name, items) {
+            Ok(()) => Ok(()),
+            Err(PushRefused::Draining(items)) => {
+                offer_items(&self.calls, &self.name, &items, self.peers.serving_peers()).await
+            }
+            Err(PushRefused::Failed(error)) => Err(error),
         }
-        offer_items(&self.calls, &self.name, &items, self.peers.serving_peers()).await
     }
 
     /// Takes one item from anywhere in the cluster, waiting up to `timeout`

@@ -5,8 +5,7 @@ use crate::calls::registry::Function;
 use serde_json::{Value, json};
 use shoal_proto::{CallError, ErrorCode};
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
 
 /// Items one node holds per queue; a push past it is refused, not dropped.
@@ -26,56 +25,75 @@ struct LocalQueue {
     closed: bool,
 }
 
+#[derive(Default)]
+struct Shares {
+    queues: HashMap<String, LocalQueue>,
+    /// The node is draining: it takes no more items. Set under the same
+    /// lock as every push, so no push lands after the drain took the items.
+    draining: bool,
+}
+
 /// This node's share of every distributed queue.
 #[derive(Default)]
 pub struct QueueStore {
-    queues: Mutex<HashMap<String, LocalQueue>>,
+    shares: Mutex<Shares>,
     /// Wakes pops waiting on this node when an item arrives.
     pub(crate) pushed: Notify,
-    /// The node is draining: pushes through it go to other nodes.
-    draining: AtomicBool,
+}
+
+/// Why a push left its items where they were.
+pub(crate) enum PushRefused {
+    /// This node is draining: the items, to offer to another node.
+    Draining(Vec<Value>),
+    Failed(CallError),
 }
 
 impl QueueStore {
-    pub(crate) fn push(&self, name: &str, items: Vec<Value>) -> Result<(), CallError> {
-        let mut queues = self.queues.lock().expect("queue lock");
-        let queue = queues.entry(name.to_string()).or_default();
+    fn lock(&self) -> MutexGuard<'_, Shares> {
+        self.shares.lock().expect("queue lock")
+    }
+
+    pub(crate) fn push(&self, name: &str, items: Vec<Value>) -> Result<(), PushRefused> {
+        let mut shares = self.lock();
+        if shares.draining {
+            return Err(PushRefused::Draining(items));
+        }
+        let queue = shares.queues.entry(name.to_string()).or_default();
         if queue.closed {
-            return Err(closed_error(name));
+            return Err(PushRefused::Failed(closed_error(name)));
         }
         if queue.items.len() + items.len() > MAX_QUEUE_ITEMS {
-            return Err(CallError::new(
+            return Err(PushRefused::Failed(CallError::new(
                 ErrorCode::PayloadTooLarge,
                 format!(
                     "queue '{name}' holds {} items on this node; the limit is {MAX_QUEUE_ITEMS}",
                     queue.items.len()
                 ),
-            ));
+            )));
         }
         queue.items.extend(items);
-        drop(queues);
+        drop(shares);
         self.pushed.notify_waiters();
         Ok(())
     }
 
     /// An item, or whether the queue is closed.
     pub(crate) fn take(&self, name: &str) -> Result<Value, bool> {
-        let mut queues = self.queues.lock().expect("queue lock");
-        let Some(queue) = queues.get_mut(name) else {
+        let mut shares = self.lock();
+        let Some(queue) = shares.queues.get_mut(name) else {
             return Err(false);
         };
         queue.items.pop_front().ok_or(queue.closed)
     }
 
     pub(crate) fn size(&self, name: &str) -> u64 {
-        let queues = self.queues.lock().expect("queue lock");
-        queues.get(name).map_or(0, |q| q.items.len() as u64)
+        let shares = self.lock();
+        shares.queues.get(name).map_or(0, |q| q.items.len() as u64)
     }
 
     pub(crate) fn close(&self, name: &str) {
-        self.queues
-            .lock()
-            .expect("queue lock")
+        self.lock()
+            .queues
             .entry(name.to_string())
             .or_default()
             .closed = true;
@@ -84,28 +102,25 @@ impl QueueStore {
 
     /// From now on, pushes through this node go to other nodes.
     pub(crate) fn start_draining(&self) {
-        self.draining.store(true, Ordering::Relaxed);
-    }
-
-    pub(crate) fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Relaxed)
+        self.lock().draining = true;
     }
 
     /// Takes every item out, queue by queue (the node is draining: they
     /// go to other nodes).
     pub(crate) fn take_all(&self) -> Vec<(String, Vec<Value>)> {
-        let mut queues = self.queues.lock().expect("queue lock");
-        queues
+        let mut shares = self.lock();
+        shares
+            .queues
             .iter_mut()
             .filter(|(_, q)| !q.items.is_empty())
             .map(|(name, q)| (name.clone(), q.items.drain(..).collect()))
             .collect()
     }
 
-    /// Puts back items that could not be moved.
+    /// Puts back items a draining node could not move (they go with it).
     pub(crate) fn put_back(&self, name: &str, items: Vec<Value>) {
-        let mut queues = self.queues.lock().expect("queue lock");
-        queues
+        self.lock()
+            .queues
             .entry(name.to_string())
             .or_default()
             .items
@@ -114,8 +129,9 @@ impl QueueStore {
 
     /// Non-empty queues and their sizes, for the heartbeat.
     pub fn advertised(&self) -> Vec<(String, u64)> {
-        let queues = self.queues.lock().expect("queue lock");
-        let mut sizes: Vec<(String, u64)> = queues
+        let shares = self.lock();
+        let mut sizes: Vec<(String, u64)> = shares
+            .queues
             .iter()
             .filter(|(_, q)| !q.items.is_empty())
             .map(|(name, q)| (name.clone(), q.items.len() as u64))
@@ -160,15 +176,17 @@ impl QueueStore {
             internal(Function::new_async(PUT, move |_, args| {
                 let store = Arc::clone(&put);
                 async move {
-                    // Items that came after the drain emptied the store
-                    // would leave with the node: the sender tries another.
-                    if store.is_draining() {
-                        return Err("this node is draining: offer the items to another".into());
-                    }
                     let items = items_arg(&args)?;
                     let count = items.len();
-                    store.push(queue_name(&args)?, items)?;
-                    Ok(json!(count))
+                    match store.push(queue_name(&args)?, items) {
+                        Ok(()) => Ok(json!(count)),
+                        // Items that came after the drain emptied the store
+                        // would leave with the node: the sender tries another.
+                        Err(PushRefused::Draining(_)) => {
+                            Err("this node is draining: offer the items to another".into())
+                        }
+                        Err(PushRefused::Failed(error)) => Err(error.into()),
+                    }
                 }
             })),
         ]
@@ -193,4 +211,26 @@ pub(crate) fn items_arg(args: &Value) -> Result<Vec<Value>, String> {
 
 pub(crate) fn closed_error(name: &str) -> CallError {
     CallError::new(ErrorCode::Closed, format!("queue '{name}' is closed"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_draining_store_gives_a_push_its_items_back_and_the_drain_takes_the_rest() {
+        let store = QueueStore::default();
+        assert!(store.push("q", vec![json!(1), json!(2)]).is_ok());
+        store.start_draining();
+        match store.push("q", vec![json!(3)]) {
+            Err(PushRefused::Draining(items)) => assert_eq!(items, vec![json!(3)]),
+            Err(PushRefused::Failed(e)) => panic!("refused for another reason: {e}"),
+            Ok(()) => panic!("a draining store took an item that would leave with the node"),
+        }
+        assert_eq!(
+            store.take_all(),
+            vec![("q".to_string(), vec![json!(1), json!(2)])]
+        );
+        assert_eq!(store.size("q"), 0);
+    }
 }
