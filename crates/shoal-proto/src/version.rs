@@ -58,7 +58,12 @@ use std::marker::PhantomData;
 /// This release's protocol version. It grows by one with each release that
 /// changes what nodes send each other or write to the Raft log; the rules
 /// above say what such a release may change.
-pub const PROTOCOL_VERSION: u32 = 1;
+///
+/// - 1: the first.
+/// - 2: a Raft entry may carry the writes of several callers (the leader's
+///   group commit), and each command of an entry gets an id of its own
+///   (release 1 gave every command the entry's index).
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The format of Raft entries and snapshots written before they recorded
 /// one: release 1's.

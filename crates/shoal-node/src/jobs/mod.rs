@@ -123,8 +123,9 @@ pub enum JobOutcome {
 pub struct JobTable {
     jobs: BTreeMap<JobId, Job>,
     by_key: BTreeMap<String, JobId>,
-    /// The log index of the last command applied here, so a reader can tell
-    /// whether the table may have changed since it last looked.
+    /// The id of the last command applied here (ids only grow), so a
+    /// reader can tell whether the table may have changed since it last
+    /// looked.
     last_applied: u64,
     /// Which jobs are queued, running and finished; every change of a job
     /// goes through [`JobTable::update`], which keeps it right.
@@ -153,12 +154,13 @@ impl From<StoredJobTable> for JobTable {
 }
 
 impl JobTable {
-    /// Applies one committed command. `index` is its Raft log index, which
-    /// becomes the id of a submitted job.
-    pub fn apply(&mut self, index: u64, command: &JobCommand) -> JobOutcome {
-        self.last_applied = index;
+    /// Applies one committed command. `id` is the command's own (see
+    /// `ShoalState::apply_command`: it grows from command to command, the
+    /// same on every replica); a submitted job takes it.
+    pub fn apply(&mut self, id: u64, command: &JobCommand) -> JobOutcome {
+        self.last_applied = id;
         match command {
-            JobCommand::Submit { spec, now_ms } => self.submit(index, spec, *now_ms),
+            JobCommand::Submit { spec, now_ms } => self.submit(id, spec, *now_ms),
             JobCommand::Lease {
                 node,
                 offer,
@@ -272,8 +274,8 @@ impl JobTable {
         self.running().map(|job| job.lease_expires_ms).min()
     }
 
-    /// The log index of the last job command applied (0 before any).
-    pub fn applied_index(&self) -> u64 {
+    /// The id of the last job command applied (0 before any).
+    pub fn applied_id(&self) -> u64 {
         self.last_applied
     }
 

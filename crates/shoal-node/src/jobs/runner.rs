@@ -213,7 +213,7 @@ pub async fn run(runner: JobRunner, tasks: TaskTracker, shutdown: CancellationTo
         let up_to = free * runners;
         let found = match consensus.read_local(|state| Leasable {
             leasable: state.jobs.leasable(&offer, now, up_to),
-            applied: state.jobs.applied_index(),
+            applied: state.jobs.applied_id(),
         }) {
             Some(found) => Some(found),
             None => {

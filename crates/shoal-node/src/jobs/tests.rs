@@ -500,7 +500,7 @@ fn runner_checks_agree_with_lease_and_tick() {
     let mut gpu_job = spec("train");
     gpu_job.labels.insert("accel".into(), "gpu".into());
     let id = log.submit(gpu_job, 0);
-    assert_eq!(log.table.applied_index(), 1);
+    assert_eq!(log.table.applied_id(), 1);
     assert!(!log.table.has_leasable(&any_node(), 0));
     let mut gpu = any_node();
     gpu.labels.insert("accel".into(), "gpu".into());
@@ -516,7 +516,7 @@ fn runner_checks_agree_with_lease_and_tick() {
     assert!(log.table.tick_due(5_010, 5_000), "retention is over");
     log.tick(5_010, 5_000);
     assert!(!log.table.tick_due(5_010, 5_000));
-    assert_eq!(log.table.applied_index(), 4);
+    assert_eq!(log.table.applied_id(), 4);
 }
 
 #[test]

@@ -16,6 +16,7 @@
 
 use super::log_store::LogStore;
 use super::network::{NetworkFactory, RaftReply, RaftRpc, RpcClient, RpcFailure};
+use super::proposer::{Proposer, Refused};
 use super::query::{Query, answer};
 use super::snapshot_transfer::SnapshotInbox;
 use super::state_machine::{StateMachine, StateReader};
@@ -69,6 +70,9 @@ pub enum ConsensusError {
 pub struct Consensus {
     /// `None` on nodes that only talk to the cluster (e.g. `shoal call`).
     pub(super) raft: Option<RaftNode>,
+    /// Proposes this node's writes, and those forwarded to it, while it
+    /// leads; `None` with `raft`.
+    pub(super) proposer: Option<Proposer>,
     state: Option<StateReader<ShoalState>>,
     /// Snapshots on their way here from a leader; `None` with `raft`.
     pub(super) incoming_snapshots: Option<SnapshotInbox>,
@@ -128,6 +132,7 @@ impl Consensus {
             tracing::info!("started a new Raft group with this node as its only voter");
         }
         Ok(Arc::new(Consensus {
+            proposer: Some(Proposer::start(raft.clone())),
             raft: Some(raft),
             state: Some(state),
             incoming_snapshots: Some(SnapshotInbox::new(dir, snapshots.max_bytes)),
@@ -150,6 +155,7 @@ impl Consensus {
     pub fn client_only(me_peer: PeerId, rpc: Arc<RpcClient>, peers: PeerView) -> Arc<Consensus> {
         Arc::new(Consensus {
             raft: None,
+            proposer: None,
             state: None,
             incoming_snapshots: None,
             me: raft_id(&me_peer),
@@ -347,14 +353,14 @@ impl Consensus {
         let command = LoggedCommand::new(self.write_format(), command);
         let started = Instant::now();
         loop {
-            if let Some(raft) = &self.raft
+            if let Some(proposer) = &self.proposer
                 && self.is_leader()
             {
                 let remaining = LEADER_WAIT.saturating_sub(started.elapsed());
-                match tokio::time::timeout(remaining, raft.client_write(command.clone())).await {
-                    Ok(Ok(response)) => return Ok(response.data),
-                    Ok(Err(e)) if e.forward_to_leader().is_some() => {}
-                    Ok(Err(e)) => return Err(ConsensusError::Failed(e.to_string())),
+                match tokio::time::timeout(remaining, proposer.propose(command.clone())).await {
+                    Ok(Ok(result)) => return Ok(result),
+                    Ok(Err(Refused::NotLeader)) => {}
+                    Ok(Err(Refused::Failed(reason))) => return Err(ConsensusError::Failed(reason)),
                     Err(_) => return Err(ConsensusError::NotCommitted(LEADER_WAIT)),
                 }
             } else {
@@ -529,6 +535,9 @@ impl Consensus {
     }
 
     pub async fn shutdown(&self) {
+        if let Some(proposer) = &self.proposer {
+            proposer.stop();
+        }
         if let Some(raft) = &self.raft {
             let _ = raft.shutdown().await;
         }

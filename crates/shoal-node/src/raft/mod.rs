@@ -2,7 +2,8 @@
 //! snapshotted into a file, networked over the nodes' call streams.
 //!
 //! [`consensus`] is the module the rest of the node talks to (writes and
-//! reads); [`upkeep`] is the leader's care of who holds the log and who
+//! reads), whose writes the leader's [`proposer`] commits, several to an
+//! entry; [`upkeep`] is the leader's care of who holds the log and who
 //! votes, by the rules in [`membership`]; [`network`] carries Raft messages as frames and
 //! [`server`] answers them; [`log_store`] keeps the log in redb,
 //! [`state_machine`] the state in memory and its snapshot in a file
@@ -24,6 +25,7 @@ pub mod consensus;
 pub mod log_store;
 pub mod membership;
 pub mod network;
+mod proposer;
 pub mod query;
 pub mod server;
 pub mod snapshot_store;

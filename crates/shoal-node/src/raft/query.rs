@@ -111,7 +111,7 @@ pub fn answer(state: &ShoalState, query: &Query) -> Result<Value, ApiError> {
             up_to,
         } => to_value(&Leasable {
             leasable: state.jobs.leasable(offer, *now_ms, *up_to),
-            applied: state.jobs.applied_index(),
+            applied: state.jobs.applied_id(),
         }),
         Query::RaftStatus => Err(ApiError::new(
             ErrorCode::Internal,

@@ -10,6 +10,7 @@
 
 use super::consensus::{Consensus, RaftNode};
 use super::network::{RaftReply, RaftRpc};
+use super::proposer::Refused;
 use super::snapshot_transfer::{Received, SnapshotChunk};
 use super::types::RPC_TIMEOUT;
 use crate::clock::now_ms;
@@ -106,13 +107,16 @@ impl Consensus {
                 self.heard_from_leader();
                 self.receive_snapshot_chunk(raft, chunk).await
             }
-            RaftRpc::Write(command) if self.is_leader() => match raft.client_write(command).await {
-                Ok(response) => RaftReply::Written(response.data),
-                Err(e) if e.forward_to_leader().is_some() => RaftReply::NotLeader {
-                    leader: self.leader(),
-                },
-                Err(e) => failed(&e),
-            },
+            RaftRpc::Write(command) if self.is_leader() => {
+                let proposer = self.proposer.as_ref().expect("a Raft member proposes");
+                match proposer.propose(command).await {
+                    Ok(result) => RaftReply::Written(result),
+                    Err(Refused::NotLeader) => RaftReply::NotLeader {
+                        leader: self.leader(),
+                    },
+                    Err(Refused::Failed(reason)) => RaftReply::Failed(reason),
+                }
+            }
             RaftRpc::ReadIndex if self.is_leader() => {
                 match raft.get_read_log_id(ReadPolicy::ReadIndex).await {
                     Ok((read, _)) => RaftReply::ReadIndex(read.log_id().index),

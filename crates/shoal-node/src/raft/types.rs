@@ -38,6 +38,12 @@ impl std::fmt::Display for Command {
 /// protocol version among its writer and every node the writer knew.
 pub type LoggedCommand = Versioned<Command>;
 
+/// The format from which each command of a batch gets an id of its own
+/// (see [`ShoalState::apply_command`]). Before it, every command of an
+/// entry got the entry's log index, so a leader merges writes into one
+/// entry (see [`proposer`](super::proposer)) only in this format.
+pub const DISTINCT_IDS_FORMAT: u32 = 2;
+
 /// What applying a [`Command`] returned.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum CommandResult {
@@ -63,6 +69,10 @@ openraft::declare_raft_types!(
 pub struct ShoalState {
     pub jobs: crate::jobs::JobTable,
     pub docs: crate::store::DocStore,
+    /// The id the last command applied got (a job's or an inserted
+    /// document's is made from it); absent from snapshots of release 1.
+    #[serde(default)]
+    last_id: u64,
 }
 
 impl crate::raft::state_machine::StateLogic<TypeConfig> for ShoalState {
@@ -71,7 +81,8 @@ impl crate::raft::state_machine::StateLogic<TypeConfig> for ShoalState {
     }
 
     fn apply(&mut self, index: u64, command: &LoggedCommand) -> CommandResult {
-        self.apply_command(index, &command.value)
+        let distinct_ids = command.format >= DISTINCT_IDS_FORMAT;
+        self.apply_command(index, distinct_ids, &command.value)
     }
 
     fn format_of(command: &LoggedCommand) -> u32 {
@@ -80,17 +91,43 @@ impl crate::raft::state_machine::StateLogic<TypeConfig> for ShoalState {
 }
 
 impl ShoalState {
-    fn apply_command(&mut self, index: u64, command: &Command) -> CommandResult {
+    /// Applies a command of the entry at log `index`. Each job or document
+    /// command gets an id, which a submitted job or an inserted document
+    /// takes: with `distinct_ids`, the entry's index or, for the later
+    /// commands of a batch, the one after the id before; otherwise (the
+    /// format of release 1) the entry's index for all of them. Either way
+    /// ids only grow, and every replica gives the same ones.
+    fn apply_command(
+        &mut self,
+        index: u64,
+        distinct_ids: bool,
+        command: &Command,
+    ) -> CommandResult {
         match command {
-            Command::Jobs(command) => CommandResult::Jobs(self.jobs.apply(index, command)),
-            Command::Docs(command) => CommandResult::Docs(self.docs.apply(index, command)),
+            Command::Jobs(command) => {
+                let id = self.next_id(index, distinct_ids);
+                CommandResult::Jobs(self.jobs.apply(id, command))
+            }
+            Command::Docs(command) => {
+                let id = self.next_id(index, distinct_ids);
+                CommandResult::Docs(self.docs.apply(id, command))
+            }
             Command::Batch(commands) => CommandResult::Batch(
                 commands
                     .iter()
-                    .map(|command| self.apply_command(index, command))
+                    .map(|command| self.apply_command(index, distinct_ids, command))
                     .collect(),
             ),
         }
+    }
+
+    fn next_id(&mut self, index: u64, distinct_ids: bool) -> u64 {
+        self.last_id = if distinct_ids {
+            index.max(self.last_id + 1)
+        } else {
+            index
+        };
+        self.last_id
     }
 }
 
@@ -148,6 +185,66 @@ mod tests {
             LogIdOf::<TypeConfig>::new(leader, 3),
             LoggedCommand::new(format, command),
         )
+    }
+
+    fn submit(n: u64) -> Command {
+        Command::Jobs(crate::jobs::JobCommand::Submit {
+            spec: crate::jobs::JobSpec {
+                function: "echo".to_string(),
+                args: serde_json::json!(n),
+                script: None,
+                labels: Default::default(),
+                resources: Default::default(),
+                priority: 0,
+                max_attempts: 1,
+                lease_ms: 5_000,
+                idempotency_key: None,
+            },
+            now_ms: 0,
+        })
+    }
+
+    /// Applies `command` at log `index` in `format`; the ids of the jobs
+    /// it submitted.
+    fn submitted(state: &mut ShoalState, index: u64, format: u32, command: Command) -> Vec<u64> {
+        use crate::jobs::JobOutcome::Submitted;
+        use crate::raft::state_machine::StateLogic;
+        fn ids(result: CommandResult, out: &mut Vec<u64>) {
+            match result {
+                CommandResult::Jobs(Submitted { id, .. }) => out.push(id),
+                CommandResult::Batch(results) => results.into_iter().for_each(|r| ids(r, out)),
+                other => panic!("{other:?}"),
+            }
+        }
+        let mut out = Vec::new();
+        ids(
+            state.apply(index, &LoggedCommand::new(format, command)),
+            &mut out,
+        );
+        out
+    }
+
+    #[test]
+    fn each_command_of_a_batch_gets_an_id_of_its_own_and_ids_only_grow() {
+        let mut state = ShoalState::default();
+        assert_eq!(submitted(&mut state, 3, LEGACY_FORMAT, submit(0)), [3]);
+        let batch = Command::Batch((1..=3).map(submit).collect());
+        assert_eq!(
+            submitted(&mut state, 5, DISTINCT_IDS_FORMAT, batch),
+            [5, 6, 7]
+        );
+        // A replica restored from a snapshot taken now gives the same ids.
+        let mut restored: ShoalState =
+            serde_json::from_value(serde_json::to_value(&state).unwrap()).unwrap();
+        for replica in [&mut state, &mut restored] {
+            assert_eq!(submitted(replica, 6, DISTINCT_IDS_FORMAT, submit(4)), [8]);
+            assert_eq!(submitted(replica, 20, DISTINCT_IDS_FORMAT, submit(5)), [20]);
+        }
+        assert_eq!(state, restored);
+        for (n, id) in [(0, 3), (1, 5), (2, 6), (3, 7), (4, 8), (5, 20)] {
+            let job = state.jobs.get(id).expect("job kept under its id");
+            assert_eq!(job.spec.args, serde_json::json!(n), "job {id}");
+        }
     }
 
     #[test]

@@ -45,7 +45,7 @@ pub enum DocCommand {
     DropCollection {
         name: String,
     },
-    /// The id is assigned from the log index, the same on every replica.
+    /// The id is made from the command's, the same on every replica.
     Insert {
         collection: String,
         body: Value,
@@ -137,13 +137,14 @@ pub struct DocStore {
 }
 
 impl DocStore {
-    /// Applies one committed command. `index` is its Raft log index, from
-    /// which an inserted document's id is made.
-    pub fn apply(&mut self, index: u64, command: &DocCommand) -> DocOutcome {
+    /// Applies one committed command. `id` is the command's own (it grows
+    /// from command to command, the same on every replica), from which an
+    /// inserted document's id is made.
+    pub fn apply(&mut self, id: u64, command: &DocCommand) -> DocOutcome {
         let applied = match command {
             DocCommand::CreateCollection { name } => self.create_collection(name),
             DocCommand::DropCollection { name } => self.drop_collection(name),
-            DocCommand::Insert { collection, body } => self.insert(index, collection, body),
+            DocCommand::Insert { collection, body } => self.insert(id, collection, body),
             DocCommand::Replace {
                 collection,
                 id,
@@ -271,11 +272,11 @@ impl DocStore {
         }
     }
 
-    fn insert(&mut self, index: u64, collection: &str, body: &Value) -> Applied {
+    fn insert(&mut self, command_id: u64, collection: &str, body: &Value) -> Applied {
         check_is_object(body)?;
         let documents = self.collection_mut(collection)?;
-        // Fixed-width hex sorts like the log index, so id order is insert order.
-        let id = format!("{index:016x}");
+        // Fixed-width hex sorts like the number, so id order is insert order.
+        let id = format!("{command_id:016x}");
         let document = Document {
             id: id.clone(),
             version: 1,

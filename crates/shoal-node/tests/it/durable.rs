@@ -57,6 +57,38 @@ async fn wait_for_voters(node: &Node, voters: usize) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_submitted_at_once_share_log_entries_and_each_keeps_its_own_id_and_result() {
+    let nodes = start_cluster(3, |_, b| builtins::register(b.config(test_config(2)))).await;
+    wait_for_voters(&nodes[0], 3).await;
+    const JOBS: usize = 300;
+    let committed = |node: &Node| node.raft_status().committed.unwrap_or(0);
+    let before = committed(&nodes[0]);
+    let submitted = futures::future::join_all((0..JOBS).map(|i| {
+        let submitter = &nodes[i % 3];
+        async move { submitter.submit_job(spec("echo", json!({"n": i}))).await }
+    }))
+    .await;
+    let entries = committed(&nodes[0]) - before;
+    let ids: Vec<u64> = submitted.into_iter().map(Result::unwrap).collect();
+    let distinct: std::collections::BTreeSet<u64> = ids.iter().copied().collect();
+    assert_eq!(
+        distinct.len(),
+        JOBS,
+        "every job has an id of its own: {ids:?}"
+    );
+    assert!(
+        entries < JOBS as u64 / 2,
+        "{JOBS} jobs submitted at once took {entries} log entries"
+    );
+    for (i, id) in ids.into_iter().enumerate() {
+        let job = wait_finished(&nodes[2], id, Duration::from_secs(30)).await;
+        assert_eq!(job.state, JobState::Succeeded, "{job:?}");
+        assert_eq!(job.result, Some(json!({"n": i})), "job {id}");
+        assert_eq!(job.attempt, 1, "ran once");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_submitted_anywhere_complete_once_with_their_result() {
     let nodes = start_cluster(3, |_, b| builtins::register(b.config(test_config(2)))).await;
     wait_for_voters(&nodes[0], 3).await;

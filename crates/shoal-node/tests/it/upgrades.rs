@@ -1,7 +1,8 @@
 //! Rolling upgrades, with nodes that pretend to run another release
 //! (`NodeConfig::protocol_version`): a node of the next release joins a
-//! cluster, serves calls and jobs both ways and leaves; a node two releases
-//! ahead is refused, says why, and breaks nothing.
+//! cluster, serves calls and jobs both ways and leaves; while a node of the
+//! previous release is there, the log stays in its format; a node two
+//! releases ahead is refused, says why, and breaks nothing.
 
 use serde_json::{Value, json};
 use shoal_node::cluster::peers::Liveness;
@@ -141,6 +142,51 @@ async fn a_node_of_the_next_release_joins_serves_and_leaves() {
     assert_eq!(gone.code, ErrorCode::Unavailable, "{gone}");
     for node in &old {
         assert!(refusals(node).is_empty(), "{:?}", refusals(node));
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_a_node_of_the_previous_release_is_there_each_write_keeps_an_entry_of_its_own() {
+    // That release gave every command of an entry the entry's index as its
+    // id: merged submissions would all get one id there.
+    let nodes = start_cluster(3, this_release).await;
+    let previous = release(PROTOCOL_VERSION - 1, &nodes[0], "previous.whoami").await;
+    for node in &nodes {
+        wait_until(WAIT, "every node to count the older one in", async || {
+            node.peers().iter().any(|p| {
+                p.peer_id == previous.peer_id()
+                    && p.liveness == Liveness::Alive
+                    && p.load.version == PROTOCOL_VERSION - 1
+            })
+        })
+        .await;
+    }
+    const JOBS: usize = 40;
+    // Jobs no node may run, so the log holds only their submissions.
+    let nowhere = [("release", "none".to_string())];
+    let committed = || nodes[0].raft_status().committed.unwrap_or(0);
+    let before = committed();
+    let submitted = futures::future::join_all((0..JOBS).map(|i| {
+        let spec = JobSpec {
+            args: json!(i),
+            ..job("old.whoami", &nowhere)
+        };
+        nodes[i % 3].submit_job(spec)
+    }))
+    .await;
+    let entries = committed() - before;
+    assert!(
+        entries >= JOBS as u64,
+        "{JOBS} submissions took only {entries} entries"
+    );
+    for (i, id) in submitted.into_iter().enumerate() {
+        let id = id.expect("job accepted");
+        let job = previous.job(id, Read::Linearizable).await.unwrap().unwrap();
+        assert_eq!(job.spec.args, json!(i), "job {id}");
+    }
+    previous.shutdown().await;
+    for node in &nodes {
         node.shutdown().await;
     }
 }
