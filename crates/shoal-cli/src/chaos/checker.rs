@@ -100,8 +100,13 @@ fn check_jobs(history: &History, last: &FinalState, report: &mut Report) {
         let expected = serde_json::json!({ "key": submission.key });
         if job.state == JobState::Succeeded && job.result.as_ref() == Some(&expected) {
             report.jobs_completed_once += 1;
-            if job.attempt > 1 {
+            // A handed-back attempt did not fail: the job is not retried
+            // for it (though the attempt number, a fencing token, grows).
+            if job.attempt.saturating_sub(job.handed_back) > 1 {
                 report.jobs_retried += 1;
+            }
+            if job.handed_back > 0 {
+                report.jobs_handed_back += 1;
             }
         } else {
             report.jobs_lost += 1;

@@ -294,12 +294,13 @@ fn print_report(
         }
     );
     println!(
-        "jobs        {} submitted, {} acknowledged, {} completed exactly once ({} after a retry), \
-         {} lost, {} duplicated",
+        "jobs        {} submitted, {} acknowledged, {} completed exactly once ({} after a retry, \
+         {} handed back by a drain), {} lost, {} duplicated",
         report.jobs_submitted,
         report.jobs_acknowledged,
         report.jobs_completed_once,
         report.jobs_retried,
+        report.jobs_handed_back,
         report.jobs_lost,
         report.jobs_duplicated
     );

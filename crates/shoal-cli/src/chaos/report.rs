@@ -17,7 +17,10 @@ pub struct Report {
     pub jobs_submitted: usize,
     pub jobs_acknowledged: usize,
     pub jobs_completed_once: usize,
+    /// Completed after an attempt that failed or was lost with its node.
     pub jobs_retried: usize,
+    /// Completed after a draining node handed an attempt back.
+    pub jobs_handed_back: usize,
     pub jobs_lost: usize,
     pub jobs_duplicated: usize,
     pub doc_writes: usize,

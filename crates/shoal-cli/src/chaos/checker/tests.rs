@@ -160,8 +160,13 @@ fn jobs_are_checked_for_loss_and_duplicates() {
             submission("b", Some(2)),
             submission("c", None),
             submission("d", Some(4)),
+            submission("e", Some(5)),
         ],
         ..History::default()
+    };
+    let handed_back = Job {
+        handed_back: 1,
+        ..job(5, "e", JobState::Succeeded, 2)
     };
     let last = FinalState {
         jobs: vec![
@@ -169,13 +174,15 @@ fn jobs_are_checked_for_loss_and_duplicates() {
             job(2, "b", JobState::Succeeded, 1),
             job(3, "b", JobState::Succeeded, 1),
             job(4, "d", JobState::DeadLetter, 10),
+            handed_back,
         ],
         docs: Vec::new(),
     };
     let report = check(&history, &last);
-    assert_eq!(report.jobs_acknowledged, 3);
-    assert_eq!(report.jobs_completed_once, 2);
-    assert_eq!(report.jobs_retried, 1);
+    assert_eq!(report.jobs_acknowledged, 4);
+    assert_eq!(report.jobs_completed_once, 3);
+    assert_eq!(report.jobs_retried, 1, "a handed-back attempt is no retry");
+    assert_eq!(report.jobs_handed_back, 1);
     assert_eq!(report.jobs_duplicated, 1);
     assert_eq!(report.jobs_lost, 1);
     assert!(!report.passed());
