@@ -7,6 +7,10 @@
 //! every job; at 20,000 jobs kept, applying leases took most of each
 //! replica's CPU.)
 //!
+//! Queued jobs are also kept by what they need of the node that runs them,
+//! so a node finds the jobs it may run among those alone: jobs waiting for
+//! a node it is not (20,000 waiting for a GPU, say) cost its look nothing.
+//!
 //! The index is derived state: it is never stored or sent, and it is built
 //! again from the jobs whenever a table is read back from a snapshot.
 
@@ -14,11 +18,18 @@ use super::{Job, JobId, JobState};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
 
+/// Where a queued job stands in line: highest priority first, then oldest.
+type Place = (Reverse<i32>, JobId);
+
+/// What a job needs of the node that runs it: labels, then resources.
+pub type Needs = (BTreeMap<String, String>, BTreeMap<String, u64>);
+
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct JobIndex {
-    /// Queued jobs in the order leases take them: highest priority first,
-    /// then oldest.
-    queued: BTreeSet<(Reverse<i32>, JobId)>,
+    /// Queued jobs in the order leases take them.
+    queued: BTreeSet<Place>,
+    /// The same jobs, apart by what they need (few kinds in any cluster).
+    queued_by_needs: BTreeMap<Needs, BTreeSet<Place>>,
     running: BTreeSet<JobId>,
     /// Finished jobs by when they finished, oldest first, for the
     /// retention sweep (every finished job has a finish time).
@@ -40,7 +51,9 @@ impl JobIndex {
     pub fn add(&mut self, job: &Job) {
         match job.state {
             JobState::Queued => {
-                self.queued.insert(queue_key(job));
+                self.queued.insert(place(job));
+                let line = self.queued_by_needs.entry(needs(job)).or_default();
+                line.insert(place(job));
             }
             JobState::Running => {
                 self.running.insert(job.id);
@@ -58,7 +71,14 @@ impl JobIndex {
     pub fn remove(&mut self, job: &Job) {
         match job.state {
             JobState::Queued => {
-                self.queued.remove(&queue_key(job));
+                self.queued.remove(&place(job));
+                let needs = needs(job);
+                if let Some(line) = self.queued_by_needs.get_mut(&needs) {
+                    line.remove(&place(job));
+                    if line.is_empty() {
+                        self.queued_by_needs.remove(&needs);
+                    }
+                }
             }
             JobState::Running => {
                 self.running.remove(&job.id);
@@ -82,6 +102,28 @@ impl JobIndex {
         self.queued.iter().map(|&(_, id)| id)
     }
 
+    /// Queued jobs whose needs `fits`, in the order leases take them.
+    pub fn queued_fitting(
+        &self,
+        fits: impl Fn(&Needs) -> bool,
+    ) -> impl Iterator<Item = JobId> + '_ {
+        let mut lines: Vec<_> = self
+            .queued_by_needs
+            .iter()
+            .filter(|(needs, _)| fits(needs))
+            .map(|(_, line)| line.iter().peekable())
+            .collect();
+        // Each line is in order; the next job is the first of their heads.
+        std::iter::from_fn(move || {
+            let (first, _) = lines
+                .iter_mut()
+                .enumerate()
+                .filter_map(|(i, line)| line.peek().map(|&&head| (i, head)))
+                .min_by_key(|&(_, head)| head)?;
+            lines[first].next().map(|&(_, id)| id)
+        })
+    }
+
     pub fn has_queued(&self) -> bool {
         !self.queued.is_empty()
     }
@@ -100,8 +142,12 @@ impl JobIndex {
     }
 }
 
-fn queue_key(job: &Job) -> (Reverse<i32>, JobId) {
+fn place(job: &Job) -> Place {
     (Reverse(job.spec.priority), job.id)
+}
+
+fn needs(job: &Job) -> Needs {
+    (job.spec.labels.clone(), job.spec.resources.clone())
 }
 
 fn finish_key(job: &Job) -> Option<(u64, JobId)> {

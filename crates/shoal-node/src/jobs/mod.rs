@@ -21,7 +21,7 @@ mod rules;
 pub mod runner;
 
 use index::JobIndex;
-use rules::{fail_attempt, fits_beside, is_leasable, lease_overdue};
+use rules::{fail_attempt, fits_beside, is_leasable, lease_overdue, meets};
 use rules::{stale_attempt_reason, start_attempt, unknown_job};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -259,6 +259,14 @@ impl JobTable {
         self.index.queued().filter_map(|id| self.jobs.get(&id))
     }
 
+    /// Queued jobs a node offering `offer` meets the needs of, in the
+    /// order leases take them; those it does not meet are never looked at.
+    fn queued_for<'a>(&'a self, offer: &'a Capabilities) -> impl Iterator<Item = &'a Job> {
+        self.index
+            .queued_fitting(|(labels, resources)| meets(labels, resources, offer))
+            .filter_map(|id| self.jobs.get(&id))
+    }
+
     /// Changes job `id` (if it exists) and keeps the index right.
     fn update<T>(&mut self, id: JobId, change: impl FnOnce(&mut Job) -> T) -> Option<T> {
         let job = self.jobs.get_mut(&id)?;
@@ -303,7 +311,7 @@ impl JobTable {
     /// How many queued jobs a node offering `offer` could lease at
     /// `now_ms`, counting no further than `up_to`.
     pub fn leasable(&self, offer: &Capabilities, now_ms: u64, up_to: usize) -> usize {
-        self.queued()
+        self.queued_for(offer)
             .filter(|job| is_leasable(job, offer, now_ms))
             .take(up_to)
             .count()
@@ -372,7 +380,10 @@ impl JobTable {
         let mut held = self.resources_held_by(node);
         let mut local = 0;
         let mut chosen = Vec::new();
-        for job in self.queued().filter(|job| is_leasable(job, offer, now_ms)) {
+        for job in self
+            .queued_for(offer)
+            .filter(|job| is_leasable(job, offer, now_ms))
+        {
             if chosen.len() >= limits.max as usize {
                 break;
             }

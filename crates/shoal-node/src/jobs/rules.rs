@@ -46,12 +46,19 @@ pub(super) fn lease_overdue(job: &Job, now_ms: u64) -> bool {
 /// Whether a node offering `offer` may run a job needing `spec`: every
 /// label matches and every resource is offered at least in that amount.
 pub(super) fn offer_fits(spec: &JobSpec, offer: &Capabilities) -> bool {
-    let labels_match = spec
-        .labels
+    meets(&spec.labels, &spec.resources, offer)
+}
+
+/// Whether `offer` has every label of `labels` and at least `resources`.
+pub(super) fn meets(
+    labels: &BTreeMap<String, String>,
+    resources: &BTreeMap<String, u64>,
+    offer: &Capabilities,
+) -> bool {
+    let labels_match = labels
         .iter()
         .all(|(key, value)| offer.labels.get(key) == Some(value));
-    let resources_suffice = spec
-        .resources
+    let resources_suffice = resources
         .iter()
         .all(|(name, needed)| offer.resources.get(name).copied().unwrap_or(0) >= *needed);
     labels_match && resources_suffice

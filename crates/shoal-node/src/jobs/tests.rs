@@ -560,12 +560,16 @@ fn the_wait_that_calls_in_more_runners_is_the_next_jobs_not_the_queues() {
 /// the jobs that exist when the step runs, so most steps do something.
 #[derive(Clone, Debug)]
 enum Step {
+    /// `gpu`: the job needs a node labelled `accel=gpu`.
     Submit {
         key: Option<u8>,
         priority: i32,
+        gpu: bool,
     },
+    /// `gpu`: the leasing node has that label.
     Lease {
         max: u32,
+        gpu: bool,
     },
     Renew {
         job: prop::sample::Index,
@@ -598,9 +602,9 @@ fn step() -> impl Strategy<Value = Step> {
     // Weighted towards the lease life cycle, so completions often race
     // expiries and retries rather than mostly hitting cancelled jobs.
     prop_oneof![
-        3 => (prop::option::of(0u8..3), -1i32..=1)
-            .prop_map(|(key, priority)| Step::Submit { key, priority }),
-        3 => (0u32..3).prop_map(|max| Step::Lease { max }),
+        3 => (prop::option::of(0u8..3), -1i32..=1, any::<bool>())
+            .prop_map(|(key, priority, gpu)| Step::Submit { key, priority, gpu }),
+        3 => (0u32..3, any::<bool>()).prop_map(|(max, gpu)| Step::Lease { max, gpu }),
         2 => (job.clone(), delta.clone())
             .prop_map(|(job, attempt_delta)| Step::Renew { job, attempt_delta }),
         3 => (job.clone(), delta.clone())
@@ -622,19 +626,28 @@ fn command(table: &JobTable, step: &Step, index: u64, now_ms: u64) -> Option<Job
     };
     let shifted = |attempt: u32, delta: i8| attempt.saturating_add_signed(delta.into());
     let command = match step {
-        Step::Submit { key, priority } => {
+        Step::Submit { key, priority, gpu } => {
             let mut spec = spec("f");
             spec.priority = *priority;
             spec.idempotency_key = key.map(|key| format!("key-{key}"));
+            if *gpu {
+                spec.labels.insert("accel".into(), "gpu".into());
+            }
             JobCommand::Submit { spec, now_ms }
         }
-        Step::Lease { max } => JobCommand::Lease {
-            node: format!("node-{}", index % 3),
-            offer: any_node(),
-            max: *max,
-            max_local: *max,
-            now_ms,
-        },
+        Step::Lease { max, gpu } => {
+            let mut offer = any_node();
+            if *gpu {
+                offer.labels.insert("accel".into(), "gpu".into());
+            }
+            JobCommand::Lease {
+                node: format!("node-{}", index % 3),
+                offer,
+                max: *max,
+                max_local: *max,
+                now_ms,
+            }
+        }
         Step::Renew { .. } | Step::Complete { .. } | Step::Fail { .. } | Step::Cancel { .. }
             if ids.is_empty() =>
         {
@@ -716,11 +729,18 @@ proptest! {
                 command
             );
 
-            if let JobOutcome::Leased(jobs) = &outcome {
-                for job in jobs {
-                    let prior = before.get(job.id).map(|job| job.state);
-                    prop_assert_eq!(prior, Some(JobState::Queued), "leased job {}", job.id);
-                }
+            if let (JobOutcome::Leased(jobs), JobCommand::Lease { offer, max, .. }) =
+                (&outcome, &command)
+            {
+                // What a look at every queued job, in line, would take.
+                let in_line: Vec<JobId> = before
+                    .queued()
+                    .filter(|job| is_leasable(job, offer, now_ms))
+                    .take(*max as usize)
+                    .map(|job| job.id)
+                    .collect();
+                let leased: Vec<JobId> = jobs.iter().map(|job| job.id).collect();
+                prop_assert_eq!(leased, in_line, "a lease takes the first it may, in line");
             }
             for job in table.list(None) {
                 if job.state.is_finished() {
