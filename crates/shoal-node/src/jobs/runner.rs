@@ -31,7 +31,7 @@ use shoal_proto::{CallError, ErrorCode, JobRef};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -152,6 +152,9 @@ pub async fn run(runner: JobRunner, tasks: TaskTracker, shutdown: CancellationTo
     } = runner.clone();
     let me = me.to_base58();
     let running_local = Arc::new(AtomicUsize::new(0));
+    // A job that ran here for its requirements ended: its slot may take
+    // the next such job now, not at the next poll.
+    let local_slot_freed = Arc::new(Notify::new());
     let (outcomes, pending_outcomes) = mpsc::channel(max_jobs.max(1));
     tasks.spawn(record_outcomes(
         Arc::clone(&consensus),
@@ -166,7 +169,8 @@ pub async fn run(runner: JobRunner, tasks: TaskTracker, shutdown: CancellationTo
     loop {
         // Right after a lease that found work there may be more: look again
         // at once. Otherwise wait a poll interval while there is work, or
-        // for news of some; never look more often than every POLL.
+        // for news of some; look no more often than every POLL, except when
+        // a job that must run here ends (its slot is what limits them).
         if !leased_last_time {
             if !active {
                 tokio::select! {
@@ -178,6 +182,7 @@ pub async fn run(runner: JobRunner, tasks: TaskTracker, shutdown: CancellationTo
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep_until((last_look + POLL).into()) => {}
+                () = local_slot_freed.notified() => {}
             }
         }
         last_look = Instant::now();
@@ -283,6 +288,7 @@ pub async fn run(runner: JobRunner, tasks: TaskTracker, shutdown: CancellationTo
             }
             let runner = runner.clone();
             let (running, running_local) = (Arc::clone(&running), Arc::clone(&running_local));
+            let local_slot_freed = Arc::clone(&local_slot_freed);
             let outcomes = outcomes.clone();
             let shutdown = shutdown.clone();
             tasks.spawn(async move {
@@ -295,6 +301,7 @@ pub async fn run(runner: JobRunner, tasks: TaskTracker, shutdown: CancellationTo
                 running.fetch_sub(1, Ordering::Relaxed);
                 if local {
                     running_local.fetch_sub(1, Ordering::Relaxed);
+                    local_slot_freed.notify_one();
                 }
             });
         }
