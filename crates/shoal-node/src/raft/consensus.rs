@@ -21,7 +21,7 @@ use super::query::{Query, answer};
 use super::snapshot_transfer::SnapshotInbox;
 use super::state_machine::{StateMachine, StateReader};
 use super::types::{Command, CommandResult, LoggedCommand, RPC_TIMEOUT, RaftPeer};
-use super::types::{ShoalState, TypeConfig};
+use super::types::{RaftNode, ShoalState};
 use super::types::{raft_config, raft_id};
 use crate::clock::now_ms;
 use crate::cluster::peers::PeerView;
@@ -40,8 +40,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
-
-pub(super) type RaftNode = Raft<TypeConfig, StateMachine<TypeConfig, ShoalState>>;
 
 /// How long a write or a read waits for a leader before giving up.
 pub(super) const LEADER_WAIT: Duration = Duration::from_secs(10);

@@ -15,8 +15,7 @@
 //! [`DISTINCT_IDS_FORMAT`] on, where each command of a batch gets an id of
 //! its own; earlier releases gave them all the entry's index.
 
-use super::consensus::RaftNode;
-use super::types::{Command, CommandResult, DISTINCT_IDS_FORMAT, LoggedCommand};
+use super::types::{Command, CommandResult, DISTINCT_IDS_FORMAT, LoggedCommand, RaftNode};
 use std::sync::Arc;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;

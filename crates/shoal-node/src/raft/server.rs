@@ -8,11 +8,11 @@
 //!        ── (peer, RaftResponse{id}) ─►       ─► RpcClient::on_response(id)
 //! ```
 
-use super::consensus::{Consensus, RaftNode};
+use super::consensus::Consensus;
 use super::network::{RaftReply, RaftRpc};
 use super::proposer::Refused;
 use super::snapshot_transfer::{Received, SnapshotChunk};
-use super::types::RPC_TIMEOUT;
+use super::types::{RPC_TIMEOUT, RaftNode};
 use crate::clock::now_ms;
 use libp2p::PeerId;
 use openraft::ReadPolicy;

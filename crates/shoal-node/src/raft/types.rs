@@ -64,6 +64,10 @@ openraft::declare_raft_types!(
         Node = RaftPeer,
 );
 
+/// A node's Raft instance.
+pub(super) type RaftNode =
+    openraft::Raft<TypeConfig, super::state_machine::StateMachine<TypeConfig, ShoalState>>;
+
 /// The replicated state: durable jobs and the document store.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ShoalState {
