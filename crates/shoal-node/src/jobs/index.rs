@@ -16,7 +16,7 @@
 
 use super::{Job, JobId, JobState};
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 /// Where a queued job stands in line: highest priority first, then oldest.
 type Place = (Reverse<i32>, JobId);
@@ -28,7 +28,7 @@ pub type Needs = (BTreeMap<String, String>, BTreeMap<String, u64>);
 pub struct JobIndex {
     /// Queued jobs in the order leases take them.
     queued: BTreeSet<Place>,
-    /// The same jobs, apart by what they need (few kinds in any cluster).
+    /// The same jobs, apart by what they need.
     queued_by_needs: BTreeMap<Needs, BTreeSet<Place>>,
     running: BTreeSet<JobId>,
     /// Finished jobs by when they finished, oldest first, for the
@@ -111,16 +111,20 @@ impl JobIndex {
             .queued_by_needs
             .iter()
             .filter(|(needs, _)| fits(needs))
-            .map(|(_, line)| line.iter().peekable())
+            .map(|(_, line)| line.iter())
             .collect();
         // Each line is in order; the next job is the first of their heads.
+        let mut heads: BinaryHeap<Reverse<(Place, usize)>> = lines
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, line)| line.next().map(|&head| Reverse((head, i))))
+            .collect();
         std::iter::from_fn(move || {
-            let (first, _) = lines
-                .iter_mut()
-                .enumerate()
-                .filter_map(|(i, line)| line.peek().map(|&&head| (i, head)))
-                .min_by_key(|&(_, head)| head)?;
-            lines[first].next().map(|&(_, id)| id)
+            let Reverse(((_, id), i)) = heads.pop()?;
+            if let Some(&head) = lines[i].next() {
+                heads.push(Reverse((head, i)));
+            }
+            Some(id)
         })
     }
 

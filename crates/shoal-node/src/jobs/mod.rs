@@ -332,7 +332,7 @@ impl JobTable {
             .map(|(_, id)| id)
     }
 
-    fn submit(&mut self, index: u64, spec: &JobSpec, now_ms: u64) -> JobOutcome {
+    fn submit(&mut self, id: JobId, spec: &JobSpec, now_ms: u64) -> JobOutcome {
         if let Some(key) = &spec.idempotency_key {
             if let Some(&existing_id) = self.by_key.get(key) {
                 return JobOutcome::Submitted {
@@ -340,12 +340,12 @@ impl JobTable {
                     existing: true,
                 };
             }
-            self.by_key.insert(key.clone(), index);
+            self.by_key.insert(key.clone(), id);
         }
         let mut spec = spec.clone();
         spec.max_attempts = spec.max_attempts.max(1);
         let job = Job {
-            id: index,
+            id,
             spec,
             state: JobState::Queued,
             attempt: 0,
@@ -361,9 +361,9 @@ impl JobTable {
             finished_ms: None,
         };
         self.index.add(&job);
-        self.jobs.insert(index, job);
+        self.jobs.insert(id, job);
         JobOutcome::Submitted {
-            id: index,
+            id,
             existing: false,
         }
     }

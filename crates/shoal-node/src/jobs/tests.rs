@@ -102,7 +102,7 @@ fn rejection(outcome: JobOutcome) -> String {
 }
 
 #[test]
-fn submit_queues_a_job_named_by_its_log_index() {
+fn submit_queues_a_job_named_by_its_command_id() {
     let mut log = Log::default();
     let mut no_attempts = spec("f");
     no_attempts.max_attempts = 0;

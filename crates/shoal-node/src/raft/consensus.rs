@@ -340,7 +340,7 @@ impl Consensus {
     /// The format version this node writes entries in: the lowest protocol
     /// version among this release and every node it knows of, so that all
     /// of them read what it writes (see [`shoal_proto::version`]).
-    fn write_format(&self) -> u32 {
+    pub(super) fn write_format(&self) -> u32 {
         self.peers
             .lowest_version()
             .map_or(PROTOCOL_VERSION, |lowest| lowest.min(PROTOCOL_VERSION))

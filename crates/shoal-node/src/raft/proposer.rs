@@ -13,7 +13,8 @@
 //! every follower (framing, storing, applying, acknowledging) is shared.
 //! Only writes of the same format merge, and only from
 //! [`DISTINCT_IDS_FORMAT`] on, where each command of a batch gets an id of
-//! its own; earlier releases gave them all the entry's index.
+//! its own; earlier releases gave them all the entry's index. Writes of an
+//! older format do not wait here: they go to openraft at once, as before.
 
 use super::types::{Command, CommandResult, DISTINCT_IDS_FORMAT, LoggedCommand, RaftNode};
 use std::sync::Arc;
@@ -45,6 +46,7 @@ struct Proposal {
 
 /// The leader's side of writing: proposes commands, several to an entry.
 pub(super) struct Proposer {
+    raft: RaftNode,
     queue: mpsc::Sender<Proposal>,
     stopped: CancellationToken,
 }
@@ -54,8 +56,12 @@ impl Proposer {
     pub(super) fn start(raft: RaftNode) -> Proposer {
         let (queue, waiting) = mpsc::channel(QUEUE);
         let stopped = CancellationToken::new();
-        tokio::spawn(gather(raft, waiting, stopped.clone()));
-        Proposer { queue, stopped }
+        tokio::spawn(gather(raft.clone(), waiting, stopped.clone()));
+        Proposer {
+            raft,
+            queue,
+            stopped,
+        }
     }
 
     /// Proposes nothing more; writes waiting fail with the node stopping.
@@ -66,6 +72,10 @@ impl Proposer {
     /// Commits `command` (with others, perhaps) and returns what applying
     /// it returned.
     pub(super) async fn propose(&self, command: LoggedCommand) -> Result<CommandResult, Refused> {
+        if command.format < DISTINCT_IDS_FORMAT {
+            // It would go alone anyway: openraft pipelines it with others.
+            return write(&self.raft, command).await;
+        }
         let stopped = || Refused::Failed("the node is stopping".to_string());
         let (reply, answer) = oneshot::channel();
         self.queue
@@ -96,19 +106,25 @@ async fn gather(raft: RaftNode, mut waiting: mpsc::Receiver<Proposal>, stopped: 
                 },
             },
         };
+        // A writer that gave up waiting is told it may or may not have
+        // been written; not writing it is the kinder of the two.
+        if first.reply.is_closed() {
+            continue;
+        }
         let format = first.command.format;
         let mut batch = vec![first];
-        if format >= DISTINCT_IDS_FORMAT {
-            let mut bytes = encoded_len(&batch[0].command.value);
-            while batch.len() < MAX_COMMANDS {
-                let Ok(next) = waiting.try_recv() else { break };
-                bytes += encoded_len(&next.command.value);
-                if next.command.format != format || bytes > MAX_BYTES {
-                    held = Some(next);
-                    break;
-                }
-                batch.push(next);
+        let mut bytes = encoded_len(&batch[0].command.value);
+        while batch.len() < MAX_COMMANDS {
+            let Ok(next) = waiting.try_recv() else { break };
+            if next.reply.is_closed() {
+                continue;
             }
+            bytes += encoded_len(&next.command.value);
+            if next.command.format != format || bytes > MAX_BYTES {
+                held = Some(next);
+                break;
+            }
+            batch.push(next);
         }
         let raft = raft.clone();
         tokio::spawn(async move {

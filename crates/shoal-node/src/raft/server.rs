@@ -12,7 +12,7 @@ use super::consensus::Consensus;
 use super::network::{RaftReply, RaftRpc};
 use super::proposer::Refused;
 use super::snapshot_transfer::{Received, SnapshotChunk};
-use super::types::{RPC_TIMEOUT, RaftNode};
+use super::types::{LoggedCommand, RPC_TIMEOUT, RaftNode};
 use crate::clock::now_ms;
 use libp2p::PeerId;
 use openraft::ReadPolicy;
@@ -109,6 +109,10 @@ impl Consensus {
             }
             RaftRpc::Write(command) if self.is_leader() => {
                 let proposer = self.proposer.as_ref().expect("a Raft member proposes");
+                // The writer may not know every node yet: no newer format
+                // than the leader knows all nodes read.
+                let format = command.format.min(self.write_format());
+                let command = LoggedCommand::new(format, command.value);
                 match proposer.propose(command).await {
                     Ok(result) => RaftReply::Written(result),
                     Err(Refused::NotLeader) => RaftReply::NotLeader {

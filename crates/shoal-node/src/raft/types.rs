@@ -85,8 +85,8 @@ impl crate::raft::state_machine::StateLogic<TypeConfig> for ShoalState {
     }
 
     fn apply(&mut self, index: u64, command: &LoggedCommand) -> CommandResult {
-        let distinct_ids = command.format >= DISTINCT_IDS_FORMAT;
-        self.apply_command(index, distinct_ids, &command.value)
+        let shared_id = (command.format < DISTINCT_IDS_FORMAT).then(|| self.next_id(index));
+        self.apply_command(index, shared_id, &command.value)
     }
 
     fn format_of(command: &LoggedCommand) -> u32 {
@@ -96,41 +96,41 @@ impl crate::raft::state_machine::StateLogic<TypeConfig> for ShoalState {
 
 impl ShoalState {
     /// Applies a command of the entry at log `index`. Each job or document
-    /// command gets an id, which a submitted job or an inserted document
-    /// takes: with `distinct_ids`, the entry's index or, for the later
-    /// commands of a batch, the one after the id before; otherwise (the
-    /// format of release 1) the entry's index for all of them. Either way
-    /// ids only grow, and every replica gives the same ones.
+    /// command has an id, which a submitted job or an inserted document
+    /// takes. In an entry of [`DISTINCT_IDS_FORMAT`] or later, each command
+    /// takes the next id; in one of release 1's format, every command of
+    /// the entry shares one (`shared_id`, which was the entry's index in
+    /// release 1, and still is whenever release 1 could read the log). Ids
+    /// only grow, whatever the formats' order, and every replica gives the
+    /// same ones.
     fn apply_command(
         &mut self,
         index: u64,
-        distinct_ids: bool,
+        shared_id: Option<u64>,
         command: &Command,
     ) -> CommandResult {
         match command {
             Command::Jobs(command) => {
-                let id = self.next_id(index, distinct_ids);
+                let id = shared_id.unwrap_or_else(|| self.next_id(index));
                 CommandResult::Jobs(self.jobs.apply(id, command))
             }
             Command::Docs(command) => {
-                let id = self.next_id(index, distinct_ids);
+                let id = shared_id.unwrap_or_else(|| self.next_id(index));
                 CommandResult::Docs(self.docs.apply(id, command))
             }
             Command::Batch(commands) => CommandResult::Batch(
                 commands
                     .iter()
-                    .map(|command| self.apply_command(index, distinct_ids, command))
+                    .map(|command| self.apply_command(index, shared_id, command))
                     .collect(),
             ),
         }
     }
 
-    fn next_id(&mut self, index: u64, distinct_ids: bool) -> u64 {
-        self.last_id = if distinct_ids {
-            index.max(self.last_id + 1)
-        } else {
-            index
-        };
+    /// The entry's index, or the id after the last one if that is higher
+    /// (an earlier entry held several commands).
+    fn next_id(&mut self, index: u64) -> u64 {
+        self.last_id = index.max(self.last_id + 1);
         self.last_id
     }
 }
@@ -242,10 +242,27 @@ mod tests {
             serde_json::from_value(serde_json::to_value(&state).unwrap()).unwrap();
         for replica in [&mut state, &mut restored] {
             assert_eq!(submitted(replica, 6, DISTINCT_IDS_FORMAT, submit(4)), [8]);
-            assert_eq!(submitted(replica, 20, DISTINCT_IDS_FORMAT, submit(5)), [20]);
+            // A writer that still knows a node of release 1 writes its
+            // format, whose commands share an id: never one given before.
+            let shared = Command::Batch(vec![submit(5), Command::Batch(Vec::new())]);
+            assert_eq!(submitted(replica, 7, LEGACY_FORMAT, shared), [9]);
+            assert_eq!(submitted(replica, 8, DISTINCT_IDS_FORMAT, submit(6)), [10]);
+            assert_eq!(submitted(replica, 20, DISTINCT_IDS_FORMAT, submit(7)), [20]);
+            assert_eq!(submitted(replica, 21, LEGACY_FORMAT, submit(8)), [21]);
         }
         assert_eq!(state, restored);
-        for (n, id) in [(0, 3), (1, 5), (2, 6), (3, 7), (4, 8), (5, 20)] {
+        let ids = [
+            (0, 3),
+            (1, 5),
+            (2, 6),
+            (3, 7),
+            (4, 8),
+            (5, 9),
+            (6, 10),
+            (7, 20),
+            (8, 21),
+        ];
+        for (n, id) in ids {
             let job = state.jobs.get(id).expect("job kept under its id");
             assert_eq!(job.spec.args, serde_json::json!(n), "job {id}");
         }

@@ -83,7 +83,7 @@ fn collections_are_created_once_and_dropped_with_their_documents() {
 }
 
 #[test]
-fn insert_assigns_unique_ids_from_the_log_index() {
+fn insert_assigns_unique_ids_from_the_command_id() {
     let mut log = Log::with_collection("people");
     let ids: Vec<String> = (0..50).map(|n| log.insert(json!({"n": n}))).collect();
     let unique: std::collections::BTreeSet<&String> = ids.iter().collect();

@@ -196,8 +196,9 @@ pub struct BatchReply {
 
 // ---- jobs ----
 
-/// A job's id: the Raft log index of its submission, unique and the same
-/// on every replica.
+/// A job's id: unique, the same on every replica, and larger for a job
+/// submitted later (the Raft log index of its submission, or just above it
+/// when several submissions shared a log entry).
 pub type JobId = u64;
 
 /// What to run and where it may run. Everything but `function` has a
