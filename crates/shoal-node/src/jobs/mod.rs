@@ -36,6 +36,26 @@ pub struct Capabilities {
     pub resources: BTreeMap<String, u64>,
 }
 
+/// Who would lease, with what, and with room for how many jobs with
+/// requirements (those run on the leasing node itself).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Leasing {
+    pub node: String,
+    pub offer: Capabilities,
+    pub max_local: u32,
+}
+
+impl Leasing {
+    /// A node that holds no job yet.
+    pub fn anywhere(offer: &Capabilities, max_local: u32) -> Leasing {
+        Leasing {
+            node: String::new(),
+            offer: offer.clone(),
+            max_local,
+        }
+    }
+}
+
 /// A change to the job table.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum JobCommand {
@@ -302,19 +322,22 @@ impl JobTable {
             .map(|job| now_ms.saturating_sub(job.not_before_ms.max(job.submitted_ms)))
     }
 
-    /// Whether a `Lease` with `offer` at `now_ms` would hand out a job: a
-    /// local read, so a runner proposes a lease only when it does something.
+    /// Whether a `Lease` with `offer` (and room for one job with
+    /// requirements) at `now_ms` would hand out a job.
     pub fn has_leasable(&self, offer: &Capabilities, now_ms: u64) -> bool {
-        self.leasable(offer, now_ms, 1) > 0
+        self.leasable(&Leasing::anywhere(offer, 1), now_ms, 1) > 0
     }
 
-    /// How many queued jobs a node offering `offer` could lease at
-    /// `now_ms`, counting no further than `up_to`.
-    pub fn leasable(&self, offer: &Capabilities, now_ms: u64, up_to: usize) -> usize {
-        self.queued_for(offer)
-            .filter(|job| is_leasable(job, offer, now_ms))
-            .take(up_to)
-            .count()
+    /// How many jobs a `Lease` by `leasing` at `now_ms` would hand out,
+    /// counting no further than `up_to`: a local read, so that a runner
+    /// proposes a lease only when it takes something.
+    pub fn leasable(&self, leasing: &Leasing, now_ms: u64, up_to: usize) -> usize {
+        let limits = LeaseLimits {
+            max: up_to.try_into().unwrap_or(u32::MAX),
+            max_local: leasing.max_local,
+        };
+        self.choose(&leasing.node, &leasing.offer, limits, now_ms)
+            .len()
     }
 
     /// Whether a `Tick` at `now_ms` would change anything: a lease ran out
@@ -377,6 +400,25 @@ impl JobTable {
         limits: LeaseLimits,
         now_ms: u64,
     ) -> Vec<Job> {
+        self.choose(node, offer, limits, now_ms)
+            .into_iter()
+            .filter_map(|id| {
+                self.update(id, |job| {
+                    start_attempt(job, node, now_ms);
+                    job.clone()
+                })
+            })
+            .collect()
+    }
+
+    /// The jobs a `Lease` would take, in the order it takes them.
+    fn choose(
+        &self,
+        node: &str,
+        offer: &Capabilities,
+        limits: LeaseLimits,
+        now_ms: u64,
+    ) -> Vec<JobId> {
         let mut held = self.resources_held_by(node);
         let mut local = 0;
         let mut chosen = Vec::new();
@@ -399,14 +441,6 @@ impl JobTable {
             chosen.push(job.id);
         }
         chosen
-            .into_iter()
-            .filter_map(|id| {
-                self.update(id, |job| {
-                    start_attempt(job, node, now_ms);
-                    job.clone()
-                })
-            })
-            .collect()
     }
 
     /// Running jobs leased by `node`.

@@ -16,7 +16,7 @@
 //! out or finished jobs are due for garbage collection, so lost leases
 //! return to the queue.
 
-use super::{Capabilities, Job, JobCommand, JobOutcome, runs_where_leased};
+use super::{Capabilities, Job, JobCommand, JobOutcome, Leasing, runs_where_leased};
 use crate::calls::scripts::Scripts;
 use crate::calls::workers::PYTHON_SCRIPT;
 use crate::calls::{CallOptions, Calls};
@@ -216,8 +216,16 @@ pub async fn run(runner: JobRunner, tasks: TaskTracker, shutdown: CancellationTo
             .read(|peers| peers.live().filter(|(_, p)| p.load.slots > 0).count()))
         .min(MAX_SHARES);
         let up_to = free * runners;
+        let free_local = max_local_jobs.saturating_sub(running_local.load(Ordering::Relaxed));
+        // What a lease would take, counting its limits: with its slots for
+        // jobs with requirements full, a node proposes no lease for them.
+        let leasing = Leasing {
+            node: me.clone(),
+            offer: offer.clone(),
+            max_local: free_local as u32,
+        };
         let found = match consensus.read_local(|state| Leasable {
-            leasable: state.jobs.leasable(&offer, now, up_to),
+            leasable: state.jobs.leasable(&leasing, now, up_to),
             applied: state.jobs.applied_id(),
         }) {
             Some(found) => Some(found),
@@ -225,7 +233,7 @@ pub async fn run(runner: JobRunner, tasks: TaskTracker, shutdown: CancellationTo
                 let waiting = peers.leader_has_jobs_waiting();
                 active |= waiting;
                 if asking.due(waiting) {
-                    ask_for_work(&consensus, &offer, now, up_to).await
+                    ask_for_work(&consensus, leasing, now, up_to).await
                 } else {
                     None
                 }
@@ -247,7 +255,6 @@ pub async fn run(runner: JobRunner, tasks: TaskTracker, shutdown: CancellationTo
         // wherever placement puts it, not where it was leased).
         let share = leasable.div_ceil(runners);
         let max = free.min(share);
-        let free_local = max_local_jobs.saturating_sub(running_local.load(Ordering::Relaxed));
         let lease = JobCommand::Lease {
             node: me.clone(),
             offer: offer.clone(),
@@ -342,14 +349,16 @@ impl Asking {
 /// Asks a member how many jobs this node could lease.
 async fn ask_for_work(
     consensus: &Consensus,
-    offer: &Capabilities,
+    leasing: Leasing,
     now_ms: u64,
     up_to: usize,
 ) -> Option<Leasable> {
     let query = Query::Leasable {
-        offer: offer.clone(),
+        offer: leasing.offer,
         now_ms,
         up_to,
+        node: leasing.node,
+        max_local: leasing.max_local,
     };
     match consensus.query(query, false).await {
         Ok(answer) => serde_json::from_value(answer).ok(),

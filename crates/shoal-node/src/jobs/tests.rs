@@ -387,6 +387,13 @@ fn a_nodes_resources_are_reserved_while_its_jobs_run() {
         vec![first],
         "one gpu, one job"
     );
+    let looking = |node: &str| Leasing {
+        node: node.into(),
+        offer: gpu_node(1),
+        max_local: 10,
+    };
+    assert_eq!(log.table.leasable(&looking("node-a"), 2, 10), 0);
+    assert_eq!(log.table.leasable(&looking("node-b"), 2, 10), 1);
     assert!(
         log.leased_ids(gpu_node(1), 10, 2).is_empty(),
         "the gpu is taken until the first job ends"
@@ -505,6 +512,13 @@ fn runner_checks_agree_with_lease_and_tick() {
     let mut gpu = any_node();
     gpu.labels.insert("accel".into(), "gpu".into());
     assert!(log.table.has_leasable(&gpu, 0));
+
+    let full = Leasing {
+        node: "node-a".into(),
+        offer: gpu.clone(),
+        max_local: 0,
+    };
+    assert_eq!(log.table.leasable(&full, 0, 10), 0, "no room for it here");
 
     log.lease("node-a", gpu.clone(), 1, 0);
     assert!(!log.table.has_leasable(&gpu, 0));
@@ -729,9 +743,19 @@ proptest! {
                 command
             );
 
-            if let (JobOutcome::Leased(jobs), JobCommand::Lease { offer, max, .. }) =
+            if let (JobOutcome::Leased(jobs), JobCommand::Lease { node, offer, max, max_local, .. }) =
                 (&outcome, &command)
             {
+                let leasing = Leasing {
+                    node: node.clone(),
+                    offer: offer.clone(),
+                    max_local: *max_local,
+                };
+                prop_assert_eq!(
+                    before.leasable(&leasing, now_ms, *max as usize),
+                    jobs.len(),
+                    "a runner's look says what its lease takes"
+                );
                 // What a look at every queued job, in line, would take.
                 let in_line: Vec<JobId> = before
                     .queued()

@@ -2,7 +2,7 @@
 //! keeps no replica sends its query to a member.
 
 use super::types::ShoalState;
-use crate::jobs::{Capabilities, JobId, JobState};
+use crate::jobs::{Capabilities, JobId, JobState, Leasing};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use shoal_proto::ErrorCode;
@@ -52,7 +52,18 @@ pub enum Query {
         offer: Capabilities,
         now_ms: u64,
         up_to: usize,
+        /// The asking node, whose running jobs hold resources (absent
+        /// from an older node's question: none held).
+        #[serde(default)]
+        node: String,
+        /// Its room for jobs with requirements (absent: unlimited).
+        #[serde(default = "unlimited")]
+        max_local: u32,
     },
+}
+
+fn unlimited() -> u32 {
+    u32::MAX
 }
 
 /// The answer to [`Query::Leasable`].
@@ -109,10 +120,19 @@ pub fn answer(state: &ShoalState, query: &Query) -> Result<Value, ApiError> {
             offer,
             now_ms,
             up_to,
-        } => to_value(&Leasable {
-            leasable: state.jobs.leasable(offer, *now_ms, *up_to),
-            applied: state.jobs.applied_id(),
-        }),
+            node,
+            max_local,
+        } => {
+            let leasing = Leasing {
+                node: node.clone(),
+                offer: offer.clone(),
+                max_local: *max_local,
+            };
+            to_value(&Leasable {
+                leasable: state.jobs.leasable(&leasing, *now_ms, *up_to),
+                applied: state.jobs.applied_id(),
+            })
+        }
         Query::RaftStatus => Err(ApiError::new(
             ErrorCode::Internal,
             "Raft status is answered by the consensus module",
