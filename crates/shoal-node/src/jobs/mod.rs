@@ -419,7 +419,8 @@ impl JobTable {
         limits: LeaseLimits,
         now_ms: u64,
     ) -> Vec<JobId> {
-        let mut held = self.resources_held_by(node);
+        // What the node's running jobs hold, looked up once a job needs it.
+        let mut held = None;
         let mut local = 0;
         let mut chosen = Vec::new();
         for job in self
@@ -430,7 +431,11 @@ impl JobTable {
                 break;
             }
             if runs_where_leased(&job.spec) {
-                if local >= limits.max_local || !fits_beside(&job.spec, offer, &held) {
+                if local >= limits.max_local {
+                    continue;
+                }
+                let held = held.get_or_insert_with(|| self.resources_held_by(node));
+                if !fits_beside(&job.spec, offer, held) {
                     continue;
                 }
                 local += 1;
