@@ -12,8 +12,10 @@ use super::consensus::Consensus;
 use super::network::{RaftReply, RaftRpc};
 use super::proposer::Refused;
 use super::snapshot_transfer::{Received, SnapshotChunk};
-use super::types::{LoggedCommand, RPC_TIMEOUT, RaftNode};
+use super::types::{Command, LoggedCommand, RPC_TIMEOUT, RaftNode};
 use crate::clock::now_ms;
+use crate::cluster::peers::Liveness;
+use crate::jobs::JobCommand;
 use libp2p::PeerId;
 use openraft::ReadPolicy;
 use shoal_proto::Frame;
@@ -108,6 +110,9 @@ impl Consensus {
                 self.receive_snapshot_chunk(raft, chunk).await
             }
             RaftRpc::Write(command) if self.is_leader() => {
+                if let Some(reason) = self.refusal(&command.value) {
+                    return RaftReply::Failed(reason);
+                }
                 let proposer = self.proposer.as_ref().expect("a Raft member proposes");
                 // The writer may not know every node yet: no newer format
                 // than the leader knows all nodes read.
@@ -150,6 +155,26 @@ impl Consensus {
                 }
             }
         }
+    }
+
+    /// Why the leader will not propose `command` now, if it will not: a
+    /// lease for a node it holds dead. Its runner releases the leases of
+    /// such a node within a poll, so each lease it granted would only
+    /// cost its jobs an attempt (a node back from a pause, not yet known
+    /// alive again, burned all 20 of some jobs' attempts in a second).
+    fn refusal(&self, command: &Command) -> Option<String> {
+        let Command::Jobs(JobCommand::Lease { node, .. }) = command else {
+            return None;
+        };
+        let peer: PeerId = node.parse().ok()?;
+        let dead = self.peers.read(|table| {
+            table
+                .get(&peer)
+                .is_some_and(|info| info.liveness == Liveness::Dead)
+        });
+        dead.then(|| {
+            format!("the leader holds node {node} dead: it leases again once it is known alive")
+        })
     }
 
     /// Stores a chunk of a snapshot from the leader; installs the snapshot
