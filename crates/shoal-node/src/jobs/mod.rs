@@ -45,17 +45,6 @@ pub struct Leasing {
     pub max_local: u32,
 }
 
-impl Leasing {
-    /// A node that holds no job yet.
-    pub fn anywhere(offer: &Capabilities, max_local: u32) -> Leasing {
-        Leasing {
-            node: String::new(),
-            offer: offer.clone(),
-            max_local,
-        }
-    }
-}
-
 /// A change to the job table.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum JobCommand {
@@ -320,12 +309,6 @@ impl JobTable {
         self.queued()
             .find(|job| job.not_before_ms <= now_ms)
             .map(|job| now_ms.saturating_sub(job.not_before_ms.max(job.submitted_ms)))
-    }
-
-    /// Whether a `Lease` with `offer` (and room for one job with
-    /// requirements) at `now_ms` would hand out a job.
-    pub fn has_leasable(&self, offer: &Capabilities, now_ms: u64) -> bool {
-        self.leasable(&Leasing::anywhere(offer, 1), now_ms, 1) > 0
     }
 
     /// How many jobs a `Lease` by `leasing` at `now_ms` would hand out,

@@ -23,6 +23,17 @@ fn any_node() -> Capabilities {
     Capabilities::default()
 }
 
+/// Whether a runner on a node holding no job, offering `offer`, would
+/// propose a lease at `now_ms`.
+fn has_leasable(table: &JobTable, offer: &Capabilities, now_ms: u64) -> bool {
+    let leasing = Leasing {
+        node: "an idle node".into(),
+        offer: offer.clone(),
+        max_local: 1,
+    };
+    table.leasable(&leasing, now_ms, 1) > 0
+}
+
 /// A table plus the next log index, so tests read like a command log.
 #[derive(Default)]
 struct Log {
@@ -503,15 +514,15 @@ fn a_job_a_draining_node_hands_back_runs_again_without_losing_an_attempt() {
 #[test]
 fn runner_checks_agree_with_lease_and_tick() {
     let mut log = Log::default();
-    assert!(!log.table.has_leasable(&any_node(), 0));
+    assert!(!has_leasable(&log.table, &any_node(), 0));
     let mut gpu_job = spec("train");
     gpu_job.labels.insert("accel".into(), "gpu".into());
     let id = log.submit(gpu_job, 0);
     assert_eq!(log.table.applied_id(), 1);
-    assert!(!log.table.has_leasable(&any_node(), 0));
+    assert!(!has_leasable(&log.table, &any_node(), 0));
     let mut gpu = any_node();
     gpu.labels.insert("accel".into(), "gpu".into());
-    assert!(log.table.has_leasable(&gpu, 0));
+    assert!(has_leasable(&log.table, &gpu, 0));
 
     let full = Leasing {
         node: "node-a".into(),
@@ -521,7 +532,7 @@ fn runner_checks_agree_with_lease_and_tick() {
     assert_eq!(log.table.leasable(&full, 0, 10), 0, "no room for it here");
 
     log.lease("node-a", gpu.clone(), 1, 0);
-    assert!(!log.table.has_leasable(&gpu, 0));
+    assert!(!has_leasable(&log.table, &gpu, 0));
     assert!(!log.table.tick_due(LEASE_MS - 1, 5_000));
     assert!(log.table.tick_due(LEASE_MS, 5_000), "lease ran out");
 

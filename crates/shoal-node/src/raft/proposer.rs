@@ -2,10 +2,9 @@
 //! being committed wait, and then go together as one log entry.
 //!
 //! ```text
-//!   write ─┐                         ┌─► client_write(Batch[a, b, c]) ─► results[0] ─► a
-//!   write ─┼─► queue ─► while IN_FLIGHT ┤                                   results[1] ─► b
-//!   write ─┘   (bounded)  are busy,     └─► client_write(d)                 results[2] ─► c
-//!                          they gather
+//!   write ─┐                            then: client_write(Batch[b, c, d])
+//!   write ─┼─► queue ─► client_write(a) ──►  results[0] ─► b, [1] ─► c, …
+//!   write ─┘  (bounded)  while it commits, b, c and d gather in the queue
 //! ```
 //!
 //! Under light load a write goes alone, at once; under heavy load every
@@ -17,12 +16,9 @@
 //! older format do not wait here: they go to openraft at once, as before.
 
 use super::types::{Command, CommandResult, DISTINCT_IDS_FORMAT, LoggedCommand, RaftNode};
-use std::sync::Arc;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-/// Entries being committed at once; writes arriving meanwhile gather.
-const IN_FLIGHT: usize = 1;
 /// Writes in one entry, at most.
 const MAX_COMMANDS: usize = 256;
 /// The JSON of the writes in one entry, at most, unless one write alone is
@@ -86,16 +82,11 @@ impl Proposer {
     }
 }
 
-/// Takes waiting writes into entries, at most [`IN_FLIGHT`] at a time.
+/// Takes waiting writes into entries, one entry being committed at a time.
 async fn gather(raft: RaftNode, mut waiting: mpsc::Receiver<Proposal>, stopped: CancellationToken) {
-    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     // A write that did not fit the last entry starts the next.
     let mut held: Option<Proposal> = None;
     loop {
-        let slot = tokio::select! {
-            () = stopped.cancelled() => return,
-            slot = Arc::clone(&slots).acquire_owned() => slot.expect("the semaphore is never closed"),
-        };
         let first = match held.take() {
             Some(first) => first,
             None => tokio::select! {
@@ -113,11 +104,14 @@ async fn gather(raft: RaftNode, mut waiting: mpsc::Receiver<Proposal>, stopped: 
         }
         let format = first.command.format;
         let mut batch = vec![first];
-        let mut bytes = encoded_len(&batch[0].command.value);
+        let mut bytes = 0;
         while batch.len() < MAX_COMMANDS {
             let Ok(next) = waiting.try_recv() else { break };
             if next.reply.is_closed() {
                 continue;
+            }
+            if bytes == 0 {
+                bytes = encoded_len(&batch[0].command.value);
             }
             bytes += encoded_len(&next.command.value);
             if next.command.format != format || bytes > MAX_BYTES {
@@ -126,11 +120,11 @@ async fn gather(raft: RaftNode, mut waiting: mpsc::Receiver<Proposal>, stopped: 
             }
             batch.push(next);
         }
-        let raft = raft.clone();
-        tokio::spawn(async move {
-            commit(&raft, batch).await;
-            drop(slot);
-        });
+        // Writes arriving meanwhile wait in the queue: the next entry.
+        commit(&raft, batch).await;
+        if stopped.is_cancelled() {
+            return;
+        }
     }
 }
 
