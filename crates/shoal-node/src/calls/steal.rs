@@ -163,35 +163,45 @@ impl Calls {
                 }
                 can
             });
-        let thief_id = NodeId(thief.to_base58());
-        let mut handed = Vec::with_capacity(taken.len());
-        for call in taken {
-            if call.owner == self.me {
-                self.moved(call.id, Where::Remote(thief));
-            } else {
-                let moved = Frame::Moved {
-                    id: call.id,
-                    to: thief_id.clone(),
-                };
-                self.links.send_soon(call.owner, moved);
-            }
-            handed.push(StolenCall {
-                owner: NodeId(call.owner.to_base58()),
-                request: CallRequest {
-                    id: call.id,
-                    function: call.function.to_string(),
-                    args: call.args,
-                    budget_ms: remaining_ms(call.deadline),
-                    script: call.script.as_deref().map(str::to_string),
-                    job: call.job,
-                    pinned: false,
-                },
-            });
-        }
+        let handed: Vec<StolenCall> = taken.iter().map(StolenCall::from).collect();
         if !handed.is_empty() {
             tracing::debug!(%thief, calls = handed.len(), "calls stolen from this node");
         }
-        self.links.send_soon(thief, Frame::Stolen { calls: handed });
+        // The owners hear of the move only once the thief has the calls:
+        // an answer that cannot go out leaves them here, where their owners
+        // still look for them.
+        let calls = Arc::clone(self);
+        self.tasks.spawn(async move {
+            let answer = Frame::Stolen { calls: handed };
+            match calls.links.send(thief, &answer).await {
+                Ok(()) => {
+                    for call in &taken {
+                        calls.tell_moved(call, thief);
+                    }
+                }
+                Err(error) => {
+                    tracing::debug!(%thief, %error, "steal answer not delivered; its calls run here");
+                    for call in taken {
+                        if let Some(call) = calls.executor.admit_stolen(call) {
+                            calls.start(call);
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /// Tells `call`'s owner that it now runs at `thief`.
+    fn tell_moved(&self, call: &QueuedCall, thief: PeerId) {
+        if call.owner == self.me {
+            self.moved(call.id, Where::Remote(thief));
+        } else {
+            let moved = Frame::Moved {
+                id: call.id,
+                to: NodeId(thief.to_base58()),
+            };
+            self.links.send_soon(call.owner, moved);
+        }
     }
 
     /// A victim answered a steal: its calls run here as if they were sent
@@ -215,6 +225,23 @@ impl Calls {
             if let Some(call) = self.executor.admit_stolen(call) {
                 self.start(call);
             }
+        }
+    }
+}
+
+impl From<&QueuedCall> for StolenCall {
+    fn from(call: &QueuedCall) -> Self {
+        StolenCall {
+            owner: NodeId(call.owner.to_base58()),
+            request: CallRequest {
+                id: call.id,
+                function: call.function.to_string(),
+                args: call.args.clone(),
+                budget_ms: remaining_ms(call.deadline),
+                script: call.script.as_deref().map(str::to_string),
+                job: call.job,
+                pinned: false,
+            },
         }
     }
 }

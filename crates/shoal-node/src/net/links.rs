@@ -19,8 +19,8 @@
 //! table of open streams); the [`LinkDriver`] task owns the stream control
 //! and the handler, accepts streams, opens them on request, and gives every
 //! stream's reader the handler. Frames are routed by content, not by
-//! stream: a result may travel on a stream the other side opened. When the
-//! last stream to a peer ends, the handler hears
+//! stream: a result may travel on a stream the other side opened. When a
+//! stream to a peer breaks, the handler hears
 //! [`on_link_lost`](FrameHandler::on_link_lost) after every frame that
 //! stream carried.
 //!
@@ -28,13 +28,16 @@
 //! cleanly, so that a node does not hold a stream (and with it a
 //! connection) to every peer it ever called: it leaves the table, says
 //! [`Frame::Bye`], and reads on until the other side has closed too. A
-//! stream that ends after a Bye either way is no loss.
+//! stream that ends after a Bye either way is no loss; one that ends
+//! without one is, even when another stream to the peer remains, and what
+//! it still had queued goes out on another.
 
-use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
 use libp2p::{PeerId, StreamProtocol};
 use shoal_proto::wire::{CALL_PROTOCOL, frame_len};
 use shoal_proto::{Frame, FrameError};
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -67,7 +70,8 @@ const LINGER: Duration = Duration::from_secs(5);
 /// spawn whatever has to wait.
 pub trait FrameHandler: Send + Sync + 'static {
     fn on_frame(&self, peer: PeerId, frame: Frame);
-    /// The last stream to `peer` closed or failed.
+    /// A stream to `peer` ended without a clean Bye: frames on it may be
+    /// lost.
     fn on_link_lost(&self, peer: PeerId);
 }
 
@@ -177,13 +181,41 @@ impl Links {
     pub async fn send(&self, peer: PeerId, frame: &Frame) -> Result<(), LinkError> {
         let mut bytes = Vec::new();
         frame.encode_into(&mut bytes)?;
-        let queue = match self.queue_for(&peer) {
-            Some(queue) => queue,
+        let queue = self.queue_or_open(peer).await?;
+        queue.send(bytes).await.map_err(|_| LinkError::Closed(peer))
+    }
+
+    async fn queue_or_open(&self, peer: PeerId) -> Result<Queue, LinkError> {
+        match self.queue_for(&peer) {
+            Some(queue) => Ok(queue),
             // Boxed: opening is rare, and every caller's own future stays
             // small without it.
-            None => Box::pin(self.open(peer)).await?,
-        };
-        queue.send(bytes).await.map_err(|_| LinkError::Closed(peer))
+            None => Box::pin(self.open(peer)).await,
+        }
+    }
+
+    /// Frames a stream took but never wrote go out on another stream; if
+    /// none can be had, the peer counts as lost (its calls run elsewhere).
+    fn resend(&self, peer: PeerId, frames: Vec<Vec<u8>>, handler: Arc<dyn FrameHandler>) {
+        let links = self.clone();
+        self.0.tasks.spawn(async move {
+            let sent = async {
+                let queue = links.queue_or_open(peer).await?;
+                for frame in frames {
+                    queue
+                        .send(frame)
+                        .await
+                        .map_err(|_| LinkError::Closed(peer))?;
+                }
+                Ok::<_, LinkError>(())
+            };
+            if let Err(error) = sent.await {
+                tracing::debug!(%peer, %error, "frames of a closed stream not delivered");
+                if !links.0.shutdown.is_cancelled() {
+                    handler.on_link_lost(peer);
+                }
+            }
+        });
     }
 
     /// Sends without waiting, from code that must not await; a task does
@@ -222,12 +254,10 @@ impl Links {
     }
 
     /// Registers a stream and spawns the task that reads and writes it.
-    fn attach(
-        &self,
-        peer: PeerId,
-        stream: libp2p::Stream,
-        handler: Arc<dyn FrameHandler>,
-    ) -> Queue {
+    fn attach<S>(&self, peer: PeerId, stream: S, handler: Arc<dyn FrameHandler>) -> Queue
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
         let id = self.0.next_stream_id.fetch_add(1, Ordering::Relaxed);
         let (queue, outgoing) = mpsc::channel(STREAM_QUEUE_FRAMES);
         self.0
@@ -242,39 +272,83 @@ impl Links {
             });
         let links = self.clone();
         let bye = queue.clone();
-        self.0.tasks.spawn(async move {
-            let (reader, writer) = stream.split();
-            let shutdown = links.0.shutdown.clone();
-            let life = StreamLife {
-                last_frame_ms: AtomicU64::new(crate::clock::now_ms()),
-                said_bye: AtomicBool::new(false),
-                heard_bye: tokio::sync::Notify::new(),
-            };
-            let life = &life;
-            let writing = async {
-                let written = write_frames(writer, outgoing, life).await;
-                if written.is_ok() && life.said_bye.load(Ordering::Relaxed) {
-                    // Our side is closed; the reader takes what still comes.
-                    tokio::time::sleep(LINGER).await;
-                }
-                written
-            };
-            let result = tokio::select! {
-                _ = shutdown.cancelled() => Ok(()),
-                r = links.read_frames(reader, peer, id, handler.as_ref(), life) => r,
-                r = writing => r,
-                () = links.close_when_idle(peer, id, bye, life) => Ok(()),
-            };
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "call stream ended");
-            }
-            // After a Bye either way the stream already left the table, so
-            // its end is no loss.
-            if links.detach(peer, id) && !shutdown.is_cancelled() {
-                handler.on_link_lost(peer);
-            }
-        });
+        self.0
+            .tasks
+            .spawn(async move { links.serve(peer, id, stream, outgoing, bye, handler).await });
         queue
+    }
+
+    /// Carries frames both ways on one stream until it ends.
+    ///
+    /// After a Bye either way the stream winds down in order: a side whose
+    /// reader met the end still writes what it has queued, and a side done
+    /// writing still reads what comes, each for at most [`LINGER`]. (Ending
+    /// with the first half to finish dropped the frames still queued, calls
+    /// among them, whose owners then waited until their deadline.)
+    ///
+    /// A stream that ends without a clean Bye may have lost frames on the
+    /// way, so the peer counts as lost (its calls run elsewhere) even when
+    /// another stream to it remains. Frames still queued at the end go out
+    /// on another stream.
+    async fn serve<S>(
+        self,
+        peer: PeerId,
+        id: u64,
+        stream: S,
+        mut outgoing: mpsc::Receiver<Vec<u8>>,
+        bye: Queue,
+        handler: Arc<dyn FrameHandler>,
+    ) where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let (reader, writer) = stream.split();
+        let shutdown = self.0.shutdown.clone();
+        let life = StreamLife {
+            last_frame_ms: AtomicU64::new(crate::clock::now_ms()),
+            said_bye: AtomicBool::new(false),
+            heard_bye: tokio::sync::Notify::new(),
+        };
+        let said_bye = || life.said_bye.load(Ordering::Relaxed);
+        // The frames being written; what a failed write leaves here was
+        // perhaps never read.
+        let mut batch = Vec::with_capacity(64 * 1024);
+        let result = {
+            let reading = self.read_frames(reader, peer, id, handler.as_ref(), &life);
+            let writing = write_frames(writer, &mut outgoing, &mut batch, &life);
+            tokio::pin!(reading, writing);
+            let first = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                read = &mut reading => Half::Read(read),
+                written = &mut writing => Half::Written(written),
+                never = self.close_when_idle(peer, id, bye, &life) => match never {},
+            };
+            match first {
+                Half::Read(Ok(())) if said_bye() => wind_down(writing).await,
+                Half::Written(Ok(())) if said_bye() => wind_down(reading).await,
+                Half::Read(result) | Half::Written(result) => result,
+            }
+        };
+        if let Err(e) = &result {
+            tracing::debug!(%peer, error = %e, "call stream ended");
+        }
+        self.detach(peer, id);
+        if shutdown.is_cancelled() {
+            return;
+        }
+        let mut unsent = Vec::new();
+        if !batch.is_empty() {
+            unsent.push(batch);
+        }
+        while let Ok(frame) = outgoing.try_recv() {
+            unsent.push(frame);
+        }
+        let clean = said_bye() && result.is_ok();
+        if !clean {
+            handler.on_link_lost(peer);
+        }
+        if !unsent.is_empty() {
+            self.resend(peer, unsent, handler);
+        }
     }
 
     /// Forgets a stream; returns whether it was the last one to `peer`.
@@ -296,7 +370,13 @@ impl Links {
     /// lets go of the stream's queue so the writer closes its half; the
     /// reader reads until the other side has closed too. Never returns:
     /// the stream's other halves end it.
-    async fn close_when_idle(&self, peer: PeerId, id: u64, bye: Queue, life: &StreamLife) {
+    async fn close_when_idle(
+        &self,
+        peer: PeerId,
+        id: u64,
+        bye: Queue,
+        life: &StreamLife,
+    ) -> Infallible {
         loop {
             let idle = life.idle_for();
             if idle >= self.0.idle {
@@ -326,7 +406,7 @@ impl Links {
     /// leaves the table and its end is no loss.
     async fn read_frames(
         &self,
-        reader: futures::io::ReadHalf<libp2p::Stream>,
+        reader: futures::io::ReadHalf<impl AsyncRead>,
         peer: PeerId,
         id: u64,
         handler: &dyn FrameHandler,
@@ -422,6 +502,21 @@ impl LinkDriver {
     }
 }
 
+/// The half of a stream that finished first.
+enum Half {
+    Read(Result<(), LinkError>),
+    Written(Result<(), LinkError>),
+}
+
+/// Lets the other half of a stream that said Bye finish, for at most
+/// [`LINGER`]; a half that takes longer is cut off as a failure.
+async fn wind_down(half: impl Future<Output = Result<(), LinkError>>) -> Result<(), LinkError> {
+    match tokio::time::timeout(LINGER, half).await {
+        Ok(result) => result,
+        Err(_) => Err(LinkError::Io(std::io::ErrorKind::TimedOut.into())),
+    }
+}
+
 /// Opens one stream to `peer` (dialing it if needed) and reports back.
 async fn open_stream(
     mut control: libp2p_stream::Control,
@@ -446,7 +541,7 @@ async fn open_stream(
 /// so a peer that promises the largest frame and sends a little costs a
 /// little on each stream it holds open.
 async fn read_body(
-    reader: &mut futures::io::BufReader<futures::io::ReadHalf<libp2p::Stream>>,
+    reader: &mut futures::io::BufReader<futures::io::ReadHalf<impl AsyncRead>>,
     body: &mut Vec<u8>,
     len: usize,
 ) -> std::io::Result<()> {
@@ -459,12 +554,12 @@ async fn read_body(
     Ok(())
 }
 
-async fn write_frames(
-    mut writer: futures::io::WriteHalf<libp2p::Stream>,
-    mut outgoing: mpsc::Receiver<Vec<u8>>,
+async fn write_frames<W: AsyncWrite>(
+    mut writer: futures::io::WriteHalf<W>,
+    outgoing: &mut mpsc::Receiver<Vec<u8>>,
+    batch: &mut Vec<u8>,
     life: &StreamLife,
 ) -> Result<(), LinkError> {
-    let mut batch = Vec::with_capacity(64 * 1024);
     while let Some(first) = outgoing.recv().await {
         batch.extend_from_slice(&first);
         while batch.len() < MAX_BATCH_BYTES {
@@ -474,7 +569,7 @@ async fn write_frames(
             }
         }
         life.touch();
-        writer.write_all(&batch).await?;
+        writer.write_all(batch).await?;
         writer.flush().await?;
         batch.clear();
         if batch.capacity() > MAX_BATCH_BYTES * 2 {
@@ -485,3 +580,7 @@ async fn write_frames(
     let _ = writer.close().await;
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "links_tests.rs"]
+mod tests;

@@ -153,7 +153,7 @@ impl RpcClient {
         }
     }
 
-    /// Every stream to `peer` ended: the requests waiting on it get no
+    /// A stream to `peer` broke: the requests waiting on it may get no
     /// reply, so they fail now (as lost) rather than at their timeout.
     pub fn on_link_lost(&self, peer: PeerId) {
         self.pending
