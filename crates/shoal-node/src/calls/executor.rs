@@ -198,25 +198,6 @@ impl Executor {
         }
     }
 
-    /// Stops every call `owner` made (it is gone); returns how many were
-    /// queued and how many running.
-    pub fn drop_owner(&self, owner: PeerId) -> (usize, usize) {
-        let mut state = self.state();
-        let queued = state.work.remove_where(|call| call.owner == owner).len();
-        let keys: Vec<RunningKey> = state
-            .running
-            .keys()
-            .filter(|(by, _)| *by == owner)
-            .copied()
-            .collect();
-        for key in &keys {
-            if let Some(handle) = state.running.remove(key) {
-                handle.abort();
-            }
-        }
-        (queued, keys.len())
-    }
-
     /// Stops everything (the node is stopping).
     pub fn stop_all(&self) {
         let mut state = self.state();
@@ -276,19 +257,6 @@ mod tests {
         assert_eq!(executor.cancel(owner, CallId(1)), Cancelled::Aborted);
         assert!(task.await.unwrap_err().is_cancelled());
         assert_eq!(executor.cancel(owner, CallId(1)), Cancelled::NotFound);
-    }
-
-    #[tokio::test]
-    async fn a_lost_owner_takes_its_calls_with_it() {
-        let (gone, stays) = (PeerId::random(), PeerId::random());
-        let executor = Executor::new(1, 10);
-        executor.admit(call(gone, 1));
-        let task = tokio::spawn(std::future::pending::<()>());
-        executor.started(gone, CallId(1), task.abort_handle(), false);
-        executor.admit(call(gone, 2));
-        executor.admit(call(stays, 3));
-        assert_eq!(executor.drop_owner(gone), (1, 1));
-        assert_eq!(executor.load().queued, 1, "other owners' calls stay");
     }
 
     #[test]

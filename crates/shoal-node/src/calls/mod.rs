@@ -110,7 +110,7 @@ impl Stats {
 /// The mean run time after one more run of `sample_us`: an exponential
 /// moving average that gives the newest run an eighth of the weight; never
 /// 0 once a call ran, since 0 means unknown.
-pub fn next_mean_task_us(old: u64, sample_us: u64) -> u64 {
+fn next_mean_task_us(old: u64, sample_us: u64) -> u64 {
     let new = if old == 0 {
         sample_us
     } else {
@@ -249,12 +249,11 @@ impl Calls {
         self.executor.stop_all();
     }
 
-    /// A node is gone: its calls run elsewhere, and calls it owned stop here.
+    /// A node is gone: its calls run elsewhere. Calls it owned run on here:
+    /// a node declared dead may only have been paused, and would wait for
+    /// calls dropped here until their deadline. A result for an owner that
+    /// is really gone finds no stream and is dropped then.
     pub fn on_peer_dead(self: &Arc<Self>, peer: PeerId) {
         self.redispatch_from(peer);
-        let (queued, running) = self.executor.drop_owner(peer);
-        if queued > 0 || running > 0 {
-            tracing::info!(%peer, queued, running, "dropped calls of a lost owner");
-        }
     }
 }

@@ -211,7 +211,6 @@ impl Calls {
             .map(|report| Load {
                 slots: report.slots,
                 backlog: report.busy + report.queued,
-                mean_task_us: report.mean_task_us,
             });
         let mut remotes: Vec<(PeerId, Load)> = self.peers.read(|peers| {
             let usable = |peer: &PeerId, info: &PeerInfo| {
@@ -232,7 +231,6 @@ impl Calls {
                     let load = Load {
                         slots: info.load.slots,
                         backlog: info.load.queued + info.load.running,
-                        mean_task_us: info.load.mean_task_us,
                     };
                     (*peer, load)
                 })
@@ -375,6 +373,27 @@ impl Calls {
                 self.tasks
                     .spawn(async move { calls.dispatch(id, Where::Remote(peer)).await });
             }
+        }
+    }
+
+    /// Re-places the pending calls held by peers this node holds dead. A
+    /// call can reach such a peer after its death was handled (a steal
+    /// moved it there, a dispatch crossed the news), and nothing else would
+    /// move it on: it waited for its deadline.
+    pub(crate) fn redispatch_from_the_dead(self: &Arc<Self>) {
+        let holders = self.pending.lock().expect("pending lock").holders();
+        let dead: Vec<PeerId> = self.peers.read(|peers| {
+            holders
+                .into_iter()
+                .filter(|peer| {
+                    peers
+                        .get(peer)
+                        .is_some_and(|info| info.liveness == Liveness::Dead)
+                })
+                .collect()
+        });
+        for peer in dead {
+            self.redispatch_from(peer);
         }
     }
 

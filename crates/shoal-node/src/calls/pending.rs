@@ -9,7 +9,7 @@
 use bytes::Bytes;
 use libp2p::PeerId;
 use shoal_proto::{CallId, JobRef, Outcome};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::oneshot;
@@ -98,6 +98,17 @@ impl PendingTable {
         {
             call.refused_by.push(at);
         }
+    }
+
+    /// The peers that hold calls of this node.
+    pub fn holders(&self) -> HashSet<PeerId> {
+        self.calls
+            .values()
+            .filter_map(|call| match call.at {
+                Where::Remote(peer) => Some(peer),
+                Where::Local => None,
+            })
+            .collect()
     }
 
     /// The calls that run on `peer`.

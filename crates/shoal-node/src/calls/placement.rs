@@ -2,21 +2,24 @@
 //! the load picture, tested without a network.
 //!
 //! The rule: run locally while a local slot is free; otherwise send the call
-//! where it is expected to finish first, counting the work already queued
-//! there, and break ties at random.
+//! where it starts soonest, counted in waves (the calls queued or running
+//! there per slot), and break ties at random.
 //!
 //! Every candidate is compared, not two random ones (the "power of two
-//! choices"): the caller knows exactly what it sent each peer since its last
-//! report, and a full comparison uses that. A place whose task time is not
-//! known yet (it ran nothing lately, or its report has not come) counts as
-//! taking the mean of the known ones: counted as 1 µs, it looked thousands
-//! of times faster than a peer that had reported 50 ms calls, and a fan-out
-//! from a node that knew its own time sent all but its free slots' calls
-//! elsewhere (12 calls on a node of 2 slots where 10 would do). In `shoal bench sim`, a fan-out
-//! of 5 calls per slot from one node over 100 or 1,000 nodes reached
-//! efficiency 0.99 this way and 0.83 / 0.71 with two choices; with 10 nodes
-//! calling at once, 0.62 / 0.55 against 0.50 / 0.50. Random ties keep
-//! callers with the same stale picture from all choosing the same peer.
+//! choices"): the caller knows exactly what it sent each peer and has not
+//! heard back about, and a full comparison uses that. In `shoal bench sim`,
+//! a fan-out of 5 calls per slot from one node over 100 or 1,000 nodes
+//! reached efficiency 0.99 this way and 0.83 / 0.71 with two choices; with
+//! 10 nodes calling at once, 0.62 / 0.55 against 0.50 / 0.50. Random ties
+//! keep callers with the same stale picture from all choosing the same peer.
+//!
+//! Run times are left out. A node's reported mean run time mixes every call
+//! it ran, of any function and any arguments, and at 100 nodes its last
+//! report may be half a minute old. Once, over 100 nodes that had just run
+//! instant `sleep 0` calls, some looked thousands of times faster than
+//! others and took up to 43 calls of the next fan-outs of 1,000 `sleep 50`
+//! where 10 would do (efficiency 0.2). A faster node still gets more calls:
+//! it answers sooner, so fewer of the caller's calls wait there.
 
 use rand::Rng;
 
@@ -27,20 +30,13 @@ pub struct Load {
     pub slots: u32,
     /// Calls queued or running there (the best estimate we have).
     pub backlog: u32,
-    /// Mean run time of recent calls, in microseconds (0 if unknown).
-    pub mean_task_us: u64,
 }
 
 impl Load {
-    /// Expected time until a new call would finish there, in microseconds,
-    /// taking an unknown task time to be `typical_task_us`.
-    pub fn expected_finish_us(&self, typical_task_us: u64) -> f64 {
-        let per_slot = (self.backlog as f64 + 1.0) / self.slots.max(1) as f64;
-        let task_us = match self.mean_task_us {
-            0 => typical_task_us,
-            known => known,
-        };
-        per_slot.ceil() * task_us.max(1) as f64
+    /// The wave a new call would run in there: 1 with a slot free now, 2
+    /// behind one call per slot, and so on.
+    pub fn wave(&self) -> u32 {
+        self.backlog / self.slots.max(1) + 1
     }
 
     fn has_free_slot(&self) -> bool {
@@ -70,55 +66,35 @@ pub fn place<P: Clone>(
     {
         return Placement::Local;
     }
-    let typical = typical_task_us(local, remotes);
-    let best_remote = least_loaded(remotes, typical, rng);
-    match (local, best_remote) {
+    match (local, least_loaded(remotes, rng)) {
         (None, None) => Placement::Nowhere,
         (Some(_), None) => Placement::Local,
         (None, Some((peer, _))) => Placement::Remote(peer.clone()),
-        (Some(local), Some((peer, remote))) => {
-            // Ties stay local: no network hop, no serialization.
-            if remote.expected_finish_us(typical) < local.expected_finish_us(typical) {
-                Placement::Remote(peer.clone())
-            } else {
-                Placement::Local
-            }
+        // Ties stay local: no network hop, no serialization.
+        (Some(local), Some((peer, remote))) if remote.wave() < local.wave() => {
+            Placement::Remote(peer.clone())
         }
+        (Some(_), Some(_)) => Placement::Local,
     }
 }
 
-/// The mean of the task times known among the candidates (0 if none is).
-pub fn typical_task_us<P>(local: Option<&Load>, remotes: &[(P, Load)]) -> u64 {
-    let known = local
-        .into_iter()
-        .chain(remotes.iter().map(|(_, load)| load))
-        .map(|load| load.mean_task_us)
-        .filter(|&us| us > 0);
-    let (count, sum) = known.fold((0u64, 0u64), |(n, sum), us| (n + 1, sum.saturating_add(us)));
-    sum.checked_div(count).unwrap_or(0)
-}
-
-/// The remote expected to finish a new call first; ties broken at random
-/// (each tied candidate equally likely, in one pass).
-fn least_loaded<'a, P>(
-    remotes: &'a [(P, Load)],
-    typical_task_us: u64,
-    rng: &mut impl Rng,
-) -> Option<&'a (P, Load)> {
-    let mut best: Option<(&(P, Load), f64)> = None;
+/// The remote where a new call starts soonest; ties broken at random (each
+/// tied candidate equally likely, in one pass).
+fn least_loaded<'a, P>(remotes: &'a [(P, Load)], rng: &mut impl Rng) -> Option<&'a (P, Load)> {
+    let mut best: Option<(&(P, Load), u32)> = None;
     let mut ties = 0u32;
     for candidate in remotes {
-        let finish = candidate.1.expected_finish_us(typical_task_us);
+        let wave = candidate.1.wave();
         match best {
-            Some((_, best_finish)) if finish > best_finish => {}
-            Some((_, best_finish)) if finish == best_finish => {
+            Some((_, best_wave)) if wave > best_wave => {}
+            Some((_, best_wave)) if wave == best_wave => {
                 ties += 1;
                 if rng.random_range(0..ties) == 0 {
-                    best = Some((candidate, finish));
+                    best = Some((candidate, wave));
                 }
             }
             _ => {
-                best = Some((candidate, finish));
+                best = Some((candidate, wave));
                 ties = 1;
             }
         }
@@ -142,12 +118,8 @@ mod tests {
     use proptest::prelude::*;
     use rand::SeedableRng;
 
-    fn load(slots: u32, backlog: u32, mean_task_us: u64) -> Load {
-        Load {
-            slots,
-            backlog,
-            mean_task_us,
-        }
+    fn load(slots: u32, backlog: u32) -> Load {
+        Load { slots, backlog }
     }
 
     fn rng() -> rand::rngs::StdRng {
@@ -156,49 +128,43 @@ mod tests {
 
     #[test]
     fn free_local_slot_wins() {
-        let remotes = vec![("b", load(8, 0, 1))];
+        let remotes = vec![("b", load(8, 0))];
         assert_eq!(
-            place(Some(&load(2, 1, 1000)), &remotes, &mut rng()),
+            place(Some(&load(2, 1)), &remotes, &mut rng()),
             Placement::Local
         );
     }
 
     #[test]
     fn busy_local_sends_to_least_loaded_peer() {
-        let remotes = vec![
-            ("b", load(2, 6, 100)),
-            ("c", load(2, 1, 100)),
-            ("d", load(2, 4, 100)),
-        ];
+        let remotes = vec![("b", load(2, 6)), ("c", load(2, 1)), ("d", load(2, 4))];
         assert_eq!(
-            place(Some(&load(2, 5, 100)), &remotes, &mut rng()),
+            place(Some(&load(2, 5)), &remotes, &mut rng()),
             Placement::Remote("c")
         );
     }
 
     #[test]
-    fn faster_peer_takes_more_backlog() {
-        // c has a deeper queue but finishes its tasks ten times faster.
-        let remotes = vec![("b", load(1, 2, 1000)), ("c", load(1, 9, 100))];
+    fn waves_count_slots() {
+        // Six calls on eight slots start at once; three on one slot wait
+        // for two waves.
+        let remotes = vec![("b", load(1, 3)), ("c", load(8, 6))];
         assert_eq!(place(None, &remotes, &mut rng()), Placement::Remote("c"));
+        assert_eq!(load(8, 6).wave(), 1);
+        assert_eq!(load(1, 3).wave(), 4);
     }
 
     #[test]
-    fn an_unknown_task_time_counts_as_the_known_ones_mean() {
-        // This node ran 50 ms calls and has 4 queued; the peer has not
-        // reported a task time yet and has 6: it is not taken to be faster.
-        let local = load(2, 4, 50_000);
-        let remotes = vec![("b", load(2, 6, 0))];
-        assert_eq!(typical_task_us(Some(&local), &remotes), 50_000);
-        assert_eq!(place(Some(&local), &remotes, &mut rng()), Placement::Local);
-        // And the other way round: an unknown local time is no reason to
-        // keep every call here.
-        let remotes = vec![("b", load(2, 0, 50_000))];
+    fn a_peer_in_the_same_wave_as_this_node_does_not_take_the_call() {
+        let remotes = vec![("b", load(2, 3))];
         assert_eq!(
-            place(Some(&load(2, 8, 0)), &remotes, &mut rng()),
+            place(Some(&load(2, 2)), &remotes, &mut rng()),
+            Placement::Local
+        );
+        assert_eq!(
+            place(Some(&load(2, 4)), &remotes, &mut rng()),
             Placement::Remote("b")
         );
-        assert_eq!(typical_task_us::<&str>(None, &[("b", load(1, 0, 0))]), 0);
     }
 
     #[test]
@@ -210,14 +176,14 @@ mod tests {
     #[test]
     fn busy_local_without_peers_queues_locally() {
         assert_eq!(
-            place(Some(&load(1, 50, 10)), &[] as &[(&str, Load)], &mut rng()),
+            place(Some(&load(1, 50)), &[] as &[(&str, Load)], &mut rng()),
             Placement::Local
         );
     }
 
     #[test]
     fn ties_are_broken_at_random() {
-        let remotes: Vec<(usize, Load)> = (0..4).map(|i| (i, load(2, 3, 100))).collect();
+        let remotes: Vec<(usize, Load)> = (0..4).map(|i| (i, load(2, 3))).collect();
         let mut rng = rng();
         let mut chosen = [0; 4];
         for _ in 0..400 {
@@ -236,7 +202,7 @@ mod tests {
     }
 
     fn any_load() -> impl Strategy<Value = Load> {
-        (1u32..16, 0u32..64, 0u64..10_000).prop_map(|(s, b, m)| load(s, b, m))
+        (1u32..16, 0u32..64).prop_map(|(s, b)| load(s, b))
     }
 
     proptest! {
@@ -261,14 +227,12 @@ mod tests {
             remotes in proptest::collection::vec(any_load(), 1..40),
         ) {
             let remotes: Vec<(usize, Load)> = remotes.into_iter().enumerate().collect();
-            let typical = typical_task_us(Some(&local), &remotes);
-            let finish = |load: &Load| load.expected_finish_us(typical);
-            let best = remotes.iter().map(|(_, l)| finish(l)).fold(f64::INFINITY, f64::min);
+            let best = remotes.iter().map(|(_, l)| l.wave()).min().expect("one remote at least");
             match place(Some(&local), &remotes, &mut rng()) {
-                Placement::Local => prop_assert!(local.has_free_slot() || finish(&local) <= best),
+                Placement::Local => prop_assert!(local.has_free_slot() || local.wave() <= best),
                 Placement::Remote(i) => {
                     prop_assert!(!local.has_free_slot());
-                    prop_assert_eq!(finish(&remotes[i].1), best);
+                    prop_assert_eq!(remotes[i].1.wave(), best);
                 }
                 Placement::Nowhere => prop_assert!(false, "a local candidate exists"),
             }

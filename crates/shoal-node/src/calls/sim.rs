@@ -10,7 +10,6 @@
 //! has formed; [`crate::cluster::sim`] simulates that) and CPU (placing a
 //! call and the bookkeeping around it take no time).
 
-use super::next_mean_task_us;
 use super::placement::{self, Load, Placement};
 use super::steal::{MAX_STEAL_BATCH, STEAL_INTERVAL, Thief};
 use super::work_queue::{Admit, WorkQueue};
@@ -79,7 +78,6 @@ pub struct FanoutOutcome {
 struct Heard {
     queued: u32,
     running: u32,
-    mean_task_us: u64,
     seq: u64,
 }
 
@@ -125,7 +123,6 @@ enum What {
 
 struct SimNode {
     work: WorkQueue<u32>,
-    mean_task_us: u64,
     /// Peers' last reports; a peer never heard from counts as idle.
     heard: BTreeMap<u32, Heard>,
     reports_sent: u64,
@@ -161,7 +158,6 @@ pub fn fan_out(settings: FanoutSettings) -> FanoutOutcome {
         nodes: (0..settings.nodes)
             .map(|_| SimNode {
                 work: WorkQueue::new(settings.slots, usize::MAX),
-                mean_task_us: 0,
                 heard: BTreeMap::new(),
                 reports_sent: 0,
                 cursor: 0,
@@ -244,7 +240,6 @@ impl FanoutSim {
         let local = Load {
             slots: me.work.slots(),
             backlog: me.work.busy() + me.work.queued() as u32,
-            mean_task_us: me.mean_task_us,
         };
         let outstanding = &self.outstanding[owner as usize];
         let remotes: Vec<(u32, Load)> = (0..self.nodes.len() as u32)
@@ -255,7 +250,6 @@ impl FanoutSim {
                 let load = Load {
                     slots: self.settings.slots,
                     backlog: backlog.max(outstanding[peer as usize]),
-                    mean_task_us: heard.map_or(0, |h| h.mean_task_us),
                 };
                 (peer, load)
             })
@@ -286,10 +280,8 @@ impl FanoutSim {
     }
 
     fn finished(&mut self, node: u32, call: u32) {
-        let task_us = self.settings.task.as_micros() as u64;
         let runner = &mut self.nodes[node as usize];
         runner.ran += 1;
-        runner.mean_task_us = next_mean_task_us(runner.mean_task_us, task_us);
         if let Some(next) = runner.work.release() {
             self.run(node, next);
         }
@@ -338,7 +330,6 @@ impl FanoutSim {
         let heard = Heard {
             queued: me.work.queued() as u32,
             running: me.work.busy(),
-            mean_task_us: me.mean_task_us,
             seq: me.reports_sent,
         };
         let others = count - 1;

@@ -213,6 +213,7 @@ impl ClusterTask {
         self.report_load(&local.swim, &mut local.reports);
         self.ask_undescribed();
         self.follow_suspicions(&local.swim);
+        self.calls.redispatch_from_the_dead();
         let now = Instant::now();
         self.write(|table| table.forget_dead(now, FORGET_DEAD_AFTER));
         let members = local.swim.len() + 1;
