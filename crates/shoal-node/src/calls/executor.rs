@@ -77,7 +77,7 @@ type RunningKey = (PeerId, CallId);
 
 struct State {
     work: WorkQueue<QueuedCall>,
-    /// Calls running here, so a cancel or a lost owner can stop them.
+    /// Calls running here, so a cancel can stop them.
     running: HashMap<RunningKey, AbortHandle>,
     /// The node drains: it admits only calls pinned here.
     draining: bool,

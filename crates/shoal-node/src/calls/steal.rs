@@ -167,9 +167,10 @@ impl Calls {
         if !handed.is_empty() {
             tracing::debug!(%thief, calls = handed.len(), "calls stolen from this node");
         }
-        // The owners hear of the move only once the thief has the calls:
-        // an answer that cannot go out leaves them here, where their owners
-        // still look for them.
+        // The owners hear of the move only once the answer is on its way to
+        // the thief: one that cannot go out leaves the calls here, where
+        // their owners still look for them. (One lost on a stream that then
+        // breaks is not recovered: the owners wait for the thief.)
         let calls = Arc::clone(self);
         self.tasks.spawn(async move {
             let answer = Frame::Stolen { calls: handed };
@@ -179,6 +180,7 @@ impl Calls {
                         calls.tell_moved(call, thief);
                     }
                 }
+                Err(_) if calls.links.is_stopping() => {}
                 Err(error) => {
                     tracing::debug!(%thief, %error, "steal answer not delivered; its calls run here");
                     for call in taken {

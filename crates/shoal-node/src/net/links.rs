@@ -29,8 +29,7 @@
 //! connection) to every peer it ever called: it leaves the table, says
 //! [`Frame::Bye`], and reads on until the other side has closed too. A
 //! stream that ends after a Bye either way is no loss; one that ends
-//! without one is, even when another stream to the peer remains, and what
-//! it still had queued goes out on another.
+//! without one is, even when another stream to the peer remains.
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
 use libp2p::{PeerId, StreamProtocol};
@@ -181,41 +180,18 @@ impl Links {
     pub async fn send(&self, peer: PeerId, frame: &Frame) -> Result<(), LinkError> {
         let mut bytes = Vec::new();
         frame.encode_into(&mut bytes)?;
-        let queue = self.queue_or_open(peer).await?;
+        let queue = match self.queue_for(&peer) {
+            Some(queue) => queue,
+            // Boxed: opening is rare, and every caller's own future stays
+            // small without it.
+            None => Box::pin(self.open(peer)).await?,
+        };
         queue.send(bytes).await.map_err(|_| LinkError::Closed(peer))
     }
 
-    async fn queue_or_open(&self, peer: PeerId) -> Result<Queue, LinkError> {
-        match self.queue_for(&peer) {
-            Some(queue) => Ok(queue),
-            // Boxed: opening is rare, and every caller's own future stays
-            // small without it.
-            None => Box::pin(self.open(peer)).await,
-        }
-    }
-
-    /// Frames a stream took but never wrote go out on another stream; if
-    /// none can be had, the peer counts as lost (its calls run elsewhere).
-    fn resend(&self, peer: PeerId, frames: Vec<Vec<u8>>, handler: Arc<dyn FrameHandler>) {
-        let links = self.clone();
-        self.0.tasks.spawn(async move {
-            let sent = async {
-                let queue = links.queue_or_open(peer).await?;
-                for frame in frames {
-                    queue
-                        .send(frame)
-                        .await
-                        .map_err(|_| LinkError::Closed(peer))?;
-                }
-                Ok::<_, LinkError>(())
-            };
-            if let Err(error) = sent.await {
-                tracing::debug!(%peer, %error, "frames of a closed stream not delivered");
-                if !links.0.shutdown.is_cancelled() {
-                    handler.on_link_lost(peer);
-                }
-            }
-        });
+    /// Whether the node is stopping.
+    pub fn is_stopping(&self) -> bool {
+        self.0.shutdown.is_cancelled()
     }
 
     /// Sends without waiting, from code that must not await; a task does
@@ -287,15 +263,15 @@ impl Links {
     /// among them, whose owners then waited until their deadline.)
     ///
     /// A stream that ends without a clean Bye may have lost frames on the
-    /// way, so the peer counts as lost (its calls run elsewhere) even when
-    /// another stream to it remains. Frames still queued at the end go out
-    /// on another stream.
+    /// way, so the peer counts as lost even when another stream to it
+    /// remains: the calls it holds run elsewhere, and it sees the same end,
+    /// so it places again those it sent here.
     async fn serve<S>(
         self,
         peer: PeerId,
         id: u64,
         stream: S,
-        mut outgoing: mpsc::Receiver<Vec<u8>>,
+        outgoing: mpsc::Receiver<Vec<u8>>,
         bye: Queue,
         handler: Arc<dyn FrameHandler>,
     ) where
@@ -309,12 +285,9 @@ impl Links {
             heard_bye: tokio::sync::Notify::new(),
         };
         let said_bye = || life.said_bye.load(Ordering::Relaxed);
-        // The frames being written; what a failed write leaves here was
-        // perhaps never read.
-        let mut batch = Vec::with_capacity(64 * 1024);
         let result = {
             let reading = self.read_frames(reader, peer, id, handler.as_ref(), &life);
-            let writing = write_frames(writer, &mut outgoing, &mut batch, &life);
+            let writing = write_frames(writer, outgoing, &life);
             tokio::pin!(reading, writing);
             let first = tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -323,8 +296,8 @@ impl Links {
                 never = self.close_when_idle(peer, id, bye, &life) => match never {},
             };
             match first {
-                Half::Read(Ok(())) if said_bye() => wind_down(writing).await,
-                Half::Written(Ok(())) if said_bye() => wind_down(reading).await,
+                Half::Read(Ok(())) if said_bye() => wind_down(writing, &shutdown).await,
+                Half::Written(Ok(())) if said_bye() => wind_down(reading, &shutdown).await,
                 Half::Read(result) | Half::Written(result) => result,
             }
         };
@@ -332,22 +305,9 @@ impl Links {
             tracing::debug!(%peer, error = %e, "call stream ended");
         }
         self.detach(peer, id);
-        if shutdown.is_cancelled() {
-            return;
-        }
-        let mut unsent = Vec::new();
-        if !batch.is_empty() {
-            unsent.push(batch);
-        }
-        while let Ok(frame) = outgoing.try_recv() {
-            unsent.push(frame);
-        }
         let clean = said_bye() && result.is_ok();
-        if !clean {
+        if !clean && !shutdown.is_cancelled() {
             handler.on_link_lost(peer);
-        }
-        if !unsent.is_empty() {
-            self.resend(peer, unsent, handler);
         }
     }
 
@@ -509,11 +469,18 @@ enum Half {
 }
 
 /// Lets the other half of a stream that said Bye finish, for at most
-/// [`LINGER`]; a half that takes longer is cut off as a failure.
-async fn wind_down(half: impl Future<Output = Result<(), LinkError>>) -> Result<(), LinkError> {
-    match tokio::time::timeout(LINGER, half).await {
-        Ok(result) => result,
-        Err(_) => Err(LinkError::Io(std::io::ErrorKind::TimedOut.into())),
+/// [`LINGER`] and not past the node's stop; a half that takes longer is
+/// cut off as a failure.
+async fn wind_down(
+    half: impl Future<Output = Result<(), LinkError>>,
+    shutdown: &CancellationToken,
+) -> Result<(), LinkError> {
+    tokio::select! {
+        _ = shutdown.cancelled() => Ok(()),
+        done = tokio::time::timeout(LINGER, half) => match done {
+            Ok(result) => result,
+            Err(_) => Err(LinkError::Io(std::io::ErrorKind::TimedOut.into())),
+        },
     }
 }
 
@@ -556,10 +523,10 @@ async fn read_body(
 
 async fn write_frames<W: AsyncWrite>(
     mut writer: futures::io::WriteHalf<W>,
-    outgoing: &mut mpsc::Receiver<Vec<u8>>,
-    batch: &mut Vec<u8>,
+    mut outgoing: mpsc::Receiver<Vec<u8>>,
     life: &StreamLife,
 ) -> Result<(), LinkError> {
+    let mut batch = Vec::with_capacity(64 * 1024);
     while let Some(first) = outgoing.recv().await {
         batch.extend_from_slice(&first);
         while batch.len() < MAX_BATCH_BYTES {
@@ -569,7 +536,7 @@ async fn write_frames<W: AsyncWrite>(
             }
         }
         life.touch();
-        writer.write_all(batch).await?;
+        writer.write_all(&batch).await?;
         writer.flush().await?;
         batch.clear();
         if batch.capacity() > MAX_BATCH_BYTES * 2 {

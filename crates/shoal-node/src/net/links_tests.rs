@@ -1,5 +1,5 @@
-//! A stream's end, on in-memory pipes: what was queued goes out, and a
-//! stream that breaks counts as a lost link.
+//! A stream's end, on in-memory pipes: after a Bye what was queued still
+//! goes out, and a stream that breaks counts as a lost link.
 
 use super::*;
 use shoal_proto::CallId;
@@ -114,30 +114,19 @@ async fn frames_queued_when_the_peer_says_bye_are_still_written() {
 }
 
 #[tokio::test]
-async fn a_stream_that_breaks_is_a_lost_link_and_its_queued_frames_take_another() {
+async fn a_stream_that_breaks_is_a_lost_link_even_beside_another() {
+    // Frames on the broken stream may be lost: the calls the peer holds
+    // must run elsewhere, though another stream to it remains.
     let links = links();
     let heard = Arc::new(Heard::default());
     let peer = PeerId::random();
     let (broken, broken_far) = pipe();
-    let (kept, mut kept_far) = pipe();
-    let broken_queue = links.attach(peer, broken, heard.clone());
+    let (kept, _kept_far) = pipe();
+    let _broken_queue = links.attach(peer, broken, heard.clone());
     let _kept_queue = links.attach(peer, kept, heard.clone());
-    for frame in cancels(0..3) {
-        broken_queue
-            .try_send(encoded(&frame))
-            .expect("room in the queue");
-    }
     // The far end vanishes without a Bye.
     drop(broken_far);
 
-    let resent = within(
-        "the frames on the other stream",
-        read_frames(&mut kept_far, Some(3)),
-    )
-    .await;
-    assert_eq!(resent, cancels(0..3));
-    // Frames may have been lost on the way: the calls the peer holds run
-    // elsewhere, though another stream to it remains.
     within("the lost link", async {
         while heard.lost() == 0 {
             tokio::time::sleep(Duration::from_millis(5)).await;

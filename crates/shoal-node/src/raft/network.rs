@@ -153,8 +153,9 @@ impl RpcClient {
         }
     }
 
-    /// A stream to `peer` broke: the requests waiting on it may get no
-    /// reply, so they fail now (as lost) rather than at their timeout.
+    /// A stream to `peer` broke: requests to it may get no reply, so every
+    /// one waiting fails now (as lost) rather than at its timeout, those on
+    /// a stream that still works too.
     pub fn on_link_lost(&self, peer: PeerId) {
         self.pending
             .lock()
