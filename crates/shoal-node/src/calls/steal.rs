@@ -184,9 +184,7 @@ impl Calls {
                 Err(error) => {
                     tracing::debug!(%thief, %error, "steal answer not delivered; its calls run here");
                     for call in taken {
-                        if let Some(call) = calls.executor.admit_stolen(call) {
-                            calls.start(call);
-                        }
+                        calls.run_stolen(call);
                     }
                 }
             }
@@ -223,10 +221,15 @@ impl Calls {
             if owner == self.me {
                 self.moved(stolen.request.id, Where::Local);
             }
-            let call = QueuedCall::from_request(owner, stolen.request);
-            if let Some(call) = self.executor.admit_stolen(call) {
-                self.start(call);
-            }
+            self.run_stolen(QueuedCall::from_request(owner, stolen.request));
+        }
+    }
+
+    /// Takes a stolen call (or one a thief could not be given) ahead of the
+    /// queue: a thief never refuses what it stole.
+    fn run_stolen(self: &Arc<Self>, call: QueuedCall) {
+        if let Some(call) = self.executor.admit_stolen(call) {
+            self.start(call);
         }
     }
 }
