@@ -20,8 +20,14 @@
 //! others and took up to 43 calls of the next fan-outs of 1,000 `sleep 50`
 //! where 10 would do (efficiency 0.2). A faster node still gets more calls:
 //! it answers sooner, so fewer of the caller's calls wait there.
+//!
+//! A thief reads peers' reports the other way round: it trusts a queue only
+//! as long as the peer's own slots would take to start it ([`still_queued`]).
+//! A wrong mean there costs little: too short, and a steal is skipped; too
+//! long, and a thief asks in vain.
 
 use rand::Rng;
+use std::time::Duration;
 
 /// The load of one place a call could run.
 #[derive(Clone, Debug, PartialEq)]
@@ -100,6 +106,21 @@ fn least_loaded<'a, P>(remotes: &'a [(P, Load)], rng: &mut impl Rng) -> Option<&
         }
     }
     best.map(|(candidate, _)| candidate)
+}
+
+/// How many of the calls a peer reported queued `age` ago are likely still
+/// waiting: its own slots start one every `mean_task / slots` meanwhile.
+/// A report of short calls goes stale within milliseconds, one of long
+/// calls keeps; a peer that has finished no call yet (mean 0) keeps its
+/// queue until it reports again. A thief that trusted the raw figure would
+/// ask peers whose queues emptied long ago: at 100 nodes a report is about
+/// 30 s old, and each vain ask costs a connection.
+pub fn still_queued(queued: u32, slots: u32, mean_task_us: u64, age: Duration) -> u32 {
+    if mean_task_us == 0 {
+        return queued;
+    }
+    let started = age.as_micros() * u128::from(slots.max(1)) / u128::from(mean_task_us);
+    u32::try_from(u128::from(queued).saturating_sub(started)).unwrap_or(queued)
 }
 
 /// Picks the peer an idle node should steal from: the one with the most
@@ -199,6 +220,21 @@ mod tests {
     fn victim_is_the_most_queued_peer() {
         assert_eq!(choose_victim(&[("a", 0), ("b", 7), ("c", 3)]), Some("b"));
         assert_eq!(choose_victim(&[("a", 0), ("b", 0)]), None);
+    }
+
+    #[test]
+    fn a_reported_queue_drains_at_the_peers_own_pace() {
+        let ms = Duration::from_millis;
+        // 8 queued 50 ms calls on 2 slots: two start every 50 ms.
+        assert_eq!(still_queued(8, 2, 50_000, ms(0)), 8);
+        assert_eq!(still_queued(8, 2, 50_000, ms(60)), 6);
+        assert_eq!(still_queued(8, 2, 50_000, ms(199)), 1);
+        assert_eq!(still_queued(8, 2, 50_000, ms(200)), 0);
+        assert_eq!(still_queued(8, 2, 50_000, Duration::from_secs(30)), 0);
+        // Minutes-long calls keep a queue worth asking for.
+        assert_eq!(still_queued(8, 2, 120_000_000, Duration::from_secs(30)), 8);
+        // No call finished yet: no pace known, the report stands.
+        assert_eq!(still_queued(3, 2, 0, Duration::from_secs(30)), 3);
     }
 
     fn any_load() -> impl Strategy<Value = Load> {

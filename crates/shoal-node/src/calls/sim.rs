@@ -79,6 +79,8 @@ struct Heard {
     queued: u32,
     running: u32,
     seq: u64,
+    /// When the report arrived.
+    at: Duration,
 }
 
 enum What {
@@ -212,6 +214,10 @@ impl FanoutSim {
             What::Result { call } => self.resolve(call),
             What::Report(node) => self.report(node),
             What::Load { to, from, heard } => {
+                let heard = Heard {
+                    at: self.now,
+                    ..heard
+                };
                 self.nodes[to as usize].heard.insert(from, heard);
                 if heard.queued > 0 {
                     self.start_looking(to);
@@ -331,6 +337,7 @@ impl FanoutSim {
             queued: me.work.queued() as u32,
             running: me.work.busy(),
             seq: me.reports_sent,
+            at: Duration::ZERO,
         };
         let others = count - 1;
         let targets: Vec<u32> = (0..REPORTS_PER_PERIOD.min(others))
@@ -365,28 +372,36 @@ impl FanoutSim {
         }
     }
 
-    /// One look of the steal task, as `Calls::steal_tick`.
+    /// One look of the steal task, as `Calls::steal_tick`: every call runs
+    /// `task`, so that is each peer's mean run time.
     fn look(&mut self, node: u32) {
         let now = self.base + self.now;
+        let (slots, mean_task_us) = (self.settings.slots, self.settings.task.as_micros() as u64);
         let me = &mut self.nodes[node as usize];
-        if !me.heard.values().any(|h| h.queued > 0) {
+        let peers: Vec<(u32, u32, u64)> = me
+            .heard
+            .iter()
+            .map(|(peer, h)| {
+                let age = self.now.saturating_sub(h.at);
+                let queued = placement::still_queued(h.queued, slots, mean_task_us, age);
+                (*peer, queued, h.seq)
+            })
+            .filter(|(_, queued, _)| *queued > 0)
+            .collect();
+        if peers.is_empty() {
             me.looking = false;
             return;
         }
         let free = me.work.free_slots();
-        if free > 0 && me.thief.ready(now) {
-            let peers: Vec<(u32, u32, u64)> = me
-                .heard
-                .iter()
-                .map(|(peer, h)| (*peer, h.queued, h.seq))
-                .collect();
-            if let Some(victim) = me.thief.pick(now, &peers) {
-                self.send(What::Steal {
-                    victim,
-                    thief: node,
-                    max: free,
-                });
-            }
+        if free > 0
+            && me.thief.ready(now)
+            && let Some(victim) = me.thief.pick(now, &peers)
+        {
+            self.send(What::Steal {
+                victim,
+                thief: node,
+                max: free,
+            });
         }
         self.push(self.now + STEAL_INTERVAL, What::Look(node));
     }

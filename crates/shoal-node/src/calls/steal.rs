@@ -2,10 +2,11 @@
 //! busiest peer.
 //!
 //! ```text
-//!  thief (steal task)                         victim
-//!   peer reports queued calls ─► idle? ─► Frame::Steal{max} ─► give_stolen:
-//!                                                              take from the back of its queue,
-//!   take_stolen ◄──────── Frame::Stolen{calls} ◄──────────────┘ tell their owners (Frame::Moved)
+//!  thief (steal task)                                victim
+//!   a peer's report, its queue not yet drained
+//!     ─► idle? ─► Frame::Steal{max} ───────────────► give_stolen:
+//!                                                     take from the back of its queue,
+//!   take_stolen ◄──── Frame::Stolen{calls} ◄──────── tell their owners (Frame::Moved)
 //!   run them as if they were sent here
 //! ```
 //!
@@ -55,8 +56,9 @@ impl<P> Default for Thief<P> {
     }
 }
 
-/// The steal task: looks for work while some peer reports queued calls,
-/// and sleeps until one does otherwise, so an idle cluster stays idle.
+/// The steal task: looks for work while some peer's report says it likely
+/// still has queued calls, and sleeps until one does otherwise, so an idle
+/// cluster stays idle.
 pub async fn run(calls: Arc<Calls>, mut answers: StealAnswers, shutdown: CancellationToken) {
     let mut thief = Thief::default();
     loop {
@@ -113,29 +115,27 @@ impl<P: Copy + Eq + Hash> Thief<P> {
 }
 
 impl Calls {
-    /// One look for work. Returns whether any peer still reports queued
+    /// One look for work. Returns whether any peer likely still has queued
     /// calls (so the task keeps looking).
     fn steal_tick(&self, thief: &mut Thief<PeerId>) -> bool {
         if self.is_draining() {
             return false; // it takes no new work
         }
-        let peers_have_work = self
-            .peers
-            .read(|peers| peers.live().any(|(_, info)| info.load.queued > 0));
-        if !peers_have_work {
-            return false;
-        }
-        let free = self.executor.idle_slots();
         let now = Instant::now();
-        if free == 0 || !thief.ready(now) {
-            return true;
-        }
         let peers: Vec<(PeerId, u32, u64)> = self.peers.read(|peers| {
             peers
                 .live()
-                .map(|(peer, info)| (*peer, info.load.queued, info.load.seq))
+                .map(|(peer, info)| (*peer, info.still_queued(now), info.load.seq))
+                .filter(|(_, queued, _)| *queued > 0)
                 .collect()
         });
+        if peers.is_empty() {
+            return false;
+        }
+        let free = self.executor.idle_slots();
+        if free == 0 || !thief.ready(now) {
+            return true;
+        }
         if let Some(victim) = thief.pick(now, &peers) {
             self.links.send_soon(victim, Frame::Steal { max: free });
         }

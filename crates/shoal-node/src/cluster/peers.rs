@@ -21,6 +21,7 @@
 //! [`Refused`], and comes back only with a load report of a version this
 //! node works with.
 
+use crate::calls::placement::still_queued;
 use libp2p::PeerId;
 use shoal_proto::{Heartbeat, RaftRole};
 use std::collections::{HashMap, HashSet};
@@ -37,7 +38,19 @@ pub struct PeerInfo {
     pub functions: HashMap<String, bool>,
     /// When the peer was last heard of (up, or a heartbeat).
     pub last_seen: Instant,
+    /// When `load` arrived.
+    pub reported_at: Instant,
     pub liveness: Liveness,
+}
+
+impl PeerInfo {
+    /// The calls its last report said were queued that are likely still
+    /// waiting at `now` (see [`still_queued`]).
+    pub fn still_queued(&self, now: Instant) -> u32 {
+        let load = &self.load;
+        let age = now.saturating_duration_since(self.reported_at);
+        still_queued(load.queued, load.slots, load.mean_task_us, age)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -170,6 +183,7 @@ impl PeerTable {
                 functions,
                 load,
                 last_seen: now,
+                reported_at: now,
                 liveness,
             },
         );

@@ -424,13 +424,13 @@ impl ClusterTask {
             .borrow()
             .live()
             .map(|(peer, info)| NodeLoad {
-                node: peer.to_base58(),
+                node: *peer,
                 slots: info.load.slots,
                 backlog: info.load.running + info.load.queued,
             })
             .collect();
         loads.push(NodeLoad {
-            node: self.calls.node_id().0.clone(),
+            node: self.me.peer(),
             slots: own.slots,
             backlog: own.busy + own.queued,
         });

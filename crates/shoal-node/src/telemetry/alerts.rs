@@ -5,6 +5,7 @@
 use super::events::Events;
 use crate::jobs::{JobId, JobState};
 use crate::raft::consensus::Consensus;
+use libp2p::PeerId;
 use shoal_proto::api::EventKind;
 use std::collections::HashSet;
 
@@ -12,9 +13,11 @@ use std::collections::HashSet;
 /// log) are not reported as news.
 const DEAD_LETTER_NEWS_MS: u64 = 60_000;
 
-/// The load of one node as the alerts see it.
+/// The load of one node as the alerts see it. Named by peer id, not its
+/// text: spelling out every peer's id each heartbeat cost more than the
+/// rest of the look at 100 nodes.
 pub struct NodeLoad {
-    pub node: String,
+    pub node: PeerId,
     pub slots: u32,
     /// Running and queued calls.
     pub backlog: u32,
@@ -25,7 +28,7 @@ pub struct Alerts {
     /// Running + queued calls per slot at which a node is overloaded.
     threshold: f64,
     leader: Option<String>,
-    overloaded: HashSet<String>,
+    overloaded: HashSet<PeerId>,
     dead_letters: usize,
     newest_dead_letter_ms: u64,
 }
@@ -74,17 +77,17 @@ impl Alerts {
             }
             let load = f64::from(backlog) / f64::from(slots);
             let over = load >= self.threshold;
-            if over && self.overloaded.insert(node.clone()) {
+            if over && self.overloaded.insert(node) {
                 let message = format!(
                     "node {node} is overloaded: {backlog} calls for {slots} slots (alert at {} per slot)",
                     self.threshold
                 );
-                events.emit(EventKind::Overloaded, Some(node), message);
+                events.emit(EventKind::Overloaded, Some(node.to_base58()), message);
             } else if !over && load < self.threshold / 2.0 && self.overloaded.remove(&node) {
                 let message = format!(
                     "node {node} is back to normal load: {backlog} calls for {slots} slots"
                 );
-                events.emit(EventKind::LoadNormal, Some(node), message);
+                events.emit(EventKind::LoadNormal, Some(node.to_base58()), message);
             }
         }
     }
