@@ -3,14 +3,15 @@
 //! operator must hear of; a refused or unreachable peer is routine, as
 //! membership notices dead nodes on its own.
 //!
-//! So is an incoming connection whose dialer hangs up during the
+//! So is an incoming connection whose dialer hangs up during the noise
 //! handshake: a node that dials a peer it is already connecting to (at
 //! another address, or from both ends at once) drops the spare. While 100
 //! nodes formed a cluster on one machine, that happened about 10 times a
-//! second, and each one warned of a missing secret. A real mismatch shows
-//! on the listener as bytes it cannot read (an invalid message, a frame too
-//! long), and on the dialer as a hang-up, which is why a dialer still
-//! warns of one.
+//! second, and each one warned of a missing secret. It cannot be a
+//! mismatch: the noise handshake starts only once both sides read each
+//! other's protocol choice, which a wrong or missing secret garbles. A
+//! mismatch fails before it, on bytes that make no sense or on a hang-up
+//! by the side that noticed first, and both of those still warn.
 
 use libp2p::swarm::{DialError, ListenError};
 use libp2p::{Multiaddr, PeerId};
@@ -33,11 +34,12 @@ pub fn outgoing(peer: Option<PeerId>, error: &DialError, has_secret: bool) {
 
 /// Logs a failed incoming connection: a warning with a hint, except when
 /// this node dialed itself at an address it did not know as its own (one a
-/// join name resolved to, through a forwarded port), or the dialer hung up.
+/// join name resolved to, through a forwarded port), or the dialer hung up
+/// during the noise handshake.
 pub fn incoming(from: &Multiaddr, error: &ListenError, has_secret: bool) {
     if let ListenError::LocalPeerId { .. } = error {
         tracing::debug!(%from, "refused a connection from this node itself");
-    } else if hung_up(error) {
+    } else if hung_up_in_noise(error) {
         tracing::debug!(%from, error = causes(error), "the dialer hung up during the handshake");
     } else {
         tracing::warn!(%from, error = causes(error), "{}", handshake_hint(has_secret));
@@ -68,19 +70,22 @@ fn causes(error: &dyn Error) -> String {
     said.join(": ")
 }
 
-/// Whether the connection broke under the handshake (the other side
-/// closed or reset it) rather than carrying something unreadable. Read from
-/// the text: libp2p's upgrade errors spell out the I/O error they end in
-/// but do not hand it on as a source.
-fn hung_up(error: &dyn Error) -> bool {
+/// Whether the other side closed or reset the connection during the noise
+/// handshake, after both sides had agreed on it. Read from the text:
+/// libp2p's upgrade errors spell out the stage (a failed protocol choice
+/// reads "Multistream select failed", a failed noise handshake "Handshake
+/// failed") and the I/O error they end in, but hand neither on as a type.
+fn hung_up_in_noise(error: &dyn Error) -> bool {
     let text = causes(error).to_ascii_lowercase();
+    let in_noise = text.contains("handshake failed") && !text.contains("multistream select");
     let hang_ups = [
         "connection reset",
         "connection aborted",
         "broken pipe",
         "unexpected end of file",
     ];
-    hang_ups.iter().any(|hang_up| text.contains(hang_up)) || text.ends_with(": eof")
+    let hung_up = hang_ups.iter().any(|hang_up| text.contains(hang_up)) || text.ends_with(": eof");
+    in_noise && hung_up
 }
 
 /// Whether a connection error looks like a failed pnet/noise handshake
@@ -107,33 +112,43 @@ mod tests {
     use super::*;
     use std::io;
 
-    /// An error that says what it wraps, as libp2p's upgrade errors do.
+    /// An upgrade error: its stage, then what it ended in.
     #[derive(Debug, thiserror::Error)]
-    #[error("handshake failed: {0}")]
-    struct Wrapped(String);
+    #[error("{0}: {1}")]
+    struct Upgrade(&'static str, String);
+
+    fn failed(stage: &'static str, cause: impl ToString) -> ListenError {
+        let upgrade = Upgrade(stage, cause.to_string());
+        ListenError::Transport(libp2p::TransportError::Other(io::Error::other(upgrade)))
+    }
 
     #[test]
-    fn a_hang_up_under_the_handshake_is_told_from_an_unreadable_peer() {
+    fn only_a_hang_up_in_the_noise_handshake_is_routine() {
         let reset = io::Error::from(io::ErrorKind::ConnectionReset);
-        assert!(hung_up(&Wrapped(reset.to_string())));
-        assert!(hung_up(&Wrapped("eof".to_string())));
-        assert!(hung_up(&io::Error::from(io::ErrorKind::UnexpectedEof)));
-        assert!(!hung_up(&Wrapped(
-            "Received an invalid message.".to_string()
+        assert!(hung_up_in_noise(&failed("Handshake failed", &reset)));
+        assert!(hung_up_in_noise(&failed("Handshake failed", "eof")));
+        let eof = io::Error::from(io::ErrorKind::UnexpectedEof);
+        assert!(hung_up_in_noise(&failed("Handshake failed", eof)));
+        // What a wrong or missing secret looks like.
+        let garbled = "Protocol error: Received an invalid message.";
+        assert!(!hung_up_in_noise(&failed(
+            "Multistream select failed",
+            garbled
         )));
-        assert!(!hung_up(&Wrapped(
-            "Maximum frame length exceeded".to_string()
+        assert!(!hung_up_in_noise(&failed(
+            "Multistream select failed",
+            &reset
         )));
+        let too_long = "Maximum frame length exceeded";
+        assert!(!hung_up_in_noise(&failed("Handshake failed", too_long)));
     }
 
     #[test]
     fn the_log_shows_every_cause_once() {
-        let reset = Wrapped("connection reset by peer".to_string());
-        let error = ListenError::Transport(libp2p::TransportError::Other(io::Error::other(reset)));
+        let error = failed("Handshake failed", "connection reset by peer");
         assert_eq!(
             causes(&error),
-            "Listen error: Failed to negotiate transport protocol(s): handshake failed: connection reset by peer"
+            "Listen error: Failed to negotiate transport protocol(s): Handshake failed: connection reset by peer"
         );
-        assert!(hung_up(&error));
     }
 }
