@@ -26,8 +26,7 @@ pub struct Heartbeat {
     /// Mean run time of recent calls, in microseconds.
     pub mean_task_us: u64,
     /// Estimated time to finish everything queued and running, in
-    /// milliseconds: `(queued + running) / slots * pace`, where the pace is
-    /// the mean run time, or the longest call still running if longer.
+    /// milliseconds: `(queued + running) / slots * mean_task`.
     pub drain_ms: u64,
     /// The functions this node can run (user functions only).
     pub functions: Vec<FunctionInfo>,

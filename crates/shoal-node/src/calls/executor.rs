@@ -77,8 +77,8 @@ type RunningKey = (PeerId, CallId);
 
 struct State {
     work: WorkQueue<QueuedCall>,
-    /// Calls running here, so a cancel can stop them, and since when.
-    running: HashMap<RunningKey, (AbortHandle, Instant)>,
+    /// Calls running here, so a cancel can stop them.
+    running: HashMap<RunningKey, AbortHandle>,
     /// The node drains: it admits only calls pinned here.
     draining: bool,
 }
@@ -112,15 +112,6 @@ impl Executor {
             busy: state.work.busy(),
             mean_task_us: 0,
         }
-    }
-
-    /// How long the longest of the calls running now has run (zero if none
-    /// runs). A call that has run this long says calls take at least this
-    /// long now, whatever the mean of the finished ones says.
-    pub fn longest_run(&self) -> Duration {
-        let state = self.state();
-        let oldest = state.running.values().map(|(_, since)| *since).min();
-        oldest.map_or(Duration::ZERO, |since| since.elapsed())
     }
 
     /// Free slots, if nothing is queued (a node with queued calls has no
@@ -169,7 +160,7 @@ impl Executor {
         if finished {
             state.running.remove(&(owner, id));
         } else {
-            state.running.insert((owner, id), (handle, Instant::now()));
+            state.running.insert((owner, id), handle);
         }
     }
 
@@ -199,7 +190,7 @@ impl Executor {
         }
         match state.running.remove(&(owner, id)) {
             // Dropping the task drops its nested calls, which cancels them too.
-            Some((handle, _)) => {
+            Some(handle) => {
                 handle.abort();
                 Cancelled::Aborted
             }
@@ -211,7 +202,7 @@ impl Executor {
     pub fn stop_all(&self) {
         let mut state = self.state();
         state.work.remove_where(|_| true);
-        for (_, (handle, _)) in state.running.drain() {
+        for (_, handle) in state.running.drain() {
             handle.abort();
         }
     }
@@ -246,23 +237,6 @@ mod tests {
             deadline: Instant::now(),
             pinned: false,
         }
-    }
-
-    #[tokio::test]
-    async fn the_longest_run_is_that_of_the_oldest_call_still_running() {
-        let owner = PeerId::random();
-        let executor = Executor::new(2, 10);
-        assert_eq!(executor.longest_run(), Duration::ZERO);
-        let first = tokio::spawn(std::future::pending::<()>());
-        executor.started(owner, CallId(1), first.abort_handle(), false);
-        tokio::time::sleep(Duration::from_millis(30)).await;
-        let second = tokio::spawn(std::future::pending::<()>());
-        executor.started(owner, CallId(2), second.abort_handle(), false);
-        assert!(executor.longest_run() >= Duration::from_millis(30));
-        executor.finished(owner, CallId(1));
-        assert!(executor.longest_run() < Duration::from_millis(30));
-        executor.finished(owner, CallId(2));
-        assert_eq!(executor.longest_run(), Duration::ZERO);
     }
 
     #[tokio::test]

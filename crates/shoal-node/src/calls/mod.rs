@@ -204,11 +204,6 @@ impl Calls {
 
     /// This node's load, for heartbeats and placement; a draining node
     /// says it has no slots, so no call is placed on it.
-    /// How long the longest of the calls running here now has run.
-    pub fn longest_run(&self) -> Duration {
-        self.executor.longest_run()
-    }
-
     pub fn load(&self) -> LoadReport {
         let mut load = LoadReport {
             mean_task_us: self.stats.mean_task_us.load(Ordering::Relaxed),

@@ -32,11 +32,9 @@
 //! it answers sooner, so fewer of the caller's calls wait there.
 //!
 //! A thief reads peers' reports the other way round: it trusts a queue only
-//! as long as the peer's own slots would take to start it ([`still_queued`]),
-//! at the pace its calls take: the mean of its recent runs, or the longest
-//! call still running there if that is longer, so long calls queued behind
-//! a history of short ones are not written off. A wrong pace costs little:
-//! too short, and a steal is skipped; too long, and a thief asks in vain.
+//! as long as the peer's own slots would take to start it ([`still_queued`]).
+//! A wrong mean there costs little: too short, and a steal is skipped; too
+//! long, and a thief asks in vain.
 
 use rand::Rng;
 use std::cmp::Ordering;
@@ -130,18 +128,17 @@ fn least_loaded<'a, P>(remotes: &'a [(P, Load)], rng: &mut impl Rng) -> Option<&
 }
 
 /// How many of the calls a peer reported queued `age` ago are likely still
-/// waiting: its own slots start one every `pace / slots` meanwhile, the
-/// pace being how long its calls take. A report of short calls goes stale
-/// within milliseconds, one of long calls keeps; a peer whose pace is not
-/// known yet (0) keeps its queue until it reports again. A thief that
-/// trusted the raw figure would ask peers whose queues emptied long ago: at
-/// 100 nodes a report is about 30 s old, and each vain ask costs a
-/// connection.
-pub fn still_queued(queued: u32, slots: u32, pace_us: u64, age: Duration) -> u32 {
-    if pace_us == 0 {
+/// waiting: its own slots start one every `mean_task / slots` meanwhile.
+/// A report of short calls goes stale within milliseconds, one of long
+/// calls keeps; a peer that has finished no call yet (mean 0) keeps its
+/// queue until it reports again. A thief that trusted the raw figure would
+/// ask peers whose queues emptied long ago: at 100 nodes a report is about
+/// 30 s old, and each vain ask costs a connection.
+pub fn still_queued(queued: u32, slots: u32, mean_task_us: u64, age: Duration) -> u32 {
+    if mean_task_us == 0 {
         return queued;
     }
-    let started = age.as_micros() * u128::from(slots.max(1)) / u128::from(pace_us);
+    let started = age.as_micros() * u128::from(slots.max(1)) / u128::from(mean_task_us);
     u32::try_from(u128::from(queued).saturating_sub(started)).unwrap_or(queued)
 }
 

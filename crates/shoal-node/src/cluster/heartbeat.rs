@@ -36,11 +36,6 @@ impl OwnHeartbeat {
     pub fn describe(&self) -> Heartbeat {
         let load = self.calls.load();
         let backlog = u64::from(load.queued + load.busy);
-        // Calls take the mean of the recent runs, or longer while a longer
-        // one is still running: a queue of long calls behind a history of
-        // short ones drains at the long calls' pace.
-        let longest_run_us = self.calls.longest_run().as_micros() as u64;
-        let pace_us = load.mean_task_us.max(longest_run_us);
         let usage = self.usage.latest();
         Heartbeat {
             version: self.version,
@@ -49,7 +44,7 @@ impl OwnHeartbeat {
             queued: load.queued,
             running: load.busy,
             mean_task_us: load.mean_task_us,
-            drain_ms: backlog * pace_us / u64::from(load.slots.max(1)) / 1000,
+            drain_ms: backlog * load.mean_task_us / u64::from(load.slots.max(1)) / 1000,
             functions: self.registry.advertised(),
             queue_items: self.queues.advertised(),
             executed: self.calls.stats.executed.load(Ordering::Relaxed),

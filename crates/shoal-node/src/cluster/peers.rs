@@ -45,17 +45,11 @@ pub struct PeerInfo {
 
 impl PeerInfo {
     /// The calls its last report said were queued that are likely still
-    /// waiting at `now` (see [`still_queued`]). Its calls take the mean of
-    /// its recent runs, or what its own drain estimate implies when that is
-    /// longer: the estimate counts the calls still running, so long calls
-    /// queued behind a history of short ones are not written off.
+    /// waiting at `now` (see [`still_queued`]).
     pub fn still_queued(&self, now: Instant) -> u32 {
         let load = &self.load;
         let age = now.saturating_duration_since(self.reported_at);
-        let backlog = u64::from(load.queued + load.running).max(1);
-        let implied_us = load.drain_ms * 1000 * u64::from(load.slots.max(1)) / backlog;
-        let pace_us = load.mean_task_us.max(implied_us);
-        still_queued(load.queued, load.slots, pace_us, age)
+        still_queued(load.queued, load.slots, load.mean_task_us, age)
     }
 }
 
@@ -432,31 +426,6 @@ mod tests {
         assert_eq!(table.get(&peer).unwrap().load.slots, 4);
         assert_eq!(table.on_up(peer, now), None);
         assert_eq!(table.live().count(), 1);
-    }
-
-    #[test]
-    fn a_reported_queue_of_long_calls_behind_short_ones_is_not_written_off() {
-        let mut table = PeerTable::new();
-        let (short, long) = (PeerId::random(), PeerId::random());
-        let then = Instant::now();
-        // Both ran 1 ms calls; 8 calls wait behind 2 running. One is
-        // turning over at that pace; the other's running calls have taken
-        // 10 s so far, which its drain estimate counts (5 × 10 s).
-        let report = |drain_ms| Heartbeat {
-            slots: 2,
-            running: 2,
-            queued: 8,
-            mean_task_us: 1_000,
-            drain_ms,
-            ..Heartbeat::default()
-        };
-        table.on_heartbeat(short, report(5), then);
-        table.on_heartbeat(long, report(50_000), then);
-        let later = then + Duration::from_secs(1);
-        assert_eq!(table.get(&short).unwrap().still_queued(later), 0);
-        assert_eq!(table.get(&long).unwrap().still_queued(later), 8);
-        let much_later = then + Duration::from_secs(30);
-        assert_eq!(table.get(&long).unwrap().still_queued(much_later), 2);
     }
 
     #[test]
