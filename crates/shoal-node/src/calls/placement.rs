@@ -139,7 +139,7 @@ pub fn still_queued(queued: u32, slots: u32, mean_task_us: u64, age: Duration) -
         return queued;
     }
     let started = age.as_micros() * u128::from(slots.max(1)) / u128::from(mean_task_us);
-    u32::try_from(u128::from(queued).saturating_sub(started)).unwrap_or(queued)
+    queued.saturating_sub(u32::try_from(started).unwrap_or(u32::MAX))
 }
 
 /// Picks the peer an idle node should steal from: the one with the most
