@@ -16,7 +16,7 @@ use super::scripts::GET_SCRIPT;
 use super::work_queue::Admit;
 use bytes::Bytes;
 use futures::FutureExt;
-use futures::future::BoxFuture;
+use futures::future::{AbortHandle, Abortable, BoxFuture};
 use libp2p::PeerId;
 use serde_json::{Value, json};
 use shoal_proto::wire::MAX_PAYLOAD_BYTES;
@@ -79,23 +79,26 @@ impl Calls {
     }
 
     fn spawn_run(self: &Arc<Self>, call: QueuedCall, holds_slot: bool) {
-        let (owner, id) = (call.owner, call.id);
-        let calls = Arc::clone(self);
-        let task = self
-            .tasks
-            .spawn(async move { calls.run(call, holds_slot).await });
-        self.executor
-            .started(owner, id, task.abort_handle(), task.is_finished());
-    }
-
-    async fn run(self: Arc<Self>, call: QueuedCall, holds_slot: bool) {
+        // Recorded before the task exists, so that its `finished` always
+        // comes after: a call recorded late would stay "running" for good.
+        let (abort, registration) = AbortHandle::new_pair();
+        self.executor.started(call.owner, call.id, abort);
+        // Made before the task too: an abort before its first poll drops
+        // it, and with it the slot it holds.
         let running = Arc::new(RunningCall {
-            calls: Arc::clone(&self),
+            calls: Arc::clone(self),
             slot: Mutex::new(SlotState {
                 held: holds_slot,
                 nested: 0,
             }),
         });
+        let run = Abortable::new(Arc::clone(self).run(call, running), registration);
+        self.tasks.spawn(async move {
+            let _ = run.await;
+        });
+    }
+
+    async fn run(self: Arc<Self>, call: QueuedCall, running: Arc<RunningCall>) {
         let started = Instant::now();
         let outcome = self.execute(&call, &running).await;
         running.release();

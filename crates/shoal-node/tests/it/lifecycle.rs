@@ -134,3 +134,25 @@ async fn shutdown_with_calls_in_flight_ends_every_task_within_two_seconds() {
     )
     .await;
 }
+
+/// Calls that end at once leave nothing behind: once their results are in,
+/// the node has no call running (a drain would otherwise wait for a call
+/// that ended long ago).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_that_end_at_once_leave_no_call_running() {
+    let nodes = start_cluster(1, |_, builder| {
+        builtins::register(builder.config(test_config(2)))
+    })
+    .await;
+    let node = &nodes[0];
+    for round in 0..5 {
+        let calls = (0..1000).map(|i| ("noop".to_string(), json!(i)));
+        let results: Vec<_> = node.call_many(calls, 64).collect().await;
+        assert!(results.iter().all(|(_, result)| result.is_ok()));
+        assert!(
+            !node.drain_status().calls_running,
+            "round {round}: every call returned, yet one is still counted as running"
+        );
+    }
+    node.shutdown().await;
+}
