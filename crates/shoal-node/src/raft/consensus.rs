@@ -21,7 +21,7 @@ use super::query::{Query, answer};
 use super::snapshot_transfer::SnapshotInbox;
 use super::state_machine::{StateMachine, StateReader};
 use super::types::{Command, CommandResult, LoggedCommand, RPC_TIMEOUT, RaftPeer};
-use super::types::{RaftNode, ShoalState};
+use super::types::{RaftNode, ShoalState, TypeConfig};
 use super::types::{raft_config, raft_id};
 use crate::clock::now_ms;
 use crate::cluster::peers::PeerView;
@@ -72,6 +72,9 @@ pub struct Consensus {
     /// leads; `None` with `raft`.
     pub(super) proposer: Option<Proposer>,
     state: Option<StateReader<ShoalState>>,
+    /// The log openraft writes, to save what it holds in memory on stop;
+    /// `None` with `raft`.
+    log: Option<LogStore<TypeConfig>>,
     /// Snapshots on their way here from a leader; `None` with `raft`.
     pub(super) incoming_snapshots: Option<SnapshotInbox>,
     pub(super) me: u64,
@@ -116,7 +119,7 @@ impl Consensus {
         let network = NetworkFactory {
             rpc: Arc::clone(&rpc),
         };
-        let raft = Raft::new(me, config, network, log, machine)
+        let raft = Raft::new(me, config, network, log.clone(), machine)
             .await
             .map_err(|e| failed(&e))?;
         if bootstrap && !raft.is_initialized().await.map_err(|e| failed(&e))? {
@@ -133,6 +136,7 @@ impl Consensus {
             proposer: Some(Proposer::start(raft.clone())),
             raft: Some(raft),
             state: Some(state),
+            log: Some(log),
             incoming_snapshots: Some(SnapshotInbox::new(dir, snapshots.max_bytes)),
             me,
             me_peer,
@@ -155,6 +159,7 @@ impl Consensus {
             raft: None,
             proposer: None,
             state: None,
+            log: None,
             incoming_snapshots: None,
             me: raft_id(&me_peer),
             me_peer,
@@ -538,6 +543,11 @@ impl Consensus {
         }
         if let Some(raft) = &self.raft {
             let _ = raft.shutdown().await;
+        }
+        if let Some(log) = &self.log
+            && let Err(e) = log.flush_committed().await
+        {
+            tracing::warn!(error = %e, "could not save the committed log id on stopping");
         }
     }
 }

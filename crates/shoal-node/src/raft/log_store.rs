@@ -19,10 +19,11 @@
 //! arrive and merges them into its next `append` call, so one fsync covers a
 //! whole batch (group commit). `save_committed` is the exception: it is a
 //! hint that lets a restarted node re-apply its log without waiting for a
-//! leader, it runs before every apply, and fsyncing it would double the
-//! fsyncs per write. It commits without fsync; the next durable commit (or a
-//! clean shutdown) persists it, and losing it to a crash only means the
-//! restarted node re-applies less until it hears from the leader.
+//! leader, and it runs before every apply, on the path of every write. It
+//! is kept in memory, and the next durable commit (an append, a vote, a
+//! truncation, a purge) carries it, as does [`LogStore::flush_committed`]
+//! when the node stops. Losing it to a crash only means the restarted node
+//! re-applies less until it hears from the leader.
 //!
 //! Every redb call blocks (an fsync takes milliseconds), so each one runs on
 //! tokio's blocking pool, never on an async worker thread.
@@ -33,13 +34,13 @@ use std::io;
 use std::marker::PhantomData;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use openraft::entry::RaftEntry;
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::type_config::alias::{LogIdOf, VoteOf};
 use openraft::{OptionalSend, RaftTypeConfig};
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -167,6 +168,9 @@ pub struct LogStore<C> {
     db: Arc<Database>,
     /// Named in every error.
     file: Arc<Path>,
+    /// The committed log id saved since the last durable commit, encoded:
+    /// that commit writes it (see the module docs).
+    unwritten_committed: Arc<Mutex<Option<Vec<u8>>>>,
     /// `fn() -> C` keeps the store `Send + Sync` whatever `C` is.
     _config: PhantomData<fn() -> C>,
 }
@@ -176,6 +180,7 @@ impl<C> Clone for LogStore<C> {
         Self {
             db: Arc::clone(&self.db),
             file: Arc::clone(&self.file),
+            unwritten_committed: Arc::clone(&self.unwritten_committed),
             _config: PhantomData,
         }
     }
@@ -193,8 +198,32 @@ impl<C: RaftTypeConfig> LogStore<C> {
         Ok(Self {
             db,
             file,
+            unwritten_committed: Arc::default(),
             _config: PhantomData,
         })
+    }
+
+    /// Writes the committed log id saved last, if it is not on disk yet;
+    /// for a node that stops (a running one writes it with its next
+    /// append).
+    pub async fn flush_committed(&self) -> io::Result<()> {
+        let Some(bytes) = self.take_unwritten_committed() else {
+            return Ok(());
+        };
+        self.blocking("save the committed record", move |db| {
+            let txn = db.begin_write()?;
+            put_meta(&txn, COMMITTED, Some(bytes))?;
+            txn.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    fn take_unwritten_committed(&self) -> Option<Vec<u8>> {
+        self.unwritten_committed
+            .lock()
+            .expect("committed lock")
+            .take()
     }
 
     async fn blocking<T, F>(&self, action: impl Into<String>, op: F) -> io::Result<T>
@@ -219,34 +248,42 @@ impl<C: RaftTypeConfig> LogStore<C> {
         .await
     }
 
-    /// Writes one `meta` value (`None` removes it) in its own transaction.
-    async fn write_meta<T>(
-        &self,
-        key: &'static str,
-        value: Option<&T>,
-        durability: Durability,
-    ) -> io::Result<()>
+    /// Writes one `meta` value (`None` removes it) in its own durable
+    /// transaction, with the committed log id if it waits to be written.
+    async fn write_meta<T>(&self, key: &'static str, value: Option<&T>) -> io::Result<()>
     where
         T: Serialize,
     {
         let bytes = value.map(serde_json::to_vec).transpose().map_err(|e| {
             RaftStorageError::into_io(&self.file, format!("encode the {key} record"), e.into())
         })?;
+        let committed = self.take_unwritten_committed();
         self.blocking(format!("save the {key} record"), move |db| {
-            let mut txn = db.begin_write()?;
-            txn.set_durability(durability)?;
-            {
-                let mut meta = txn.open_table(META)?;
-                match &bytes {
-                    Some(bytes) => meta.insert(key, bytes.as_slice())?,
-                    None => meta.remove(key)?,
-                };
+            let txn = db.begin_write()?;
+            put_meta(&txn, COMMITTED, committed)?;
+            match bytes {
+                Some(bytes) => put_meta(&txn, key, Some(bytes))?,
+                None => {
+                    txn.open_table(META)?.remove(key)?;
+                }
             }
             txn.commit()?;
             Ok(())
         })
         .await
     }
+}
+
+/// Writes one `meta` value in `txn`, if there is one.
+fn put_meta(
+    txn: &redb::WriteTransaction,
+    key: &str,
+    bytes: Option<Vec<u8>>,
+) -> Result<(), BoxError> {
+    if let Some(bytes) = bytes {
+        txn.open_table(META)?.insert(key, bytes.as_slice())?;
+    }
+    Ok(())
 }
 
 /// Decodes one `meta` value; `None` if it was never written.
@@ -357,18 +394,35 @@ where
     }
 
     async fn save_vote(&mut self, vote: &VoteOf<C>) -> io::Result<()> {
-        self.write_meta(VOTE, Some(vote), Durability::Immediate)
-            .await
+        self.write_meta(VOTE, Some(vote)).await
     }
 
     async fn save_committed(&mut self, committed: Option<LogIdOf<C>>) -> io::Result<()> {
-        // Not fsynced: see the module docs.
-        self.write_meta(COMMITTED, committed.as_ref(), Durability::None)
-            .await
+        let Some(committed) = committed else {
+            // Only ever after a reset; rare enough to write at once.
+            *self.unwritten_committed.lock().expect("committed lock") = None;
+            return self.write_meta::<LogIdOf<C>>(COMMITTED, None).await;
+        };
+        // Kept for the next durable commit: see the module docs.
+        let bytes = serde_json::to_vec(&committed).map_err(|e| {
+            RaftStorageError::into_io(&self.file, "encode the committed record", e.into())
+        })?;
+        *self.unwritten_committed.lock().expect("committed lock") = Some(bytes);
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> io::Result<Option<LogIdOf<C>>> {
-        self.read_meta(COMMITTED).await
+        let unwritten = self
+            .unwritten_committed
+            .lock()
+            .expect("committed lock")
+            .clone();
+        match unwritten {
+            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                RaftStorageError::into_io(&self.file, "decode the committed record", e.into())
+            }),
+            None => self.read_meta(COMMITTED).await,
+        }
     }
 
     async fn append<I>(&mut self, entries: I, callback: IOFlushed<C>) -> io::Result<()>
@@ -382,10 +436,12 @@ where
             return Ok(());
         };
         let action = format!("append log entries {}..={}", first.index(), last.index());
+        let committed = self.take_unwritten_committed();
         // The whole batch is one transaction and one fsync: the group commit.
         let result = self
             .blocking(action, move |db| {
                 let txn = db.begin_write()?;
+                put_meta(&txn, COMMITTED, committed)?;
                 {
                     let mut table = txn.open_table(ENTRIES)?;
                     for entry in &entries {
@@ -408,10 +464,12 @@ where
 
     async fn truncate_after(&mut self, last_log_id: Option<LogIdOf<C>>) -> io::Result<()> {
         let first_removed = last_log_id.map_or(0, |id| id.index + 1);
+        let committed = self.take_unwritten_committed();
         self.blocking(
             format!("truncate the log from index {first_removed}"),
             move |db| {
                 let txn = db.begin_write()?;
+                put_meta(&txn, COMMITTED, committed)?;
                 txn.open_table(ENTRIES)?
                     .retain_in(first_removed.., |_, _| false)?;
                 txn.commit()?;
@@ -426,12 +484,13 @@ where
             RaftStorageError::into_io(&self.file, "encode the last_purged record", e.into())
         })?;
         let upto = log_id.index;
+        let committed = self.take_unwritten_committed();
         // The purge boundary and the removal commit together, so the log
         // state never shows entries below the recorded boundary or a hole.
         self.blocking(format!("purge the log up to index {upto}"), move |db| {
             let txn = db.begin_write()?;
-            txn.open_table(META)?
-                .insert(LAST_PURGED, bytes.as_slice())?;
+            put_meta(&txn, COMMITTED, committed)?;
+            put_meta(&txn, LAST_PURGED, Some(bytes))?;
             txn.open_table(ENTRIES)?.retain_in(..=upto, |_, _| false)?;
             txn.commit()?;
             Ok(())

@@ -145,6 +145,52 @@ async fn log_vote_and_committed_survive_reopening() {
     assert_eq!(state.last_log_id, Some(log_id(2, 4)));
 }
 
+/// The committed log id is a hint kept in memory: the next append carries
+/// it to disk, and so does a flush when the node stops; one saved with
+/// neither is gone after a crash, which costs only re-applying less.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_committed_log_id_reaches_disk_with_the_next_append_or_a_flush() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let reopened_committed = async |dir: &std::path::Path| {
+        let mut log = Log::open(dir).expect("reopen the log");
+        log.read_committed().await.expect("read committed")
+    };
+    {
+        let mut log = Log::open(dir.path()).expect("open the log");
+        log.blocking_append(vec![put(1, 1, "a", serde_json::json!(1))])
+            .await
+            .expect("append");
+        log.save_committed(Some(log_id(1, 1)))
+            .await
+            .expect("save committed");
+        assert_eq!(
+            log.read_committed().await.expect("read committed"),
+            Some(log_id(1, 1)),
+            "the store answers with what it was told, written or not"
+        );
+        log.blocking_append(vec![put(1, 2, "b", serde_json::json!(2))])
+            .await
+            .expect("append");
+        log.save_committed(Some(log_id(1, 2)))
+            .await
+            .expect("save committed");
+        // Dropped without a flush: a crash after the second save.
+    }
+    assert_eq!(
+        reopened_committed(dir.path()).await,
+        Some(log_id(1, 1)),
+        "the second append carried the first save, and nothing carried the second"
+    );
+    {
+        let mut log = Log::open(dir.path()).expect("open the log");
+        log.save_committed(Some(log_id(1, 2)))
+            .await
+            .expect("save committed");
+        log.flush_committed().await.expect("flush");
+    }
+    assert_eq!(reopened_committed(dir.path()).await, Some(log_id(1, 2)));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_machine_restores_its_snapshot_on_reopening() {
     let dir = tempfile::tempdir().expect("temporary directory");
