@@ -9,7 +9,8 @@
 //! ```text
 //!   RaftCore ── append(batch) ──► spawn_blocking: one write transaction,
 //!                                 commit = fsync ──► IOFlushed callback
-//!   replication tasks ── get_log_reader() ──► clone of the same Arc<Database>
+//!   replication tasks ── get_log_reader() ──► the newest entries in memory
+//!                                              (`log_tail`), else redb
 //! ```
 //!
 //! Durability: a Raft node may only acknowledge entries and votes that
@@ -31,11 +32,11 @@
 use std::error::Error;
 use std::fmt::Debug;
 use std::io;
-use std::marker::PhantomData;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use super::log_tail::LogTail;
 use openraft::entry::RaftEntry;
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::type_config::alias::{LogIdOf, VoteOf};
@@ -162,26 +163,26 @@ where
 ///
 /// redb locks its file, so a second `open` of the same directory fails until
 /// every clone (openraft holds some) has been dropped.
-pub struct LogStore<C> {
+pub struct LogStore<C: RaftTypeConfig> {
     /// Shared by the store and its readers; redb serves many readers beside
     /// its one writer.
     db: Arc<Database>,
     /// Named in every error.
     file: Arc<Path>,
+    /// The newest entries, for the replication streams to read.
+    tail: Arc<Mutex<LogTail<C>>>,
     /// The committed log id saved since the last durable commit, encoded:
     /// that commit writes it (see the module docs).
     unwritten_committed: Arc<Mutex<Option<Vec<u8>>>>,
-    /// `fn() -> C` keeps the store `Send + Sync` whatever `C` is.
-    _config: PhantomData<fn() -> C>,
 }
 
-impl<C> Clone for LogStore<C> {
+impl<C: RaftTypeConfig> Clone for LogStore<C> {
     fn clone(&self) -> Self {
         Self {
             db: Arc::clone(&self.db),
             file: Arc::clone(&self.file),
+            tail: Arc::clone(&self.tail),
             unwritten_committed: Arc::clone(&self.unwritten_committed),
-            _config: PhantomData,
         }
     }
 }
@@ -198,8 +199,8 @@ impl<C: RaftTypeConfig> LogStore<C> {
         Ok(Self {
             db,
             file,
+            tail: Arc::default(),
             unwritten_committed: Arc::default(),
-            _config: PhantomData,
         })
     }
 
@@ -217,6 +218,10 @@ impl<C: RaftTypeConfig> LogStore<C> {
             Ok(())
         })
         .await
+    }
+
+    fn tail(&self) -> std::sync::MutexGuard<'_, LogTail<C>> {
+        self.tail.lock().expect("log tail lock")
     }
 
     fn take_unwritten_committed(&self) -> Option<Vec<u8>> {
@@ -332,6 +337,7 @@ fn is_empty_range(range: &(Bound<u64>, Bound<u64>)) -> bool {
 impl<C> RaftLogReader<C> for LogStore<C>
 where
     C: RaftTypeConfig,
+    C::Entry: Clone,
 {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
@@ -340,6 +346,9 @@ where
         let range = (range.start_bound().cloned(), range.end_bound().cloned());
         if is_empty_range(&range) {
             return Ok(Vec::new());
+        }
+        if let Some(entries) = self.tail().get(&range) {
+            return Ok(entries);
         }
         let action = format!("read log entries {}", describe_range(&range));
         // One read transaction: the result is a snapshot of the log, never a
@@ -365,6 +374,7 @@ where
 impl<C> RaftLogStorage<C> for LogStore<C>
 where
     C: RaftTypeConfig,
+    C::Entry: Clone,
 {
     type LogReader = Self;
 
@@ -442,16 +452,20 @@ where
             .blocking(action, move |db| {
                 let txn = db.begin_write()?;
                 put_meta(&txn, COMMITTED, committed)?;
+                let mut written = Vec::with_capacity(entries.len());
                 {
                     let mut table = txn.open_table(ENTRIES)?;
-                    for entry in &entries {
-                        table.insert(entry.index(), serde_json::to_vec(entry)?.as_slice())?;
+                    for entry in entries {
+                        let bytes = serde_json::to_vec(&entry)?;
+                        table.insert(entry.index(), bytes.as_slice())?;
+                        written.push((entry, bytes.len()));
                     }
                 }
                 txn.commit()?;
-                Ok(())
+                Ok(written)
             })
-            .await;
+            .await
+            .map(|written| self.tail().push(written));
         // The callback gets its own copy of the error; openraft also sees the
         // returned one and stops, since entries it believes written are not.
         let flushed = match &result {
@@ -465,6 +479,9 @@ where
     async fn truncate_after(&mut self, last_log_id: Option<LogIdOf<C>>) -> io::Result<()> {
         let first_removed = last_log_id.map_or(0, |id| id.index + 1);
         let committed = self.take_unwritten_committed();
+        // Before the entries leave the disk: the tail holds only entries
+        // that are on it.
+        self.tail().truncate(first_removed);
         self.blocking(
             format!("truncate the log from index {first_removed}"),
             move |db| {
@@ -485,6 +502,7 @@ where
         })?;
         let upto = log_id.index;
         let committed = self.take_unwritten_committed();
+        self.tail().purge(upto);
         // The purge boundary and the removal commit together, so the log
         // state never shows entries below the recorded boundary or a hole.
         self.blocking(format!("purge the log up to index {upto}"), move |db| {

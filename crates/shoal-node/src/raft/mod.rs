@@ -23,6 +23,7 @@
 
 pub mod consensus;
 pub mod log_store;
+mod log_tail;
 pub mod membership;
 pub mod network;
 mod proposer;
