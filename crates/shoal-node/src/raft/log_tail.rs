@@ -17,10 +17,12 @@ use std::ops::Bound;
 use openraft::RaftTypeConfig;
 use openraft::entry::RaftEntry;
 
-/// At most this many entries are kept…
-const MAX_ENTRIES: usize = 1024;
-/// …and at most this much of their encoded size.
-const MAX_BYTES: usize = 1024 * 1024;
+/// At most this many entries are kept… (a follower that keeps up lags by
+/// a few entries; one that does not is read from disk)
+const MAX_ENTRIES: usize = 512;
+/// …and at most this much of their encoded size (every replica keeps a
+/// tail, and an idle node should stay small).
+const MAX_BYTES: usize = 512 * 1024;
 
 /// See the module docs.
 pub(super) struct LogTail<C: RaftTypeConfig> {
