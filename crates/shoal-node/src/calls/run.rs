@@ -90,6 +90,7 @@ impl Calls {
             slot: Mutex::new(SlotState {
                 held: holds_slot,
                 nested: 0,
+                reacquiring: false,
             }),
         });
         let run = Abortable::new(Arc::clone(self).run(call, running), registration);
@@ -246,6 +247,11 @@ struct SlotState {
     held: bool,
     /// Nested calls in progress; the slot is given back while any are.
     nested: u32,
+    /// One of the call's nested calls is waiting for the slot back; the
+    /// others leave it to that one. Were two to wait, each with its own
+    /// place in line, the call could get the slot through the first and
+    /// then wait, holding it, for the second's turn.
+    reacquiring: bool,
 }
 
 /// One call running on this node: its slot, and the host its context
@@ -352,13 +358,17 @@ impl NestedCall<'_> {
         let last = {
             let mut state = self.running.slot.lock().expect("slot lock");
             state.nested -= 1;
-            state.nested == 0 && !state.held
+            let last = state.nested == 0 && !state.held && !state.reacquiring;
+            state.reacquiring |= last;
+            last
         };
         if !last {
             return;
         }
+        let reacquiring = Reacquiring(self.running);
         let calls = &self.running.calls;
         calls.acquire_slot().await;
+        drop(reacquiring);
         let keep = {
             let mut state = self.running.slot.lock().expect("slot lock");
             // Another nested call may have started while we waited.
@@ -371,6 +381,16 @@ impl NestedCall<'_> {
         if !keep {
             calls.release_slot();
         }
+    }
+}
+
+/// A nested call waiting for the slot back; dropped, also when the wait is
+/// abandoned, it lets another nested call of the same call wait instead.
+struct Reacquiring<'a>(&'a RunningCall);
+
+impl Drop for Reacquiring<'_> {
+    fn drop(&mut self) {
+        self.0.slot.lock().expect("slot lock").reacquiring = false;
     }
 }
 

@@ -156,3 +156,40 @@ async fn calls_that_end_at_once_leave_no_call_running() {
     }
     node.shutdown().await;
 }
+
+/// A call whose nested calls both answer at once, from the memo, while its
+/// slot is taken: each branch used to queue for the slot on its own, so
+/// with one slot the call got it back through one branch and then waited
+/// for the other branch's turn, which only its own end could give. Every
+/// such call, and every call queued behind it, then waited out its
+/// deadline (`shoal demo fib 80` hung about once in a hundred runs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_whose_nested_calls_all_answer_at_once_gets_its_slot_back() {
+    let nodes = start_cluster(1, |_, builder| {
+        builder
+            .config(test_config(1))
+            .register("one", |_ctx, _args| async { Ok(json!(1)) })
+            .memoize("one")
+            .register("two", |ctx, _args| async move {
+                let (a, b) =
+                    tokio::try_join!(ctx.call("one", json!(null)), ctx.call("one", json!(null)))?;
+                Ok(json!(a.as_u64().unwrap_or(0) + b.as_u64().unwrap_or(0)))
+            })
+    })
+    .await;
+    let node = &nodes[0];
+    node.call("one", json!(null))
+        .await
+        .expect("the memo is warm");
+    let calls = (0..20).map(|_| ("two".to_string(), json!(null)));
+    let results = tokio::time::timeout(
+        Duration::from_secs(20),
+        node.call_many(calls, 20).collect::<Vec<_>>(),
+    )
+    .await
+    .expect("every call ends: none waits for a slot its own call holds");
+    for (index, result) in results {
+        assert_eq!(result.expect("call succeeds"), json!(2), "call {index}");
+    }
+    node.shutdown().await;
+}
