@@ -16,6 +16,7 @@
 //! rejected. That fencing makes a job's result recorded once.
 
 mod index;
+mod orphans;
 pub mod progress;
 mod rules;
 pub mod runner;
@@ -247,10 +248,16 @@ impl JobTable {
     }
 
     /// Jobs in id order, optionally only those in `state`.
-    pub fn list(&self, state: Option<JobState>) -> impl Iterator<Item = &Job> {
-        self.jobs
-            .values()
-            .filter(move |job| state.is_none_or(|s| job.state == s))
+    pub fn list(&self, state: Option<JobState>) -> Box<dyn Iterator<Item = &Job> + '_> {
+        match state {
+            // The index has them in id order, apart from the day's history.
+            Some(JobState::Running) => Box::new(self.running()),
+            _ => Box::new(
+                self.jobs
+                    .values()
+                    .filter(move |job| state.is_none_or(|s| job.state == s)),
+            ),
+        }
     }
 
     /// How many jobs are in each state; states with none are left out.

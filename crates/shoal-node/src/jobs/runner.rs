@@ -14,8 +14,11 @@
 //! node without a replica asks a member, only while the leader's heartbeat
 //! says jobs wait. The leader also proposes a `Tick` when a lease has run
 //! out or finished jobs are due for garbage collection, so lost leases
-//! return to the queue.
+//! return to the queue. A lease that got no clear answer may still be
+//! committed; the runner then runs the jobs held in its name that it never
+//! started ([`super::orphans`]).
 
+use super::orphans::{Orphans, Taken};
 use super::{Capabilities, Job, JobCommand, JobOutcome, Leasing, runs_where_leased};
 use crate::calls::scripts::Scripts;
 use crate::calls::workers::PYTHON_SCRIPT;
@@ -161,6 +164,17 @@ pub async fn run(runner: JobRunner, tasks: TaskTracker, shutdown: CancellationTo
         pending_outcomes,
         shutdown.clone(),
     ));
+    let taken = Taken::default();
+    let mut orphans = Orphans::new(taken.clone());
+    let starter = Starter {
+        runner: runner.clone(),
+        tasks: tasks.clone(),
+        shutdown: shutdown.clone(),
+        outcomes,
+        running_local: Arc::clone(&running_local),
+        local_slot_freed: Arc::clone(&local_slot_freed),
+        taken,
+    };
     let mut last_empty_lease_at: Option<u64> = None;
     let mut leased_last_time = false;
     let mut asking = Asking::default();
@@ -206,6 +220,9 @@ pub async fn run(runner: JobRunner, tasks: TaskTracker, shutdown: CancellationTo
         }
         if runner.calls.is_draining() {
             continue; // it takes no new jobs; the running ones finish
+        }
+        for job in orphans.find(&consensus, &me).await {
+            starter.start(job);
         }
         let free = max_jobs.saturating_sub(running.load(Ordering::Relaxed));
         if free == 0 {
@@ -275,6 +292,7 @@ pub async fn run(runner: JobRunner, tasks: TaskTracker, shutdown: CancellationTo
             }
             Err(e) => {
                 tracing::debug!(error = %e, "cannot lease jobs now");
+                orphans.lease_unanswered();
                 continue;
             }
         };
@@ -288,30 +306,49 @@ pub async fn run(runner: JobRunner, tasks: TaskTracker, shutdown: CancellationTo
         // share, limited the lease.
         leased_last_time = !jobs.is_empty() && max == free;
         for job in jobs {
-            let local = runs_where_leased(&job.spec);
-            running.fetch_add(1, Ordering::Relaxed);
-            if local {
-                running_local.fetch_add(1, Ordering::Relaxed);
-            }
-            let runner = runner.clone();
-            let (running, running_local) = (Arc::clone(&running), Arc::clone(&running_local));
-            let local_slot_freed = Arc::clone(&local_slot_freed);
-            let outcomes = outcomes.clone();
-            let shutdown = shutdown.clone();
-            tasks.spawn(async move {
-                // A job cut short by the node stopping runs again once its
-                // lease expires.
-                tokio::select! {
-                    _ = shutdown.cancelled() => {}
-                    () = run_job(&runner, outcomes, job) => {}
-                }
-                running.fetch_sub(1, Ordering::Relaxed);
-                if local {
-                    running_local.fetch_sub(1, Ordering::Relaxed);
-                    local_slot_freed.notify_one();
-                }
-            });
+            starter.start(job);
         }
+    }
+}
+
+/// Starts leased jobs, each in a task of its own, keeping the counts.
+struct Starter {
+    runner: JobRunner,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+    outcomes: mpsc::Sender<Outcome>,
+    running_local: Arc<AtomicUsize>,
+    local_slot_freed: Arc<Notify>,
+    taken: Taken,
+}
+
+impl Starter {
+    fn start(&self, job: Job) {
+        let local = runs_where_leased(&job.spec);
+        self.runner.running.fetch_add(1, Ordering::Relaxed);
+        if local {
+            self.running_local.fetch_add(1, Ordering::Relaxed);
+        }
+        let taken = self.taken.take(&job);
+        let runner = self.runner.clone();
+        let running_local = Arc::clone(&self.running_local);
+        let local_slot_freed = Arc::clone(&self.local_slot_freed);
+        let outcomes = self.outcomes.clone();
+        let shutdown = self.shutdown.clone();
+        self.tasks.spawn(async move {
+            // A job cut short by the node stopping runs again once its
+            // lease expires.
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                () = run_job(&runner, outcomes, job) => {}
+            }
+            drop(taken);
+            runner.running.fetch_sub(1, Ordering::Relaxed);
+            if local {
+                running_local.fetch_sub(1, Ordering::Relaxed);
+                local_slot_freed.notify_one();
+            }
+        });
     }
 }
 

@@ -197,6 +197,17 @@ impl Consensus {
         self.leader() == Some(self.me)
     }
 
+    /// Whether a read through the leader may be answered now, as far as
+    /// this node knows: its replica follows a leader, or, without one, it
+    /// has heard of members to ask.
+    pub fn leader_known(&self) -> bool {
+        if self.holds_replica() {
+            self.leader().is_some()
+        } else {
+            !self.peers.raft_members().is_empty()
+        }
+    }
+
     /// Whether this node keeps an up-to-date replica: it is a member (voter
     /// or learner) and leads or has heard from the leader lately.
     pub fn holds_replica(&self) -> bool {

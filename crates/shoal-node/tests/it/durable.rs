@@ -359,3 +359,58 @@ async fn jobs_report_progress_from_rust_and_javascript() {
     assert_eq!(js_job.result, Some(json!("done")));
     node.shutdown().await;
 }
+
+/// A node stopped while it runs a job, and started again on the same data
+/// before anyone released its leases, runs that job again at once: the
+/// lease still names it, so nobody else would until the lease ran out.
+/// (The same look finds a lease whose answer was lost, when its leader
+/// died holding the write and the next leader committed it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_on_its_data_runs_the_jobs_it_held_at_once() {
+    const LEASE_MS: u64 = 120_000;
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let start = async || {
+        let config = NodeConfig {
+            data_dir: Some(dir.path().to_path_buf()),
+            ..test_config(2)
+        };
+        builtins::register(Node::builder().config(config))
+            .start()
+            .await
+            .expect("node starts")
+    };
+    let node = start().await;
+    let id = node
+        .submit_job(JobSpec {
+            lease_ms: LEASE_MS,
+            ..spec("sleep", json!(1_500))
+        })
+        .await
+        .unwrap();
+    wait_until(
+        Duration::from_secs(20),
+        "the job to run",
+        async || match node.job(id, Read::Linearizable).await {
+            Ok(Some(job)) if job.state == JobState::Running => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    )
+    .await;
+    node.shutdown().await;
+    drop(node);
+
+    let restarted = start().await;
+    let started = Instant::now();
+    let job = wait_finished(&restarted, id, Duration::from_secs(60)).await;
+    assert_eq!(job.state, JobState::Succeeded, "{job:?}");
+    assert_eq!(
+        job.attempt, 1,
+        "the attempt it held ran again, not a new one after its lease ran out: {job:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(LEASE_MS / 4),
+        "the job finished {:?} after the restart; its lease is {LEASE_MS} ms",
+        started.elapsed()
+    );
+    restarted.shutdown().await;
+}
