@@ -212,6 +212,7 @@ impl Calls {
                 slots: report.slots,
                 backlog: report.busy + report.queued,
             });
+        let now = Instant::now();
         let mut remotes: Vec<(PeerId, Load)> = self.peers.read(|peers| {
             let usable = |peer: &PeerId, info: &PeerInfo| {
                 (shipped || info.functions.contains_key(function))
@@ -230,7 +231,7 @@ impl Calls {
                 .map(|(peer, info)| {
                     let load = Load {
                         slots: info.load.slots,
-                        backlog: info.load.queued + info.load.running,
+                        backlog: info.still_backlog(now),
                     };
                     (*peer, load)
                 })

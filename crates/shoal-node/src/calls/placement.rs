@@ -23,13 +23,16 @@
 //! 10 nodes calling at once, 0.83 / 0.83 against 0.50 / 0.50. Random ties
 //! keep callers with the same stale picture from all choosing the same peer.
 //!
-//! Run times are left out. A node's reported mean run time mixes every call
-//! it ran, of any function and any arguments, and at 100 nodes its last
-//! report may be half a minute old. Once, over 100 nodes that had just run
-//! instant `sleep 0` calls, some looked thousands of times faster than
-//! others and took up to 43 calls of the next fan-outs of 1,000 `sleep 50`
-//! where 10 would do (efficiency 0.2). A faster node still gets more calls:
-//! it answers sooner, so fewer of the caller's calls wait there.
+//! Run times are left out of the ranking. A node's reported mean run time
+//! mixes every call it ran, of any function and any arguments, and at 100
+//! nodes its last report may be half a minute old. Once, over 100 nodes
+//! that had just run instant `sleep 0` calls, some looked thousands of
+//! times faster than others and took up to 43 calls of the next fan-outs of
+//! 1,000 `sleep 50` where 10 would do (efficiency 0.2). A faster node still
+//! gets more calls: it answers sooner, so fewer of the caller's calls wait
+//! there. A report's backlog is aged the way a thief ages a queue (below):
+//! one taken in the middle of an earlier fan-out does not make a peer that
+//! has long finished look busy.
 //!
 //! A thief reads peers' reports the other way round: it trusts a queue only
 //! as long as the peer's own slots would take to start it ([`still_queued`]).

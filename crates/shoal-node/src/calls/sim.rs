@@ -248,11 +248,17 @@ impl FanoutSim {
             backlog: me.work.busy() + me.work.queued() as u32,
         };
         let outstanding = &self.outstanding[owner as usize];
+        let (slots, mean_task_us) = (self.settings.slots, self.settings.task.as_micros() as u64);
         let remotes: Vec<(u32, Load)> = (0..self.nodes.len() as u32)
             .filter(|peer| *peer != owner)
             .map(|peer| {
                 let heard = me.heard.get(&peer);
-                let backlog = heard.map_or(0, |h| h.queued + h.running);
+                // As `PeerInfo::still_backlog`: what the report said, less
+                // what the peer's slots have done since.
+                let backlog = heard.map_or(0, |h| {
+                    let age = self.now.saturating_sub(h.at);
+                    placement::still_queued(h.queued + h.running, slots, mean_task_us, age)
+                });
                 let load = Load {
                     slots: self.settings.slots,
                     backlog: backlog.max(outstanding[peer as usize]),

@@ -51,6 +51,18 @@ impl PeerInfo {
         let age = now.saturating_duration_since(self.reported_at);
         still_queued(load.queued, load.slots, load.mean_task_us, age)
     }
+
+    /// The calls its last report said were queued or running that are
+    /// likely still there at `now`: a report from the middle of an earlier
+    /// fan-out must not make an idle peer look busy for the next one (at
+    /// 100 nodes a report is about 30 s old; taken at face value, some
+    /// peers got none of a fan-out's calls and others two more waves).
+    pub fn still_backlog(&self, now: Instant) -> u32 {
+        let load = &self.load;
+        let age = now.saturating_duration_since(self.reported_at);
+        let backlog = load.queued.saturating_add(load.running);
+        still_queued(backlog, load.slots, load.mean_task_us, age)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -489,6 +501,35 @@ mod tests {
         assert!(matches!(table.on_down(dead), Some(MemberEvent::Died(p, _)) if p == dead));
         assert_eq!(table.on_unreachable(dead), None, "a dead peer stays dead");
         assert!(!table.is_live(&dead));
+    }
+
+    #[test]
+    fn a_reported_backlog_counts_only_while_the_peer_could_not_have_worked_it_off() {
+        let mut table = PeerTable::new();
+        let peer = PeerId::random();
+        let reported = Instant::now();
+        let busy = Heartbeat {
+            slots: 2,
+            running: 2,
+            queued: 8,
+            mean_task_us: 50_000,
+            ..Heartbeat::default()
+        };
+        table.on_heartbeat(peer, busy, reported);
+        let info = table.get(&peer).unwrap();
+        let ms = Duration::from_millis;
+        assert_eq!(info.still_backlog(reported), 10);
+        assert_eq!(
+            info.still_backlog(reported + ms(100)),
+            6,
+            "two slots, 50 ms calls"
+        );
+        assert_eq!(info.still_backlog(reported + ms(250)), 0);
+        assert_eq!(
+            info.still_backlog(reported + Duration::from_secs(30)),
+            0,
+            "a report from an earlier fan-out says nothing of now"
+        );
     }
 
     #[test]
