@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures::future::AbortHandle;
 use libp2p::PeerId;
 use shoal_proto::{CallId, CallRequest, JobRef};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -193,6 +193,35 @@ impl Executor {
         }
     }
 
+    /// The owners of the calls queued or running here.
+    pub fn owners(&self) -> HashSet<PeerId> {
+        let state = self.state();
+        let mut owners: HashSet<PeerId> = state.running.keys().map(|(owner, _)| *owner).collect();
+        owners.extend(state.work.iter().map(|call| call.owner));
+        owners
+    }
+
+    /// Stops every call `owner` made, queued or running: it left the
+    /// cluster. Returns the queued calls and the ids of the running ones.
+    pub fn drop_owner(&self, owner: PeerId) -> (Vec<QueuedCall>, Vec<CallId>) {
+        let mut state = self.state();
+        let queued = state.work.remove_where(|call| call.owner == owner);
+        let running: Vec<RunningKey> = state
+            .running
+            .keys()
+            .filter(|(of, _)| *of == owner)
+            .copied()
+            .collect();
+        let mut aborted = Vec::with_capacity(running.len());
+        for key in running {
+            if let Some(handle) = state.running.remove(&key) {
+                handle.abort();
+                aborted.push(key.1);
+            }
+        }
+        (queued, aborted)
+    }
+
     /// Stops everything (the node is stopping).
     pub fn stop_all(&self) {
         let mut state = self.state();
@@ -256,6 +285,37 @@ mod tests {
         assert_eq!(executor.cancel(owner, CallId(1)), Cancelled::Aborted);
         assert!(task.await.unwrap().is_err(), "the task was aborted");
         assert_eq!(executor.cancel(owner, CallId(1)), Cancelled::NotFound);
+    }
+
+    #[tokio::test]
+    async fn dropping_an_owner_stops_its_calls_and_only_its_calls() {
+        let (gone, staying) = (PeerId::random(), PeerId::random());
+        let executor = Executor::new(2, 10);
+        let mut tasks = Vec::new();
+        for (owner, id) in [(gone, 1), (staying, 2)] {
+            let _ = executor.admit(call(owner, id));
+            let (abort, registration) = AbortHandle::new_pair();
+            tasks.push(tokio::spawn(futures::future::Abortable::new(
+                std::future::pending::<()>(),
+                registration,
+            )));
+            executor.started(owner, CallId(id), abort);
+        }
+        let _ = executor.admit(call(gone, 3));
+        let _ = executor.admit(call(staying, 4));
+        let (queued, running) = executor.drop_owner(gone);
+        let queued: Vec<u64> = queued.iter().map(|c| c.id.0).collect();
+        assert_eq!((queued, running), (vec![3], vec![CallId(1)]));
+        assert!(
+            tasks.remove(0).await.unwrap().is_err(),
+            "its running call was aborted"
+        );
+        assert_eq!(
+            executor.load().queued,
+            1,
+            "the other owner's queued call stays"
+        );
+        assert_eq!(executor.cancel(staying, CallId(2)), Cancelled::Aborted);
     }
 
     #[test]

@@ -31,7 +31,8 @@
 //! or answers that its queue is full, the owner places the call again.
 //! Results that arrive after the first are dropped, so the caller sees
 //! exactly one. A call whose caller stops waiting (deadline, or the future
-//! dropped) is cancelled where it runs, and so are the calls it started.
+//! dropped) is cancelled where it runs, and so are the calls it started;
+//! the calls of a caller held dead for 30 s stop where they run too.
 
 pub mod context;
 pub mod executor;
@@ -249,11 +250,39 @@ impl Calls {
         self.executor.stop_all();
     }
 
-    /// A node is gone: its calls run elsewhere. Calls it owned run on here:
-    /// a node declared dead may only have been paused, and would wait for
-    /// calls dropped here until their deadline. A result for an owner that
-    /// is really gone finds no stream and is dropped then.
+    /// A node is gone: its calls run elsewhere. Calls it owned run on here
+    /// for now: a node declared dead may only have been paused or cut off
+    /// for a moment, and would wait for calls dropped here until their
+    /// deadline (see [`Calls::stop_calls_of_the_long_dead`]).
     pub fn on_peer_dead(self: &Arc<Self>, peer: PeerId) {
         self.redispatch_from(peer);
+    }
+
+    /// Stops the calls, queued or running here, of owners held dead for
+    /// `grace` or longer, so that a caller's death frees the slots its
+    /// calls hold instead of leaving them busy until their deadline (5
+    /// minutes by default). Each goes back to its owner as `overloaded`:
+    /// one that was paused for that long and comes back places it again
+    /// instead of waiting for it. Called once a membership period.
+    pub fn stop_calls_of_the_long_dead(self: &Arc<Self>, grace: Duration) {
+        let owners = self.executor.owners();
+        if owners.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let gone: Vec<PeerId> = self.peers.read(|peers| {
+            owners
+                .into_iter()
+                .filter(|owner| {
+                    peers.get(owner).is_some_and(|info| {
+                        info.dead_since
+                            .is_some_and(|since| now.saturating_duration_since(since) >= grace)
+                    })
+                })
+                .collect()
+        });
+        for owner in gone {
+            self.give_back_calls_of(owner);
+        }
     }
 }

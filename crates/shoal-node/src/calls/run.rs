@@ -73,6 +73,38 @@ impl Calls {
         });
     }
 
+    /// Stops the calls `owner` made, queued or running (it left the
+    /// cluster), and gives each back to it as `overloaded`.
+    pub(super) fn give_back_calls_of(self: &Arc<Self>, owner: PeerId) {
+        let (queued, running) = self.executor.drop_owner(owner);
+        if queued.is_empty() && running.is_empty() {
+            return;
+        }
+        tracing::info!(
+            %owner,
+            queued = queued.len(),
+            running = running.len(),
+            "stopped the calls of a node that left"
+        );
+        let why = "took the caller for dead";
+        for call in queued {
+            self.hand_back(call, why);
+        }
+        for id in running {
+            let error = CallError::new(
+                ErrorCode::Overloaded,
+                format!(
+                    "node {} {why} and stopped the call; it goes elsewhere",
+                    self.node_id.short()
+                ),
+            );
+            let calls = Arc::clone(self);
+            self.tasks.spawn(async move {
+                calls.deliver(owner, id, Err(error)).await;
+            });
+        }
+    }
+
     /// Runs a call that holds a slot.
     pub(super) fn start(self: &Arc<Self>, call: QueuedCall) {
         self.spawn_run(call, true);

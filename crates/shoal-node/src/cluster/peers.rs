@@ -41,6 +41,9 @@ pub struct PeerInfo {
     /// When `load` arrived.
     pub reported_at: Instant,
     pub liveness: Liveness,
+    /// When it was found dead, while it is (at 100 nodes a peer's last
+    /// report may be half a minute older than its death).
+    pub dead_since: Option<Instant>,
 }
 
 impl PeerInfo {
@@ -133,6 +136,7 @@ impl PeerTable {
             Some(info) => {
                 info.liveness = Liveness::Alive;
                 info.last_seen = now;
+                info.dead_since = None;
                 Some(MemberEvent::Joined(peer))
             }
             None => {
@@ -197,6 +201,7 @@ impl PeerTable {
                 last_seen: now,
                 reported_at: now,
                 liveness,
+                dead_since: None,
             },
         );
         match previous.map(|info| info.liveness) {
@@ -271,6 +276,7 @@ impl PeerTable {
             return None;
         }
         info.liveness = Liveness::Dead;
+        info.dead_since = Some(Instant::now());
         Some(MemberEvent::Died(peer, reason))
     }
 

@@ -27,6 +27,10 @@ use tokio_util::sync::CancellationToken;
 
 /// Dead peers are forgotten after this long, keeping the table bounded.
 const FORGET_DEAD_AFTER: Duration = Duration::from_secs(600);
+/// A caller held dead for this many periods (30 s by default) has the
+/// calls it made here stopped: far longer than a pause or a short cut the
+/// cluster rides out, far shorter than a call's default deadline.
+const DEAD_CALLER_PERIODS: u32 = 30;
 /// Members a node sends its load to each period, besides those it has just
 /// met: constant, so the cost per node does not grow with the cluster; each
 /// member hears from every other about every N / 3 periods.
@@ -214,6 +218,8 @@ impl ClusterTask {
         self.ask_undescribed();
         self.follow_suspicions(&local.swim);
         self.calls.redispatch_from_the_dead();
+        self.calls
+            .stop_calls_of_the_long_dead(self.heartbeat_interval * DEAD_CALLER_PERIODS);
         let now = Instant::now();
         self.write(|table| table.forget_dead(now, FORGET_DEAD_AFTER));
         let members = local.swim.len() + 1;

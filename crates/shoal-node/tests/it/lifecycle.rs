@@ -201,3 +201,65 @@ async fn a_call_whose_nested_calls_all_answer_at_once_gets_its_slot_back() {
     }
     node.shutdown().await;
 }
+
+/// A caller that dies takes its calls with it: the node running them stops
+/// them, queued and running, once it has held the caller dead for 30
+/// membership periods (6 s here, 30 s by default), and its slot is free
+/// for others then, not when those calls' deadline comes (10 minutes here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_callers_calls_stop_where_they_ran() {
+    let nodes = start_cluster(2, |index, builder| {
+        builtins::register(builder.config(test_config([0, 1][index])))
+    })
+    .await;
+    let mut nodes = nodes.into_iter();
+    let (caller, worker) = (nodes.next().unwrap(), nodes.next().unwrap());
+    for _ in 0..3 {
+        let caller = caller.clone();
+        tokio::spawn(async move { caller.call("sleep", json!(600_000)).await });
+    }
+    wait_until(
+        Duration::from_secs(20),
+        "the worker to take every call",
+        async || {
+            let status = worker.status();
+            if status.running == 1 && status.queued == 2 {
+                Ok(())
+            } else {
+                Err(format!(
+                    "running {}, queued {}",
+                    status.running, status.queued
+                ))
+            }
+        },
+    )
+    .await;
+    caller.shutdown().await;
+    drop(caller);
+
+    wait_until(
+        Duration::from_secs(30),
+        "the dead caller's calls to stop",
+        async || {
+            let status = worker.status();
+            if status.running == 0 && status.queued == 0 {
+                Ok(())
+            } else {
+                Err(format!(
+                    "running {}, queued {}",
+                    status.running, status.queued
+                ))
+            }
+        },
+    )
+    .await;
+    let started = Instant::now();
+    let answer = worker.call("sleep", json!(10)).await;
+    assert_eq!(answer.unwrap(), json!(10));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the worker's one slot was free: {:?}",
+        started.elapsed()
+    );
+    worker.shutdown().await;
+}
