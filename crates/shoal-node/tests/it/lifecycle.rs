@@ -218,12 +218,10 @@ async fn a_dead_callers_calls_stop_where_they_ran() {
         let caller = caller.clone();
         tokio::spawn(async move { caller.call("sleep", json!(600_000)).await });
     }
-    wait_until(
-        Duration::from_secs(20),
-        "the worker to take every call",
-        async || {
+    let holds = async |running: u32, queued: u32, within: u64, what: &str| {
+        wait_until(Duration::from_secs(within), what, async || {
             let status = worker.status();
-            if status.running == 1 && status.queued == 2 {
+            if (status.running, status.queued) == (running, queued) {
                 Ok(())
             } else {
                 Err(format!(
@@ -231,28 +229,13 @@ async fn a_dead_callers_calls_stop_where_they_ran() {
                     status.running, status.queued
                 ))
             }
-        },
-    )
-    .await;
+        })
+        .await
+    };
+    holds(1, 2, 20, "the worker to take every call").await;
     caller.shutdown().await;
     drop(caller);
-
-    wait_until(
-        Duration::from_secs(30),
-        "the dead caller's calls to stop",
-        async || {
-            let status = worker.status();
-            if status.running == 0 && status.queued == 0 {
-                Ok(())
-            } else {
-                Err(format!(
-                    "running {}, queued {}",
-                    status.running, status.queued
-                ))
-            }
-        },
-    )
-    .await;
+    holds(0, 0, 30, "the dead caller's calls to stop").await;
     let started = Instant::now();
     let answer = worker.call("sleep", json!(10)).await;
     assert_eq!(answer.unwrap(), json!(10));
