@@ -30,7 +30,7 @@ impl FrameHandler for CallFrames {
             Frame::Cancel { id } => calls.cancel_call(peer, id),
             Frame::Result { id, outcome } => calls.resolve(id, outcome, Where::Remote(peer)),
             Frame::Moved { id, to } => match to.0.parse::<PeerId>() {
-                Ok(to) => calls.moved(id, Where::Remote(to)),
+                Ok(to) => calls.moved(id, Where::Remote(peer), Where::Remote(to)),
                 Err(_) => tracing::warn!(%peer, to = %to, "move notice names an invalid node"),
             },
             Frame::Steal { max } => calls.give_stolen(peer, max),

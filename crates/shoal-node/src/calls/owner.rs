@@ -446,9 +446,21 @@ impl Calls {
         }
     }
 
-    /// Records that a pending call now runs at `to` (it was stolen).
-    pub(super) fn moved(&self, id: CallId, to: Where) {
-        self.pending.lock().expect("pending lock").move_to(id, to);
+    /// Records that a pending call held at `from` now runs at `to` (it was
+    /// stolen); a notice from a node that does not hold it is ignored.
+    pub(super) fn moved(&self, id: CallId, from: Where, to: Where) {
+        let here = |at: Where| match at {
+            Where::Remote(peer) if peer == self.me => Where::Local,
+            at => at,
+        };
+        let moved = self
+            .pending
+            .lock()
+            .expect("pending lock")
+            .move_from(id, here(from), here(to));
+        if !moved {
+            tracing::debug!(%id, ?from, ?to, "move notice for a call not held there; ignored");
+        }
     }
 
     /// The caller stopped waiting: forget the call and stop it where it runs.

@@ -91,6 +91,18 @@ impl PendingTable {
         true
     }
 
+    /// Moves the call to `to` if `from` holds it now: only the node that
+    /// holds a call can hand it on. A stale notice (the call was placed
+    /// again meanwhile) or one from any other node would point the owner
+    /// at a node that does not run the call, and if that node then died,
+    /// the call would not be placed again. Returns whether it moved.
+    pub fn move_from(&mut self, id: CallId, from: Where, to: Where) -> bool {
+        if self.calls.get(&id).is_none_or(|call| call.at != from) {
+            return false;
+        }
+        self.move_to(id, to)
+    }
+
     /// Records that `at` refused the call because it was full.
     pub fn refused(&mut self, id: CallId, at: Where) {
         if let Some(call) = self.calls.get_mut(&id)
@@ -176,6 +188,24 @@ mod tests {
             "resolved calls stay gone"
         );
         assert_eq!(table.len(), 2);
+    }
+
+    #[test]
+    fn only_the_node_that_holds_a_call_can_say_where_it_went() {
+        let (a, b, c) = (PeerId::random(), PeerId::random(), PeerId::random());
+        let mut table = PendingTable::default();
+        table.insert(CallId(1), call(Where::Remote(a)));
+        assert!(
+            !table.move_from(CallId(1), Where::Remote(c), Where::Remote(c)),
+            "c does not hold it"
+        );
+        assert_eq!(table.outstanding(&a), 1);
+        assert!(table.move_from(CallId(1), Where::Remote(a), Where::Remote(b)));
+        assert!(
+            !table.move_from(CallId(1), Where::Remote(a), Where::Local),
+            "a's second notice is stale: b holds it now"
+        );
+        assert_eq!(table.held_by(b), vec![CallId(1)]);
     }
 
     #[test]

@@ -194,7 +194,7 @@ impl Calls {
     /// Tells `call`'s owner that it now runs at `thief`.
     fn tell_moved(&self, call: &QueuedCall, thief: PeerId) {
         if call.owner == self.me {
-            self.moved(call.id, Where::Remote(thief));
+            self.moved(call.id, Where::Local, Where::Remote(thief));
         } else {
             let moved = Frame::Moved {
                 id: call.id,
@@ -219,7 +219,7 @@ impl Calls {
                 continue;
             };
             if owner == self.me {
-                self.moved(stolen.request.id, Where::Local);
+                self.moved(stolen.request.id, Where::Remote(victim), Where::Local);
             }
             self.run_stolen(QueuedCall::from_request(owner, stolen.request));
         }
