@@ -59,17 +59,18 @@ impl Calls {
     /// Gives a call that did not start back to its owner as `overloaded`,
     /// which places it elsewhere.
     pub(super) fn hand_back(self: &Arc<Self>, call: QueuedCall, why: &str) {
-        let error = CallError::new(
-            ErrorCode::Overloaded,
-            format!(
-                "node {} {why}; '{}' goes elsewhere",
-                self.node_id.short(),
-                call.function
-            ),
-        );
+        let what = format!("'{}' goes elsewhere", call.function);
+        self.send_back(call.owner, call.id, why, &what);
+    }
+
+    /// Tells `owner` that this node `why` and will not run call `id`, as
+    /// `overloaded`, which has the owner place it elsewhere.
+    fn send_back(self: &Arc<Self>, owner: PeerId, id: CallId, why: &str, what: &str) {
+        let message = format!("node {} {why}; {what}", self.node_id.short());
+        let error = CallError::new(ErrorCode::Overloaded, message);
         let calls = Arc::clone(self);
         self.tasks.spawn(async move {
-            calls.deliver(call.owner, call.id, Err(error)).await;
+            calls.deliver(owner, id, Err(error)).await;
         });
     }
 
@@ -91,17 +92,7 @@ impl Calls {
             self.hand_back(call, why);
         }
         for id in running {
-            let error = CallError::new(
-                ErrorCode::Overloaded,
-                format!(
-                    "node {} {why} and stopped the call; it goes elsewhere",
-                    self.node_id.short()
-                ),
-            );
-            let calls = Arc::clone(self);
-            self.tasks.spawn(async move {
-                calls.deliver(owner, id, Err(error)).await;
-            });
+            self.send_back(owner, id, why, "the call was stopped and goes elsewhere");
         }
     }
 
