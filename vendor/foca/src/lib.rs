@@ -1224,7 +1224,7 @@ where
         &mut self,
         update: Member<T>,
         do_broadcast: bool,
-        runtime: impl Runtime<T>,
+        mut runtime: impl Runtime<T>,
     ) -> Result<bool> {
         debug_assert_ne!(&self.identity, update.id());
         let summary = self.members.apply(update.clone(), &mut self.rng);
@@ -1234,7 +1234,25 @@ where
             _ => summary.is_active_now,
         };
 
-        self.handle_apply_summary(summary, update, do_broadcast, runtime)?;
+        // PATCHED: a suspicion heard from others starts a countdown here
+        // too, a probe period longer than the suspecter's own, so the
+        // member is declared down even if the suspecter's verdict never
+        // arrives (otherwise it stayed suspect until a probe of our own).
+        let heard_suspicion = (summary.apply_successful && update.state() == State::Suspect)
+            .then(|| (update.id().clone(), update.incarnation()));
+
+        self.handle_apply_summary(summary, update, do_broadcast, &mut runtime)?;
+
+        if let Some((member_id, incarnation)) = heard_suspicion {
+            runtime.submit_after(
+                Timer::ChangeSuspectToDown {
+                    member_id,
+                    incarnation,
+                    token: self.timer_token,
+                },
+                self.config.suspect_to_down_after + self.config.probe_period,
+            );
+        }
 
         Ok(update_is_active)
     }

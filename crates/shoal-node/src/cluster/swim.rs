@@ -377,9 +377,9 @@ impl<I: MemberId> Membership<I> {
         let result = self
             .foca
             .apply_many(std::iter::once(member), true, &mut self.runtime);
-        // Foca starts the countdown to "down" only for its own failed
-        // probes; start it for this suspicion too, or the member would stay
-        // suspected until some probe of it happened to fail.
+        // Foca starts the suspecter's countdown to "down" only for its own
+        // failed probes (a suspicion it applies counts down a period
+        // longer, as one heard from others); this node is the suspecter.
         if let Some(token) = self.token {
             self.schedule(
                 now + self.suspicion,

@@ -179,3 +179,63 @@ fn a_cluster_formed_in_a_storm_of_loss_and_pauses_converges_once_it_calms() {
         );
     }
 }
+
+/// A member that hears of a suspicion and then nothing more (the
+/// suspecter's verdict lost, the suspecter gone quiet) declares the suspect
+/// down itself, a period after the suspecter would have, instead of holding
+/// it suspect until one of its own probes happens to pick it.
+#[test]
+fn a_heard_suspicion_ends_in_down_even_when_the_verdict_is_lost() {
+    use crate::cluster::sim::SimId;
+    let id = |node| SimId {
+        node,
+        generation: 0,
+    };
+    let suspicion = Duration::from_secs(2);
+    let everyone = |without: u32| {
+        let members: Vec<Member<SimId>> = (0..40)
+            .filter(|&n| n != without)
+            .map(|n| Member::alive(id(n)))
+            .collect();
+        postcard::to_allocvec(&members).unwrap()
+    };
+    let (suspecter, hearer, suspect) = (0, 1, 2);
+    let mut hearer_swim = Membership::new(id(hearer), 40, PERIOD, suspicion, 5);
+    hearer_swim
+        .merge(&everyone(hearer), Duration::ZERO)
+        .unwrap();
+    // The suspecter knows only the hearer and the suspect, so its next
+    // gossip goes to the hearer.
+    let mut suspecter_swim = Membership::new(id(suspecter), 3, PERIOD, suspicion, 6);
+    let pair = vec![Member::alive(id(hearer)), Member::alive(id(suspect))];
+    let pair = postcard::to_allocvec(&pair).unwrap();
+    suspecter_swim.merge(&pair, Duration::ZERO).unwrap();
+    let mut sends = suspecter_swim.suspect(&suspect, Duration::ZERO).sends;
+    let mut now = Duration::ZERO;
+    while !sends.iter().any(|(to, _)| to.node == hearer) {
+        now += CHECK;
+        assert!(now < PERIOD, "the suspecter never spoke to the hearer");
+        sends = suspecter_swim.advance(now).sends;
+    }
+    for (_, packet) in sends.iter().filter(|(to, _)| to.node == hearer) {
+        hearer_swim.receive(packet, now).unwrap();
+    }
+    let heard_at = now;
+    let state_of_suspect = |swim: &Membership<SimId>| {
+        swim.states()
+            .find(|(member, _)| member.node == suspect)
+            .map(|(_, state)| state)
+    };
+    assert_eq!(state_of_suspect(&hearer_swim), Some(State::Suspect));
+    // From here on nothing reaches the hearer.
+    let mut down_at = None;
+    while down_at.is_none() && now < heard_at + Duration::from_secs(10) {
+        now += CHECK;
+        let changes = hearer_swim.advance(now).changes;
+        if changes.contains(&Change::Down(id(suspect))) {
+            down_at = Some(now);
+        }
+    }
+    let took = down_at.expect("the suspect was never declared down") - heard_at;
+    assert!(took <= suspicion + PERIOD + CHECK, "took {took:?}");
+}
