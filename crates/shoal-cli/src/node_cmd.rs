@@ -92,7 +92,7 @@ pub struct NodeArgs {
         action = ArgAction::Set
     )]
     mdns: bool,
-    /// Milliseconds between membership probes and load reports.
+    /// The membership period in milliseconds: two probes and a load report each.
     #[arg(long, default_value_t = 1000)]
     heartbeat_ms: u64,
     /// Periods a suspected peer has to answer before it is declared dead.

@@ -26,7 +26,7 @@ pub struct NodeConfig {
     pub cluster_name: String,
     /// Discover peers with mDNS. Off by default: multicast leaves the machine.
     pub mdns: bool,
-    /// How often a member is probed (SWIM's period) and a load report sent.
+    /// The membership period: in it each member probes two others (SWIM) and sends a load report.
     pub heartbeat_interval: Duration,
     /// Periods a suspected member has to answer before it is declared dead.
     pub heartbeat_misses: u32,

@@ -36,7 +36,7 @@ pub struct SimArgs {
     /// What to simulate, comma separated.
     #[arg(long, value_delimiter = ',', default_value = "membership,placement")]
     parts: Vec<Part>,
-    /// The probe period in milliseconds (a node's `--heartbeat-ms`).
+    /// The membership period in milliseconds (a node's `--heartbeat-ms`; two probes each).
     #[arg(long, default_value_t = 1000)]
     period_ms: u64,
     /// How long a suspect has to refute, in milliseconds.
