@@ -14,7 +14,7 @@ use super::memo::{Lookup, MemoKey, memo_key};
 use super::pending::{PendingCall, Where};
 use super::placement::{self, Load, Placement};
 use super::{CallOptions, Calls};
-use crate::cluster::peers::{Liveness, PeerInfo};
+use crate::cluster::peers::Liveness;
 use bytes::Bytes;
 use libp2p::PeerId;
 use serde_json::Value;
@@ -213,30 +213,29 @@ impl Calls {
                 backlog: report.busy + report.queued,
             });
         let now = Instant::now();
-        let mut remotes: Vec<(PeerId, Load)> = self.peers.read(|peers| {
-            let usable = |peer: &PeerId, info: &PeerInfo| {
-                (shipped || info.functions.contains_key(function))
+        // One pass over the peers, as this runs for every call. A suspected
+        // peer gets work only when no other can take it.
+        let (mut alive, mut suspected) = (Vec::new(), Vec::new());
+        self.peers.read(|peers| {
+            for (peer, info) in peers.live() {
+                let usable = (shipped || info.functions.contains_key(function))
                     && info.load.slots > 0
-                    && !refused.contains(&Where::Remote(*peer))
-            };
-            // A suspected peer gets work only when no other can take it.
-            let any_alive = peers
-                .live()
-                .any(|(peer, info)| info.liveness == Liveness::Alive && usable(peer, info));
-            peers
-                .live()
-                .filter(|(peer, info)| {
-                    usable(peer, info) && (!any_alive || info.liveness == Liveness::Alive)
-                })
-                .map(|(peer, info)| {
-                    let load = Load {
-                        slots: info.load.slots,
-                        backlog: info.still_backlog(now),
-                    };
-                    (*peer, load)
-                })
-                .collect()
+                    && !refused.contains(&Where::Remote(*peer));
+                if !usable {
+                    continue;
+                }
+                let load = Load {
+                    slots: info.load.slots,
+                    backlog: info.still_backlog(now),
+                };
+                if info.liveness == Liveness::Alive {
+                    alive.push((*peer, load));
+                } else {
+                    suspected.push((*peer, load));
+                }
+            }
         });
+        let mut remotes = if alive.is_empty() { suspected } else { alive };
         if !remotes.is_empty() {
             // Heartbeats are up to a second old; what we sent since counts too.
             let pending = self.pending.lock().expect("pending lock");
