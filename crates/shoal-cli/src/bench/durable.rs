@@ -9,6 +9,7 @@ use clap::Args;
 use serde_json::json;
 use shoal_node::local::start_local_cluster;
 use shoal_node::{Node, NodeConfig, builtins};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -26,12 +27,33 @@ pub struct DurableArgs {
     json: bool,
 }
 
+#[derive(Args)]
+pub struct JobsArgs {
+    #[command(flatten)]
+    durable: DurableArgs,
+    /// The jobs need a label that only the first node has: they run there
+    /// alone, one per slot (it has 2).
+    #[arg(long)]
+    needing_label: bool,
+}
+
+/// The label of `--needing-label`.
+const BENCH_LABEL: (&str, &str) = ("bench", "here");
+
 /// Three in-process nodes keeping their Raft data (fsync on) in a temporary
-/// directory, all voters.
-async fn durable_cluster(dir: &std::path::Path) -> anyhow::Result<Vec<Node>> {
+/// directory, all voters; the first one labelled `labels`.
+async fn durable_cluster(
+    dir: &std::path::Path,
+    labels: BTreeMap<String, String>,
+) -> anyhow::Result<Vec<Node>> {
     let nodes = start_local_cluster(3, |i, builder| {
         builtins::register(builder.config(NodeConfig {
             data_dir: Some(dir.join(format!("node-{i}"))),
+            labels: if i == 0 {
+                labels.clone()
+            } else {
+                BTreeMap::new()
+            },
             ..node_config(2)
         }))
     })
@@ -44,20 +66,29 @@ async fn durable_cluster(dir: &std::path::Path) -> anyhow::Result<Vec<Node>> {
     Ok(nodes)
 }
 
-pub async fn jobs(args: DurableArgs) -> anyhow::Result<()> {
+pub async fn jobs(args: JobsArgs) -> anyhow::Result<()> {
     use shoal_node::jobs::JobSpec;
+    let JobsArgs {
+        durable: args,
+        needing_label,
+    } = args;
+    let needs = match needing_label {
+        true => BTreeMap::from([(BENCH_LABEL.0.to_string(), BENCH_LABEL.1.to_string())]),
+        false => BTreeMap::new(),
+    };
     let dir = tempfile::tempdir()?;
-    let nodes = durable_cluster(dir.path()).await?;
+    let nodes = durable_cluster(dir.path(), needs.clone()).await?;
     let started = Instant::now();
     let submitters = nodes.clone();
     let latencies = spread(args.count, args.clients, move |i| {
         let node = submitters[i % submitters.len()].clone();
+        let labels = needs.clone();
         async move {
             let spec = JobSpec {
                 function: "noop".to_string(),
                 args: serde_json::Value::Null,
                 script: None,
-                labels: Default::default(),
+                labels,
                 resources: Default::default(),
                 priority: 0,
                 max_attempts: 3,
@@ -87,12 +118,21 @@ pub async fn jobs(args: DurableArgs) -> anyhow::Result<()> {
     }
     let figures = json!({
         "jobs": args.count,
+        "needing_label": needing_label,
         "jobs_per_s": (args.count as f64 / total.as_secs_f64()).round(),
         "submits_per_s": (args.count as f64 / submitted_in.as_secs_f64()).round(),
         "submit_ack_p50_us": percentile(&latencies, 0.50),
         "submit_ack_p99_us": percentile(&latencies, 0.99),
     });
-    println!("durable jobs, 3 voters, fsync on, {} clients", args.clients);
+    let needing = if needing_label {
+        ", each needing a label only one node (2 slots) has"
+    } else {
+        ""
+    };
+    println!(
+        "durable jobs, 3 voters, fsync on, {} clients{needing}",
+        args.clients
+    );
     println!(
         "  submit → lease → complete   {:>8} jobs/s ({} jobs in {:.2} s)",
         figures["jobs_per_s"],
@@ -115,7 +155,7 @@ pub async fn jobs(args: DurableArgs) -> anyhow::Result<()> {
 
 pub async fn db(args: DurableArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let nodes = durable_cluster(dir.path()).await?;
+    let nodes = durable_cluster(dir.path(), BTreeMap::new()).await?;
     nodes[0].db_create("bench").await?;
     // Inserts from every node at once.
     let started = Instant::now();

@@ -38,7 +38,7 @@ pub enum BenchCommand {
     /// JavaScript: Pi per core against bare QuickJS, call overhead, remote calls.
     Js(js::JsArgs),
     /// Durable jobs on 3 voters with fsync: submit → lease → complete.
-    Jobs(durable::DurableArgs),
+    Jobs(durable::JobsArgs),
     /// Documents: concurrent inserts, reads and versioned updates on 3 nodes.
     Db(durable::DurableArgs),
     /// Calls through the HTTP API with many concurrent clients.
