@@ -331,8 +331,10 @@ impl Starter {
         }
         let taken = self.taken.take(&job);
         let runner = self.runner.clone();
-        let running_local = Arc::clone(&self.running_local);
-        let local_slot_freed = Arc::clone(&self.local_slot_freed);
+        let slot = local.then(|| LocalSlot {
+            running_local: Arc::clone(&self.running_local),
+            freed: Arc::clone(&self.local_slot_freed),
+        });
         let outcomes = self.outcomes.clone();
         let shutdown = self.shutdown.clone();
         self.tasks.spawn(async move {
@@ -340,15 +342,28 @@ impl Starter {
             // lease expires.
             tokio::select! {
                 _ = shutdown.cancelled() => {}
-                () = run_job(&runner, outcomes, job) => {}
+                () = run_job(&runner, outcomes, job, slot) => {}
             }
             drop(taken);
             runner.running.fetch_sub(1, Ordering::Relaxed);
-            if local {
-                running_local.fetch_sub(1, Ordering::Relaxed);
-                local_slot_freed.notify_one();
-            }
         });
+    }
+}
+
+/// The slot a job with requirements takes on this node while its call
+/// runs. It is given back when the call ends, not once the outcome is
+/// recorded: the next such job is leased while the outcome's Raft write
+/// is under way. (Resources stay held by the job until then: the leader
+/// counts them from its running jobs.)
+struct LocalSlot {
+    running_local: Arc<AtomicUsize>,
+    freed: Arc<Notify>,
+}
+
+impl Drop for LocalSlot {
+    fn drop(&mut self) {
+        self.running_local.fetch_sub(1, Ordering::Relaxed);
+        self.freed.notify_one();
     }
 }
 
@@ -451,7 +466,12 @@ fn is_python(name: &str) -> bool {
     name.ends_with(".py")
 }
 
-async fn run_job(runner: &JobRunner, outcomes: mpsc::Sender<Outcome>, job: Job) {
+async fn run_job(
+    runner: &JobRunner,
+    outcomes: mpsc::Sender<Outcome>,
+    job: Job,
+    slot: Option<LocalSlot>,
+) {
     let consensus = &runner.consensus;
     let (id, attempt) = (job.id, job.attempt);
     tracing::debug!(job = id, attempt, function = %job.spec.function, "job started");
@@ -481,6 +501,7 @@ async fn run_job(runner: &JobRunner, outcomes: mpsc::Sender<Outcome>, job: Job) 
             return;
         }
     };
+    drop(slot);
     let now = now_ms();
     let record = match outcome {
         Ok(result) => JobCommand::Complete {
