@@ -43,8 +43,8 @@ pub const MAX_PACKET_BYTES: usize = crate::net::datagrams::MAX_DATAGRAM_BODY;
 /// its own random order, so in a given probe round about 1/e of them are
 /// probed by nobody: a dead member waits a few rounds to be found. Two
 /// rounds a period halve that wait (a death known everywhere at N = 1,000
-/// in 3–4 s instead of 5–7.5 s, `shoal bench sim`), while load reports and
-/// the suspicion time stay per period.
+/// in 3.4–4.4 s instead of 5–7.5 s, `shoal bench sim`), while load reports
+/// and the suspicion time stay per period.
 pub const PROBES_PER_PERIOD: u32 = 2;
 /// Every this many periods a node compares its view with a random
 /// member's (by [`Membership::digest`]) and takes its list if they differ.
