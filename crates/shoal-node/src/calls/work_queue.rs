@@ -147,12 +147,12 @@ impl<C> WorkQueue<C> {
         stolen
     }
 
-    /// Removes the queued calls that match.
     /// The queued items, first in line first.
     pub fn iter(&self) -> impl Iterator<Item = &C> {
         self.queue.iter()
     }
 
+    /// Removes the queued calls that match.
     pub fn remove_where(&mut self, matches: impl FnMut(&C) -> bool) -> Vec<C> {
         let (removed, kept): (VecDeque<C>, VecDeque<C>) = std::mem::take(&mut self.queue)
             .into_iter()
