@@ -27,6 +27,8 @@ pub struct QueuedCall {
     pub deadline: Instant,
     /// Runs here or nowhere: a thief never takes it.
     pub pinned: bool,
+    /// When it reached this node.
+    pub arrived: Instant,
 }
 
 impl QueuedCall {
@@ -41,6 +43,7 @@ impl QueuedCall {
             script: request.script.map(Arc::from),
             job: request.job,
             pinned: request.pinned,
+            arrived: Instant::now(),
         }
     }
 }
@@ -237,12 +240,18 @@ impl Executor {
         state.work.queued() == 0 && state.running.is_empty()
     }
 
-    /// Takes up to `max` queued calls for a thief, never a pinned one;
-    /// see [`WorkQueue::steal`].
-    pub fn steal(&self, max: usize, mut take: impl FnMut(&QueuedCall) -> bool) -> Vec<QueuedCall> {
-        self.state()
-            .work
-            .steal(max, |call| !call.pinned && take(call))
+    /// Takes up to `max` queued calls for a thief, never a pinned one nor
+    /// one that arrived less than `waited` ago; see [`WorkQueue::steal`].
+    pub fn steal(
+        &self,
+        max: usize,
+        waited: Duration,
+        mut take: impl FnMut(&QueuedCall) -> bool,
+    ) -> Vec<QueuedCall> {
+        let now = Instant::now();
+        self.state().work.steal(max, |call| {
+            !call.pinned && now.duration_since(call.arrived) >= waited && take(call)
+        })
     }
 }
 
@@ -260,6 +269,7 @@ mod tests {
             job: None,
             deadline: Instant::now(),
             pinned: false,
+            arrived: Instant::now(),
         }
     }
 
@@ -353,7 +363,7 @@ mod tests {
         });
         executor.admit(call(owner, 3));
         let stolen: Vec<u64> = executor
-            .steal(10, |_| true)
+            .steal(10, Duration::ZERO, |_| true)
             .iter()
             .map(|c| c.id.0)
             .collect();
@@ -363,5 +373,24 @@ mod tests {
             "the running call stays, and so does the pinned one"
         );
         assert_eq!(executor.load().queued, 1);
+    }
+
+    #[test]
+    fn a_thief_takes_only_calls_that_have_waited() {
+        let owner = PeerId::random();
+        let executor = Executor::new(1, 10);
+        let long_ago = Instant::now() - Duration::from_secs(1);
+        executor.admit(call(owner, 1));
+        executor.admit(QueuedCall {
+            arrived: long_ago,
+            ..call(owner, 2)
+        });
+        executor.admit(call(owner, 3));
+        let stolen: Vec<u64> = executor
+            .steal(10, Duration::from_millis(20), |_| true)
+            .iter()
+            .map(|c| c.id.0)
+            .collect();
+        assert_eq!(stolen, vec![2], "call 1 runs; call 3 has only just come");
     }
 }

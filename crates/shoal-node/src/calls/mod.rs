@@ -8,6 +8,8 @@
 //! | file | role | state it owns |
 //! |---|---|---|
 //! | [`owner`] | make calls, place them, re-place them, first result wins | [`PendingTable`](pending::PendingTable) |
+//! | [`batch`] | many calls at once, placed in a row and sent a peer at a time | — |
+//! | `placing` | the owner's picture of who can take a call, and how loaded | — |
 //! | [`run`] | run a call in a slot, give the slot back during nested calls, deliver the outcome | [`Executor`](executor::Executor) (slots, bounded queue, running calls) |
 //! | [`steal`] | idle nodes take queued calls from busy ones | the thief's own state, inside its task |
 //! | [`inbound`] | frames from peers, handed to the roles above | — |
@@ -34,6 +36,7 @@
 //! dropped) is cancelled where it runs, and so are the calls it started;
 //! the calls of a caller held dead for 30 s stop where they run too.
 
+pub mod batch;
 pub mod context;
 pub mod executor;
 pub mod inbound;
@@ -41,6 +44,7 @@ pub mod memo;
 pub mod owner;
 pub mod pending;
 pub mod placement;
+mod placing;
 pub mod registry;
 pub mod run;
 pub mod scripts;

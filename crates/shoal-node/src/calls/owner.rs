@@ -12,7 +12,6 @@
 use super::executor::QueuedCall;
 use super::memo::{Lookup, MemoKey, memo_key};
 use super::pending::{PendingCall, Where};
-use super::placement::{self, Load, Placement};
 use super::{CallOptions, Calls};
 use crate::cluster::peers::Liveness;
 use bytes::Bytes;
@@ -20,10 +19,20 @@ use libp2p::PeerId;
 use serde_json::Value;
 use shoal_proto::wire::MAX_PAYLOAD_BYTES;
 use shoal_proto::{CallError, CallId, CallRequest, ErrorCode, Frame, JobRef, Outcome};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 use tokio::sync::oneshot;
+
+/// A call about to enter the pending table.
+pub(super) struct NewCall {
+    pub function: Arc<str>,
+    pub args: Bytes,
+    pub script: Option<Arc<str>>,
+    pub job: Option<JobRef>,
+    pub deadline: Instant,
+}
 
 /// Where a call starts out: placed by load, or aimed at one node.
 #[derive(Clone, Copy, Debug)]
@@ -100,7 +109,7 @@ impl Calls {
         decode_result(function, &result)
     }
 
-    fn is_memoized(&self, function: &str) -> bool {
+    pub(super) fn is_memoized(&self, function: &str) -> bool {
         if let Some(local) = self.registry.get(function) {
             return local.memoize;
         }
@@ -161,135 +170,94 @@ impl Calls {
                 .place(function, script.is_some(), &[])
                 .ok_or_else(|| self.nowhere_error(function))?,
         };
-        let id = CallId(self.next_id.fetch_add(1, Ordering::Relaxed));
-        let (reply, outcome) = oneshot::channel();
-        let call = PendingCall {
+        let call = NewCall {
             function: Arc::from(function),
             args,
             script,
             job,
             deadline,
+        };
+        let pinned = matches!(target, Target::Pinned(_));
+        let (id, outcome) = self.admit(call, at, pinned)?;
+        let _cancel_if_abandoned = AbandonOnDrop { calls: self, id };
+        self.dispatch(&[(id, at)]).await;
+        outcome_by(function, deadline, outcome).await
+    }
+
+    /// Enters a call placed at `at` in the pending table, unless the table
+    /// is full; its outcome will come on the receiver.
+    pub(super) fn admit(
+        &self,
+        call: NewCall,
+        at: Where,
+        pinned: bool,
+    ) -> Result<(CallId, oneshot::Receiver<Outcome>), CallError> {
+        let id = CallId(self.next_id.fetch_add(1, Ordering::Relaxed));
+        let (reply, outcome) = oneshot::channel();
+        let mut pending = self.pending.lock().expect("pending lock");
+        if pending.len() >= self.max_pending {
+            return Err(CallError::new(
+                ErrorCode::Overloaded,
+                format!(
+                    "this node already waits for {} calls, its limit; '{}' was not started (try again later)",
+                    pending.len(),
+                    call.function
+                ),
+            ));
+        }
+        let call = PendingCall {
+            function: call.function,
+            args: call.args,
+            script: call.script,
+            job: call.job,
+            deadline: call.deadline,
             at,
-            pinned: matches!(target, Target::Pinned(_)),
+            pinned,
             refused_by: Vec::new(),
             reply,
         };
-        {
-            let mut pending = self.pending.lock().expect("pending lock");
-            if pending.len() >= self.max_pending {
-                return Err(CallError::new(
-                    ErrorCode::Overloaded,
-                    format!(
-                        "this node already waits for {} calls, its limit; '{function}' was not started (try again later)",
-                        pending.len()
-                    ),
-                ));
-            }
-            pending.insert(id, call);
-        }
-        let _cancel_if_abandoned = AbandonOnDrop { calls: self, id };
-        self.dispatch(id, at).await;
-        match tokio::time::timeout_at(deadline.into(), outcome).await {
-            Ok(Ok(outcome)) => outcome,
-            Ok(Err(_)) => Err(CallError::new(
-                ErrorCode::ShuttingDown,
-                "the node is shutting down",
-            )),
-            Err(_) => Err(deadline_error(function)),
-        }
+        pending.insert(id, call);
+        Ok((id, outcome))
     }
 
-    /// Where a new call of `function` should run, among live nodes that
-    /// have it — or, when the call ships its script, among all live nodes
-    /// with slots — leaving out places in `refused`; `None` if nobody can
-    /// run it.
-    fn place(&self, function: &str, shipped: bool, refused: &[Where]) -> Option<Where> {
-        let runs_here = shipped || self.registry.get(function).is_some();
-        let local = (runs_here && !refused.contains(&Where::Local))
-            .then(|| self.load())
-            .filter(|report| report.slots > 0)
-            .map(|report| Load {
-                slots: report.slots,
-                backlog: report.busy + report.queued,
+    /// Hands pending calls to where they were placed: local ones to the
+    /// executor, and each peer's calls in one write, so a fan-out wakes a
+    /// peer once for all the calls it gets rather than once per call.
+    pub(super) async fn dispatch(self: &Arc<Self>, placed: &[(CallId, Where)]) {
+        let mut by_peer: Vec<(PeerId, Vec<Frame>)> = Vec::new();
+        let mut index: HashMap<PeerId, usize> = HashMap::new();
+        for &(id, at) in placed {
+            let Some(queued) = self.queued_call(id) else {
+                continue;
+            };
+            let Where::Remote(peer) = at else {
+                self.submit(queued);
+                continue;
+            };
+            let frame = Frame::Call(CallRequest {
+                id,
+                function: queued.function.to_string(),
+                args: queued.args,
+                budget_ms: remaining_ms(queued.deadline),
+                script: queued.script.as_deref().map(str::to_string),
+                job: queued.job,
+                pinned: queued.pinned,
             });
-        let now = Instant::now();
-        // One pass over the peers, as this runs for every call. A suspected
-        // peer gets work only when no other can take it.
-        let (mut alive, mut suspected) = (Vec::new(), Vec::new());
-        self.peers.read(|peers| {
-            for (peer, info) in peers.live() {
-                let usable = (shipped || info.functions.contains_key(function))
-                    && info.load.slots > 0
-                    && !refused.contains(&Where::Remote(*peer));
-                if !usable {
-                    continue;
-                }
-                let load = Load {
-                    slots: info.load.slots,
-                    backlog: info.still_backlog(now),
-                };
-                if info.liveness == Liveness::Alive {
-                    alive.push((*peer, load));
-                } else {
-                    suspected.push((*peer, load));
-                }
+            let slot = *index.entry(peer).or_insert_with(|| {
+                by_peer.push((peer, Vec::new()));
+                by_peer.len() - 1
+            });
+            by_peer[slot].1.push(frame);
+        }
+        // At once: a peer without a stream yet must not hold up the rest
+        // while it is dialed.
+        let sends = by_peer.iter().map(|(peer, frames)| async move {
+            if let Err(error) = self.links.send_all(*peer, frames).await {
+                tracing::warn!(%peer, %error, "cannot send calls; placing them elsewhere");
+                self.on_link_lost(*peer).await;
             }
         });
-        let mut remotes = if alive.is_empty() { suspected } else { alive };
-        if !remotes.is_empty() {
-            // Heartbeats are up to a second old; what we sent since counts too.
-            let pending = self.pending.lock().expect("pending lock");
-            for (peer, load) in &mut remotes {
-                load.backlog = load.backlog.max(pending.outstanding(peer));
-            }
-        }
-        match placement::place(local.as_ref(), &remotes, &mut rand::rng()) {
-            Placement::Local => Some(Where::Local),
-            Placement::Remote(peer) => Some(Where::Remote(peer)),
-            Placement::Nowhere => None,
-        }
-    }
-
-    fn nowhere_error(&self, function: &str) -> CallError {
-        let known_dead = self.peers.read(|peers| peers.known_function(function));
-        if known_dead || self.registry.get(function).is_some() {
-            CallError::new(
-                ErrorCode::Unavailable,
-                format!(
-                    "no live node can run '{function}': the nodes that registered it are gone or have no slots"
-                ),
-            )
-        } else {
-            CallError::new(
-                ErrorCode::UnknownFunction,
-                format!("no node in the cluster has registered a function named '{function}'"),
-            )
-        }
-    }
-
-    /// Hands a pending call to where it was placed.
-    async fn dispatch(self: &Arc<Self>, id: CallId, at: Where) {
-        let Some(queued) = self.queued_call(id) else {
-            return;
-        };
-        match at {
-            Where::Local => self.submit(queued),
-            Where::Remote(peer) => {
-                let frame = Frame::Call(CallRequest {
-                    id,
-                    function: queued.function.to_string(),
-                    args: queued.args,
-                    budget_ms: remaining_ms(queued.deadline),
-                    script: queued.script.as_deref().map(str::to_string),
-                    job: queued.job,
-                    pinned: queued.pinned,
-                });
-                if let Err(error) = self.links.send(peer, &frame).await {
-                    tracing::warn!(%peer, %error, "cannot send a call; placing it elsewhere");
-                    self.on_link_lost(peer).await;
-                }
-            }
-        }
+        futures::future::join_all(sends).await;
     }
 
     /// A pending call as an executor takes it.
@@ -305,6 +273,7 @@ impl Calls {
             job: call.job,
             deadline: call.deadline,
             pinned: call.pinned,
+            arrived: Instant::now(),
         })
     }
 
@@ -371,7 +340,7 @@ impl Calls {
             Where::Remote(peer) => {
                 let calls = Arc::clone(self);
                 self.tasks
-                    .spawn(async move { calls.dispatch(id, Where::Remote(peer)).await });
+                    .spawn(async move { calls.dispatch(&[(id, Where::Remote(peer))]).await });
             }
         }
     }
@@ -493,7 +462,7 @@ impl Calls {
     }
 }
 
-fn encode_args(function: &str, args: &Value) -> Result<Bytes, CallError> {
+pub(super) fn encode_args(function: &str, args: &Value) -> Result<Bytes, CallError> {
     let bytes = serde_json::to_vec(args).expect("a JSON value serializes");
     if bytes.len() > MAX_PAYLOAD_BYTES {
         return Err(CallError::new(
@@ -507,13 +476,29 @@ fn encode_args(function: &str, args: &Value) -> Result<Bytes, CallError> {
     Ok(Bytes::from(bytes))
 }
 
-fn decode_result(function: &str, result: &[u8]) -> Result<Value, CallError> {
+pub(super) fn decode_result(function: &str, result: &[u8]) -> Result<Value, CallError> {
     serde_json::from_slice(result).map_err(|e| {
         CallError::new(
             ErrorCode::Internal,
             format!("result of '{function}' is not valid JSON: {e}"),
         )
     })
+}
+
+/// Waits for a pending call's outcome until its deadline.
+pub(super) async fn outcome_by(
+    function: &str,
+    deadline: Instant,
+    outcome: oneshot::Receiver<Outcome>,
+) -> Outcome {
+    match tokio::time::timeout_at(deadline.into(), outcome).await {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(_)) => Err(CallError::new(
+            ErrorCode::ShuttingDown,
+            "the node is shutting down",
+        )),
+        Err(_) => Err(deadline_error(function)),
+    }
 }
 
 fn deadline_error(function: &str) -> CallError {
@@ -533,9 +518,9 @@ pub(super) fn remaining_ms(deadline: Instant) -> u64 {
 
 /// Removes a call from the pending table when its caller stops waiting
 /// before it resolved (deadline, or the caller's future was dropped).
-struct AbandonOnDrop<'a> {
-    calls: &'a Calls,
-    id: CallId,
+pub(super) struct AbandonOnDrop<'a> {
+    pub(super) calls: &'a Calls,
+    pub(super) id: CallId,
 }
 
 impl Drop for AbandonOnDrop<'_> {

@@ -105,6 +105,75 @@ pub fn place<P: Clone>(
     }
 }
 
+/// A peer that can run a call, as its caller sees it.
+#[derive(Clone, Debug)]
+pub struct Candidate<P> {
+    pub peer: P,
+    pub slots: u32,
+    /// Calls it last reported queued or running (aged).
+    pub reported: u32,
+    /// Calls this caller sent it and has not heard back about.
+    pub sent: u32,
+}
+
+/// One caller's picture of the load, for placing calls one after another:
+/// each placed call counts where it went, as the caller's pending table
+/// counts a call sent and not yet answered. Calls placed in a row against
+/// one picture land where calls placed one at a time would, without
+/// reading every peer again for each.
+#[derive(Debug)]
+pub struct Placer<P> {
+    local: Option<Load>,
+    candidates: Vec<Candidate<P>>,
+    /// The candidates' loads, by index into `candidates`.
+    remotes: Vec<(usize, Load)>,
+}
+
+impl<P: Clone> Placer<P> {
+    /// `local` as for [`place`]; `candidates` are the peers that can run
+    /// the calls.
+    pub fn new(local: Option<Load>, candidates: Vec<Candidate<P>>) -> Self {
+        let remotes = candidates
+            .iter()
+            .enumerate()
+            .map(|(index, c)| {
+                let backlog = c.reported.max(c.sent);
+                (
+                    index,
+                    Load {
+                        slots: c.slots,
+                        backlog,
+                    },
+                )
+            })
+            .collect();
+        Placer {
+            local,
+            candidates,
+            remotes,
+        }
+    }
+
+    /// Places the next call and counts it there.
+    pub fn place(&mut self, rng: &mut impl Rng) -> Placement<P> {
+        match place(self.local.as_ref(), &self.remotes, rng) {
+            Placement::Local => {
+                if let Some(local) = &mut self.local {
+                    local.backlog += 1;
+                }
+                Placement::Local
+            }
+            Placement::Remote(index) => {
+                let candidate = &mut self.candidates[index];
+                candidate.sent += 1;
+                self.remotes[index].1.backlog = candidate.reported.max(candidate.sent);
+                Placement::Remote(candidate.peer.clone())
+            }
+            Placement::Nowhere => Placement::Nowhere,
+        }
+    }
+}
+
 /// The remote with the fewest calls queued or running per slot, where a
 /// new call starts soonest; ties broken at random (each tied candidate
 /// equally likely, in one pass).
@@ -209,6 +278,58 @@ mod tests {
             }
         }
         assert!(remotes.iter().all(|(_, l)| l.backlog == 1), "{remotes:?}");
+    }
+
+    #[test]
+    fn a_placer_spreads_calls_in_a_row_as_one_at_a_time_would() {
+        // Ten idle peers and a reported busy one: 22 calls from a busy
+        // node go two to each idle peer, then two more to this node's
+        // queue (its wave is no later), none to the busy peer.
+        let idle = |peer| Candidate {
+            peer,
+            slots: 2,
+            reported: 0,
+            sent: 0,
+        };
+        let mut candidates: Vec<Candidate<usize>> = (0..10).map(idle).collect();
+        candidates.push(Candidate {
+            peer: 10,
+            slots: 2,
+            reported: 6,
+            sent: 1,
+        });
+        let mut placer = Placer::new(Some(load(2, 2)), candidates);
+        let mut rng = rng();
+        let mut counts = [0; 11];
+        let mut local = 0;
+        for _ in 0..22 {
+            match placer.place(&mut rng) {
+                Placement::Remote(peer) => counts[peer] += 1,
+                Placement::Local => local += 1,
+                Placement::Nowhere => panic!("nowhere"),
+            }
+        }
+        assert_eq!(counts, [2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 0]);
+        assert_eq!(local, 2);
+    }
+
+    #[test]
+    fn a_placer_counts_sent_calls_against_the_larger_report() {
+        // Reported 4 with 1 sent: the peer's backlog is 4 until this
+        // caller has sent it more than that.
+        let mut placer = Placer::new(
+            None,
+            vec![Candidate {
+                peer: "b",
+                slots: 2,
+                reported: 4,
+                sent: 1,
+            }],
+        );
+        for _ in 0..5 {
+            assert_eq!(placer.place(&mut rng()), Placement::Remote("b"));
+        }
+        assert_eq!(placer.remotes[0].1.backlog, 6);
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //! call and the bookkeeping around it take no time).
 
 use super::placement::{self, Load, Placement};
-use super::steal::{MAX_STEAL_BATCH, STEAL_INTERVAL, Thief};
+use super::steal::{MAX_STEAL_BATCH, STEAL_AFTER, STEAL_INTERVAL, Thief};
 use super::work_queue::{Admit, WorkQueue};
 use crate::cluster::task::REPORTS_PER_PERIOD;
 use crate::timeline::Timeline;
@@ -142,6 +142,8 @@ struct FanoutSim {
     rng: StdRng,
     /// Where its owner believes each call runs; `None` once it resolved.
     at: Vec<Option<u32>>,
+    /// When each call last reached a node.
+    arrived: Vec<Duration>,
     /// Calls each owner sent to each node and still waits for.
     outstanding: Vec<Vec<u32>>,
     resolved: usize,
@@ -171,6 +173,7 @@ pub fn fan_out(settings: FanoutSettings) -> FanoutOutcome {
         events: Timeline::default(),
         now: Duration::ZERO,
         at: vec![None; settings.calls],
+        arrived: vec![Duration::ZERO; settings.calls],
         outstanding: vec![vec![0; settings.nodes]; settings.owners],
         resolved: 0,
         messages: 0,
@@ -280,6 +283,7 @@ impl FanoutSim {
     }
 
     fn admit(&mut self, node: u32, call: u32) {
+        self.arrived[call as usize] = self.now;
         match self.nodes[node as usize].work.submit(call) {
             Admit::Start(call) => self.run(node, call),
             Admit::Queued => {}
@@ -412,13 +416,15 @@ impl FanoutSim {
         self.push(self.now + STEAL_INTERVAL, What::Look(node));
     }
 
-    /// A victim hands over queued calls from the back, as `give_stolen`.
+    /// A victim hands over queued calls from the back that have waited, as
+    /// `give_stolen`.
     fn give_stolen(&mut self, victim: u32, thief: u32, max: u32) {
         let owners = self.settings.owners as u32;
+        let (now, arrived) = (self.now, &self.arrived);
         let taken = self.nodes[victim as usize]
             .work
             .steal((max as usize).min(MAX_STEAL_BATCH), |call| {
-                call % owners != thief
+                call % owners != thief && now - arrived[*call as usize] >= STEAL_AFTER
             });
         for &call in &taken {
             if victim == self.owner_of(call) {

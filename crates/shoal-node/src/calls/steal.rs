@@ -32,6 +32,12 @@ use tokio_util::sync::CancellationToken;
 pub const MAX_STEAL_BATCH: usize = 64;
 /// Payload bytes handed over by one steal; well under the frame limit.
 const MAX_STEAL_BYTES: usize = shoal_proto::wire::MAX_FRAME_BYTES / 2;
+/// A queued call goes to a thief only once it has waited this long. A
+/// fan-out reaches its last nodes a few milliseconds after its first, and
+/// meanwhile those look idle: a steal then took two calls from the first,
+/// and with its own calls on top the thief ran one wave more than every
+/// other node (fan-out efficiency 0.77 in place of 0.91 over 100 nodes).
+pub const STEAL_AFTER: Duration = Duration::from_millis(20);
 /// A steal without an answer for this long is given up.
 pub const STEAL_TIMEOUT: Duration = Duration::from_secs(1);
 /// How often an idle node looks for work to steal while peers report some.
@@ -153,7 +159,7 @@ impl Calls {
         let mut bytes = 0usize;
         let taken = self
             .executor
-            .steal((max as usize).min(MAX_STEAL_BATCH), |call| {
+            .steal((max as usize).min(MAX_STEAL_BATCH), STEAL_AFTER, |call| {
                 let fits = bytes + call.args.len() <= MAX_STEAL_BYTES;
                 let can = fits
                     && call.owner != thief

@@ -59,6 +59,12 @@ pub async fn batch(State(node): State<Node>, Body(body): Body<BatchBody>) -> Api
     }
     let timeout = body.timeout_ms.map(Duration::from_millis);
     let in_flight = body.in_flight.unwrap_or(count).clamp(1, MAX_BATCH_CALLS);
+    if in_flight >= count {
+        let calls = body.calls.into_iter().map(|c| (c.function, c.args));
+        let outcomes = node.call_all(calls.collect(), timeout).await;
+        let results = outcomes.into_iter().map(BatchResult::from).collect();
+        return Ok(Json(BatchReply { results }));
+    }
     let mut results = vec![None; count];
     let mut outcomes = futures::stream::iter(body.calls.into_iter().enumerate())
         .map(|(index, call)| {

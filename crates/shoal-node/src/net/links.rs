@@ -49,6 +49,8 @@ use tokio_util::task::TaskTracker;
 const STREAM_QUEUE_FRAMES: usize = 4096;
 /// A write batch stops growing here so one slow peer cannot hold a huge buffer.
 const MAX_BATCH_BYTES: usize = 1024 * 1024;
+/// Frames sent together share one queue entry up to about this size.
+const GROUP_BYTES: usize = 64 * 1024;
 /// Opening a stream includes dialing if needed; past this the peer counts
 /// as unreachable.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -178,15 +180,35 @@ impl Links {
 
     /// Sends `frame` to `peer`, opening a stream first if there is none.
     pub async fn send(&self, peer: PeerId, frame: &Frame) -> Result<(), LinkError> {
-        let mut bytes = Vec::new();
-        frame.encode_into(&mut bytes)?;
+        self.send_all(peer, std::slice::from_ref(frame)).await
+    }
+
+    /// Sends `frames` to `peer` in order, queued as one write (or a few,
+    /// past `GROUP_BYTES`): a fan-out's calls to one peer leave in one
+    /// packet and wake it once, where one send each cost a system call and
+    /// a wake-up per call on both sides.
+    pub async fn send_all(&self, peer: PeerId, frames: &[Frame]) -> Result<(), LinkError> {
+        let mut groups = vec![Vec::new()];
+        for frame in frames {
+            let group = groups.last_mut().expect("a group at least");
+            if group.len() >= GROUP_BYTES {
+                groups.push(Vec::new());
+            }
+            frame.encode_into(groups.last_mut().expect("a group at least"))?;
+        }
         let queue = match self.queue_for(&peer) {
             Some(queue) => queue,
             // Boxed: opening is rare, and every caller's own future stays
             // small without it.
             None => Box::pin(self.open(peer)).await?,
         };
-        queue.send(bytes).await.map_err(|_| LinkError::Closed(peer))
+        for bytes in groups.into_iter().filter(|group| !group.is_empty()) {
+            queue
+                .send(bytes)
+                .await
+                .map_err(|_| LinkError::Closed(peer))?;
+        }
+        Ok(())
     }
 
     /// Whether the node is stopping.

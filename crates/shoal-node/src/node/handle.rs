@@ -174,6 +174,19 @@ impl Node {
         self.inner.calls.call(function, args, options).await
     }
 
+    /// Runs every call at once, each with an optional deadline `timeout`
+    /// from now; the results in the calls' order. Placed in a row against
+    /// one picture of the load and sent a peer at a time, which suits a
+    /// fan-out better than [`call_many`](Self::call_many).
+    pub async fn call_all(
+        &self,
+        calls: Vec<(String, Value)>,
+        timeout: Option<Duration>,
+    ) -> Vec<Result<Value, CallError>> {
+        let deadline = timeout.map(|timeout| Instant::now() + timeout);
+        self.inner.calls.call_all(calls, deadline).await
+    }
+
     /// Runs many calls with at most `in_flight` at once; results come as
     /// they finish, each with the index of its call.
     pub fn call_many(

@@ -216,13 +216,36 @@ async fn queue_items_pushed_on_one_node_are_popped_on_others() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_of_a_node_that_dies_run_elsewhere() {
-    let nodes = start_cluster(3, with_builtins(2)).await;
-    let caller = nodes[0].clone();
-    let calls = (0..40).map(|i| ("sleep".to_string(), json!(100 + i)));
-    let run = tokio::spawn(async move {
+    calls_survive_a_death(|caller, calls| async move {
         use futures::StreamExt;
         caller.call_many(calls, 40).collect::<Vec<_>>().await
-    });
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_of_a_batch_on_a_node_that_dies_run_elsewhere() {
+    calls_survive_a_death(|caller, calls| async move {
+        let results = caller.call_all(calls, None).await;
+        results.into_iter().enumerate().collect()
+    })
+    .await;
+}
+
+type Indexed = Vec<(usize, Result<Value, shoal_node::CallError>)>;
+
+/// 40 `sleep` calls made by `make` from node 0 of three; node 2 stops
+/// while it holds some, and every call still answers what it was asked.
+async fn calls_survive_a_death<F, Fut>(make: F)
+where
+    F: FnOnce(Node, Vec<(String, Value)>) -> Fut,
+    Fut: std::future::Future<Output = Indexed> + Send + 'static,
+{
+    let nodes = start_cluster(3, with_builtins(2)).await;
+    let calls = (0..40)
+        .map(|i| ("sleep".to_string(), json!(100 + i)))
+        .collect();
+    let run = tokio::spawn(make(nodes[0].clone(), calls));
     // The node dies while it holds calls.
     wait_until(WAIT, "node 2 to run some of the calls", async || {
         nodes[2].status().running > 0
@@ -249,6 +272,51 @@ fn whoami(ms: u64) -> impl Fn(shoal_node::NodeBuilder) -> shoal_node::NodeBuilde
             tokio::time::sleep(Duration::from_millis(ms)).await;
             Ok(json!(ctx.node_id().0))
         })
+    }
+}
+
+/// A batch is placed as calls made one at a time would be: an equal share
+/// on every node, here two waves of a node's two slots, and the results
+/// come back in the calls' order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_puts_an_equal_share_on_every_node() {
+    let nodes = start_cluster(4, |_, b| whoami(300)(b.config(test_config(2)))).await;
+    wait_until(WAIT, "node 0 to know every peer's function", async || {
+        let peers = nodes[0].peers();
+        let offering = peers
+            .iter()
+            .filter(|p| {
+                p.load.slots == 2 && p.load.functions.iter().any(|f| f.name == "slow.whoami")
+            })
+            .count();
+        offering == 3
+    })
+    .await;
+    let calls = (0..16).map(|_| ("slow.whoami".to_string(), Value::Null));
+    let results = nodes[0].call_all(calls.collect(), None).await;
+    let mut per_node: HashMap<String, usize> = HashMap::new();
+    for result in results {
+        let node = result.expect("every call succeeds");
+        *per_node
+            .entry(node.as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    let expected: HashMap<String, usize> =
+        nodes.iter().map(|n| (n.node_id().0.clone(), 4)).collect();
+    assert_eq!(per_node, expected);
+
+    let mixed = vec![
+        ("slow.whoami".to_string(), Value::Null),
+        ("no.such.fn".to_string(), json!(1)),
+        ("slow.whoami".to_string(), Value::Null),
+    ];
+    let results = nodes[1].call_all(mixed, Some(WAIT)).await;
+    assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
+    let unknown = results[1].as_ref().unwrap_err();
+    assert_eq!(unknown.code, ErrorCode::UnknownFunction);
+    assert!(unknown.message.contains("no.such.fn"), "{unknown}");
+    for node in &nodes {
+        node.shutdown().await;
     }
 }
 
