@@ -3,10 +3,11 @@
 //! each peer's calls in one write.
 //!
 //! Made one at a time, each call read every peer's load and went out in a
-//! write of its own, so over 100 nodes a fan-out of 1,000 calls cost the
-//! caller about 100 reads of the peer table and 0.7 system calls per call,
-//! and each peer woke once per call it got. Placed here, a call costs one
-//! comparison per candidate, and a peer wakes once for all its calls.
+//! write of its own, and each peer woke once per call it got. Over 100
+//! nodes, the owner of 1,000 `sleep 0` calls made 0.73 `sendto` system
+//! calls per call and spent 30–50 µs of CPU on each; placed here, 0.12 and
+//! 10–20 µs, and the batch took 40–50 ms where it took 70–97
+//! (2026-12-01).
 
 use super::owner::{AbandonOnDrop, NewCall, outcome_by};
 use super::pending::Where;
