@@ -1,8 +1,8 @@
 //! Twenty real `shoal node` processes on this machine, the short version of
 //! `shoal bench cluster`: the cluster forms through one join address, calls
-//! sent to one node run across many, a SIGKILLed node is known dead by
-//! every survivor, and a job that needs a label runs on the one node that
-//! has it.
+//! sent to one node run across many, the calls of a node SIGKILLed in the
+//! middle of a batch run elsewhere, every survivor knows it dead, and a job
+//! that needs a label runs on the one node that has it.
 
 use crate::common::{ProcessCluster, WAIT, wait_for_finished_jobs, wait_until};
 use serde_json::json;
@@ -42,9 +42,38 @@ async fn twenty_processes_spread_calls_survive_a_kill_and_place_a_job() {
         "60 calls through one node ran on only {ran_somewhere} of the other 19"
     );
 
-    // SIGKILL one node: every survivor learns it is gone.
+    // SIGKILL one node while a batch runs on every node: its calls run
+    // elsewhere, and every survivor learns it is gone.
+    let long_calls: Vec<BatchCall> = (0..2 * NODES)
+        .map(|i| BatchCall {
+            function: "sleep".to_string(),
+            args: json!(1500 + i),
+        })
+        .collect();
+    let batch = tokio::spawn({
+        let entry = entry.clone();
+        async move { entry.batch(long_calls, None).await }
+    });
+    let victim_api = Client::new([&cluster.nodes[7].http]).unwrap();
+    wait_until(WAIT, "node 7 to run calls of the batch", async || {
+        let status = victim_api.status().await.map_err(|e| e.to_string())?;
+        if status.running > 0 {
+            Ok(())
+        } else {
+            Err(format!("running {}", status.running))
+        }
+    })
+    .await;
     let victim = cluster.nodes[7].peer_id();
     cluster.nodes.remove(7).kill();
+    let outcomes = tokio::time::timeout(Duration::from_secs(60), batch)
+        .await
+        .expect("the batch resolves within a minute")
+        .unwrap()
+        .expect("the batch is answered");
+    for (i, outcome) in outcomes.into_iter().enumerate() {
+        assert_eq!(outcome.unwrap(), json!(1500 + i), "call {i}");
+    }
     for node in &cluster.nodes {
         let client = Client::new([&node.http]).unwrap();
         let what = format!("{} to see {victim} dead", node.http);
