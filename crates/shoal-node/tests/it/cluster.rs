@@ -276,11 +276,11 @@ fn whoami(ms: u64) -> impl Fn(shoal_node::NodeBuilder) -> shoal_node::NodeBuilde
 }
 
 /// A batch is placed as calls made one at a time would be: an equal share
-/// on every node, here two waves of a node's two slots, and the results
-/// come back in the calls' order.
+/// on every node, here two waves of a node's two slots; the results come
+/// back in the calls' order, each call's error its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_puts_an_equal_share_on_every_node() {
-    let nodes = start_cluster(4, |_, b| whoami(300)(b.config(test_config(2)))).await;
+    let nodes = start_cluster(4, |_, b| whoami(300)(with_builtins(2)(0, b))).await;
     wait_until(WAIT, "node 0 to know every peer's function", async || {
         let peers = nodes[0].peers();
         let offering = peers
@@ -305,16 +305,21 @@ async fn a_batch_puts_an_equal_share_on_every_node() {
         nodes.iter().map(|n| (n.node_id().0.clone(), 4)).collect();
     assert_eq!(per_node, expected);
 
+    // Any mix: unknown functions fail alone, memoized ones (fib) are made
+    // one at a time and still answer.
     let mixed = vec![
         ("slow.whoami".to_string(), Value::Null),
         ("no.such.fn".to_string(), json!(1)),
-        ("slow.whoami".to_string(), Value::Null),
+        ("fib".to_string(), json!(30)),
+        ("echo".to_string(), json!("last")),
     ];
     let results = nodes[1].call_all(mixed, Some(WAIT)).await;
-    assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
+    assert!(results[0].is_ok(), "{results:?}");
     let unknown = results[1].as_ref().unwrap_err();
     assert_eq!(unknown.code, ErrorCode::UnknownFunction);
     assert!(unknown.message.contains("no.such.fn"), "{unknown}");
+    assert_eq!(results[2].as_ref().unwrap(), &json!(832_040));
+    assert_eq!(results[3].as_ref().unwrap(), &json!("last"));
     for node in &nodes {
         node.shutdown().await;
     }
