@@ -9,7 +9,7 @@
 //! 10–20 µs, and the batch took 40–50 ms where it took 70–97
 //! (2026-12-01).
 
-use super::owner::{AbandonOnDrop, NewCall, outcome_by};
+use super::owner::{AbandonOnDrop, NewCall, decode_result, encode_args, outcome_by};
 use super::pending::Where;
 use super::placement::Placer;
 use super::placing::into_where;
@@ -61,7 +61,7 @@ impl Calls {
                     let outcome = outcome_by(&function, deadline, outcome).await;
                     let code = outcome.as_ref().map(|_| ()).map_err(|e| e.code);
                     self.metrics.record(code, made.elapsed());
-                    super::owner::decode_result(&function, &outcome?)
+                    decode_result(&function, &outcome?)
                 }
                 Started::Alone { function, args } => {
                     let options = CallOptions {
@@ -94,14 +94,14 @@ impl Calls {
         let mut placed: Vec<(CallId, Where)> = Vec::with_capacity(calls.len());
         let mut started = Vec::with_capacity(calls.len());
         for (function, args) in calls {
-            let picture = pictures
-                .entry(function.clone())
-                .or_insert_with(|| self.picture(&function));
-            let Some(picture) = picture else {
+            if !pictures.contains_key(&function) {
+                pictures.insert(function.clone(), self.picture(&function));
+            }
+            let Some(picture) = pictures.get_mut(&function).and_then(Option::as_mut) else {
                 started.push(Started::Alone { function, args });
                 continue;
             };
-            let start = super::owner::encode_args(&function, &args).and_then(|args| {
+            let start = encode_args(&function, &args).and_then(|args| {
                 let at = into_where(picture.placer.place(&mut rng))
                     .ok_or_else(|| self.nowhere_error(&function))?;
                 let call = NewCall {

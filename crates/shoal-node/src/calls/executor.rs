@@ -352,21 +352,30 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn a_thief_never_takes_a_pinned_call() {
+    /// Three calls on a one-slot executor, the first running and the
+    /// second changed by `second`; the executor, and the ids a thief takes
+    /// of calls that have `waited`.
+    fn steal_from_three(
+        second: impl FnOnce(QueuedCall) -> QueuedCall,
+        waited: Duration,
+    ) -> (Executor, Vec<u64>) {
         let owner = PeerId::random();
         let executor = Executor::new(1, 10);
         executor.admit(call(owner, 1));
-        executor.admit(QueuedCall {
-            pinned: true,
-            ..call(owner, 2)
-        });
+        executor.admit(second(call(owner, 2)));
         executor.admit(call(owner, 3));
-        let stolen: Vec<u64> = executor
-            .steal(10, Duration::ZERO, |_| true)
-            .iter()
-            .map(|c| c.id.0)
-            .collect();
+        let stolen = executor.steal(10, waited, |_| true);
+        let ids = stolen.iter().map(|c| c.id.0).collect();
+        (executor, ids)
+    }
+
+    #[test]
+    fn a_thief_never_takes_a_pinned_call() {
+        let pinned = |call| QueuedCall {
+            pinned: true,
+            ..call
+        };
+        let (executor, stolen) = steal_from_three(pinned, Duration::ZERO);
         assert_eq!(
             stolen,
             vec![3],
@@ -377,20 +386,11 @@ mod tests {
 
     #[test]
     fn a_thief_takes_only_calls_that_have_waited() {
-        let owner = PeerId::random();
-        let executor = Executor::new(1, 10);
-        let long_ago = Instant::now() - Duration::from_secs(1);
-        executor.admit(call(owner, 1));
-        executor.admit(QueuedCall {
-            arrived: long_ago,
-            ..call(owner, 2)
-        });
-        executor.admit(call(owner, 3));
-        let stolen: Vec<u64> = executor
-            .steal(10, Duration::from_millis(20), |_| true)
-            .iter()
-            .map(|c| c.id.0)
-            .collect();
+        let long_ago = |call| QueuedCall {
+            arrived: Instant::now() - Duration::from_secs(1),
+            ..call
+        };
+        let (_, stolen) = steal_from_three(long_ago, Duration::from_millis(20));
         assert_eq!(stolen, vec![2], "call 1 runs; call 3 has only just come");
     }
 }

@@ -44,8 +44,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// Encoded frames waiting for one stream. Bounds memory per peer; a full
-/// queue makes senders wait, which is the backpressure we want.
+/// Encoded frames (or groups of them) waiting for one stream. Bounds
+/// memory per peer; a full queue makes senders wait, which is the
+/// backpressure we want.
 const STREAM_QUEUE_FRAMES: usize = 4096;
 /// A write batch stops growing here so one slow peer cannot hold a huge buffer.
 const MAX_BATCH_BYTES: usize = 1024 * 1024;
@@ -180,7 +181,10 @@ impl Links {
 
     /// Sends `frame` to `peer`, opening a stream first if there is none.
     pub async fn send(&self, peer: PeerId, frame: &Frame) -> Result<(), LinkError> {
-        self.send_all(peer, std::slice::from_ref(frame)).await
+        let mut bytes = Vec::new();
+        frame.encode_into(&mut bytes)?;
+        let queue = self.queue_or_open(peer).await?;
+        queue.send(bytes).await.map_err(|_| LinkError::Closed(peer))
     }
 
     /// Sends `frames` to `peer` in order, queued as one write (or a few,
@@ -190,18 +194,15 @@ impl Links {
     pub async fn send_all(&self, peer: PeerId, frames: &[Frame]) -> Result<(), LinkError> {
         let mut groups = vec![Vec::new()];
         for frame in frames {
-            let group = groups.last_mut().expect("a group at least");
-            if group.len() >= GROUP_BYTES {
+            if groups
+                .last()
+                .is_some_and(|group| group.len() >= GROUP_BYTES)
+            {
                 groups.push(Vec::new());
             }
             frame.encode_into(groups.last_mut().expect("a group at least"))?;
         }
-        let queue = match self.queue_for(&peer) {
-            Some(queue) => queue,
-            // Boxed: opening is rare, and every caller's own future stays
-            // small without it.
-            None => Box::pin(self.open(peer)).await?,
-        };
+        let queue = self.queue_or_open(peer).await?;
         for bytes in groups.into_iter().filter(|group| !group.is_empty()) {
             queue
                 .send(bytes)
@@ -209,6 +210,16 @@ impl Links {
                 .map_err(|_| LinkError::Closed(peer))?;
         }
         Ok(())
+    }
+
+    /// The queue of a stream to `peer`, opened first if there is none.
+    async fn queue_or_open(&self, peer: PeerId) -> Result<Queue, LinkError> {
+        match self.queue_for(&peer) {
+            Some(queue) => Ok(queue),
+            // Boxed: opening is rare, and every caller's own future stays
+            // small without it.
+            None => Box::pin(self.open(peer)).await,
+        }
     }
 
     /// Whether the node is stopping.

@@ -1,5 +1,6 @@
-//! A stream's end, on in-memory pipes: after a Bye what was queued still
-//! goes out, and a stream that breaks counts as a lost link.
+//! Streams on in-memory pipes: frames sent together arrive whole and in
+//! order, after a Bye what was queued still goes out, and a stream that
+//! breaks counts as a lost link.
 
 use super::*;
 use shoal_proto::CallId;
@@ -65,8 +66,13 @@ fn cancels(ids: std::ops::Range<u64>) -> Vec<Frame> {
 
 /// Reads frames from the far end until it ends.
 async fn read_frames(far: &mut (impl AsyncRead + Unpin)) -> Vec<Frame> {
+    read_up_to(far, usize::MAX).await
+}
+
+/// Reads up to `count` frames from the far end, fewer if it ends.
+async fn read_up_to(far: &mut (impl AsyncRead + Unpin), count: usize) -> Vec<Frame> {
     let mut frames = Vec::new();
-    loop {
+    while frames.len() < count {
         let mut prefix = [0u8; 4];
         match far.read_exact(&mut prefix).await {
             Ok(()) => {}
@@ -84,6 +90,35 @@ async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(10), future)
         .await
         .unwrap_or_else(|_| panic!("{what} took over 10 s"))
+}
+
+#[tokio::test]
+async fn frames_sent_together_arrive_whole_and_in_order() {
+    // 40 calls of 10 KB: several groups, each one write.
+    let links = links();
+    let peer = PeerId::random();
+    let (near, mut far) = pipe();
+    let _queue = links.attach(peer, near, Arc::new(Heard::default()));
+    let calls: Vec<Frame> = (0..40)
+        .map(|id| {
+            Frame::Call(shoal_proto::CallRequest {
+                id: CallId(id),
+                function: "echo".to_string(),
+                args: vec![b'7'; 10_000].into(),
+                budget_ms: 1_000,
+                script: None,
+                job: None,
+                pinned: false,
+            })
+        })
+        .collect();
+    let sending = links.send_all(peer, &calls);
+    let (sent, read) = within("sending and reading", async {
+        tokio::join!(sending, read_up_to(&mut far, calls.len()))
+    })
+    .await;
+    sent.expect("the stream takes them");
+    assert_eq!(read, calls);
 }
 
 #[tokio::test]
