@@ -132,18 +132,21 @@ async fn measure(count: usize, args: &ClusterArgs) -> anyhow::Result<Value> {
     // on a few cores varies by about ±0.05, so the warm figure is a median.
     let fanout_efficiency = fanout(&clients[0], count, args).await?;
     let mut fanout_warm_runs = Vec::new();
-    let mut most_calls_on_a_node = 0;
+    let (mut most_calls_on_a_node, mut stolen_in_warm_fanouts) = (0, 0);
     for _ in 0..WARM_FANOUTS {
-        let executed_before = executed(&clients).await;
+        let before = call_counts(&clients).await;
         fanout_warm_runs.push(round(fanout(&clients[0], count, args).await?));
-        let most = executed(&clients)
-            .await
+        let after = call_counts(&clients).await;
+        let ran = after
             .iter()
-            .zip(&executed_before)
-            .map(|(after, before)| after.saturating_sub(*before))
-            .max()
-            .unwrap_or(0);
-        most_calls_on_a_node = most_calls_on_a_node.max(most);
+            .zip(&before)
+            .map(|(a, b)| a.0.saturating_sub(b.0));
+        most_calls_on_a_node = most_calls_on_a_node.max(ran.max().unwrap_or(0));
+        stolen_in_warm_fanouts += after
+            .iter()
+            .zip(&before)
+            .map(|(a, b)| a.1.saturating_sub(b.1))
+            .sum::<u64>();
     }
     let fanout_warm_efficiency = median(&mut fanout_warm_runs.clone());
     let entries_before = raft_entries(&clients[0]).await;
@@ -189,6 +192,7 @@ async fn measure(count: usize, args: &ClusterArgs) -> anyhow::Result<Value> {
         "fanout_warm_efficiency": round(fanout_warm_efficiency),
         "fanout_warm_runs": fanout_warm_runs,
         "fanout_most_calls_on_a_node": most_calls_on_a_node,
+        "fanout_warm_stolen_calls": stolen_in_warm_fanouts,
         "jobs_per_s": round(jobs_per_s),
         "jobs_submitted_per_s": round(jobs_submitted_per_s),
         "raft_entries_per_job": round(raft_entries_per_job),
@@ -375,12 +379,17 @@ async fn fanout(client: &Client, count: usize, args: &ClusterArgs) -> anyhow::Re
     Ok(waves as f64 * args.sleep_ms as f64 / 1000.0 / took)
 }
 
-/// How many calls each node has run (0 for a node that does not answer).
-async fn executed(clients: &[Client]) -> Vec<u64> {
+/// How many calls each node has run and stolen (0 for a node that does
+/// not answer).
+async fn call_counts(clients: &[Client]) -> Vec<(u64, u64)> {
     let statuses = futures::future::join_all(clients.iter().map(|c| c.status())).await;
     statuses
         .iter()
-        .map(|status| status.as_ref().map_or(0, |s| s.calls.executed))
+        .map(|status| {
+            status
+                .as_ref()
+                .map_or((0, 0), |s| (s.calls.executed, s.calls.stolen))
+        })
         .collect()
 }
 
