@@ -137,16 +137,10 @@ async fn measure(count: usize, args: &ClusterArgs) -> anyhow::Result<Value> {
         let before = call_counts(&clients).await;
         fanout_warm_runs.push(round(fanout(&clients[0], count, args).await?));
         let after = call_counts(&clients).await;
-        let ran = after
-            .iter()
-            .zip(&before)
-            .map(|(a, b)| a.0.saturating_sub(b.0));
-        most_calls_on_a_node = most_calls_on_a_node.max(ran.max().unwrap_or(0));
-        stolen_in_warm_fanouts += after
-            .iter()
-            .zip(&before)
-            .map(|(a, b)| a.1.saturating_sub(b.1))
-            .sum::<u64>();
+        for ((ran, stole), (ran_before, stole_before)) in after.iter().zip(&before) {
+            most_calls_on_a_node = most_calls_on_a_node.max(ran.saturating_sub(*ran_before));
+            stolen_in_warm_fanouts += stole.saturating_sub(*stole_before);
+        }
     }
     let fanout_warm_efficiency = median(&mut fanout_warm_runs.clone());
     let entries_before = raft_entries(&clients[0]).await;

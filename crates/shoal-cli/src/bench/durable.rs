@@ -72,10 +72,10 @@ pub async fn jobs(args: JobsArgs) -> anyhow::Result<()> {
         durable: args,
         needing_label,
     } = args;
-    let needs = match needing_label {
-        true => BTreeMap::from([(BENCH_LABEL.0.to_string(), BENCH_LABEL.1.to_string())]),
-        false => BTreeMap::new(),
-    };
+    let needs: BTreeMap<String, String> = needing_label
+        .then(|| (BENCH_LABEL.0.to_string(), BENCH_LABEL.1.to_string()))
+        .into_iter()
+        .collect();
     let dir = tempfile::tempdir()?;
     let nodes = durable_cluster(dir.path(), needs.clone()).await?;
     let started = Instant::now();
