@@ -1,10 +1,15 @@
 //! Clusters of real `shoal node` processes, with one killed by SIGKILL.
 
-use crate::common::{ProcessCluster, WAIT, driver};
+use crate::common::{ProcessCluster, WAIT, driver, wait_until};
 use futures::StreamExt;
 use serde_json::json;
+use shoal_client::Client;
 use shoal_node::builtins::pi_inside;
+use shoal_node::testkit::test_config;
+use shoal_node::{Node, NodeConfig};
+use shoal_proto::api::CallBody;
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -87,4 +92,66 @@ async fn memoized_fib_across_three_processes() {
         .unwrap();
     assert_eq!(value, json!(2_880_067_194_370_816_120u64));
     caller.shutdown().await;
+}
+
+/// A call that runs longer than the idle time: the owner's stream to the
+/// node running it closes cleanly meanwhile, so nothing tells the owner
+/// the call is lost when the result, once ready, cannot reach it (here the
+/// owner is paused past the time opening a stream may take). The result
+/// must arrive once the owner answers again, not leave the caller waiting
+/// until the deadline. The runner holds no replica, so no Raft traffic
+/// between the two reopens a stream meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_ready_while_its_owner_is_paused_arrives_when_it_resumes() {
+    let idle = Duration::from_millis(300);
+    let cluster = ProcessCluster::start(1, &["--slots", "0", "--idle-timeout-ms", "300"]).await;
+    let owner = &cluster.nodes[0];
+    let runner = Node::builder()
+        .config(NodeConfig {
+            raft: false,
+            idle_timeout: idle,
+            ..test_config(1)
+        })
+        .register("slow", |_ctx, args| async move {
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+            Ok(args)
+        })
+        .join(owner.addr.clone())
+        .start()
+        .await
+        .unwrap();
+    let client = Client::new([&owner.http]).unwrap();
+    wait_until(WAIT, "the owner sees the runner's slot", async || {
+        let view = client.cluster().await.map_err(|e| e.to_string())?;
+        let seen = view.members.iter().any(|m| !m.is_self && m.slots == 1);
+        seen.then_some(()).ok_or_else(|| "not yet".to_string())
+    })
+    .await;
+
+    let call = tokio::spawn(async move {
+        let body = CallBody {
+            args: json!("its own result"),
+            timeout_ms: Some(40_000),
+            ..CallBody::default()
+        };
+        client.call_with("slow", body).await
+    });
+    // By now the idle stream is closed, and the connection with it.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    owner.pause();
+    // The result is ready 1 s later; opening a stream to a paused node
+    // gives up after 5 s.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    owner.resume();
+    let answer = tokio::time::timeout(Duration::from_secs(20), call)
+        .await
+        .expect("the call answers soon after its owner resumes, not at its deadline")
+        .unwrap();
+    assert_eq!(answer.expect("the call's result"), json!("its own result"));
+    assert_eq!(
+        runner.stats().executed.load(Ordering::Relaxed),
+        1,
+        "the call ran once: its result was delivered late, not the call placed again"
+    );
+    runner.shutdown().await;
 }

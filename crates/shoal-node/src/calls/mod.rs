@@ -10,7 +10,8 @@
 //! | [`owner`] | make calls, place them, re-place them, first result wins | [`PendingTable`](pending::PendingTable) |
 //! | [`batch`] | many calls at once, placed in a row and sent a peer at a time | — |
 //! | `placing` | the owner's picture of who can take a call, and how loaded | — |
-//! | [`run`] | run a call in a slot, give the slot back during nested calls, deliver the outcome | [`Executor`](executor::Executor) (slots, bounded queue, running calls) |
+//! | [`run`] | run a call in a slot, give the slot back during nested calls | [`Executor`](executor::Executor) (slots, bounded queue, running calls) |
+//! | `deliver` | hand the outcome to the owner, trying again until it gets there | bytes of outcomes held for another try |
 //! | [`steal`] | idle nodes take queued calls from busy ones | the thief's own state, inside its task |
 //! | [`inbound`] | frames from peers, handed to the roles above | — |
 //! | [`memo`] | results of memoized functions, and calls identical ones can join | [`SharedMemo`](memo::SharedMemo) |
@@ -38,6 +39,7 @@
 
 pub mod batch;
 pub mod context;
+mod deliver;
 pub mod executor;
 pub mod inbound;
 pub mod memo;
@@ -64,7 +66,7 @@ use pending::PendingTable;
 use registry::Registry;
 use scripts::Scripts;
 use shoal_proto::{JobRef, NodeId};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc};
@@ -173,6 +175,8 @@ pub struct Calls {
     /// Outcomes and latency of the calls started here.
     pub metrics: CallMetrics,
     tasks: TaskTracker,
+    /// Bytes of outcomes waiting to be sent again (see `deliver`).
+    undelivered_bytes: AtomicUsize,
 }
 
 impl Calls {
@@ -199,6 +203,7 @@ impl Calls {
             stats: Stats::default(),
             metrics: CallMetrics::default(),
             tasks: parts.tasks,
+            undelivered_bytes: AtomicUsize::new(0),
         };
         (Arc::new(calls), answers)
     }

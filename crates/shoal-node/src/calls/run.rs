@@ -10,7 +10,6 @@ use super::Calls;
 use super::context::{CallContext, CallHost, ProgressReport};
 use super::executor::{Offered, QueuedCall};
 use super::memo::memo_key;
-use super::pending::Where;
 use super::registry::{Body, HandBack};
 use super::scripts::GET_SCRIPT;
 use super::work_queue::Admit;
@@ -20,7 +19,7 @@ use futures::future::{AbortHandle, Abortable, BoxFuture};
 use libp2p::PeerId;
 use serde_json::{Value, json};
 use shoal_proto::wire::MAX_PAYLOAD_BYTES;
-use shoal_proto::{CallError, CallId, ErrorCode, Frame, NodeId, Outcome};
+use shoal_proto::{CallError, CallId, ErrorCode, NodeId, Outcome};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -60,17 +59,25 @@ impl Calls {
     /// which places it elsewhere.
     pub(super) fn hand_back(self: &Arc<Self>, call: QueuedCall, why: &str) {
         let what = format!("'{}' goes elsewhere", call.function);
-        self.send_back(call.owner, call.id, why, &what);
+        self.send_back(call.owner, call.id, why, &what, call.deadline);
     }
 
     /// Tells `owner` that this node `why` and will not run call `id`, as
-    /// `overloaded`, which has the owner place it elsewhere.
-    fn send_back(self: &Arc<Self>, owner: PeerId, id: CallId, why: &str, what: &str) {
+    /// `overloaded`, which has the owner place it elsewhere; tries until
+    /// `until` (see [`deliver`](super::deliver)).
+    fn send_back(
+        self: &Arc<Self>,
+        owner: PeerId,
+        id: CallId,
+        why: &str,
+        what: &str,
+        until: Instant,
+    ) {
         let message = format!("node {} {why}; {what}", self.node_id.short());
         let error = CallError::new(ErrorCode::Overloaded, message);
         let calls = Arc::clone(self);
         self.tasks.spawn(async move {
-            calls.deliver(owner, id, Err(error)).await;
+            calls.deliver(owner, id, Err(error), until).await;
         });
     }
 
@@ -91,8 +98,17 @@ impl Calls {
         for call in queued {
             self.hand_back(call, why);
         }
+        // The owner may come back and wait for these; how long, only it
+        // knows.
+        let until = Instant::now() + self.default_deadline;
         for id in running {
-            self.send_back(owner, id, why, "the call was stopped and goes elsewhere");
+            self.send_back(
+                owner,
+                id,
+                why,
+                "the call was stopped and goes elsewhere",
+                until,
+            );
         }
     }
 
@@ -128,7 +144,8 @@ impl Calls {
         running.release();
         self.stats.record_run(started.elapsed());
         self.executor.finished(call.owner, call.id);
-        self.deliver(call.owner, call.id, outcome).await;
+        self.deliver(call.owner, call.id, outcome, call.deadline)
+            .await;
     }
 
     async fn execute(self: &Arc<Self>, call: &QueuedCall, running: &Arc<RunningCall>) -> Outcome {
@@ -218,17 +235,6 @@ impl Calls {
             self.memo.store(key, bytes.clone());
         }
         Ok(bytes)
-    }
-
-    /// Sends an outcome to the call's owner (or resolves it, when that is us).
-    pub(super) async fn deliver(self: &Arc<Self>, owner: PeerId, id: CallId, outcome: Outcome) {
-        if owner == self.me {
-            return self.resolve(id, outcome, Where::Local);
-        }
-        if let Err(error) = self.links.send(owner, &Frame::Result { id, outcome }).await {
-            // The owner re-dispatches or is gone; either way it decides.
-            tracing::debug!(%owner, %id, %error, "result not delivered");
-        }
     }
 
     /// A peer cancelled a call it owns.

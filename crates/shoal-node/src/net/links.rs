@@ -58,6 +58,9 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
 /// A stream keeps its body buffer between frames up to this size; one
 /// large frame does not pin megabytes for the stream's whole life.
 const MAX_KEPT_BODY_BYTES: usize = 1024 * 1024;
+/// How long an opening that outlived [`OPEN_TIMEOUT`] goes on (libp2p's
+/// own dial and negotiation timeouts end most sooner).
+const LATE_OPEN: Duration = Duration::from_secs(60);
 /// Raft frames waiting for the consensus module. Full, it makes the
 /// streams' readers wait: backpressure, not loss.
 const RAFT_INBOX: usize = 1024;
@@ -225,6 +228,11 @@ impl Links {
     /// Whether the node is stopping.
     pub fn is_stopping(&self) -> bool {
         self.0.shutdown.is_cancelled()
+    }
+
+    /// Completes once the node stops.
+    pub async fn stopped(&self) {
+        self.0.shutdown.cancelled().await
     }
 
     /// Sends without waiting, from code that must not await; a task does
@@ -518,20 +526,41 @@ async fn wind_down(
 }
 
 /// Opens one stream to `peer` (dialing it if needed) and reports back.
+///
+/// Past [`OPEN_TIMEOUT`] it reports a failure, so that senders wait no
+/// longer, but goes on opening for up to [`LATE_OPEN`]. Given up half-way,
+/// the stream reached the peer later (a peer paused or swamped answers
+/// late) as one that ended without a Bye: a loss, for which the peer
+/// suspected this node and placed again every call it had sent here. A
+/// stream that opens late is reported too and joins the table as any
+/// other, to close when idle.
 async fn open_stream(
     mut control: libp2p_stream::Control,
     peer: PeerId,
     report: mpsc::Sender<(PeerId, Result<libp2p::Stream, String>)>,
     shutdown: CancellationToken,
 ) {
-    let opening = tokio::time::timeout(OPEN_TIMEOUT, control.open_stream(peer, protocol()));
-    let result = tokio::select! {
+    let opening = control.open_stream(peer, protocol());
+    tokio::pin!(opening);
+    let opened = tokio::select! {
         _ = shutdown.cancelled() => return,
-        opened = opening => match opened {
-            Ok(Ok(stream)) => Ok(stream),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!("no answer within {OPEN_TIMEOUT:?}")),
-        },
+        opened = tokio::time::timeout(OPEN_TIMEOUT, &mut opening) => opened,
+    };
+    let result = match opened {
+        Ok(opened) => opened.map_err(|e| e.to_string()),
+        Err(_) => {
+            let late = Err(format!("no answer within {OPEN_TIMEOUT:?}"));
+            if report.send((peer, late)).await.is_err() {
+                return;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                opened = tokio::time::timeout(LATE_OPEN, &mut opening) => match opened {
+                    Ok(Ok(stream)) => Ok(stream),
+                    Ok(Err(_)) | Err(_) => return,
+                },
+            }
+        }
     };
     let _ = report.send((peer, result)).await;
 }

@@ -85,8 +85,23 @@ impl NodeProcess {
     /// SIGTERM: what systemd, Kubernetes or an autoscaler send; the node
     /// drains, then exits.
     pub fn terminate(&self) {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+    }
+
+    /// SIGSTOP: the process stops answering anything, as a machine that
+    /// hangs or a VM that is paused, until [`resume`](Self::resume).
+    pub fn pause(&self) {
+        self.signal(nix::sys::signal::Signal::SIGSTOP);
+    }
+
+    /// SIGCONT, after [`pause`](Self::pause).
+    pub fn resume(&self) {
+        self.signal(nix::sys::signal::Signal::SIGCONT);
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM sent");
+        nix::sys::signal::kill(pid, signal).expect("signal sent");
     }
 
     /// Waits up to `within` for the process to exit; its status, or `None`
