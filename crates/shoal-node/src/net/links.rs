@@ -31,7 +31,7 @@
 //! stream that ends after a Bye either way is no loss; one that ends
 //! without one is, even when another stream to the peer remains.
 
-use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::{PeerId, StreamProtocol};
 use shoal_proto::wire::{CALL_PROTOCOL, frame_len};
 use shoal_proto::{Frame, FrameError};
@@ -44,6 +44,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+mod driver;
+pub use driver::LinkDriver;
+use driver::OPEN_REQUESTS;
+
 /// Encoded frames (or groups of them) waiting for one stream. Bounds
 /// memory per peer; a full queue makes senders wait, which is the
 /// backpressure we want.
@@ -52,21 +56,12 @@ const STREAM_QUEUE_FRAMES: usize = 4096;
 const MAX_BATCH_BYTES: usize = 1024 * 1024;
 /// Frames sent together share one queue entry up to about this size.
 const GROUP_BYTES: usize = 64 * 1024;
-/// Opening a stream includes dialing if needed; past this the peer counts
-/// as unreachable.
-const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
 /// A stream keeps its body buffer between frames up to this size; one
 /// large frame does not pin megabytes for the stream's whole life.
 const MAX_KEPT_BODY_BYTES: usize = 1024 * 1024;
-/// How long an opening that outlived [`OPEN_TIMEOUT`] goes on (libp2p's
-/// own dial and negotiation timeouts end most sooner).
-const LATE_OPEN: Duration = Duration::from_secs(60);
 /// Raft frames waiting for the consensus module. Full, it makes the
 /// streams' readers wait: backpressure, not loss.
 const RAFT_INBOX: usize = 1024;
-/// Requests to open a stream waiting for the driver; each is handled in
-/// microseconds (the opening itself runs in its own task).
-const OPEN_REQUESTS: usize = 256;
 /// After a Bye, how long a stream waits for the other side to close.
 const LINGER: Duration = Duration::from_secs(5);
 
@@ -173,12 +168,7 @@ impl Links {
             tasks,
             shutdown,
         }));
-        let driver = LinkDriver {
-            links: links.clone(),
-            control,
-            incoming,
-            requests,
-        };
+        let driver = LinkDriver::new(links.clone(), control, incoming, requests);
         Ok((links, driver, raft))
     }
 
@@ -448,61 +438,6 @@ impl Links {
     }
 }
 
-/// The task that owns the stream control: it accepts streams, opens them
-/// for senders (one opener per peer however many ask), and hands every
-/// stream's reader the frame handler.
-pub struct LinkDriver {
-    links: Links,
-    control: libp2p_stream::Control,
-    incoming: libp2p_stream::IncomingStreams,
-    requests: mpsc::Receiver<(PeerId, OpenReply)>,
-}
-
-impl LinkDriver {
-    /// Runs until the node stops; `handler` gets every call frame.
-    pub async fn run(mut self, handler: Arc<dyn FrameHandler>) {
-        let shared = Arc::clone(&self.links.0);
-        // Openings under way, and who waits for each.
-        let mut waiting: HashMap<PeerId, Vec<OpenReply>> = HashMap::new();
-        let (opened_tx, mut opened) = mpsc::channel(OPEN_REQUESTS);
-        loop {
-            tokio::select! {
-                _ = shared.shutdown.cancelled() => break,
-                next = self.incoming.next() => match next {
-                    Some((peer, stream)) => {
-                        self.links.attach(peer, stream, Arc::clone(&handler));
-                    }
-                    None => break,
-                },
-                Some((peer, reply)) = self.requests.recv() => {
-                    if let Some(queue) = self.links.queue_for(&peer) {
-                        let _ = reply.send(Ok(queue));
-                        continue;
-                    }
-                    let waiters = waiting.entry(peer).or_default();
-                    waiters.push(reply);
-                    if waiters.len() == 1 {
-                        shared.tasks.spawn(open_stream(
-                            self.control.clone(),
-                            peer,
-                            opened_tx.clone(),
-                            shared.shutdown.clone(),
-                        ));
-                    }
-                }
-                Some((peer, result)) = opened.recv() => {
-                    let result = result.map(|stream| {
-                        self.links.attach(peer, stream, Arc::clone(&handler))
-                    });
-                    for reply in waiting.remove(&peer).unwrap_or_default() {
-                        let _ = reply.send(result.clone());
-                    }
-                }
-            }
-        }
-    }
-}
-
 /// The half of a stream that finished first.
 enum Half {
     Read(Result<(), LinkError>),
@@ -523,46 +458,6 @@ async fn wind_down(
             Err(_) => Err(LinkError::Io(std::io::ErrorKind::TimedOut.into())),
         },
     }
-}
-
-/// Opens one stream to `peer` (dialing it if needed) and reports back.
-///
-/// Past [`OPEN_TIMEOUT`] it reports a failure, so that senders wait no
-/// longer, but goes on opening for up to [`LATE_OPEN`]. Given up half-way,
-/// the stream reached the peer later (a peer paused or swamped answers
-/// late) as one that ended without a Bye: a loss, for which the peer
-/// suspected this node and placed again every call it had sent here. A
-/// stream that opens late is reported too and joins the table as any
-/// other, to close when idle.
-async fn open_stream(
-    mut control: libp2p_stream::Control,
-    peer: PeerId,
-    report: mpsc::Sender<(PeerId, Result<libp2p::Stream, String>)>,
-    shutdown: CancellationToken,
-) {
-    let opening = control.open_stream(peer, protocol());
-    tokio::pin!(opening);
-    let opened = tokio::select! {
-        _ = shutdown.cancelled() => return,
-        opened = tokio::time::timeout(OPEN_TIMEOUT, &mut opening) => opened,
-    };
-    let result = match opened {
-        Ok(opened) => opened.map_err(|e| e.to_string()),
-        Err(_) => {
-            let late = Err(format!("no answer within {OPEN_TIMEOUT:?}"));
-            if report.send((peer, late)).await.is_err() {
-                return;
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                opened = tokio::time::timeout(LATE_OPEN, &mut opening) => match opened {
-                    Ok(Ok(stream)) => Ok(stream),
-                    Ok(Err(_)) | Err(_) => return,
-                },
-            }
-        }
-    };
-    let _ = report.send((peer, result)).await;
 }
 
 /// Reads a frame body of `len` bytes into `body`, which grows only as bytes
