@@ -307,6 +307,7 @@ pub async fn start(
         user_topic_prefix: user_topic_prefix(&config.cluster_name),
         rendezvous: rendezvous_key(&config.cluster_name),
         lonely: true,
+        lonely_while_connected: false,
         joining,
         has_secret: config.secret.is_some(),
         connected: HashSet::new(),
@@ -348,6 +349,9 @@ struct EventLoop {
     /// Whether the node knows no member; while it does not, it looks for
     /// them every [`REJOIN_INTERVAL`].
     lonely: bool,
+    /// Lonely at the last rejoin tick too, with a peer connected: the
+    /// peers are no members (or let nobody in), so the DHT is asked.
+    lonely_while_connected: bool,
     joining: Joining,
     /// Whether this node uses a cluster secret: handshake failures then
     /// most likely mean a peer with another secret, and the log says so.
@@ -363,7 +367,13 @@ impl EventLoop {
         // `start` dialed the join addresses: at once again would cut a handshake.
         let first_rejoin = tokio::time::Instant::now() + REJOIN_INTERVAL;
         let mut rejoin = tokio::time::interval_at(first_rejoin, REJOIN_INTERVAL);
-        let mut bootstrap = tokio::time::interval(BOOTSTRAP_INTERVAL);
+        // Not at once: a node that just joined needs no walk, and 100 nodes
+        // started together each walking as it joined dialed some 300 peers
+        // apiece (see `meet_cluster`). Spread, so the walks do not come
+        // together either.
+        let first_walk = BOOTSTRAP_INTERVAL.mul_f64(0.1 + 0.9 * rand::random::<f64>());
+        let mut bootstrap =
+            tokio::time::interval_at(tokio::time::Instant::now() + first_walk, BOOTSTRAP_INTERVAL);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -372,11 +382,16 @@ impl EventLoop {
                 // A member may well have no connection open: idle ones close.
                 _ = rejoin.tick(), if self.lonely => {
                     if self.connected.is_empty() {
+                        self.lonely_while_connected = false;
                         for addr in self.joining.due() {
                             let _ = dial_join(&mut self.swarm, addr);
                         }
-                    } else {
+                    } else if self.lonely_while_connected {
                         self.meet_cluster();
+                    } else {
+                        // A peer is a way into the DHT, but one that is a
+                        // member lets this node in before the next tick.
+                        self.lonely_while_connected = true;
                     }
                 }
                 Some(found) = self.joining.next(), if self.joining.is_looking_up() => {
@@ -403,7 +418,10 @@ impl EventLoop {
                     store.add_address(&peer, &dialable(addr, peer));
                 }
             }
-            NetCommand::SetLonely(lonely) => self.lonely = lonely,
+            NetCommand::SetLonely(lonely) => {
+                self.lonely = lonely;
+                self.lonely_while_connected &= lonely;
+            }
             NetCommand::Dial(addr) => {
                 if let Some(addr) = self.joining.dial_once(addr)
                     && let Err(e) = self.swarm.dial(addr.clone())
@@ -451,7 +469,9 @@ impl EventLoop {
     }
 
     /// Announces this node under its cluster's key and asks the DHT who
-    /// else did; a few of the answers are dialed as they come.
+    /// else did; a few of the answers are dialed as they come. Each walk
+    /// of the DHT dials some 20 to 60 peers: only a node that stays alone
+    /// walks, not every node as it joins.
     fn meet_cluster(&mut self) {
         self.announce_membership();
         self.swarm
@@ -464,6 +484,25 @@ impl EventLoop {
         let kad = &mut self.swarm.behaviour_mut().kad;
         if let Err(error) = kad.start_providing(self.rendezvous.clone()) {
             tracing::warn!(%error, "cannot announce this node in the DHT");
+        }
+    }
+
+    /// Adds `peer` to the DHT's routing table, while this node knows no
+    /// member: the DHT is how a lonely node meets its cluster, and a member
+    /// learns of the others from membership. Fed every peer it connected
+    /// to, kad walked the DHT whenever its table was small (at start) and
+    /// dialed a full bucket's least recently seen peer at each newcomer;
+    /// with idle connections closed, each of those dials was a handshake.
+    /// Over 100 nodes starting on one machine, that was 30,000 dials in
+    /// half a minute, both cores busy and thousands of members suspected
+    /// (with a 1 s idle timeout; 67 dials and none suspected without it).
+    fn tell_dht(&mut self, peer: PeerId, addrs: impl IntoIterator<Item = Multiaddr>) {
+        if !self.lonely {
+            return;
+        }
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        for addr in addrs {
+            kad.add_address(&peer, addr);
         }
     }
 
@@ -494,10 +533,6 @@ impl EventLoop {
             } if self.connected.insert(peer_id) => {
                 tracing::debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
                 self.emit(NetEvent::Connected(peer_id));
-                if self.connected.len() == 1 && self.lonely {
-                    // The first peer is a way into the DHT.
-                    self.meet_cluster();
-                }
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
@@ -546,10 +581,8 @@ impl EventLoop {
                 self.deliver_topic_message(sender, message);
             }
             BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
-                let kad = &mut self.swarm.behaviour_mut().kad;
-                for addr in info.listen_addrs {
-                    kad.add_address(&peer_id, dialable(addr, peer_id));
-                }
+                let addrs = info.listen_addrs.into_iter();
+                self.tell_dht(peer_id, addrs.map(|addr| dialable(addr, peer_id)));
             }
             BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
                 result:
@@ -566,10 +599,7 @@ impl EventLoop {
             }
             BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
                 for (peer, addr) in found {
-                    self.swarm
-                        .behaviour_mut()
-                        .kad
-                        .add_address(&peer, addr.clone());
+                    self.tell_dht(peer, [addr.clone()]);
                     self.dial_if_new(peer, vec![addr]);
                 }
             }

@@ -167,6 +167,9 @@ fn behaviour(
     let mut kad_config = kad::Config::new(KAD_PROTOCOL);
     // The event loop runs its own lookups when peers connect and on a timer.
     kad_config.set_periodic_bootstrap_interval(None);
+    // Connections add no peer to the routing table: the event loop adds
+    // those a lonely node meets (see `tell_dht`).
+    kad_config.set_kbucket_inserts(kad::BucketInserts::Manual);
     let mut kad =
         kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
     // Loopback and private addresses are never confirmed as external, so
