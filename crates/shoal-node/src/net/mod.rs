@@ -11,7 +11,7 @@
 //!
 //! ```text
 //!   NetHandle ──NetCommand──► event loop (owns Swarm) ──NetEvent──► node
-//!       │                         │  identify → kad addresses
+//!       │                         │  identify → kad addresses (while alone)
 //!       │                         │  kad providers / mdns → dial a member
 //!       │                         │  peer store ← members' addresses
 //!       │                         └─ gossipsub ← → user topics
@@ -19,14 +19,16 @@
 //! ```
 //!
 //! Nodes find their cluster by its name: each announces itself in the
-//! Kademlia DHT as a provider of the key `/shoal/cluster/<name>`, and a
-//! node that knows no member yet asks the DHT for the other providers and
-//! dials a few, so a node that knows any DHT peer — a member, or a node of
+//! Kademlia DHT as a provider of the key `/shoal/cluster/<name>` (see
+//! [`discovery`]), and a node that knows no member yet asks the DHT for
+//! the other providers and dials a few, so a node that knows any DHT peer — a member, or a node of
 //! another cluster — finds the members. Once it is a member, membership
 //! (SWIM) tells it of the others, and it connects to a member only to talk
 //! to it.
 
 mod connection_failures;
+mod discovery;
+use discovery::{dial_join, rendezvous_key};
 pub mod datagrams;
 pub mod join;
 pub mod links;
@@ -39,7 +41,7 @@ use datagrams::Datagrams;
 use futures::StreamExt;
 use join::Joining;
 use libp2p::identity::Keypair;
-use libp2p::swarm::{DialError, SwarmEvent};
+use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, identify, kad, mdns};
 use std::collections::HashSet;
 use std::time::Duration;
@@ -334,11 +336,6 @@ fn user_topic_prefix(cluster: &str) -> String {
     format!("/shoal/{cluster}/topic/")
 }
 
-/// The DHT key every member of `cluster` provides.
-fn rendezvous_key(cluster: &str) -> kad::RecordKey {
-    kad::RecordKey::new(&format!("/shoal/cluster/{cluster}"))
-}
-
 struct EventLoop {
     swarm: Swarm<Behaviour>,
     local_peer: PeerId,
@@ -468,44 +465,6 @@ impl EventLoop {
         }
     }
 
-    /// Announces this node under its cluster's key and asks the DHT who
-    /// else did; a few of the answers are dialed as they come. Each walk
-    /// of the DHT dials some 20 to 60 peers: only a node that stays alone
-    /// walks, not every node as it joins.
-    fn meet_cluster(&mut self) {
-        self.announce_membership();
-        self.swarm
-            .behaviour_mut()
-            .kad
-            .get_providers(self.rendezvous.clone());
-    }
-
-    fn announce_membership(&mut self) {
-        let kad = &mut self.swarm.behaviour_mut().kad;
-        if let Err(error) = kad.start_providing(self.rendezvous.clone()) {
-            tracing::warn!(%error, "cannot announce this node in the DHT");
-        }
-    }
-
-    /// Adds `peer` to the DHT's routing table, while this node knows no
-    /// member: the DHT is how a lonely node meets its cluster, and a member
-    /// learns of the others from membership. Fed every peer it connected
-    /// to, kad walked the DHT whenever its table was small (at start) and
-    /// dialed a full bucket's least recently seen peer at each newcomer;
-    /// with idle connections closed, each of those dials was a handshake.
-    /// Over 100 nodes starting on one machine, that was 30,000 dials in
-    /// half a minute, both cores busy and thousands of members suspected
-    /// (with a 1 s idle timeout; 67 dials and none suspected without it).
-    fn tell_dht(&mut self, peer: PeerId, addrs: impl IntoIterator<Item = Multiaddr>) {
-        if !self.lonely {
-            return;
-        }
-        let kad = &mut self.swarm.behaviour_mut().kad;
-        for addr in addrs {
-            kad.add_address(&peer, addr);
-        }
-    }
-
     fn user_topic(&self, name: &str) -> gossipsub::IdentTopic {
         gossipsub::IdentTopic::new(format!("{}{name}", self.user_topic_prefix))
     }
@@ -514,16 +473,6 @@ impl EventLoop {
         if let Err(mpsc::error::TrySendError::Full(event)) = self.events.try_send(event) {
             tracing::warn!(?event, "node is behind on network events; dropped one");
         }
-    }
-
-    fn dial_if_new(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) {
-        if peer == self.local_peer || self.connected.contains(&peer) {
-            return;
-        }
-        let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
-            .addresses(addrs)
-            .build();
-        let _ = self.swarm.dial(opts);
     }
 
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
@@ -605,19 +554,6 @@ impl EventLoop {
             }
             _ => {}
         }
-    }
-}
-
-/// Dials a join address, or an address its name resolved to. The swarm
-/// refuses an address it listens on: a name that also stands for this node
-/// (every pod of a Kubernetes service) is skipped there.
-fn dial_join(swarm: &mut Swarm<Behaviour>, addr: Multiaddr) -> Result<(), DialError> {
-    match swarm.dial(addr.clone()) {
-        Err(DialError::NoAddresses) => {
-            tracing::debug!(%addr, "skipped a join address of this node's own");
-            Ok(())
-        }
-        dialed => dialed,
     }
 }
 
