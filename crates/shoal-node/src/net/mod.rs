@@ -18,13 +18,13 @@
 //!       └─ Datagrams ═ one sealed UDP datagram per message ═► peer ──NetEvent──► node
 //! ```
 //!
-//! Nodes find their cluster by its name: each announces itself in the
-//! Kademlia DHT as a provider of the key `/shoal/cluster/<name>` (see
-//! [`discovery`]), and a node that knows no member yet asks the DHT for
-//! the other providers and dials a few, so a node that knows any DHT peer — a member, or a node of
-//! another cluster — finds the members. Once it is a member, membership
-//! (SWIM) tells it of the others, and it connects to a member only to talk
-//! to it.
+//! Nodes find their cluster by its name (see [`discovery`]): each
+//! announces itself in the Kademlia DHT as a provider of the key
+//! `/shoal/cluster/<name>`, and a node that knows no member yet asks the
+//! DHT for the other providers and dials a few, so a node that knows any
+//! DHT peer — a member, or a node of another cluster — finds the members.
+//! Once it is a member, membership (SWIM) tells it of the others, and it
+//! connects to a member only to talk to it.
 
 mod connection_failures;
 mod discovery;
@@ -365,9 +365,9 @@ impl EventLoop {
         let first_rejoin = tokio::time::Instant::now() + REJOIN_INTERVAL;
         let mut rejoin = tokio::time::interval_at(first_rejoin, REJOIN_INTERVAL);
         // Not at once: a node that just joined needs no walk, and 100 nodes
-        // started together each walking as it joined dialed some 300 peers
-        // apiece (see `meet_cluster`). Spread, so the walks do not come
-        // together either.
+        // started together, each walking the DHT as it joined, dialed each
+        // other about 30,000 times (see `tell_dht`). Spread, so the walks
+        // do not come together either.
         let first_walk = BOOTSTRAP_INTERVAL.mul_f64(0.1 + 0.9 * rand::random::<f64>());
         let mut bootstrap =
             tokio::time::interval_at(tokio::time::Instant::now() + first_walk, BOOTSTRAP_INTERVAL);
