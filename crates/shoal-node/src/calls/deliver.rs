@@ -21,7 +21,6 @@ use super::pending::Where;
 use libp2p::PeerId;
 use shoal_proto::{CallId, Frame, Outcome};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// The wait before the second try; it doubles with each try after.
@@ -52,7 +51,9 @@ impl Calls {
         let Err(error) = self.links.send(owner, &frame).await else {
             return;
         };
-        let Some(_held) = Held::take(&self.undelivered_bytes, bytes) else {
+        // A permit per byte: what is held for another try stays bounded.
+        let permits = u32::try_from(bytes).unwrap_or(u32::MAX);
+        let Ok(_held) = self.undelivered_bytes.try_acquire_many(permits) else {
             tracing::warn!(%owner, %id, %error, "result not delivered, and too many are held for another try; dropped");
             return;
         };
@@ -76,48 +77,5 @@ impl Calls {
             }
             gap = (gap * 2).min(MAX_RETRY_GAP);
         }
-    }
-}
-
-/// Bytes counted against [`MAX_HELD_BYTES`] while an outcome waits for
-/// another try; given back when dropped.
-struct Held<'a> {
-    total: &'a AtomicUsize,
-    bytes: usize,
-}
-
-impl<'a> Held<'a> {
-    fn take(total: &'a AtomicUsize, bytes: usize) -> Option<Held<'a>> {
-        total
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
-                let after = held + bytes;
-                (after <= MAX_HELD_BYTES).then_some(after)
-            })
-            .ok()?;
-        Some(Held { total, bytes })
-    }
-}
-
-impl Drop for Held<'_> {
-    fn drop(&mut self) {
-        self.total.fetch_sub(self.bytes, Ordering::Relaxed);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn held_bytes_are_bounded_and_given_back() {
-        let total = AtomicUsize::new(0);
-        let big = Held::take(&total, MAX_HELD_BYTES - 10).expect("room for it");
-        let small = Held::take(&total, 10).expect("exactly full");
-        assert!(Held::take(&total, 1).is_none(), "nothing past the bound");
-        drop(big);
-        assert_eq!(total.load(Ordering::Relaxed), 10);
-        assert!(Held::take(&total, 1000).is_some());
-        drop(small);
-        assert_eq!(total.load(Ordering::Relaxed), 0);
     }
 }

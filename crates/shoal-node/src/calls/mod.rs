@@ -66,10 +66,10 @@ use pending::PendingTable;
 use registry::Registry;
 use scripts::Scripts;
 use shoal_proto::{JobRef, NodeId};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio_util::task::TaskTracker;
 
 /// Answers to steals, waiting for the thief's task; a thief has at most one
@@ -175,8 +175,9 @@ pub struct Calls {
     /// Outcomes and latency of the calls started here.
     pub metrics: CallMetrics,
     tasks: TaskTracker,
-    /// Bytes of outcomes waiting to be sent again (see `deliver`).
-    undelivered_bytes: AtomicUsize,
+    /// A permit per byte of the outcomes waiting to be sent again (see
+    /// `deliver`).
+    undelivered_bytes: Semaphore,
 }
 
 impl Calls {
@@ -203,7 +204,7 @@ impl Calls {
             stats: Stats::default(),
             metrics: CallMetrics::default(),
             tasks: parts.tasks,
-            undelivered_bytes: AtomicUsize::new(0),
+            undelivered_bytes: Semaphore::new(deliver::MAX_HELD_BYTES),
         };
         (Arc::new(calls), answers)
     }
