@@ -17,17 +17,21 @@ pub enum LocalClusterError {
         #[source]
         source: StartError,
     },
-    #[error("node {peer} sees {seen} of its {expected} peers after {FORM_TIMEOUT:?}")]
+    #[error(
+        "node {peer} sees {seen} of its {expected} peers and is connected to {connected} after {FORM_TIMEOUT:?}"
+    )]
     NotFormed {
         peer: libp2p::PeerId,
         seen: usize,
+        connected: usize,
         expected: usize,
     },
 }
 
 /// Starts `count` nodes that join the first one, each built by `build`
 /// (given its index), and returns once every node sees and is connected to
-/// all the others.
+/// all the others (only sees them, where nodes close idle connections within
+/// the time they get to form).
 pub async fn start_local_cluster(
     count: usize,
     build: impl Fn(usize, NodeBuilder) -> NodeBuilder,
@@ -45,13 +49,23 @@ pub async fn start_local_cluster(
         nodes.push(node);
     }
     let expected = count.saturating_sub(1);
+    // Nodes that close idle connections sooner than they get to form hold
+    // none of them for long: for them, knowing every member is formed.
+    let keep_connections = nodes
+        .iter()
+        .all(|node| node.config().idle_timeout >= FORM_TIMEOUT);
     for node in &nodes {
         let seen = node.wait_for_peers(expected, FORM_TIMEOUT).await;
-        let connected = node.wait_for_connections(expected, FORM_TIMEOUT).await;
+        let connected = if keep_connections {
+            node.wait_for_connections(expected, FORM_TIMEOUT).await
+        } else {
+            expected
+        };
         if seen < expected || connected < expected {
             return Err(LocalClusterError::NotFormed {
                 peer: node.peer_id(),
-                seen: seen.min(connected),
+                seen,
+                connected,
                 expected,
             });
         }
