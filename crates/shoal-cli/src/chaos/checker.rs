@@ -111,7 +111,8 @@ fn check_jobs(history: &History, last: &FinalState, report: &mut Report) {
         } else {
             report.jobs_lost += 1;
             report.problem(format!(
-                "acknowledged job {id} ended {} with result {:?} and error {:?}",
+                "acknowledged job {id} ({}) ended {} with result {:?} and error {:?}",
+                submission.key,
                 job.state.as_str(),
                 job.result,
                 job.error

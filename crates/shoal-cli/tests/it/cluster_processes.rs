@@ -1,6 +1,6 @@
 //! Clusters of real `shoal node` processes, with one killed by SIGKILL.
 
-use crate::common::{ProcessCluster, WAIT, driver, wait_until};
+use crate::common::{NodeProcess, ProcessCluster, WAIT, driver, wait_until};
 use futures::StreamExt;
 use serde_json::json;
 use shoal_client::Client;
@@ -9,7 +9,8 @@ use shoal_node::testkit::test_config;
 use shoal_node::{Node, NodeConfig};
 use shoal_proto::api::CallBody;
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -154,4 +155,88 @@ async fn a_result_ready_while_its_owner_is_paused_arrives_when_it_resumes() {
         "the call ran once: its result was delivered late, not the call placed again"
     );
     runner.shutdown().await;
+}
+
+/// A node SIGKILLed and started again on its data keeps its peer id, so a
+/// result meant for a call of its first life can still reach it. That
+/// result must answer no call of the second life, whatever number the
+/// new call got: the restarted node's first call (to the same function
+/// on the same runner) answers with its own result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_takes_no_result_meant_for_its_first_life() {
+    let owner = NodeProcess::start(&["--slots", "0"]);
+    let started = Arc::new(AtomicUsize::new(0));
+    let runner = Node::builder()
+        .config(NodeConfig {
+            raft: false,
+            ..test_config(2)
+        })
+        .register("slow", {
+            let started = Arc::clone(&started);
+            move |_ctx, args: serde_json::Value| {
+                started.fetch_add(1, Ordering::Relaxed);
+                async move {
+                    let ms = args["ms"].as_u64().unwrap_or(0);
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    Ok(args)
+                }
+            }
+        })
+        .join(owner.addr.clone())
+        .start()
+        .await
+        .unwrap();
+    see_runner(&owner.http).await;
+    let first_life = tokio::spawn(slow(owner.http.clone(), "first", 3_000));
+    wait_until(WAIT, "the first life's call to start", async || {
+        (started.load(Ordering::Relaxed) == 1)
+            .then_some(())
+            .ok_or("not yet")
+    })
+    .await;
+    let peer_id = owner.peer_id();
+    let data = owner.kill_keeping_data();
+    let runner_addr = runner.listen_addrs()[0].to_string();
+    let restarted = NodeProcess::start_in(data, &["--slots", "0", "--join", &runner_addr]);
+    assert_eq!(restarted.peer_id(), peer_id, "the same node, restarted");
+
+    // It outlasts what is left of the first life's call, whose result
+    // comes meanwhile.
+    see_runner(&restarted.http).await;
+    let second = slow(restarted.http.clone(), "second", 6_000).await;
+    assert_eq!(
+        second.expect("the second life's call answers"),
+        json!({"life": "second", "ms": 6_000}),
+        "the call got the result of the first life's call"
+    );
+    // Its caller lost its node; the client would try it for a while.
+    first_life.abort();
+    assert_eq!(
+        runner.stats().executed.load(Ordering::Relaxed),
+        2,
+        "the first life's call ran to its end"
+    );
+    runner.shutdown().await;
+}
+
+/// Waits until the node at `http` sees the runner's two slots.
+async fn see_runner(http: &str) {
+    let client = Client::new([http]).unwrap();
+    wait_until(WAIT, "the owner to see the runner's slots", async || {
+        let view = client.cluster().await.map_err(|e| e.to_string())?;
+        let seen = view.members.iter().any(|m| !m.is_self && m.slots == 2);
+        seen.then_some(()).ok_or_else(|| "not yet".to_string())
+    })
+    .await;
+}
+
+/// Calls `slow` for `ms` through the node at `http`; the result names the
+/// `life` of the node that called.
+async fn slow(
+    http: String,
+    life: &'static str,
+    ms: u64,
+) -> Result<serde_json::Value, shoal_client::ClientError> {
+    let client = Client::new([&http]).unwrap();
+    client.call("slow", json!({"life": life, "ms": ms})).await
 }

@@ -114,6 +114,16 @@ impl Stats {
     }
 }
 
+/// Where this life of the node starts numbering the requests it matches
+/// answers to (calls, Raft requests): at random. A node restarted on its
+/// data keeps its peer id, and an answer meant for a request of its last
+/// life, still on its way or held for another try, would otherwise match a
+/// request of this one that got the same number. Half of the range is
+/// left, so the numbers never wrap.
+pub(crate) fn first_id_of_this_life() -> u64 {
+    rand::random::<u64>() >> 1
+}
+
 /// The mean run time after one more run of `sample_us`: an exponential
 /// moving average that gives the newest run an eighth of the weight; never
 /// 0 once a call ran, since 0 means unknown.
@@ -200,7 +210,7 @@ impl Calls {
             unreachable: parts.unreachable,
             steal_answers,
             peer_has_work: Notify::new(),
-            next_id: AtomicU64::new(1),
+            next_id: AtomicU64::new(first_id_of_this_life()),
             stats: Stats::default(),
             metrics: CallMetrics::default(),
             tasks: parts.tasks,

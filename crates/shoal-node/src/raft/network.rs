@@ -110,7 +110,7 @@ impl RpcClient {
         Arc::new(RpcClient {
             links,
             pending: Mutex::default(),
-            next_id: AtomicU64::new(1),
+            next_id: AtomicU64::new(crate::calls::first_id_of_this_life()),
         })
     }
 
