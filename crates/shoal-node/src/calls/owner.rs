@@ -13,7 +13,6 @@ use super::executor::QueuedCall;
 use super::memo::{Lookup, MemoKey, memo_key};
 use super::pending::{PendingCall, Where};
 use super::{CallOptions, Calls};
-use crate::cluster::peers::Liveness;
 use bytes::Bytes;
 use libp2p::PeerId;
 use serde_json::Value;
@@ -354,11 +353,7 @@ impl Calls {
         let dead: Vec<PeerId> = self.peers.read(|peers| {
             holders
                 .into_iter()
-                .filter(|peer| {
-                    peers
-                        .get(peer)
-                        .is_some_and(|info| info.liveness == Liveness::Dead)
-                })
+                .filter(|peer| peers.is_dead(peer))
                 .collect()
         });
         for peer in dead {

@@ -302,6 +302,14 @@ impl PeerTable {
             .is_some_and(|info| info.liveness != Liveness::Dead)
     }
 
+    /// Whether membership declared `peer` dead (an unknown peer is not:
+    /// it may be one whose first heartbeat has not come yet).
+    pub fn is_dead(&self, peer: &PeerId) -> bool {
+        self.peers
+            .get(peer)
+            .is_some_and(|info| info.liveness == Liveness::Dead)
+    }
+
     /// Whether any known peer, live or dead, has offered `function`.
     pub fn known_function(&self, function: &str) -> bool {
         self.peers
@@ -357,6 +365,11 @@ impl PeerView {
 
     pub fn is_live(&self, peer: &PeerId) -> bool {
         self.read(|table| table.is_live(peer))
+    }
+
+    /// See [`PeerTable::is_dead`].
+    pub fn is_dead(&self, peer: &PeerId) -> bool {
+        self.read(|table| table.is_dead(peer))
     }
 
     /// The protocol version `peer` was refused for, if it was.

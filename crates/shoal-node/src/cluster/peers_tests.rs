@@ -48,6 +48,11 @@ fn suspicion_is_reported_and_cleared_and_down_kills() {
         Some(MemberEvent::Suspected(peer))
     );
     assert!(table.is_live(&peer), "a suspected peer is still used");
+    assert!(!table.is_dead(&peer));
+    assert!(
+        !table.is_dead(&PeerId::random()),
+        "a peer not heard of yet is not dead"
+    );
     assert_eq!(table.on_suspicion(peer, true), None);
     assert_eq!(table.on_heartbeat(peer, Heartbeat::default(), now), None);
     assert_eq!(
@@ -57,6 +62,7 @@ fn suspicion_is_reported_and_cleared_and_down_kills() {
     );
     assert!(matches!(table.on_down(peer), Some(MemberEvent::Died(p, _)) if p == peer));
     assert!(!table.is_live(&peer));
+    assert!(table.is_dead(&peer));
     assert_eq!(table.on_down(peer), None, "dies once");
     assert_eq!(table.on_suspicion(peer, true), None);
     assert_eq!(

@@ -24,7 +24,7 @@ use crate::calls::scripts::Scripts;
 use crate::calls::workers::PYTHON_SCRIPT;
 use crate::calls::{CallOptions, Calls};
 use crate::clock::now_ms;
-use crate::cluster::peers::{Liveness, PeerView};
+use crate::cluster::peers::PeerView;
 use crate::raft::consensus::Consensus;
 use crate::raft::query::{Leasable, Query};
 use crate::raft::types::{Command, CommandResult};
@@ -543,11 +543,9 @@ async fn release_dead_holders(consensus: &Consensus, peers: &PeerView) {
                 holders
                     .into_iter()
                     .filter(|holder| {
-                        holder.parse::<PeerId>().is_ok_and(|peer| {
-                            table
-                                .get(&peer)
-                                .is_some_and(|info| info.liveness == Liveness::Dead)
-                        })
+                        holder
+                            .parse::<PeerId>()
+                            .is_ok_and(|peer| table.is_dead(&peer))
                     })
                     .map(str::to_string)
                     .collect()

@@ -14,7 +14,6 @@ use super::proposer::Refused;
 use super::snapshot_transfer::{Received, SnapshotChunk};
 use super::types::{Command, LoggedCommand, RPC_TIMEOUT, RaftNode};
 use crate::clock::now_ms;
-use crate::cluster::peers::Liveness;
 use crate::jobs::JobCommand;
 use libp2p::PeerId;
 use openraft::ReadPolicy;
@@ -167,12 +166,7 @@ impl Consensus {
             return None;
         };
         let peer: PeerId = node.parse().ok()?;
-        let dead = self.peers.read(|table| {
-            table
-                .get(&peer)
-                .is_some_and(|info| info.liveness == Liveness::Dead)
-        });
-        dead.then(|| {
+        self.peers.is_dead(&peer).then(|| {
             format!("the leader holds node {node} dead: it leases again once it is known alive")
         })
     }
