@@ -555,6 +555,9 @@ impl Consensus {
         if let Some(raft) = &self.raft {
             let _ = raft.shutdown().await;
         }
+        if let Some(proposer) = &self.proposer {
+            proposer.stopped().await;
+        }
         if let Some(log) = &self.log
             && let Err(e) = log.flush_committed().await
         {

@@ -18,6 +18,7 @@
 use super::types::{Command, CommandResult, DISTINCT_IDS_FORMAT, LoggedCommand, RaftNode};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// Writes in one entry, at most.
 const MAX_COMMANDS: usize = 256;
@@ -45,6 +46,8 @@ pub(super) struct Proposer {
     raft: RaftNode,
     queue: mpsc::Sender<Proposal>,
     stopped: CancellationToken,
+    /// The task that gathers and commits.
+    gathering: TaskTracker,
 }
 
 impl Proposer {
@@ -52,17 +55,27 @@ impl Proposer {
     pub(super) fn start(raft: RaftNode) -> Proposer {
         let (queue, waiting) = mpsc::channel(QUEUE);
         let stopped = CancellationToken::new();
-        tokio::spawn(gather(raft.clone(), waiting, stopped.clone()));
+        let gathering = TaskTracker::new();
+        gathering.spawn(gather(raft.clone(), waiting, stopped.clone()));
+        gathering.close();
         Proposer {
             raft,
             queue,
             stopped,
+            gathering,
         }
     }
 
     /// Proposes nothing more; writes waiting fail with the node stopping.
+    /// An entry being committed is answered first: see [`Proposer::stopped`].
     pub(super) fn stop(&self) {
         self.stopped.cancel();
+    }
+
+    /// Returns once the last entry proposed is answered (at once when Raft
+    /// has shut down, which fails it).
+    pub(super) async fn stopped(&self) {
+        self.gathering.wait().await;
     }
 
     /// Commits `command` (with others, perhaps) and returns what applying
