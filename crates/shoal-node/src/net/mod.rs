@@ -478,9 +478,18 @@ impl EventLoop {
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
             SwarmEvent::ConnectionEstablished {
-                peer_id, endpoint, ..
+                peer_id,
+                endpoint,
+                established_in,
+                ..
             } if self.connected.insert(peer_id) => {
-                tracing::debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
+                tracing::debug!(
+                    peer = %peer_id,
+                    addr = %endpoint.get_remote_address(),
+                    dialer = endpoint.is_dialer(),
+                    ?established_in,
+                    "connected"
+                );
                 self.emit(NetEvent::Connected(peer_id));
             }
             SwarmEvent::ConnectionClosed {
