@@ -11,11 +11,14 @@
 //! 1,000 `sleep 50` calls never answered that way (2026-12-01).
 //!
 //! So an outcome that cannot be sent is sent again, at growing intervals,
-//! until the call's deadline, when its owner stops waiting anyway, or until
-//! membership declares the owner dead, when nobody waits for it. The first
-//! outcome to reach the owner wins, so a late one does no harm. Outcomes
-//! held for another try are bounded in bytes; past that, one is dropped as
-//! before.
+//! until the call's deadline, when its owner stops waiting anyway. The
+//! first outcome to reach the owner wins, so a late one does no harm.
+//! Nor does membership declaring the owner dead end the tries: a node
+//! paused or cut off for longer than detection takes comes back with its
+//! calls still waiting (and one restarted on its data numbers its calls
+//! afresh, so a result of its previous life answers none of them).
+//! Outcomes held for another try are bounded in bytes; past that, one is
+//! dropped as before.
 
 use super::Calls;
 use super::pending::Where;
@@ -68,10 +71,6 @@ impl Calls {
             tokio::select! {
                 () = self.links.stopped() => return,
                 () = tokio::time::sleep(gap) => {}
-            }
-            if self.peers.is_dead(&owner) {
-                tracing::info!(%owner, %id, "result not delivered, and its owner is dead; dropped");
-                return;
             }
             match self.links.send(owner, &frame).await {
                 Ok(()) => {
