@@ -1,12 +1,16 @@
 //! Twenty real `shoal node` processes on this machine, the short version of
-//! `shoal bench cluster`: the cluster forms through one join address, calls
-//! sent to one node run across many, the calls of a node SIGKILLed in the
-//! middle of a batch run elsewhere, every survivor knows it dead, and a job
-//! that needs a label runs on the one node that has it.
+//! `shoal bench cluster`: the cluster forms through one join address with
+//! connections closing after a second idle, and no node takes another for
+//! dead meanwhile (the start-up storm of 2026-12-01 declared thousands);
+//! calls sent to one node run across many, the calls of a node SIGKILLed
+//! in the middle of a batch run elsewhere, every survivor knows it dead,
+//! and a job that needs a label runs on the one node that has it.
 
 use crate::common::{ProcessCluster, WAIT, wait_for_finished_jobs, wait_until};
+use futures::StreamExt;
 use serde_json::json;
 use shoal_client::{BatchCall, Client, JobSpec, JobState};
+use shoal_proto::api::{Event, EventKind};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -16,7 +20,9 @@ const NODES: usize = 20;
 async fn twenty_processes_spread_calls_survive_a_kill_and_place_a_job() {
     let mut own: Vec<&[&str]> = vec![&["--slots", "2"]; NODES];
     own[NODES - 1] = &["--slots", "2", "--label", "place=far"];
-    let mut cluster = ProcessCluster::start_each(&[], &own).await;
+    // Connections idle for a second close, so calls open them on demand,
+    // as they do at scale.
+    let mut cluster = ProcessCluster::start_each(&["--idle-timeout-ms", "1000"], &own).await;
     let far = cluster.nodes[NODES - 1].peer_id();
 
     // Calls through one node's API: it has two slots, so most run elsewhere.
@@ -41,6 +47,16 @@ async fn twenty_processes_spread_calls_survive_a_kill_and_place_a_job() {
         ran_somewhere >= 5,
         "60 calls through one node ran on only {ran_somewhere} of the other 19"
     );
+
+    // Nobody was taken for dead, while the cluster formed or since.
+    for node in &cluster.nodes {
+        let deaths = deaths_seen(&Client::new([&node.http]).unwrap()).await;
+        assert!(
+            deaths.is_empty(),
+            "{} saw live nodes die: {deaths:?}",
+            node.http
+        );
+    }
 
     // SIGKILL one node while a batch runs on every node: its calls run
     // elsewhere, and every survivor learns it is gone.
@@ -99,6 +115,15 @@ async fn twenty_processes_spread_calls_survive_a_kill_and_place_a_job() {
         .await;
     }
 
+    let deaths = deaths_seen(&entry).await;
+    assert!(
+        deaths
+            .iter()
+            .all(|death| death.node.as_deref() == Some(victim.as_str())),
+        "{deaths:?}"
+    );
+    assert!(!deaths.is_empty(), "the node that was killed left");
+
     // A job that needs the label runs where it is, submitted anywhere.
     let anywhere = Client::new(cluster.urls()).unwrap();
     let spec = JobSpec {
@@ -115,4 +140,14 @@ async fn twenty_processes_spread_calls_survive_a_kill_and_place_a_job() {
         result["node"], far,
         "ran on a node without the label: {result}"
     );
+}
+
+/// The `node_left` events a node has reported so far.
+async fn deaths_seen(client: &Client) -> Vec<Event> {
+    let events = client.events(0).await.expect("the events stream");
+    // The stream goes on with live events: the past ones come at once.
+    let past = events.take_until(tokio::time::sleep(Duration::from_millis(500)));
+    past.filter_map(async |event| event.ok().filter(|e| e.kind == EventKind::NodeLeft))
+        .collect()
+        .await
 }
