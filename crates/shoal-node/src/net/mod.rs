@@ -27,9 +27,8 @@
 //! connects to a member only to talk to it.
 
 mod connection_failures;
-mod discovery;
-use discovery::{dial_join, rendezvous_key};
 pub mod datagrams;
+mod discovery;
 pub mod join;
 pub mod links;
 pub mod sealed;
@@ -38,6 +37,7 @@ pub mod transport;
 use crate::config::NodeConfig;
 use bytes::Bytes;
 use datagrams::Datagrams;
+use discovery::{dial_join, rendezvous_key};
 use futures::StreamExt;
 use join::Joining;
 use libp2p::identity::Keypair;

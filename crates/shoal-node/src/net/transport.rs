@@ -165,7 +165,8 @@ fn behaviour(
     )?;
 
     let mut kad_config = kad::Config::new(KAD_PROTOCOL);
-    // The event loop runs its own lookups when peers connect and on a timer.
+    // The event loop runs its own lookups: a lonely node's, and a member's
+    // walk on a timer.
     kad_config.set_periodic_bootstrap_interval(None);
     // Connections add no peer to the routing table: the event loop adds
     // those a lonely node meets (see `tell_dht`).
