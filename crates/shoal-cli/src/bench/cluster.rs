@@ -4,6 +4,13 @@
 //! takes to be known everywhere, how well a fan-out of short calls
 //! spreads, and durable jobs per second.
 //!
+//! Jobs are submitted by 256 clients at once (`--submitters`), so the
+//! figure is what the Raft group can do: with 32, each commit took every
+//! job waiting, and jobs/s was 32 over a commit's time, whatever the nodes
+//! had left. Their CPU is split by role: the leader, the other replicas,
+//! and the nodes holding none (whose share is mostly their idle cost, plus
+//! any job calls placement sent them).
+//!
 //! Idle is measured once the cluster has settled, not the moment every
 //! node sees every other: until then the leader is still adding learners
 //! and promoting voters, and the connections the formation opened are
@@ -21,8 +28,6 @@ use std::time::{Duration, Instant};
 const PATIENCE: Duration = Duration::from_secs(180);
 /// How often the nodes are asked how many peers they see.
 const POLL: Duration = Duration::from_millis(250);
-/// Job submissions in flight at once.
-const SUBMITTERS: usize = 32;
 /// The nodes close connections idle this long (the default is 30 s), so
 /// that the sockets counted after the idle period are those a node keeps.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -48,6 +53,10 @@ pub struct ClusterArgs {
     /// `noop` jobs submitted for the jobs/s figure.
     #[arg(long, default_value_t = 500)]
     jobs: usize,
+    /// Job submissions in flight at once. Enough to keep the Raft group
+    /// busy: with few, jobs/s is only how many fit in one commit's time.
+    #[arg(long, default_value_t = 256)]
+    submitters: usize,
     /// Print the figures as one JSON object on the last line.
     #[arg(long)]
     json: bool,
@@ -62,7 +71,9 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
         println!(
             "{count:>5} nodes: formed in {:.1} s, its Raft group complete {:.1} s later ({:.2} % of a core per node until idle); \
              idle CPU {:.2} % of a core (busiest {:.2} %), {:.1} MB and {} sockets per node; \
-             a death known everywhere in {:.1} s; fan-out efficiency {:.2} ({:.2}, the median of 3, with connections open); {:.0} jobs/s",
+             a death known everywhere in {:.1} s; fan-out efficiency {:.2} ({:.2}, the median of 3, with connections open); \
+             {:.0} jobs/s, costing {:.0} µs of CPU each (leader {:.0}, other replicas {:.0}, the rest {:.0}; \
+             {:.0} % of their calls ran off the replicas)",
             run["converge_s"].as_f64().unwrap_or(0.0),
             run["raft_complete_s"].as_f64().unwrap_or(0.0),
             run["settling_cpu_pct_per_node"].as_f64().unwrap_or(0.0),
@@ -74,6 +85,11 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
             run["fanout_efficiency"].as_f64().unwrap_or(0.0),
             run["fanout_warm_efficiency"].as_f64().unwrap_or(0.0),
             run["jobs_per_s"].as_f64().unwrap_or(0.0),
+            run["jobs_cpu_us_per_job"].as_f64().unwrap_or(0.0),
+            run["jobs_cpu_us_per_job_leader"].as_f64().unwrap_or(0.0),
+            run["jobs_cpu_us_per_job_replicas"].as_f64().unwrap_or(0.0),
+            run["jobs_cpu_us_per_job_others"].as_f64().unwrap_or(0.0),
+            run["jobs_calls_off_replicas"].as_f64().unwrap_or(0.0) * 100.0,
         );
         runs.push(run);
     }
@@ -143,12 +159,7 @@ async fn measure(count: usize, args: &ClusterArgs) -> anyhow::Result<Value> {
         }
     }
     let fanout_warm_efficiency = median(&mut fanout_warm_runs.clone());
-    let entries_before = raft_entries(&clients[0]).await;
-    let (jobs_per_s, jobs_submitted_per_s) = jobs_per_second(&clients[0], args.jobs).await?;
-    let raft_entries_per_job = raft_entries(&clients[0])
-        .await
-        .saturating_sub(entries_before) as f64
-        / args.jobs.max(1) as f64;
+    let jobs = jobs_phase(&nodes, &clients, args).await?;
 
     // SIGKILL 5 % of the nodes (at least one), spread over the start
     // order: never the one asked first, and not the first few, which hold
@@ -187,9 +198,15 @@ async fn measure(count: usize, args: &ClusterArgs) -> anyhow::Result<Value> {
         "fanout_warm_runs": fanout_warm_runs,
         "fanout_most_calls_on_a_node": most_calls_on_a_node,
         "fanout_warm_stolen_calls": stolen_in_warm_fanouts,
-        "jobs_per_s": round(jobs_per_s),
-        "jobs_submitted_per_s": round(jobs_submitted_per_s),
-        "raft_entries_per_job": round(raft_entries_per_job),
+        "jobs_per_s": round(jobs.per_s),
+        "jobs_submitted_per_s": round(jobs.submitted_per_s),
+        "jobs_submitters": args.submitters,
+        "raft_entries_per_job": round(jobs.raft_entries_per_job),
+        "jobs_cpu_us_per_job": round(jobs.cpu_us.iter().sum()),
+        "jobs_cpu_us_per_job_leader": round(jobs.cpu_us[Role::Leader as usize]),
+        "jobs_cpu_us_per_job_replicas": round(jobs.cpu_us[Role::Replica as usize]),
+        "jobs_cpu_us_per_job_others": round(jobs.cpu_us[Role::Other as usize]),
+        "jobs_calls_off_replicas": round(jobs.calls_off_replicas),
     }))
 }
 
@@ -393,13 +410,82 @@ async fn raft_entries(client: &Client) -> u64 {
     cluster.ok().and_then(|c| c.raft.committed).unwrap_or(0)
 }
 
+/// What the jobs phase measured.
+struct JobsFigures {
+    per_s: f64,
+    submitted_per_s: f64,
+    raft_entries_per_job: f64,
+    /// The nodes' CPU per job, in µs, by [`Role`].
+    cpu_us: [f64; 3],
+    /// The share of the jobs' calls that ran on nodes holding no replica.
+    calls_off_replicas: f64,
+}
+
+/// A node's part in the Raft group.
+#[derive(Clone, Copy, PartialEq)]
+enum Role {
+    Leader,
+    /// A voter or learner other than the leader.
+    Replica,
+    Other,
+}
+
+/// Runs `args.jobs` no-op jobs through the first node and measures them,
+/// and what they cost each kind of node: where durable jobs spend the
+/// cluster's CPU.
+async fn jobs_phase(
+    nodes: &[NodeProcess],
+    clients: &[Client],
+    args: &ClusterArgs,
+) -> anyhow::Result<JobsFigures> {
+    let roles: Vec<Role> = futures::future::join_all(clients.iter().map(|c| c.status()))
+        .await
+        .into_iter()
+        .map(|status| match status {
+            Ok(s) if s.raft.state == "Leader" => Role::Leader,
+            Ok(s) if s.raft.member => Role::Replica,
+            _ => Role::Other,
+        })
+        .collect();
+    let entries_before = raft_entries(&clients[0]).await;
+    let calls_before = call_counts(clients).await;
+    let cpu_before: Vec<Duration> = nodes.iter().map(NodeProcess::cpu_time).collect();
+    let (per_s, submitted_per_s) = jobs_per_second(&clients[0], args.jobs, args.submitters).await?;
+    let cpu_after: Vec<Duration> = nodes.iter().map(NodeProcess::cpu_time).collect();
+    let calls_after = call_counts(clients).await;
+    let entries = raft_entries(&clients[0])
+        .await
+        .saturating_sub(entries_before);
+
+    let jobs = args.jobs.max(1) as f64;
+    let mut cpu_us = [0.0; 3];
+    let mut calls = [0u64; 2];
+    for (i, role) in roles.iter().enumerate() {
+        let used = cpu_after[i].saturating_sub(cpu_before[i]);
+        cpu_us[*role as usize] += used.as_secs_f64() * 1e6 / jobs;
+        let ran = calls_after[i].0.saturating_sub(calls_before[i].0);
+        calls[usize::from(*role == Role::Other)] += ran;
+    }
+    Ok(JobsFigures {
+        per_s,
+        submitted_per_s,
+        raft_entries_per_job: entries as f64 / jobs,
+        cpu_us,
+        calls_off_replicas: calls[1] as f64 / (calls[0] + calls[1]).max(1) as f64,
+    })
+}
+
 /// `jobs` no-op jobs submitted through one node, until all succeeded:
 /// jobs per second done, and accepted.
-async fn jobs_per_second(client: &Client, jobs: usize) -> anyhow::Result<(f64, f64)> {
+async fn jobs_per_second(
+    client: &Client,
+    jobs: usize,
+    submitters: usize,
+) -> anyhow::Result<(f64, f64)> {
     let started = Instant::now();
     let submitted: Vec<_> = futures::stream::iter(0..jobs)
         .map(|_| client.submit(JobSpec::new("noop", Value::Null)))
-        .buffer_unordered(SUBMITTERS)
+        .buffer_unordered(submitters.max(1))
         .collect()
         .await;
     let submitted_per_s = jobs as f64 / started.elapsed().as_secs_f64();

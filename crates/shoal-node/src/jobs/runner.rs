@@ -18,6 +18,7 @@
 //! committed; the runner then runs the jobs held in its name that it never
 //! started ([`super::orphans`]).
 
+use super::calling_in::{Asking, Head};
 use super::orphans::{Orphans, Taken};
 use super::{Capabilities, Job, JobCommand, JobOutcome, Leasing, runs_where_leased};
 use crate::calls::scripts::Scripts;
@@ -45,10 +46,6 @@ const POLL: Duration = Duration::from_millis(50);
 /// entry, the leader saying jobs wait) wakes it sooner. The leader also
 /// expires leases and releases dead nodes' leases at this pace.
 const IDLE_POLL: Duration = Duration::from_secs(1);
-/// The next job in the queue waiting this long tells the cluster, through
-/// the leader's heartbeat: work the members take at once disturbs nobody
-/// else.
-const WAITING_AFTER: Duration = Duration::from_millis(100);
 /// The longest a runner without a replica waits between questions while
 /// jobs it cannot lease sit in the queue.
 const MAX_ASK_GAP: Duration = Duration::from_secs(2);
@@ -177,7 +174,8 @@ pub async fn run(runner: JobRunner, tasks: TaskTracker, shutdown: CancellationTo
     };
     let mut last_empty_lease_at: Option<u64> = None;
     let mut leased_last_time = false;
-    let mut asking = Asking::default();
+    let mut asking = Asking::new(POLL, MAX_ASK_GAP);
+    let mut head = Head::default();
     let mut active = false;
     let mut last_look = Instant::now();
     loop {
@@ -204,18 +202,17 @@ pub async fn run(runner: JobRunner, tasks: TaskTracker, shutdown: CancellationTo
         if consensus.is_leader() {
             tick_if_due(&consensus).await;
             release_dead_holders(&consensus, &peers).await;
-            let (queued, head_wait_ms) = consensus
-                .read_local(|state| (state.jobs.has_queued(), state.jobs.head_wait_ms(now_ms())))
+            let (queued, next) = consensus
+                .read_local(|state| (state.jobs.has_queued(), state.jobs.next_in_line(now_ms())))
                 .unwrap_or((false, None));
-            // The next job's wait, not how long the queue has been non-empty:
-            // while jobs stream in, the queue never empties, and every
-            // runner of a large cluster would be called in for good.
-            consensus.set_jobs_waiting(
-                head_wait_ms.is_some_and(|waited| waited >= WAITING_AFTER.as_millis() as u64),
-            );
+            // Whether the next job is stuck, not how long the queue has been
+            // non-empty: while jobs stream in, the queue never empties, and
+            // every runner of a large cluster would be called in for good.
+            consensus.set_jobs_waiting(head.stuck(next, Instant::now()));
             active = queued;
         } else {
             consensus.set_jobs_waiting(false);
+            head = Head::default();
             active = false;
         }
         if runner.calls.is_draining() {
@@ -364,37 +361,6 @@ impl Drop for LocalSlot {
     fn drop(&mut self) {
         self.running_local.fetch_sub(1, Ordering::Relaxed);
         self.freed.notify_one();
-    }
-}
-
-/// How a runner without a replica paces its questions to the members:
-/// at once when the leader starts saying jobs wait, then less and less
-/// often while it finds none it can lease.
-#[derive(Default)]
-struct Asking {
-    leader_said_waiting: bool,
-    gap: Duration,
-    next_at: Option<Instant>,
-}
-
-impl Asking {
-    fn due(&mut self, leader_says_waiting: bool) -> bool {
-        let rising = leader_says_waiting && !self.leader_said_waiting;
-        self.leader_said_waiting = leader_says_waiting;
-        if rising {
-            self.found_work();
-        }
-        leader_says_waiting && self.next_at.is_none_or(|at| Instant::now() >= at)
-    }
-
-    fn found_nothing(&mut self) {
-        self.gap = (self.gap * 2).clamp(POLL, MAX_ASK_GAP);
-        self.next_at = Some(Instant::now() + self.gap);
-    }
-
-    fn found_work(&mut self) {
-        self.gap = Duration::ZERO;
-        self.next_at = None;
     }
 }
 

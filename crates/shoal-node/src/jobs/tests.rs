@@ -156,6 +156,37 @@ fn the_same_idempotency_key_returns_the_first_job() {
 }
 
 #[test]
+fn idempotency_keys_survive_a_snapshot_which_lists_them_in_order() {
+    let mut log = Log::default();
+    for key in ["zebra", "apple", "mango"] {
+        let mut keyed = spec("f");
+        keyed.idempotency_key = Some(key.into());
+        log.submit(keyed, 0);
+    }
+    let stored = serde_json::to_value(&log.table).expect("a table encodes");
+    let keys: Vec<&String> = stored["by_key"].as_object().expect("keys").keys().collect();
+    assert_eq!(keys, ["apple", "mango", "zebra"]);
+
+    let mut restored = Log {
+        table: serde_json::from_value(stored).expect("and reads back"),
+        index: log.index,
+    };
+    let mut again = spec("f");
+    again.idempotency_key = Some("mango".into());
+    let outcome = restored.apply(JobCommand::Submit {
+        spec: again,
+        now_ms: 9,
+    });
+    assert_eq!(
+        outcome,
+        JobOutcome::Submitted {
+            id: 3,
+            existing: true
+        }
+    );
+}
+
+#[test]
 fn lease_starts_an_attempt_on_the_node() {
     let mut log = Log::default();
     let id = log.submit(spec("f"), 0);
@@ -560,15 +591,15 @@ fn counts_group_jobs_by_state() {
 #[test]
 fn the_wait_that_calls_in_more_runners_is_the_next_jobs_not_the_queues() {
     let mut log = Log::default();
-    assert_eq!(log.table.head_wait_ms(0), None, "nothing waits");
+    assert_eq!(log.table.next_in_line(0), None, "nothing waits");
     let first = log.submit(spec("f"), 1_000);
-    assert_eq!(log.table.head_wait_ms(1_050), Some(50));
+    assert_eq!(log.table.next_in_line(1_050), Some((first, 50)));
     // Jobs stream in: the queue never empties, but each is taken quickly.
-    log.submit(spec("f"), 1_100);
+    let second = log.submit(spec("f"), 1_100);
     assert_eq!(log.leased_ids(any_node(), 1, 1_100), vec![first]);
     assert_eq!(
-        log.table.head_wait_ms(1_150),
-        Some(50),
+        log.table.next_in_line(1_150),
+        Some((second, 50)),
         "the job now next came at 1,100"
     );
     // A job waiting out its retry back-off is not waiting for a runner.
@@ -577,8 +608,8 @@ fn the_wait_that_calls_in_more_runners_is_the_next_jobs_not_the_queues() {
     alone.leased_ids(any_node(), 1, 0);
     alone.fail(id, 1, 10);
     let ready_at = 10 + retry_backoff_ms(1);
-    assert_eq!(alone.table.head_wait_ms(ready_at - 1), None);
-    assert_eq!(alone.table.head_wait_ms(ready_at + 30), Some(30));
+    assert_eq!(alone.table.next_in_line(ready_at - 1), None);
+    assert_eq!(alone.table.next_in_line(ready_at + 30), Some((id, 30)));
 }
 
 /// One step of a random command log; ids and attempts are picked among
