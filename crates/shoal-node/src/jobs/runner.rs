@@ -208,7 +208,8 @@ pub async fn run(runner: JobRunner, tasks: TaskTracker, shutdown: CancellationTo
             // Whether the next job is stuck, not how long the queue has been
             // non-empty: while jobs stream in, the queue never empties, and
             // every runner of a large cluster would be called in for good.
-            consensus.set_jobs_waiting(head.stuck(next, Instant::now()));
+            let full = running.load(Ordering::Relaxed) >= max_jobs;
+            consensus.set_jobs_waiting(head.stuck(next, full, Instant::now()));
             active = queued;
         } else {
             consensus.set_jobs_waiting(false);
