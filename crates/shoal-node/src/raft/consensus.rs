@@ -253,8 +253,9 @@ impl Consensus {
         }
     }
 
-    /// On the leader: whether jobs have waited to be leased for a while,
-    /// as its job runner last found; for its heartbeat.
+    /// On the leader: whether jobs wait for more runners than the members'
+    /// (see `jobs::calling_in`), as its job runner last found; for its
+    /// heartbeat.
     pub fn jobs_waiting(&self) -> bool {
         self.jobs_waiting.load(Ordering::Relaxed)
     }
