@@ -23,6 +23,7 @@ mod rules;
 pub mod runner;
 
 use index::JobIndex;
+pub use rules::runs_where_leased;
 use rules::{fail_attempt, fits_beside, is_leasable, lease_overdue, meets};
 use rules::{stale_attempt_reason, start_attempt, unknown_job};
 use serde::{Deserialize, Serialize};
@@ -62,7 +63,7 @@ pub enum JobCommand {
         node: String,
         offer: Capabilities,
         max: u32,
-        #[serde(default = "unlimited")]
+        #[serde(default = "rules::unlimited")]
         max_local: u32,
         now_ms: u64,
     },
@@ -587,18 +588,6 @@ struct LeaseLimits {
     max: u32,
     /// Jobs with requirements, which run on the leasing node itself.
     max_local: u32,
-}
-
-/// Old log entries (before `max_local`) leased without that limit.
-fn unlimited() -> u32 {
-    u32::MAX
-}
-
-/// Whether a job's function must run on the node that leased it: a job
-/// with requirements runs where they are met; one without runs wherever
-/// the calls place it.
-pub fn runs_where_leased(spec: &JobSpec) -> bool {
-    !spec.labels.is_empty() || !spec.resources.is_empty()
 }
 
 #[cfg(test)]

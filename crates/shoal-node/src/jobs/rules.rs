@@ -12,6 +12,18 @@ const RETRY_BACKOFF_BASE_MS: u64 = 100;
 /// for a while from drifting hours behind once its cause is fixed.
 const RETRY_BACKOFF_MAX_MS: u64 = 30_000;
 
+/// Whether a job's function must run on the node that leased it: a job
+/// with requirements runs where they are met; one without runs wherever
+/// the calls place it.
+pub fn runs_where_leased(spec: &JobSpec) -> bool {
+    !spec.labels.is_empty() || !spec.resources.is_empty()
+}
+
+/// Old log entries (before `max_local`) leased without that limit.
+pub(super) fn unlimited() -> u32 {
+    u32::MAX
+}
+
 /// Whether `spec`'s resources fit in what `offer` has beside `held`.
 pub(super) fn fits_beside(
     spec: &JobSpec,
