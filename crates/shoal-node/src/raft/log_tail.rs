@@ -4,7 +4,8 @@
 //! has just appended. Read from redb, every follower's read is a blocking
 //! task, a read transaction and a JSON decode of the same entries: with
 //! eight followers, eight decodes of each entry. Read from here, it is a
-//! clone.
+//! clone, and a cheap one: an entry's command is shared (`Arc`), not
+//! copied.
 //!
 //! A read is served whole from the tail or not at all (the caller then
 //! reads redb), so it never mixes the two. The tail only ever holds a run

@@ -16,6 +16,7 @@
 //! older format do not wait here: they go to openraft at once, as before.
 
 use super::types::{Command, CommandResult, DISTINCT_IDS_FORMAT, LoggedCommand, RaftNode};
+use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -176,7 +177,7 @@ async fn commit(raft: &RaftNode, mut batch: Vec<Proposal>) {
 }
 
 async fn write(raft: &RaftNode, command: LoggedCommand) -> Result<CommandResult, Refused> {
-    match raft.client_write(command).await {
+    match raft.client_write(Arc::new(command)).await {
         Ok(response) => Ok(response.data),
         Err(e) if e.forward_to_leader().is_some() => Err(Refused::NotLeader),
         Err(e) => Err(Refused::Failed(e.to_string())),
