@@ -57,6 +57,7 @@ pub async fn start_local_cluster(
     for node in &nodes {
         let seen = node.wait_for_peers(expected, FORM_TIMEOUT).await;
         let connected = if keep_connections {
+            connect_the_rest(node, &nodes).await;
             node.wait_for_connections(expected, FORM_TIMEOUT).await
         } else {
             expected
@@ -71,4 +72,20 @@ pub async fn start_local_cluster(
         }
     }
     Ok(nodes)
+}
+
+/// Dials the nodes of `nodes` that `node` holds no connection to. Nodes
+/// connect on demand (a node holds a bounded set of connections), and
+/// nothing a small cluster does while it forms need connect every pair;
+/// a local cluster starts with every pair connected, as if each had
+/// called the others.
+async fn connect_the_rest(node: &Node, nodes: &[Node]) {
+    let connected = node.connected_peers().await;
+    for other in nodes {
+        if other.peer_id() != node.peer_id() && !connected.contains(&other.peer_id()) {
+            for addr in other.listen_addrs() {
+                node.dial(addr).await;
+            }
+        }
+    }
 }
