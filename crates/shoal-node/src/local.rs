@@ -76,7 +76,7 @@ pub async fn start_local_cluster(
 
 /// Dials the nodes of `nodes` that `node` holds no connection to. Nodes
 /// connect on demand (a node holds a bounded set of connections), and
-/// nothing a small cluster does while it forms need connect every pair;
+/// nothing a small cluster does while it forms has to connect every pair;
 /// a local cluster starts with every pair connected, as if each had
 /// called the others.
 async fn connect_the_rest(node: &Node, nodes: &[Node]) {
