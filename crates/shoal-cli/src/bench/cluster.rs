@@ -202,10 +202,10 @@ async fn measure(count: usize, args: &ClusterArgs) -> anyhow::Result<Value> {
         "jobs_submitted_per_s": round(jobs.submitted_per_s),
         "jobs_submitters": args.submitters,
         "raft_entries_per_job": round(jobs.raft_entries_per_job),
-        "jobs_cpu_us_per_job": round(jobs.cpu_us.iter().sum()),
-        "jobs_cpu_us_per_job_leader": round(jobs.cpu_us[Role::Leader as usize]),
-        "jobs_cpu_us_per_job_replicas": round(jobs.cpu_us[Role::Replica as usize]),
-        "jobs_cpu_us_per_job_others": round(jobs.cpu_us[Role::Other as usize]),
+        "jobs_cpu_us_per_job": round(jobs.cpu_us.leader + jobs.cpu_us.replicas + jobs.cpu_us.others),
+        "jobs_cpu_us_per_job_leader": round(jobs.cpu_us.leader),
+        "jobs_cpu_us_per_job_replicas": round(jobs.cpu_us.replicas),
+        "jobs_cpu_us_per_job_others": round(jobs.cpu_us.others),
         "jobs_calls_off_replicas": round(jobs.calls_off_replicas),
     }))
 }
@@ -415,10 +415,20 @@ struct JobsFigures {
     per_s: f64,
     submitted_per_s: f64,
     raft_entries_per_job: f64,
-    /// The nodes' CPU per job, in µs, by [`Role`].
-    cpu_us: [f64; 3],
+    /// The nodes' CPU per job, in µs, by their part in the Raft group.
+    cpu_us: CpuByRole,
     /// The share of the jobs' calls that ran on nodes holding no replica.
     calls_off_replicas: f64,
+}
+
+/// CPU summed over the nodes of each part in the Raft group.
+#[derive(Default)]
+struct CpuByRole {
+    leader: f64,
+    /// Voters and learners other than the leader.
+    replicas: f64,
+    /// Nodes holding no replica.
+    others: f64,
 }
 
 /// A node's part in the Raft group.
@@ -458,20 +468,27 @@ async fn jobs_phase(
         .saturating_sub(entries_before);
 
     let jobs = args.jobs.max(1) as f64;
-    let mut cpu_us = [0.0; 3];
-    let mut calls = [0u64; 2];
+    let mut cpu_us = CpuByRole::default();
+    let (mut calls, mut calls_off_replicas) = (0u64, 0u64);
     for (i, role) in roles.iter().enumerate() {
         let used = cpu_after[i].saturating_sub(cpu_before[i]);
-        cpu_us[*role as usize] += used.as_secs_f64() * 1e6 / jobs;
+        *match role {
+            Role::Leader => &mut cpu_us.leader,
+            Role::Replica => &mut cpu_us.replicas,
+            Role::Other => &mut cpu_us.others,
+        } += used.as_secs_f64() * 1e6 / jobs;
         let ran = calls_after[i].0.saturating_sub(calls_before[i].0);
-        calls[usize::from(*role == Role::Other)] += ran;
+        calls += ran;
+        if *role == Role::Other {
+            calls_off_replicas += ran;
+        }
     }
     Ok(JobsFigures {
         per_s,
         submitted_per_s,
         raft_entries_per_job: entries as f64 / jobs,
         cpu_us,
-        calls_off_replicas: calls[1] as f64 / (calls[0] + calls[1]).max(1) as f64,
+        calls_off_replicas: calls_off_replicas as f64 / calls.max(1) as f64,
     })
 }
 
