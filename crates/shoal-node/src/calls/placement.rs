@@ -59,7 +59,7 @@ impl Load {
         self.backlog / self.slots.max(1) + 1
     }
 
-    fn has_free_slot(&self) -> bool {
+    pub fn has_free_slot(&self) -> bool {
         self.backlog < self.slots
     }
 

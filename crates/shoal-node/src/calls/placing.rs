@@ -16,8 +16,28 @@ impl Calls {
     /// with slots — leaving out places in `refused`; `None` if nobody can
     /// run it.
     pub(super) fn place(&self, function: &str, shipped: bool, refused: &[Where]) -> Option<Where> {
+        // A free slot here takes the call whatever the peers' load, so the
+        // pass over every peer (which grows with the cluster) is skipped.
+        if self
+            .local_load(function, shipped, refused)
+            .is_some_and(|local| local.has_free_slot())
+        {
+            return Some(Where::Local);
+        }
         let mut placer = self.placer(function, shipped, refused);
         into_where(placer.place(&mut rand::rng()))
+    }
+
+    /// This node's load, if it can run `function` and is not refused.
+    fn local_load(&self, function: &str, shipped: bool, refused: &[Where]) -> Option<Load> {
+        let runs_here = shipped || self.registry.get(function).is_some();
+        (runs_here && !refused.contains(&Where::Local))
+            .then(|| self.load())
+            .filter(|report| report.slots > 0)
+            .map(|report| Load {
+                slots: report.slots,
+                backlog: report.busy + report.queued,
+            })
     }
 
     /// The load picture [`place`](Self::place) works from, for one call or
@@ -28,14 +48,7 @@ impl Calls {
         shipped: bool,
         refused: &[Where],
     ) -> Placer<PeerId> {
-        let runs_here = shipped || self.registry.get(function).is_some();
-        let local = (runs_here && !refused.contains(&Where::Local))
-            .then(|| self.load())
-            .filter(|report| report.slots > 0)
-            .map(|report| Load {
-                slots: report.slots,
-                backlog: report.busy + report.queued,
-            });
+        let local = self.local_load(function, shipped, refused);
         let now = Instant::now();
         // One pass over the peers. A suspected peer gets work only when no
         // other can take it.
