@@ -177,7 +177,7 @@ async fn commit(raft: &RaftNode, mut batch: Vec<Proposal>) {
 }
 
 async fn write(raft: &RaftNode, command: LoggedCommand) -> Result<CommandResult, Refused> {
-    match raft.client_write(Arc::new(command)).await {
+    match raft.client_write(Arc::new(command.into())).await {
         Ok(response) => Ok(response.data),
         Err(e) if e.forward_to_leader().is_some() => Err(Refused::NotLeader),
         Err(e) => Err(Refused::Failed(e.to_string())),
