@@ -70,7 +70,7 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
         let run = measure(count, &args).await?;
         println!(
             "{count:>5} nodes: formed in {:.1} s, its Raft group complete {:.1} s later ({:.2} % of a core per node until idle); \
-             idle CPU {:.2} % of a core (busiest {:.2} %), {:.1} MB and {} sockets per node; \
+             idle CPU {:.2} % of a core (busiest {:.2} %), {:.1} MB ({:.1} MB its own) and {} sockets per node; \
              a death known everywhere in {:.1} s; fan-out efficiency {:.2} ({:.2}, the median of 3, with connections open); \
              {:.0} jobs/s, costing {:.0} µs of CPU each (leader {:.0}, other replicas {:.0}, the rest {:.0}; \
              {:.0} % of their calls ran off the replicas)",
@@ -80,6 +80,7 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
             run["idle_cpu_pct_per_node"].as_f64().unwrap_or(0.0),
             run["idle_cpu_pct_max"].as_f64().unwrap_or(0.0),
             run["rss_mb_per_node"].as_f64().unwrap_or(0.0),
+            run["private_mb_per_node"].as_f64().unwrap_or(0.0),
             run["sockets_per_node"].as_f64().unwrap_or(0.0),
             run["detect_dead_s"].as_f64().unwrap_or(0.0),
             run["fanout_efficiency"].as_f64().unwrap_or(0.0),
@@ -141,6 +142,8 @@ async fn measure(count: usize, args: &ClusterArgs) -> anyhow::Result<Value> {
     let idle_cpu = median(&mut idle_cpu);
     let mut rss_mb: Vec<f64> = nodes.iter().filter_map(|n| n.rss_mb().ok()).collect();
     let rss_mb = median(&mut rss_mb);
+    let mut private_mb: Vec<f64> = nodes.iter().filter_map(|n| n.private_mb().ok()).collect();
+    let private_mb = median(&mut private_mb);
     let mut sockets: Vec<f64> = nodes.iter().map(|n| open_sockets(n.pid()) as f64).collect();
     let sockets = median(&mut sockets);
     // The first fan-out dials every node (idle connections were closed);
@@ -190,6 +193,7 @@ async fn measure(count: usize, args: &ClusterArgs) -> anyhow::Result<Value> {
         "idle_cpu_pct_per_node": round(idle_cpu),
         "idle_cpu_pct_max": round(idle_cpu_max),
         "rss_mb_per_node": round(rss_mb),
+        "private_mb_per_node": round(private_mb),
         "sockets_per_node": sockets,
         "detect_dead_s": round(detect_dead_s),
         "killed": victims,

@@ -114,13 +114,25 @@ impl NodeProcess {
 
     /// Its resident memory now, in MB.
     pub fn rss_mb(&self) -> anyhow::Result<f64> {
+        self.status_mb("VmRSS")
+    }
+
+    /// The part of its resident memory that is its own (heap, stacks): the
+    /// rest is the binary's code and data, mapped from one file and the
+    /// same pages for every node on a machine.
+    pub fn private_mb(&self) -> anyhow::Result<f64> {
+        self.status_mb("RssAnon")
+    }
+
+    /// A memory figure of `/proc/<pid>/status`, in MB.
+    fn status_mb(&self, field: &str) -> anyhow::Result<f64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
         let kb: f64 = status
             .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
             .and_then(|rest| rest.split_whitespace().next())
             .and_then(|kb| kb.parse().ok())
-            .ok_or_else(|| anyhow::anyhow!("no VmRSS in /proc status"))?;
+            .ok_or_else(|| anyhow::anyhow!("no {field} in /proc status"))?;
         Ok(kb / 1024.0)
     }
 }
