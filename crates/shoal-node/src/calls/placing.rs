@@ -18,13 +18,11 @@ impl Calls {
     pub(super) fn place(&self, function: &str, shipped: bool, refused: &[Where]) -> Option<Where> {
         // A free slot here takes the call whatever the peers' load, so the
         // pass over every peer (which grows with the cluster) is skipped.
-        if self
-            .local_load(function, shipped, refused)
-            .is_some_and(|local| local.has_free_slot())
-        {
+        let local = self.local_load(function, shipped, refused);
+        if local.as_ref().is_some_and(Load::has_free_slot) {
             return Some(Where::Local);
         }
-        let mut placer = self.placer(function, shipped, refused);
+        let mut placer = Placer::new(local, self.candidates(function, shipped, refused));
         into_where(placer.place(&mut rand::rng()))
     }
 
@@ -49,6 +47,17 @@ impl Calls {
         refused: &[Where],
     ) -> Placer<PeerId> {
         let local = self.local_load(function, shipped, refused);
+        Placer::new(local, self.candidates(function, shipped, refused))
+    }
+
+    /// The live peers that can run `function`, with their load as this
+    /// node knows it.
+    fn candidates(
+        &self,
+        function: &str,
+        shipped: bool,
+        refused: &[Where],
+    ) -> Vec<Candidate<PeerId>> {
         let now = Instant::now();
         // One pass over the peers. A suspected peer gets work only when no
         // other can take it.
@@ -82,7 +91,7 @@ impl Calls {
                 candidate.sent = pending.outstanding(&candidate.peer);
             }
         }
-        Placer::new(local, remotes)
+        remotes
     }
 
     pub(super) fn nowhere_error(&self, function: &str) -> CallError {

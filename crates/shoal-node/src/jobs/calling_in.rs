@@ -8,11 +8,11 @@
 //! the leader's own runner holds all the jobs it may. A queue that moves
 //! while the leader has room is being served: each lease takes the jobs
 //! next in line, as fast as Raft commits leases, and a hundred more runners
-//! asking would only add leases to commit. Measured on 2026-12-01 with `shoal bench cluster
-//! --nodes 100 --calls 0 --jobs 20000` on 2 cores: when the next job's wait
-//! alone called them in, two runs of six did so; those spent 370–400 µs of
-//! CPU per job instead of 190–270, and ran 4,300–4,500 jobs/s instead of
-//! 6,100–8,400.
+//! asking would only add leases to commit. Measured on 2026-12-01 with
+//! `shoal bench cluster --nodes 100 --calls 0 --jobs 20000` on 2 cores:
+//! when the next job's wait alone called them in, two runs of six did so;
+//! those spent 370–400 µs of CPU per job instead of 190–270, and ran
+//! 4,300–4,500 jobs/s instead of 6,100–8,400.
 //!
 //! Nobody takes the next job when the members hold no slots or cannot run
 //! it (it needs what they do not have). When they are full, the queue may

@@ -12,9 +12,9 @@
 //!
 //! A runner on a node that holds a replica looks for work there; one on a
 //! node without a replica asks a member, only while the leader's heartbeat
-//! says the members cannot keep up ([`super::calling_in`]). The leader also proposes a `Tick` when a lease has run
-//! out or finished jobs are due for garbage collection, so lost leases
-//! return to the queue. A lease that got no clear answer may still be
+//! says the members cannot keep up ([`super::calling_in`]). The leader
+//! also proposes a `Tick` when a lease has run out or finished jobs are
+//! due for garbage collection, so lost leases return to the queue. A lease that got no clear answer may still be
 //! committed; the runner then runs the jobs held in its name that it never
 //! started ([`super::orphans`]).
 
