@@ -33,14 +33,16 @@ mod workers;
 pub use error::status_of;
 
 use crate::node::handle::Node;
+use axum::Router;
+use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::header::CONTENT_TYPE;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::{Json, Router};
 use error::HttpError;
 use shoal_proto::ErrorCode;
 use shoal_proto::api::MAX_BODY_BYTES;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
@@ -126,17 +128,25 @@ fn documented() -> OpenApiRouter<Node> {
         .routes(routes!(health::readyz))
 }
 
+/// `GET /openapi.json`: the description as JSON, made at the first request
+/// and kept as bytes. Most nodes are never asked for it, and the
+/// description's tree, kept from the start, was a few hundred KB of every
+/// node's memory.
+async fn openapi_json() -> Response {
+    static JSON: OnceLock<Bytes> = OnceLock::new();
+    let json = JSON.get_or_init(|| {
+        let json = serde_json::to_vec(&openapi()).expect("the description has string keys only");
+        Bytes::from(json)
+    });
+    ([(CONTENT_TYPE, "application/json")], json.clone()).into_response()
+}
+
 /// The API of `node`, ready to serve.
 pub fn router(node: Node) -> Router {
     let (routes, _) = api().split_for_parts();
-    let doc = documented().into_openapi();
-    let doc = Arc::new(doc);
     let token: Option<Arc<str>> = node.config().api_token.as_deref().map(Arc::from);
     let routes = routes
-        .route(
-            "/openapi.json",
-            axum::routing::get(move || async move { Json(doc.as_ref().clone()) }),
-        )
+        .route("/openapi.json", axum::routing::get(openapi_json))
         .fallback(|| async {
             HttpError::new(ErrorCode::NotFound, "no such route; see /openapi.json")
         })
