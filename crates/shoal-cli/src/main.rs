@@ -16,12 +16,13 @@
 //!
 //! Each command lives in its own module (`node_cmd`, `call_cmd`, `data_cmd`,
 //! `drain_cmd`, `topics_cmd`, `queue_cmd`, `chat`, `top`, `demo`, `bench`,
-//! `chaos`); `main` parses the command line and hands it to one of them. What several commands share sits below them,
-//! and never imports a command: `api` (reaching a node's HTTP API),
-//! `args` (labels, resources, durations, script files), `config_file` (`--config`:
-//! a TOML file's values as the defaults of the flags), `terminal` (what the
-//! full-screen `top` and `chat` share) and `pi` (Monte Carlo Pi over a
-//! cluster, for `demo` and `bench`).
+//! `chaos`); `main` parses the command line and hands it to one of them.
+//! What several commands share sits below them, and never imports a
+//! command: `api` (reaching a node's HTTP API), `args` (labels, resources,
+//! durations, script files), `config_file` (`--config`: a TOML file's values
+//! as the defaults of the flags), `terminal` (what the full-screen `top` and
+//! `chat` share) and `pi` (Monte Carlo Pi over a cluster, for `demo` and
+//! `bench`).
 
 mod api;
 mod args;
@@ -133,6 +134,13 @@ fn main() -> anyhow::Result<()> {
     // Not `Cli::parse()`: a config file's values become the flags' defaults.
     let command_line = config_file::CommandLine::parse(Cli::command())?;
     let cli = Cli::from_arg_matches(command_line.matches()).unwrap_or_else(|error| error.exit());
+    // Only `config print` reads the parsed command line again; a node runs
+    // for weeks without clap's tree of every command (about 300 KB).
+    let settings = match cli.command {
+        Command::Config(ConfigCommand::Print(_)) => command_line.settings_toml(),
+        _ => String::new(),
+    };
+    drop(command_line);
     let default_level = match cli.command {
         // openraft's INFO lines (every election step, every membership
         // change) would drown the node's own.
@@ -148,7 +156,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Node(args) => node_cmd::run(args, logs).await,
             Command::Config(ConfigCommand::Print(_)) => {
-                print!("{}", command_line.settings_toml());
+                print!("{settings}");
                 Ok(())
             }
             Command::Call(args) => call_cmd::run(args).await,
