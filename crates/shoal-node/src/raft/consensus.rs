@@ -457,32 +457,24 @@ impl Consensus {
     }
 
     /// Answers a read: here if this node keeps a replica (after catching up
-    /// with the leader when `linearizable`), else at a member.
+    /// with the leader when `linearizable`), else at a member. Asked again
+    /// each round: a member between leaders keeps no fresh replica for a
+    /// moment, and this node may be the one elected (a lone node restarted
+    /// on its data is, after an election of its own).
     pub async fn query(
         &self,
         query: Query,
         linearizable: bool,
     ) -> Result<serde_json::Value, ApiError> {
-        if self.holds_replica() {
-            if query == Query::RaftStatus {
-                return serde_json::to_value(self.status())
-                    .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()));
-            }
-            if linearizable {
-                self.catch_up()
-                    .await
-                    .map_err(|e| ApiError::new(ErrorCode::Unavailable, e.to_string()))?;
-            }
-            return self
-                .read_local(|state| answer(state, &query))
-                .expect("a member keeps a replica");
-        }
-        let rpc = RaftRpc::Query {
-            query,
-            linearizable,
-        };
         let started = Instant::now();
         loop {
+            if self.holds_replica() {
+                return self.answer_here(&query, linearizable).await;
+            }
+            let rpc = RaftRpc::Query {
+                query: query.clone(),
+                linearizable,
+            };
             let mut last_error = "no member of the cluster is reachable".to_string();
             let mut members = self.member_route();
             if !members.is_empty() {
@@ -503,6 +495,25 @@ impl Consensus {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Answers a read from this node's replica.
+    async fn answer_here(
+        &self,
+        query: &Query,
+        linearizable: bool,
+    ) -> Result<serde_json::Value, ApiError> {
+        if *query == Query::RaftStatus {
+            return serde_json::to_value(self.status())
+                .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()));
+        }
+        if linearizable {
+            self.catch_up()
+                .await
+                .map_err(|e| ApiError::new(ErrorCode::Unavailable, e.to_string()))?;
+        }
+        self.read_local(|state| answer(state, query))
+            .expect("a member keeps a replica")
     }
 
     /// Asks one given member a query (for example its Raft status).

@@ -24,7 +24,11 @@
 //! is kept in memory, and the next durable commit (an append, a vote, a
 //! truncation, a purge) carries it, as does [`LogStore::flush_committed`]
 //! when the node stops. Losing it to a crash only means the restarted node
-//! re-applies less until it hears from the leader.
+//! re-applies less until it hears from the leader, because a restarted
+//! leader never takes up its leadership again without an election (see
+//! `enable_leader_restore` in [`raft_config`](super::types::raft_config)):
+//! with the stale index it would have served reads older than writes it
+//! had acknowledged.
 //!
 //! Every redb call blocks (an fsync takes milliseconds), so each one runs on
 //! tokio's blocking pool, never on an async worker thread.

@@ -238,6 +238,14 @@ pub fn raft_config(
         // thousands of writes, and a full channel only makes writers wait.
         api_channel_size: Some(4096),
         notification_channel_size: Some(4096),
+        // A leader that restarts before the others elect another would take
+        // up its leadership at once, with the commit index it last saved.
+        // The log store saves that lazily (see `log_store`) and the state
+        // machine lives in memory, so it would answer linearizable reads
+        // from a state older than writes it had acknowledged. Off, it
+        // restarts as a follower; a new election (a new term and its first
+        // entry) makes it, or another, leader with every acknowledged write.
+        enable_leader_restore: Some(false),
         ..Default::default()
     };
     Ok(std::sync::Arc::new(config.validate()?))
