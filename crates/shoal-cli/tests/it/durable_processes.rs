@@ -129,11 +129,11 @@ async fn killing_the_leader_loses_no_acknowledged_job_and_it_catches_up_after_re
 }
 
 /// A leader SIGKILLed right after it acknowledged a write, and started
-/// again at once, before the other voters give up on it, comes back as the
-/// leader of the same term. A linearizable read through it still sees that
-/// write. (openraft restores such a leader with the commit index it last
-/// saved, which Shoal saves lazily: it served the state before the write
-/// until it heard from the others. A chaos run in CI caught it.)
+/// again at once, before the other voters give up on it: a linearizable
+/// read through it sees that write. (With openraft's leader restore, such a
+/// node came back as the leader of the same term with the commit index it
+/// last saved, which Shoal saves lazily, and served the state before the
+/// write until it heard from the others. A chaos run in CI caught it.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_restarted_at_once_serves_no_read_older_than_a_write_it_acknowledged() {
     let mut cluster = ProcessCluster::start(3, &["--slots", "1"]).await;
