@@ -221,8 +221,10 @@ pub fn raft_config(
 ) -> Result<std::sync::Arc<openraft::Config>, openraft::ConfigError> {
     let config = openraft::Config {
         cluster_name: "shoal".to_string(),
-        // Leader heartbeats four times a second: cheap when idle, and a
-        // dead leader is replaced within about two seconds.
+        // Leader heartbeats four times a second: cheap when idle. A dead
+        // leader is replaced 3–4 s after its last heartbeat: a follower
+        // stands for election once the leader's lease (openraft sets it to
+        // `election_timeout_max`) and then an election timeout have passed.
         heartbeat_interval: 250,
         election_timeout_min: 1000,
         election_timeout_max: 2000,
