@@ -14,9 +14,9 @@
 //! node without a replica asks a member, only while the leader's heartbeat
 //! says the members cannot keep up ([`super::calling_in`]). The leader
 //! also proposes a `Tick` when a lease has run out or finished jobs are
-//! due for garbage collection, so lost leases return to the queue. A lease that got no clear answer may still be
-//! committed; the runner then runs the jobs held in its name that it never
-//! started ([`super::orphans`]).
+//! due for garbage collection, so lost leases return to the queue. A lease
+//! that got no clear answer may still be committed; the runner then runs
+//! the jobs held in its name that it never started ([`super::orphans`]).
 
 use super::calling_in::{Asking, Head};
 use super::orphans::{Orphans, Taken};

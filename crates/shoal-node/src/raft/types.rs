@@ -384,8 +384,11 @@ mod tests {
             ),
             Arc::clone(&shared),
         );
+        assert!(shared.json.get().is_none(), "nothing encoded yet");
         let first = serde_json::to_string(&logged).unwrap();
         assert!(first.contains(&plain), "{first} holds {plain}");
+        let kept = shared.json.get().expect("the command keeps its JSON");
+        assert_eq!(kept.get(), plain);
         // The kept bytes, as a follower's append request sends them.
         assert_eq!(serde_json::to_string(&logged).unwrap(), first);
         assert_eq!(serde_json::to_string(&shared).unwrap(), plain);
