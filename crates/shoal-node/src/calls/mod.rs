@@ -180,6 +180,8 @@ pub struct Calls {
     steal_answers: mpsc::Sender<(PeerId, usize)>,
     /// Wakes the steal task when a peer reports queued calls.
     peer_has_work: Notify,
+    /// Wakes the steal task when a slot here is left free.
+    slot_idle: Notify,
     next_id: AtomicU64,
     pub stats: Stats,
     /// Outcomes and latency of the calls started here.
@@ -210,6 +212,7 @@ impl Calls {
             unreachable: parts.unreachable,
             steal_answers,
             peer_has_work: Notify::new(),
+            slot_idle: Notify::new(),
             next_id: AtomicU64::new(first_id_of_this_life()),
             stats: Stats::default(),
             metrics: CallMetrics::default(),

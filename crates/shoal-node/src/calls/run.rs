@@ -243,8 +243,10 @@ impl Calls {
     }
 
     fn release_slot(self: &Arc<Self>) {
-        if let Some(call) = self.executor.release() {
-            self.start(call);
+        match self.executor.release() {
+            Some(call) => self.start(call),
+            // Free (or a resumed call's): a busy thief may look for work.
+            None => self.slot_idle.notify_one(),
         }
     }
 

@@ -40,9 +40,23 @@ const MAX_STEAL_BYTES: usize = shoal_proto::wire::MAX_FRAME_BYTES / 2;
 pub const STEAL_AFTER: Duration = Duration::from_millis(20);
 /// A steal without an answer for this long is given up.
 pub const STEAL_TIMEOUT: Duration = Duration::from_secs(1);
-/// How often an idle node looks for work to steal while peers report some.
+/// How often an idle node looks for work while peers report some.
 /// Cheap (a lock and a comparison) so an idle node still costs next to nothing.
 pub const STEAL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// What one look for work found, and so what the steal task waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Look {
+    /// No peer likely has queued calls (or this node drains): wait until
+    /// one reports some.
+    Nothing,
+    /// Every slot here is taken: wait until one is free. Looking each
+    /// interval meanwhile woke a busy node 50 times a second, while its
+    /// peers reported queued calls, to read all of them for nothing.
+    Busy,
+    /// Some peer likely has queued calls: look again after an interval.
+    Again,
+}
 
 /// What the thief remembers between looks; plain state, generic over how
 /// peers are named so the placement simulation runs the same rules.
@@ -63,23 +77,21 @@ impl<P> Default for Thief<P> {
 }
 
 /// The steal task: looks for work while some peer's report says it likely
-/// still has queued calls, and sleeps until one does otherwise, so an idle
-/// cluster stays idle.
+/// still has queued calls and a slot here is free, and otherwise sleeps
+/// until one is, so an idle cluster stays idle and a busy node is not
+/// woken for nothing.
 pub async fn run(calls: Arc<Calls>, mut answers: StealAnswers, shutdown: CancellationToken) {
     let mut thief = Thief::default();
+    let mut look = Look::Nothing;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = calls.peer_has_work.notified() => {}
             Some((victim, got)) = answers.recv() => thief.answered(victim, got),
+            _ = calls.peer_has_work.notified(), if look == Look::Nothing => {}
+            _ = calls.slot_idle.notified(), if look == Look::Busy => {}
+            _ = tokio::time::sleep(STEAL_INTERVAL), if look == Look::Again => {}
         }
-        while calls.steal_tick(&mut thief) {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                Some((victim, got)) = answers.recv() => thief.answered(victim, got),
-                _ = tokio::time::sleep(STEAL_INTERVAL) => {}
-            }
-        }
+        look = calls.steal_tick(&mut thief);
     }
 }
 
@@ -121,11 +133,14 @@ impl<P: Copy + Eq + Hash> Thief<P> {
 }
 
 impl Calls {
-    /// One look for work. Returns whether any peer likely still has queued
-    /// calls (so the task keeps looking).
-    fn steal_tick(&self, thief: &mut Thief<PeerId>) -> bool {
+    /// One look for work, and what to wait for before the next.
+    fn steal_tick(&self, thief: &mut Thief<PeerId>) -> Look {
         if self.is_draining() {
-            return false; // it takes no new work
+            return Look::Nothing; // it takes no new work
+        }
+        let free = self.executor.idle_slots();
+        if free == 0 {
+            return Look::Busy;
         }
         let now = Instant::now();
         let peers: Vec<(PeerId, u32, u64)> = self.peers.read(|peers| {
@@ -136,16 +151,14 @@ impl Calls {
                 .collect()
         });
         if peers.is_empty() {
-            return false;
+            return Look::Nothing;
         }
-        let free = self.executor.idle_slots();
-        if free == 0 || !thief.ready(now) {
-            return true;
-        }
-        if let Some(victim) = thief.pick(now, &peers) {
+        if thief.ready(now)
+            && let Some(victim) = thief.pick(now, &peers)
+        {
             self.links.send_soon(victim, Frame::Steal { max: free });
         }
-        true
+        Look::Again
     }
 
     /// A thief asked for work: hand over queued calls it can run.
