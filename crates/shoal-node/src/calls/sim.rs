@@ -131,6 +131,8 @@ struct SimNode {
     cursor: usize,
     thief: Thief<u32>,
     looking: bool,
+    /// It stopped looking with every slot taken: a slot left free restarts it.
+    busy: bool,
     ran: u32,
 }
 
@@ -167,6 +169,7 @@ pub fn fan_out(settings: FanoutSettings) -> FanoutOutcome {
                 cursor: 0,
                 thief: Thief::default(),
                 looking: false,
+                busy: false,
                 ran: 0,
             })
             .collect(),
@@ -298,8 +301,13 @@ impl FanoutSim {
     fn finished(&mut self, node: u32, call: u32) {
         let runner = &mut self.nodes[node as usize];
         runner.ran += 1;
-        if let Some(next) = runner.work.release() {
-            self.run(node, next);
+        match runner.work.release() {
+            Some(next) => self.run(node, next),
+            None if runner.busy => {
+                runner.busy = false;
+                self.start_looking(node);
+            }
+            None => {}
         }
         if node == self.owner_of(call) {
             self.resolve(call);
@@ -388,6 +396,11 @@ impl FanoutSim {
         let now = self.base + self.now;
         let (slots, mean_task_us) = (self.settings.slots, self.settings.task.as_micros() as u64);
         let me = &mut self.nodes[node as usize];
+        let free = me.work.free_slots();
+        if free == 0 || me.work.queued() > 0 {
+            (me.looking, me.busy) = (false, true);
+            return;
+        }
         let peers: Vec<(u32, u32, u64)> = me
             .heard
             .iter()
@@ -402,9 +415,7 @@ impl FanoutSim {
             me.looking = false;
             return;
         }
-        let free = me.work.free_slots();
-        if free > 0
-            && me.thief.ready(now)
+        if me.thief.ready(now)
             && let Some(victim) = me.thief.pick(now, &peers)
         {
             self.send(What::Steal {

@@ -40,7 +40,7 @@ const MAX_STEAL_BYTES: usize = shoal_proto::wire::MAX_FRAME_BYTES / 2;
 pub const STEAL_AFTER: Duration = Duration::from_millis(20);
 /// A steal without an answer for this long is given up.
 pub const STEAL_TIMEOUT: Duration = Duration::from_secs(1);
-/// How often an idle node looks for work while peers report some.
+/// How often an idle node looks for work to steal while peers report some.
 /// Cheap (a lock and a comparison) so an idle node still costs next to nothing.
 pub const STEAL_INTERVAL: Duration = Duration::from_millis(20);
 
