@@ -117,15 +117,9 @@ impl Executor {
         }
     }
 
-    /// Free slots, if nothing is queued (a node with queued calls has no
-    /// business stealing more).
+    /// Free slots, if nothing is queued (see [`WorkQueue::idle_slots`]).
     pub fn idle_slots(&self) -> u32 {
-        let state = self.state();
-        if state.work.queued() > 0 {
-            0
-        } else {
-            state.work.free_slots()
-        }
+        self.state().work.idle_slots()
     }
 
     /// Offers a call: start it, queue it, or hand it back when full; or,

@@ -396,8 +396,8 @@ impl FanoutSim {
         let now = self.base + self.now;
         let (slots, mean_task_us) = (self.settings.slots, self.settings.task.as_micros() as u64);
         let me = &mut self.nodes[node as usize];
-        let free = me.work.free_slots();
-        if free == 0 || me.work.queued() > 0 {
+        let free = me.work.idle_slots();
+        if free == 0 {
             (me.looking, me.busy) = (false, true);
             return;
         }

@@ -68,6 +68,16 @@ impl<C> WorkQueue<C> {
         self.slots.saturating_sub(self.busy)
     }
 
+    /// Free slots, if nothing is queued (a node with queued calls has no
+    /// business stealing more).
+    pub fn idle_slots(&self) -> u32 {
+        if self.queue.is_empty() {
+            self.free_slots()
+        } else {
+            0
+        }
+    }
+
     /// Offers a call.
     pub fn submit(&mut self, call: C) -> Admit<C> {
         if self.busy < self.slots && self.queue.is_empty() && self.resumers.is_empty() {
@@ -179,6 +189,20 @@ mod tests {
         assert_eq!(work.release(), Some(4));
         assert_eq!(work.release(), None);
         assert_eq!(work.busy(), 1);
+    }
+
+    #[test]
+    fn a_slot_is_idle_only_when_nothing_waits_for_it() {
+        let mut work = WorkQueue::new(2, ROOMY);
+        assert_eq!(work.idle_slots(), 2);
+        assert_eq!(work.submit(1), Admit::Start(1));
+        assert_eq!(work.submit(2), Admit::Start(2));
+        assert_eq!(work.submit(3), Admit::Queued);
+        assert_eq!(work.idle_slots(), 0);
+        assert_eq!(work.release(), Some(3), "a freed slot goes to the queue");
+        assert_eq!(work.idle_slots(), 0);
+        assert_eq!(work.release(), None);
+        assert_eq!(work.idle_slots(), 1, "left free: a thief may fill it");
     }
 
     #[test]
