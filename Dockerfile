@@ -1,9 +1,10 @@
 # Shoal node image: `docker build -t shoal .` at the repository root.
-# Build stage: the release binary (the same single profile CI builds).
+# Build stage: the binary of the `dist` profile (`release` optimised as one
+# unit: less memory per node, faster calls; see Cargo.toml).
 FROM rust:1-slim-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p shoal-cli
+RUN cargo build --profile dist --locked -p shoal-cli
 
 # Runtime stage: the binary alone on a slim Debian, as an unprivileged user.
 # Its uid and gid are fixed at 999 so Kubernetes (runAsUser, fsGroup) and
@@ -11,7 +12,7 @@ RUN cargo build --release --locked -p shoal-cli
 FROM debian:bookworm-slim
 RUN groupadd --system --gid 999 shoal \
  && useradd --system --uid 999 --gid shoal --create-home --home-dir /var/lib/shoal shoal
-COPY --from=build /src/target/release/shoal /usr/local/bin/shoal
+COPY --from=build /src/target/dist/shoal /usr/local/bin/shoal
 USER shoal
 WORKDIR /var/lib/shoal
 VOLUME /var/lib/shoal
