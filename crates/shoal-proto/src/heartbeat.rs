@@ -23,7 +23,9 @@ pub struct Heartbeat {
     pub queued: u32,
     /// Calls holding a slot right now.
     pub running: u32,
-    /// Mean run time of recent calls, in microseconds.
+    /// Mean run time of recent calls, in microseconds; before any has
+    /// finished, how long the longest running has run, a lower bound of
+    /// it (releases before 2026-12-02 said 0). 0: nothing is known.
     pub mean_task_us: u64,
     /// Estimated time to finish everything queued and running, in
     /// milliseconds: `(queued + running) / slots * mean_task`.

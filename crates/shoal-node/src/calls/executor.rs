@@ -54,7 +54,8 @@ pub struct LoadReport {
     pub slots: u32,
     pub queued: u32,
     pub busy: u32,
-    /// Mean run time of recent calls, microseconds (0 if none ran yet).
+    /// Mean run time of recent calls, microseconds; before any finished,
+    /// how long the longest running has run (0 if none runs).
     pub mean_task_us: u64,
 }
 
@@ -78,10 +79,17 @@ pub enum Offered {
 
 type RunningKey = (PeerId, CallId);
 
+/// A call running here.
+struct Running {
+    /// Stops it.
+    abort: AbortHandle,
+    since: Instant,
+}
+
 struct State {
     work: WorkQueue<QueuedCall>,
     /// Calls running here, so a cancel can stop them.
-    running: HashMap<RunningKey, AbortHandle>,
+    running: HashMap<RunningKey, Running>,
     /// The node drains: it admits only calls pinned here.
     draining: bool,
 }
@@ -153,7 +161,22 @@ impl Executor {
     /// Records a call about to start, so it can be stopped; `handle`
     /// aborts it even before its task first runs.
     pub fn started(&self, owner: PeerId, id: CallId, handle: AbortHandle) {
-        self.state().running.insert((owner, id), handle);
+        let running = Running {
+            abort: handle,
+            since: Instant::now(),
+        };
+        self.state().running.insert((owner, id), running);
+    }
+
+    /// How long the call running longest here has run; `None` if none runs.
+    pub fn longest_running(&self) -> Option<Duration> {
+        let state = self.state();
+        let now = Instant::now();
+        state
+            .running
+            .values()
+            .map(|running| now.saturating_duration_since(running.since))
+            .max()
     }
 
     pub fn finished(&self, owner: PeerId, id: CallId) {
@@ -182,8 +205,8 @@ impl Executor {
         }
         match state.running.remove(&(owner, id)) {
             // Dropping the task drops its nested calls, which cancels them too.
-            Some(handle) => {
-                handle.abort();
+            Some(running) => {
+                running.abort.abort();
                 Cancelled::Aborted
             }
             None => Cancelled::NotFound,
@@ -211,8 +234,8 @@ impl Executor {
             .collect();
         let mut aborted = Vec::with_capacity(running.len());
         for key in running {
-            if let Some(handle) = state.running.remove(&key) {
-                handle.abort();
+            if let Some(running) = state.running.remove(&key) {
+                running.abort.abort();
                 aborted.push(key.1);
             }
         }
@@ -223,8 +246,8 @@ impl Executor {
     pub fn stop_all(&self) {
         let mut state = self.state();
         state.work.remove_where(|_| true);
-        for (_, handle) in state.running.drain() {
-            handle.abort();
+        for (_, running) in state.running.drain() {
+            running.abort.abort();
         }
     }
 
@@ -289,6 +312,25 @@ mod tests {
         assert_eq!(executor.cancel(owner, CallId(1)), Cancelled::Aborted);
         assert!(task.await.unwrap().is_err(), "the task was aborted");
         assert_eq!(executor.cancel(owner, CallId(1)), Cancelled::NotFound);
+    }
+
+    #[tokio::test]
+    async fn the_longest_running_call_says_how_long_it_has_run() {
+        let owner = PeerId::random();
+        let executor = Executor::new(2, 10);
+        assert_eq!(executor.longest_running(), None, "nothing runs");
+        let (first, _) = AbortHandle::new_pair();
+        executor.started(owner, CallId(1), first);
+        std::thread::sleep(Duration::from_millis(30));
+        let (second, _) = AbortHandle::new_pair();
+        executor.started(owner, CallId(2), second);
+        let longest = executor.longest_running().expect("two calls run");
+        assert!(longest >= Duration::from_millis(30), "{longest:?}");
+        executor.finished(owner, CallId(1));
+        let longest = executor.longest_running().expect("one call runs");
+        assert!(longest < Duration::from_millis(30), "{longest:?}");
+        executor.finished(owner, CallId(2));
+        assert_eq!(executor.longest_running(), None);
     }
 
     #[tokio::test]

@@ -230,13 +230,29 @@ impl Calls {
     /// says it has no slots, so no call is placed on it.
     pub fn load(&self) -> LoadReport {
         let mut load = LoadReport {
-            mean_task_us: self.stats.mean_task_us.load(Ordering::Relaxed),
+            mean_task_us: self.mean_task_us(),
             ..self.executor.load()
         };
         if self.is_draining() {
             load.slots = 0;
         }
         load
+    }
+
+    /// How long a call takes here: the mean of recent runs; until one has
+    /// finished, how long the longest running has run, a lower bound of
+    /// it (0 while none runs). A report with a backlog and a time of 0
+    /// was read as lasting until the next one (at 100 nodes, about 30 s
+    /// later): a node that reported while its first calls of a fan-out ran
+    /// got none of the calls of the next fan-outs, which ran a wave longer
+    /// on the nodes that took them (efficiency 0.77 where it is 0.9).
+    fn mean_task_us(&self) -> u64 {
+        match self.stats.mean_task_us.load(Ordering::Relaxed) {
+            0 => self.executor.longest_running().map_or(0, |ran| {
+                u64::try_from(ran.as_micros()).unwrap_or(u64::MAX).max(1)
+            }),
+            mean => mean,
+        }
     }
 
     /// Starts draining: calls that have not started go back to their

@@ -63,7 +63,6 @@ impl Calls {
         // other can take it.
         let (mut alive, mut suspected) = (Vec::new(), Vec::new());
         self.peers.read(|peers| {
-            let typical_task_us = peers.typical_task_us();
             for (peer, info) in peers.live() {
                 let usable = (shipped || info.functions.contains_key(function))
                     && info.load.slots > 0
@@ -74,7 +73,7 @@ impl Calls {
                 let candidate = Candidate {
                     peer: *peer,
                     slots: info.load.slots,
-                    reported: info.still_backlog(now, typical_task_us),
+                    reported: info.still_backlog(now),
                     sent: 0,
                 };
                 if info.liveness == Liveness::Alive {

@@ -144,13 +144,9 @@ impl Calls {
         }
         let now = Instant::now();
         let peers: Vec<(PeerId, u32, u64)> = self.peers.read(|peers| {
-            let typical_task_us = peers.typical_task_us();
             peers
                 .live()
-                .map(|(peer, info)| {
-                    let queued = info.still_queued(now, typical_task_us);
-                    (*peer, queued, info.load.seq)
-                })
+                .map(|(peer, info)| (*peer, info.still_queued(now), info.load.seq))
                 .filter(|(_, queued, _)| *queued > 0)
                 .collect()
         });

@@ -48,47 +48,23 @@ pub struct PeerInfo {
 
 impl PeerInfo {
     /// The calls its last report said were queued that are likely still
-    /// waiting at `now` (see [`still_queued`]); `typical_task_us` as for
-    /// [`still_backlog`](Self::still_backlog).
-    pub fn still_queued(&self, now: Instant, typical_task_us: u64) -> u32 {
+    /// waiting at `now` (see [`still_queued`]).
+    pub fn still_queued(&self, now: Instant) -> u32 {
         let load = &self.load;
-        still_queued(
-            load.queued,
-            load.slots,
-            self.task_us(typical_task_us),
-            self.age(now),
-        )
+        let age = now.saturating_duration_since(self.reported_at);
+        still_queued(load.queued, load.slots, load.mean_task_us, age)
     }
 
     /// The calls its last report said were queued or running that are
     /// likely still there at `now`: a report from the middle of an earlier
     /// fan-out must not make an idle peer look busy for the next one (at
     /// 100 nodes a report is about 30 s old; taken at face value, some
-    /// peers got none of a fan-out's calls and others two more waves). A
-    /// peer that had finished no call when it reported is taken to work at
-    /// `typical_task_us` (see [`PeerTable::typical_task_us`]).
-    pub fn still_backlog(&self, now: Instant, typical_task_us: u64) -> u32 {
+    /// peers got none of a fan-out's calls and others two more waves).
+    pub fn still_backlog(&self, now: Instant) -> u32 {
         let load = &self.load;
+        let age = now.saturating_duration_since(self.reported_at);
         let backlog = load.queued.saturating_add(load.running);
-        still_queued(
-            backlog,
-            load.slots,
-            self.task_us(typical_task_us),
-            self.age(now),
-        )
-    }
-
-    /// How long its calls take: its own mean, or `typical` until it has
-    /// finished one.
-    fn task_us(&self, typical: u64) -> u64 {
-        match self.load.mean_task_us {
-            0 => typical,
-            mean => mean,
-        }
-    }
-
-    fn age(&self, now: Instant) -> Duration {
-        now.saturating_duration_since(self.reported_at)
+        still_queued(backlog, load.slots, load.mean_task_us, age)
     }
 }
 
@@ -141,9 +117,6 @@ pub struct PeerTable {
     /// Peers whose protocol version this node cannot work with: never
     /// members, whatever SWIM says of them.
     refused: HashMap<PeerId, Refused>,
-    /// The median of the mean task times in the peers' reports; see
-    /// [`typical_task_us`](Self::typical_task_us).
-    typical_task_us: u64,
 }
 
 impl PeerTable {
@@ -231,22 +204,10 @@ impl PeerTable {
                 dead_since: None,
             },
         );
-        self.typical_task_us = median_task_us(self.peers.values());
         match previous.map(|info| info.liveness) {
             Some(Liveness::Alive | Liveness::Suspected) => None,
             Some(Liveness::Dead) | None => Some(MemberEvent::Joined(peer)),
         }
-    }
-
-    /// How long a call typically takes here: the median of the mean task
-    /// times the peers reported, 0 until one has finished a call. A peer
-    /// that reports while its first calls still run cannot say how long
-    /// they take, and its backlog, taken as it stood, made it look busy
-    /// until its next report (at 100 nodes, about 30 s later): the fan-outs
-    /// meanwhile put none of their calls there, and ran a wave longer on
-    /// the nodes that took them (efficiency 0.77 where it is 0.9).
-    pub fn typical_task_us(&self) -> u64 {
-        self.typical_task_us
     }
 
     /// The peer's load report says a protocol version this node cannot work
@@ -467,20 +428,6 @@ impl PeerView {
             Ok(Ok(_))
         )
     }
-}
-
-/// The median of the mean task times `peers` reported, leaving out those
-/// that had finished no call; 0 if none had.
-fn median_task_us<'a>(peers: impl Iterator<Item = &'a PeerInfo>) -> u64 {
-    let mut known: Vec<u64> = peers
-        .map(|info| info.load.mean_task_us)
-        .filter(|&us| us > 0)
-        .collect();
-    if known.is_empty() {
-        return 0;
-    }
-    let middle = known.len() / 2;
-    *known.select_nth_unstable(middle).1
 }
 
 #[cfg(test)]

@@ -111,67 +111,17 @@ fn a_reported_backlog_counts_only_while_the_peer_could_not_have_worked_it_off() 
     table.on_heartbeat(peer, busy, reported);
     let info = table.get(&peer).unwrap();
     let ms = Duration::from_millis;
-    assert_eq!(info.still_backlog(reported, 0), 10);
+    assert_eq!(info.still_backlog(reported), 10);
     assert_eq!(
-        info.still_backlog(reported + ms(100), 0),
+        info.still_backlog(reported + ms(100)),
         6,
         "two slots, 50 ms calls"
     );
-    assert_eq!(info.still_backlog(reported + ms(250), 0), 0);
+    assert_eq!(info.still_backlog(reported + ms(250)), 0);
     assert_eq!(
-        info.still_backlog(reported + Duration::from_secs(30), 0),
+        info.still_backlog(reported + Duration::from_secs(30)),
         0,
         "a report from an earlier fan-out says nothing of now"
-    );
-}
-
-#[test]
-fn a_report_from_before_any_call_finished_drains_at_the_pace_peers_report() {
-    let mut table = PeerTable::new();
-    let fresh = PeerId::random();
-    let reported = Instant::now();
-    // Its first ten calls came in; none has finished, so no pace of its own.
-    let first_calls = Heartbeat {
-        slots: 2,
-        running: 2,
-        queued: 8,
-        mean_task_us: 0,
-        ..Heartbeat::default()
-    };
-    table.on_heartbeat(fresh, first_calls, reported);
-    let later = reported + Duration::from_millis(300);
-    let info = table.get(&fresh).unwrap();
-    assert_eq!(table.typical_task_us(), 0);
-    assert_eq!(
-        info.still_backlog(later, table.typical_task_us()),
-        10,
-        "no pace known anywhere: the report stands"
-    );
-
-    for mean_task_us in [40_000, 50_000, 600_000_000] {
-        let finished = Heartbeat {
-            slots: 2,
-            mean_task_us,
-            ..Heartbeat::default()
-        };
-        table.on_heartbeat(PeerId::random(), finished, reported);
-    }
-    assert_eq!(
-        table.typical_task_us(),
-        50_000,
-        "the median: one peer's minutes-long calls do not set the pace"
-    );
-    let info = table.get(&fresh).unwrap();
-    let typical = table.typical_task_us();
-    assert_eq!(info.still_backlog(reported, typical), 10);
-    assert_eq!(
-        info.still_queued(reported + Duration::from_millis(100), typical),
-        4
-    );
-    assert_eq!(
-        info.still_backlog(later, typical),
-        0,
-        "ten 50 ms calls on two slots are done in 250 ms"
     );
 }
 

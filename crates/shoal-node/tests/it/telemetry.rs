@@ -150,3 +150,38 @@ async fn every_node_reports_its_cpu_and_memory() {
         node.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_running_its_first_call_reports_how_long_it_has_run() {
+    let nodes = start_cluster(2, |_, builder| {
+        builtins::register(builder.config(test_config(1)))
+    })
+    .await;
+    // Its first call: no run has finished, so no mean yet. A report of a
+    // busy node with no time said nothing of when it would be free, and
+    // the others took its backlog as lasting until its next report.
+    let runner = nodes[1].clone();
+    let first = tokio::spawn(async move { runner.call("sleep", json!(3_000)).await });
+    let runner_id = nodes[1].peer_id().to_string();
+    wait_until(
+        Duration::from_millis(2_500),
+        "the other node to hear it has run its call for at least 200 ms",
+        async || {
+            let view = nodes[0].cluster_view().await;
+            let member = view.members.iter().find(|m| m.peer_id == runner_id);
+            match member {
+                Some(m) if m.running == 1 && m.mean_task_us >= 200_000 => Ok(()),
+                Some(m) => Err(format!(
+                    "running {}, mean_task_us {}",
+                    m.running, m.mean_task_us
+                )),
+                None => Err("not in the view".to_string()),
+            }
+        },
+    )
+    .await;
+    first.await.unwrap().expect("the sleep call returns");
+    for node in &nodes {
+        node.shutdown().await;
+    }
+}
