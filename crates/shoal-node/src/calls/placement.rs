@@ -202,10 +202,11 @@ fn least_loaded<'a, P>(remotes: &'a [(P, Load)], rng: &mut impl Rng) -> Option<&
 /// How many of the calls a peer reported queued `age` ago are likely still
 /// waiting: its own slots start one every `mean_task / slots` meanwhile.
 /// A report of short calls goes stale within milliseconds, one of long
-/// calls keeps; a report with no pace (mean 0: nothing ran, or an older
-/// release had finished no call yet) keeps its queue until the next. A thief that trusted the raw figure would
-/// ask peers whose queues emptied long ago: at 100 nodes a report is about
-/// 30 s old, and each vain ask costs a connection.
+/// calls keeps; a report with no pace (mean 0: nothing runs there, or an
+/// older release had finished no call yet) keeps its queue until the
+/// next. A thief that trusted the raw figure would ask peers whose queues
+/// emptied long ago: at 100 nodes a report is about 30 s old, and each
+/// vain ask costs a connection.
 pub fn still_queued(queued: u32, slots: u32, mean_task_us: u64, age: Duration) -> u32 {
     if mean_task_us == 0 {
         return queued;
