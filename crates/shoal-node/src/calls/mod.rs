@@ -106,7 +106,7 @@ pub struct Stats {
 
 impl Stats {
     fn record_run(&self, took: Duration) {
-        let sample = took.as_micros().min(u64::MAX as u128) as u64;
+        let sample = micros(took);
         let old = self.mean_task_us.load(Ordering::Relaxed);
         self.mean_task_us
             .store(next_mean_task_us(old, sample), Ordering::Relaxed);
@@ -122,6 +122,11 @@ impl Stats {
 /// left, so the numbers never wrap.
 pub(crate) fn first_id_of_this_life() -> u64 {
     rand::random::<u64>() >> 1
+}
+
+/// `duration` in whole microseconds, saturating.
+fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// The mean run time after one more run of `sample_us`: an exponential
@@ -248,9 +253,10 @@ impl Calls {
     /// on the nodes that took them (efficiency 0.77 where it is 0.9).
     fn mean_task_us(&self) -> u64 {
         match self.stats.mean_task_us.load(Ordering::Relaxed) {
-            0 => self.executor.longest_running().map_or(0, |ran| {
-                u64::try_from(ran.as_micros()).unwrap_or(u64::MAX).max(1)
-            }),
+            0 => self
+                .executor
+                .longest_running()
+                .map_or(0, |ran| micros(ran).max(1)),
             mean => mean,
         }
     }
